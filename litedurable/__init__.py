@@ -1,0 +1,124 @@
+"""litedurable: durable Python workflows in one SQLite file.
+
+A workflow is plain Python; every step it takes and every nondeterministic choice it makes
+(which branch won a ``select``, what ``now()`` said) is a row in a WAL-mode SQLite journal. Kill
+the process at any instant; launch again and every workflow resumes from its last recorded
+step, makes the same choices, and never re-runs a recorded step.
+
+    import litedurable as ld
+
+    app = ld.App("jobs.db")
+
+    @app.step()
+    def charge(order_id: str) -> str: ...
+
+    @app.workflow()
+    def checkout(order_id: str) -> str:
+        return charge(order_id)
+
+    with app:
+        print(app.run(checkout, "order-42", workflow_id="order-42"))
+"""
+
+from ._app import App, Handle
+from ._clock import Clock, SystemClock
+from ._concurrency import (
+    Future,
+    after,
+    as_completed,
+    cancelled,
+    go,
+    idempotency_key,
+    named,
+    now,
+    random,
+    run,
+    select,
+    sleep,
+    uuid4,
+    wait_all,
+    workflow_id,
+)
+from ._errors import (
+    AppClosedError,
+    DurableError,
+    InvalidIdError,
+    JournalCorruptError,
+    JournalError,
+    JournalFullError,
+    JournalLockedError,
+    JournalReadOnlyError,
+    JournalVersionError,
+    NonDeterminismError,
+    NotInWorkflowError,
+    OwnershipLostError,
+    RecordedError,
+    SerializationError,
+    StepCancelledError,
+    UsageError,
+    WaitTimeoutError,
+    WorkflowCancelledError,
+    WorkflowConflictError,
+    WorkflowExhaustedError,
+    WorkflowNotFoundError,
+)
+from ._types import Retry, Status, StepInfo, WorkflowInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AppClosedError",
+    "Clock",
+    "DurableError",
+    "Future",
+    "Handle",
+    "InvalidIdError",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalFullError",
+    "JournalLockedError",
+    "JournalReadOnlyError",
+    "JournalVersionError",
+    "NonDeterminismError",
+    "NotInWorkflowError",
+    "OwnershipLostError",
+    "RecordedError",
+    "Retry",
+    "SerializationError",
+    "Status",
+    "StepCancelledError",
+    "StepInfo",
+    "SystemClock",
+    "UsageError",
+    "WaitTimeoutError",
+    "WorkflowCancelledError",
+    "WorkflowConflictError",
+    "WorkflowExhaustedError",
+    "WorkflowInfo",
+    "WorkflowNotFoundError",
+    "after",
+    "as_completed",
+    "cancelled",
+    "go",
+    "idempotency_key",
+    "named",
+    "now",
+    "random",
+    "run",
+    "select",
+    "sleep",
+    "uuid4",
+    "wait_all",
+    "workflow_id",
+]
+
+# Public names report the public module (as trio does), so reprs and docs say `litedurable.X`.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("litedurable._"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,642 @@
+"""The hub: ``App`` registers workflows and steps, owns the journal and the runtime, starts,
+recovers, lists and cancels workflows; ``Handle`` waits on one.
+
+Ownership across processes is a lease: each launched App has an owner token and a heartbeat
+row. A pending workflow whose owner is gone (no row, a lapsed heartbeat, a dead pid on this
+host, or a closed App in this very process) is claimed by compare-and-swap on its owner
+column; the former owner's late writes are then refused by the journal's fence.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from ._clock import Clock, SystemClock, to_datetime
+from ._codec import Codec
+from ._context import current
+from ._errors import (
+    AppClosedError,
+    InvalidIdError,
+    UsageError,
+    WaitTimeoutError,
+    WorkflowCancelledError,
+    WorkflowConflictError,
+    WorkflowExhaustedError,
+    WorkflowNotFoundError,
+)
+from ._journal import HOST, Durability, Journal, StepRow, WorkflowRow
+from ._registry import Registry, WorkflowDef
+from ._runtime import Hooks, Outcome, Runtime, WorkflowRun
+from ._types import Retry, Status, StepInfo, StepKind, WorkflowInfo, to_seconds
+
+__all__ = ["App", "Handle"]
+
+log = logging.getLogger("litedurable")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_ID_LENGTH = 512
+
+# Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
+# of this pid that is not here belongs to an App that closed or crashed, and is free to take.
+_LIVE_OWNERS: set[str] = set()
+
+
+def check_workflow_id(workflow_id: object) -> str:
+    """Return ``workflow_id`` if it can be stored and shown; else ``InvalidIdError``."""
+    if not isinstance(workflow_id, str):
+        raise InvalidIdError(
+            f"workflow_id must be a str, not {type(workflow_id).__name__} ({workflow_id!r:.60}); "
+            "convert it with str() if it is a number or UUID"
+        )
+    problem = None
+    if not workflow_id:
+        problem = "is empty"
+    elif len(workflow_id) > MAX_ID_LENGTH:
+        problem = f"is {len(workflow_id)} characters long (the limit is {MAX_ID_LENGTH})"
+    elif "\0" in workflow_id:
+        problem = "contains a NUL character"
+    else:
+        try:
+            workflow_id.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate (it is not valid Unicode text)"
+    if problem:
+        raise InvalidIdError(
+            f"workflow_id {workflow_id[:60]!r} {problem}; use a non-empty text id of at most "
+            f"{MAX_ID_LENGTH} characters"
+        )
+    return workflow_id
+
+
+class Handle(Generic[R]):
+    """A workflow by id: wait for its result, read its status, cancel it."""
+
+    def __init__(self, app: App, workflow_id: str) -> None:
+        self._app = app
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"Handle({self.workflow_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Handle) and other.workflow_id == self.workflow_id
+
+    def __hash__(self) -> int:
+        return hash(self.workflow_id)
+
+    def status(self) -> Status:
+        """The workflow's current status, read from the journal."""
+        return Status(self._app._row(self.workflow_id).status)
+
+    def result(self, timeout: float | timedelta | None = None) -> R:
+        """Wait for the workflow's outcome; return its value or raise its exception.
+
+        A failed workflow raises its original exception (rebuilt when its class is loaded);
+        cancelled raises ``WorkflowCancelledError``; parked workflows raise
+        ``NonDeterminismError`` or ``WorkflowExhaustedError``. Works for workflows running in
+        other processes on the same file (their completion is polled).
+
+        Raises:
+            WaitTimeoutError: ``timeout`` seconds passed first (the workflow keeps running).
+        """
+        if isinstance(current(), WorkflowRun):
+            raise UsageError(
+                "Handle.result() was called inside a workflow: that wait would not be durable. "
+                "Run the other workflow's work as steps, or wait for it from outside."
+            )
+        app = self._app
+        limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
+        poll = 0.001
+        while True:
+            row = app._row(self.workflow_id)
+            if row.status != Status.PENDING:
+                value: R = app._outcome(row)
+                return value
+            remaining = None if limit is None else limit - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeoutError(
+                    f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; it "
+                    "keeps running. Call result() again to keep waiting."
+                )
+            runtime = app._runtime
+            wait = poll if remaining is None else min(poll, remaining)
+            if runtime is not None:
+                with runtime.finished:
+                    runtime.finished.wait(wait)
+            else:
+                time.sleep(wait)
+            poll = min(poll * 2, 0.05)  # another process's commit is seen within 50 ms
+
+    def cancel(self) -> None:
+        """Cancel the workflow and its non-detached children (see ``App.cancel``)."""
+        self._app.cancel(self.workflow_id)
+
+
+class App:
+    """One journal file, its registered workflows and steps, and the threads that run them.
+
+    Use it as a context manager (``with ld.App("jobs.db") as app:``), or call ``launch()`` and
+    ``close()``. Several Apps, on the same or different files, can live in one process.
+
+    Args:
+        path: the journal file (default ``litedurable.db``), created with mode 0600.
+        durability: ``"full"`` (default): ``synchronous=FULL``, every acknowledged step
+            survives power loss. ``"normal"``: survives process crashes only; a power cut may
+            roll back the last commits, so a step may run again or a select be re-decided.
+        workers: step pool size (threads running ``go`` bodies), default 64.
+        workflow_threads: how many workflow functions run at once, default 64. Waiting
+            workflows give their thread back, so this bounds threads, not workflows.
+        app_version: the version recorded on workflows; launch recovers only its own. Default:
+            a hash of the registered workflows' source code.
+        clock: injected time (``litedurable.testing.FakeClock`` in tests).
+        vfs: an apsw VFS name the journal is opened through.
+        grace: seconds ``close()`` waits for running step bodies.
+        busy_timeout: seconds to wait for another process's write lock.
+        lease: seconds without a heartbeat after which an owner is presumed dead.
+        max_recovery_attempts: recoveries without progress before a workflow is ``exhausted``.
+        max_payload_bytes: largest serialized input or output accepted.
+        suspend_after: seconds a workflow may block in a wait before it gives its thread back.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "litedurable.db",
+        *,
+        durability: Durability = "full",
+        workers: int = 64,
+        workflow_threads: int = 64,
+        app_version: str | None = None,
+        clock: Clock | None = None,
+        vfs: str | None = None,
+        grace: float = 5.0,
+        busy_timeout: float = 5.0,
+        lease: float = 10.0,
+        max_recovery_attempts: int = 10,
+        max_payload_bytes: int = 16 * 1024 * 1024,
+        suspend_after: float = 2.0,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        for label, number in (("workers", workers), ("workflow_threads", workflow_threads),
+                              ("max_recovery_attempts", max_recovery_attempts)):
+            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                raise ValueError(f"{label} must be an int >= 1, got {number!r}")
+        self.path = os.fspath(path)
+        self.durability: Durability = durability
+        self.workers = workers
+        self.workflow_threads = workflow_threads
+        self.clock: Clock = clock or SystemClock()
+        self.vfs = vfs
+        self.grace = grace
+        self.busy_timeout = busy_timeout
+        self.lease = lease
+        self.max_recovery_attempts = max_recovery_attempts
+        self.suspend_after = suspend_after
+        self.hooks = Hooks()
+        self.registry = Registry()
+        self.codec = Codec(max_payload_bytes)
+        self._app_version = app_version
+        self._journal: Journal | None = None
+        self._runtime: Runtime | None = None
+        self._owner = ""
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def workflow(
+        self,
+        name: str | None = None,
+        *,
+        timeout: float | timedelta | None = None,
+        max_recovery_attempts: int | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register a workflow: ``@app.workflow()`` (always with parentheses).
+
+        Calling the decorated function starts it with a fresh id and waits for its result
+        (``app.run``). Its name (default: the qualified name) is recorded in the journal.
+        """
+        if callable(name):
+            raise UsageError(
+                f"@app.workflow is missing its parentheses on {getattr(name, '__name__', name)!r}:"
+                " write @app.workflow() (or @app.workflow(name=...))"
+            )
+        seconds = None if timeout is None else to_seconds(timeout, "workflow timeout")
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            definition = self.registry.add_workflow(fn, name, seconds, max_recovery_attempts)
+
+            @functools.wraps(fn)
+            def start_and_wait(*args: P.args, **kwargs: P.kwargs) -> R:
+                return self.run(start_and_wait, *args, **kwargs)
+
+            start_and_wait.__litedurable_workflow__ = definition  # type: ignore[attr-defined]
+            start_and_wait.__litedurable_app__ = self  # type: ignore[attr-defined]
+            return start_and_wait
+
+        return register
+
+    def step(
+        self, name: str | None = None, *, retries: Retry | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register a step: ``@app.step()`` (always with parentheses).
+
+        Called inside a workflow, the step is checkpointed (replay returns the recorded outcome
+        without running the body); anywhere else it is a plain call.
+        """
+        if callable(name):
+            raise UsageError(
+                f"@app.step is missing its parentheses on {getattr(name, '__name__', name)!r}: "
+                "write @app.step() (or @app.step(retries=ld.Retry(...)))"
+            )
+        if retries is not None and not isinstance(retries, Retry):
+            raise UsageError(f"retries= takes an ld.Retry(...), not {type(retries).__name__}")
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            definition = self.registry.add_step(fn, name, retries)
+
+            @functools.wraps(fn)
+            def checkpointed(*args: P.args, **kwargs: P.kwargs) -> R:
+                scope = current()
+                if isinstance(scope, WorkflowRun):
+                    value: R = scope.call_step(
+                        StepKind.STEP, definition.name, fn, args, kwargs, definition.retry,
+                        definition.return_hint,
+                    )
+                    return value
+                return fn(*args, **kwargs)
+
+            checkpointed.__litedurable_step__ = definition  # type: ignore[attr-defined]
+            return checkpointed
+
+        return register
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def launch(self) -> App:
+        """Open the journal, start the threads, and resume this version's pending workflows."""
+        with self._lock:
+            if self._runtime is not None:
+                raise UsageError("this App is already launched; close() it before launching again")
+            journal = Journal(self.path, durability=self.durability,
+                              busy_timeout=self.busy_timeout, vfs=self.vfs)
+            try:
+                owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+                journal.heartbeat(owner, time.time())
+                version = self._app_version or self.registry.version()
+                runtime = Runtime(
+                    journal=journal, codec=self.codec, clock=self.clock, registry=self.registry,
+                    owner=owner, app_version=version, workers=self.workers,
+                    workflow_threads=self.workflow_threads, suspend_after=self.suspend_after,
+                    hooks=self.hooks,
+                )
+            except BaseException:
+                journal.close()
+                raise
+            self._journal, self._runtime, self._owner = journal, runtime, owner
+            _LIVE_OWNERS.add(owner)
+        others = {v: n for v, n in journal.pending_by_version().items() if v != version}
+        if others:
+            log.warning(
+                "litedurable: %d pending workflow(s) belong to other app versions (%s); this App "
+                "is version %s and leaves them for an App of their version",
+                sum(others.values()), ", ".join(f"{v}: {n}" for v, n in sorted(others.items())),
+                version)
+        self.recover()
+        self._heartbeat_stop.clear()
+        self._heartbeat_thread = threading.Thread(
+            target=self._heartbeat_loop, name="litedurable-heartbeat", daemon=True
+        )
+        self._heartbeat_thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop every thread this App started and close the journal.
+
+        Workflows waiting in ``sleep``/``select`` stay pending for the next launch; running step
+        bodies get ``grace`` seconds. Nothing is written after this returns.
+        """
+        with self._lock:
+            runtime, journal = self._runtime, self._journal
+            self._runtime = self._journal = None
+        if runtime is None or journal is None:
+            return
+        self._heartbeat_stop.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join()
+        stuck = runtime.shutdown(self.grace)
+        if stuck:
+            log.warning("litedurable: step bodies still running after the %.1f s grace period "
+                        "(%s); their results will not be recorded", self.grace, ", ".join(stuck))
+        if not journal.frozen:
+            try:
+                journal.release(self._owner)  # the next launch takes these over at once
+            except Exception as exc:
+                log.warning("litedurable: could not release ownership on close: %s", exc)
+        journal.close()
+        _LIVE_OWNERS.discard(self._owner)
+
+    def __enter__(self) -> App:
+        return self.launch()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _parts(self) -> tuple[Journal, Runtime]:
+        runtime, journal = self._runtime, self._journal
+        if runtime is None or journal is None:
+            raise AppClosedError(
+                f"the App on {self.path} is not launched: use `with app:` or call app.launch() "
+                "first"
+            )
+        return journal, runtime
+
+    def _simulate_crash(self, crash: Callable[[], BaseException]) -> None:
+        """Freeze the journal as if the process died now (``litedurable.testing`` uses this)."""
+        journal = self._journal
+        if journal is not None:
+            journal.freeze(crash)
+        _LIVE_OWNERS.discard(self._owner)
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Claim pending workflows of this version whose owner is gone, and resume them.
+
+        ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
+        dead process's workflows are taken over. Returns the ids claimed.
+        """
+        journal, runtime = self._parts()
+        owners = journal.owners()
+        now = time.time()
+
+        def gone(owner: str | None) -> bool:
+            if owner is None:
+                return True
+            if owner in _LIVE_OWNERS:
+                return False
+            row = owners.get(owner)
+            if row is None or now - row.heartbeat > self.lease:
+                return True
+            return row.host == HOST and (row.pid == os.getpid() or not _pid_alive(row.pid))
+
+        pending = journal.pending(runtime.app_version)
+        names = {wid: name for wid, name, _ in pending}
+        claims = [(wid, owner) for wid, _, owner in pending
+                  if owner != self._owner and gone(owner)]
+        taken = journal.claim(claims, self._owner) if claims else {}
+        dead = sorted({o for _, o in claims if o is not None and o in owners})
+        if dead:
+            journal.forget_owners(dead)
+        if taken:
+            self.hooks.fire("recovery", workflow_ids=sorted(taken))
+        for wid, attempts in taken.items():
+            definition = self.registry.workflows.get(names[wid])
+            limit = (definition.max_recovery_attempts if definition is not None
+                     and definition.max_recovery_attempts is not None
+                     else self.max_recovery_attempts)
+            if attempts > limit:
+                error = WorkflowExhaustedError(
+                    f"workflow {wid!r} was recovered {attempts - 1} times without recording a "
+                    f"new step (limit {limit}); it is parked in status 'exhausted'. Fix the "
+                    "cause, then app.resume(id)."
+                )
+                runtime.finish(wid, Status.EXHAUSTED, Outcome(error=error), None)
+            else:
+                runtime.schedule(wid)
+        return sorted(taken)
+
+    def _heartbeat_loop(self) -> None:
+        beat = max(0.05, self.lease / 3)
+        last_recovery = time.monotonic()
+        while not self._heartbeat_stop.wait(beat):
+            try:
+                journal, _ = self._parts()
+                journal.heartbeat(self._owner, time.time())
+                if time.monotonic() - last_recovery >= self.lease:
+                    last_recovery = time.monotonic()
+                    self.recover()
+            except AppClosedError:
+                return
+            except BaseException as exc:
+                if self._journal is not None and self._journal.frozen:
+                    return
+                log.warning("litedurable: heartbeat failed: %s", exc)
+
+    # -- starting -------------------------------------------------------------------------
+
+    def _definition(self, wf: Callable[..., Any]) -> WorkflowDef:
+        definition = getattr(wf, "__litedurable_workflow__", None)
+        if not isinstance(definition, WorkflowDef):
+            raise UsageError(
+                f"{getattr(wf, '__qualname__', wf)!r} is not a workflow: decorate it with "
+                "@app.workflow() before starting it"
+            )
+        if self.registry.workflows.get(definition.name) is not definition:
+            raise UsageError(
+                f"workflow {definition.name!r} is registered on another App; start it with "
+                "that App, or register it on this one"
+            )
+        return definition
+
+    def start(
+        self,
+        wf: Callable[P, R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Handle[R]:
+        """Start ``wf(*args, **kwargs)`` durably and return its handle at once.
+
+        Pass ``workflow_id=`` (a keyword consumed here, not passed to ``wf``) to make the start
+        idempotent: starting an existing id returns its handle without comparing arguments.
+
+        Raises:
+            WorkflowConflictError: the id belongs to a workflow of another name.
+            SerializationError: an argument cannot be stored (nothing was written).
+            InvalidIdError: the id is not a non-empty storable string.
+        """
+        workflow_id: object = kwargs.pop("workflow_id", None)
+        definition = self._definition(wf)
+        journal, runtime = self._parts()
+        if isinstance(current(), WorkflowRun):
+            raise UsageError(
+                "app.start() inside a workflow would not be recorded; run the work as steps "
+                "(ld.go / ld.run) or start the other workflow from outside"
+            )
+        wid = str(uuid.uuid4()) if workflow_id is None else check_workflow_id(workflow_id)
+        inputs = self.codec.encode_args(
+            definition.fn, args, kwargs, f"the arguments of workflow {definition.name!r}"
+        )
+        created, row = journal.insert_workflow(
+            workflow_id=wid, name=definition.name, inputs=inputs, now=self.clock.now(),
+            app_version=runtime.app_version, parent_id=None, owner=self._owner,
+        )
+        if row.name != definition.name:
+            raise WorkflowConflictError(
+                f"workflow id {wid!r} already belongs to a {row.name!r} workflow, not "
+                f"{definition.name!r}; use another id"
+            )
+        if created:
+            runtime.schedule(wid, row)
+        return Handle(self, wid)
+
+    def run(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``start(...)`` then ``result()``: run a workflow to its end and return its value."""
+        handle = self.start(wf, *args, **kwargs)
+        return handle.result()
+
+    def handle(self, workflow_id: str) -> Handle[Any]:
+        """The handle of an existing workflow (``WorkflowNotFoundError`` if there is none)."""
+        self._row(check_workflow_id(workflow_id))
+        return Handle(self, workflow_id)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _row(self, workflow_id: str) -> WorkflowRow:
+        journal, _ = self._parts()
+        row = journal.get_workflow(workflow_id)
+        if row is None:
+            raise WorkflowNotFoundError(
+                f"no workflow with id {workflow_id!r} in {self.path}; check the id (list them "
+                "with app.list_workflows() or `litedurable list`)"
+            )
+        return row
+
+    def _outcome(self, row: WorkflowRow) -> Any:
+        status = Status(row.status)
+        if status == Status.SUCCEEDED:
+            assert row.output is not None
+            definition = self.registry.workflows.get(row.name)
+            hint = definition.return_hint if definition is not None else Any
+            return self.codec.decode(row.output, hint, f"the result of workflow {row.workflow_id!r}")
+        if status == Status.CANCELLED:
+            raise WorkflowCancelledError(f"workflow {row.workflow_id!r} was cancelled")
+        assert row.error is not None
+        raise self.codec.decode_error(row.error)
+
+    def list_workflows(
+        self,
+        *,
+        status: Status | str | None = None,
+        name: str | None = None,
+        app_version: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[WorkflowInfo]:
+        """Workflows matching the filters, newest first."""
+        journal, _ = self._parts()
+        rows = journal.list_workflows(
+            status=None if status is None else Status(status).value, name=name,
+            app_version=app_version, limit=limit, offset=offset,
+        )
+        return [workflow_info(row, self.codec) for row in rows]
+
+    def steps(self, workflow_id: str) -> list[StepInfo]:
+        """The workflow's journal rows in step order."""
+        self._row(workflow_id)
+        journal, _ = self._parts()
+        return [step_info(row, self.codec) for row in journal.load_steps(workflow_id)]
+
+    # -- management -----------------------------------------------------------------------
+
+    def cancel(self, workflow_id: str) -> None:
+        """Cancel a pending workflow and its pending children (from any process).
+
+        The status becomes ``cancelled`` at once; a run in this process stops at its next
+        journaled call or wait, running steps see ``ld.cancelled()``; a run in another process
+        is refused at its next write. Finished workflows are left as they are.
+        """
+        journal, runtime = self._parts()
+        self._row(workflow_id)
+        ids, frontier = [workflow_id], [workflow_id]
+        while frontier:
+            kids = [c.workflow_id for p in frontier for c in journal.children(p)
+                    if not c.detached and c.status == Status.PENDING]
+            ids += kids
+            frontier = kids
+        error = self.codec.encode_error(
+            WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
+        )
+        done = journal.cancel(ids, error, self.clock.now())
+        runtime.cancel_local(done)
+        runtime.announce_finished()
+
+    def resume(self, workflow_id: str) -> Handle[Any]:
+        """Run a cancelled, failed, exhausted or nondeterministic workflow again from its journal.
+
+        Recorded steps replay; the run continues live from the first unrecorded step. A pending
+        or succeeded workflow is left alone.
+        """
+        journal, runtime = self._parts()
+        row = self._row(workflow_id)
+        if row.status not in (Status.PENDING, Status.SUCCEEDED):
+            journal.set_status(workflow_id, Status.PENDING, self.clock.now(), owner=self._owner)
+            runtime.schedule(workflow_id)
+        return Handle(self, workflow_id)
+
+    def fork(self, workflow_id: str, from_step: int, *, new_id: str | None = None) -> Handle[Any]:
+        """A new workflow with ``workflow_id``'s inputs and journal rows below ``from_step``.
+
+        The fork replays those rows (select decisions included) and runs live from
+        ``from_step``.
+        """
+        journal, runtime = self._parts()
+        row = self._row(workflow_id)
+        if not isinstance(from_step, int) or from_step < 0:
+            raise ValueError(f"from_step must be an int >= 0, got {from_step!r}")
+        target = check_workflow_id(new_id) if new_id is not None else str(uuid.uuid4())
+        journal.fork(row, target, from_step, now=self.clock.now(),
+                     app_version=runtime.app_version, owner=self._owner)
+        runtime.schedule(target)
+        return Handle(self, target)
+
+    def gc(self, older_than: float | timedelta) -> int:
+        """Delete finished workflows not updated for ``older_than``; returns how many."""
+        journal, _ = self._parts()
+        return journal.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
+
+
+def workflow_info(row: WorkflowRow, codec: Codec) -> WorkflowInfo:
+    """A journal workflow row as the public record."""
+    return WorkflowInfo(
+        workflow_id=row.workflow_id, name=row.name, status=Status(row.status),
+        created_at=to_datetime(row.created_at), updated_at=to_datetime(row.updated_at),
+        app_version=row.app_version, parent_id=row.parent_id, owner=row.owner,
+        recovery_attempts=row.recovery_attempts,
+        error=None if row.error is None else codec.error_summary(row.error),
+    )
+
+
+def step_info(row: StepRow, codec: Codec) -> StepInfo:
+    """A journal step row as the public record (output as plain JSON)."""
+    extra = json.loads(row.extra) if row.extra else {}
+    return StepInfo(
+        workflow_id=row.workflow_id, step=row.step, kind=row.kind, name=row.name,
+        output=None if row.output is None else json.loads(row.output),
+        error=None if row.error is None else codec.error_summary(row.error),
+        started_at=to_datetime(row.started_at),
+        finished_at=None if row.finished_at is None else to_datetime(row.finished_at),
+        candidates=extra.get("candidates"), winner=extra.get("winner"),
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,101 @@
+"""Injected time: every deadline, backoff and timer in litedurable reads a ``Clock``.
+
+Durable deadlines are wall-clock epoch seconds (they must mean the same instant to the next
+process that opens the file). Waiting goes through the clock too, so a ``FakeClock`` can wake
+every waiter when a test moves time forward instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "FakeClock", "SystemClock", "to_datetime"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the engine needs from time."""
+
+    def now(self) -> float:
+        """Current wall-clock time, epoch seconds."""
+        ...
+
+    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        """Block on ``cond`` (which the caller holds) until notified or ``deadline`` passes.
+
+        May return early (spuriously); callers re-check their predicate in a loop.
+        """
+        ...
+
+
+class SystemClock:
+    """The real clock: ``time.time()`` and ``Condition.wait`` with a timeout."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        if deadline is None:
+            cond.wait()
+        else:
+            cond.wait(max(0.0, deadline - time.time()))
+
+
+class FakeClock:
+    """A clock that moves only when a test says so.
+
+    Every condition that waits on it is remembered (weakly); ``advance`` and ``set`` wake them
+    all so each re-checks its deadline against the new time. No wake-up is missed: a waiter
+    registers its condition while holding it, and ``advance`` notifies while holding it.
+
+    Args:
+        start: initial time, epoch seconds (default 2025-01-01T00:00:00Z).
+    """
+
+    def __init__(self, start: float | datetime = 1735689600.0) -> None:
+        self._now = start.timestamp() if isinstance(start, datetime) else float(start)
+        self._lock = threading.Lock()
+        self._waiters: weakref.WeakSet[threading.Condition] = weakref.WeakSet()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        with self._lock:
+            self._waiters.add(cond)
+            if deadline is not None and self._now >= deadline:
+                return
+        # A real-time cap keeps a forgotten advance() from hanging a test forever silently;
+        # callers loop on their predicate, so an early return is harmless.
+        cond.wait(1.0)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` and wake every waiter."""
+        if seconds < 0:
+            raise ValueError("FakeClock.advance() takes a non-negative number of seconds")
+        with self._lock:
+            self._now += seconds
+        self._wake()
+
+    def set(self, when: float | datetime) -> None:
+        """Jump to ``when`` (epoch seconds or aware datetime) and wake every waiter."""
+        with self._lock:
+            self._now = when.timestamp() if isinstance(when, datetime) else float(when)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiters = list(self._waiters)
+        for cond in waiters:
+            with cond:
+                cond.notify_all()
+
+
+def to_datetime(epoch: float) -> datetime:
+    """Epoch seconds to an aware UTC datetime (the only kind litedurable hands out)."""
+    return datetime.fromtimestamp(epoch, tz=UTC)

@@ -1,0 +1,908 @@
+"""The journal: the one module that imports apsw and holds SQL.
+
+It speaks bytes, str, int and float, and makes no workflow decisions: it stores what the
+runtime tells it, refuses writes from a workflow's former owner (fencing), and reports what it
+finds. Layout (schema version in ``PRAGMA user_version``, ``application_id`` = ``LDUR``)::
+
+    workflows(workflow_id PK, name, status, inputs, output, error, checksum, created_at,
+              updated_at, app_version, parent_id, owner, recovery_attempts, progress_mark,
+              deadline, cancel_requested, detached)
+    steps(workflow_id, step, kind, name, output, error, extra, checksum, started_at,
+          finished_at)  PK (workflow_id, step), WITHOUT ROWID
+    owners(owner PK, host, pid, heartbeat)
+
+Writes use group commit without a hand-off on the quiet path (leader/follower, as databases
+flush their logs): a writer that finds no commit in flight commits its own write at once in its
+own thread; writers arriving meanwhile queue, and the next to take the lock commits the whole
+queue in one ``BEGIN IMMEDIATE`` transaction, each write in its own savepoint. A commit that
+raised is "outcome unknown": each write in it is re-read and reported written or not, never
+assumed lost.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import weakref
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import apsw
+
+from ._errors import (
+    AppClosedError,
+    DurableError,
+    JournalCorruptError,
+    JournalError,
+    JournalFullError,
+    JournalLockedError,
+    JournalReadOnlyError,
+    JournalVersionError,
+    OwnershipLostError,
+    WorkflowNotFoundError,
+)
+
+__all__ = ["Journal", "OwnerRow", "StepRow", "WorkflowRow"]
+
+APPLICATION_ID = 0x4C445552  # "LDUR"
+HOST = socket.gethostname()
+
+Durability = Literal["full", "normal"]
+T = TypeVar("T")
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE workflows (
+        workflow_id       TEXT PRIMARY KEY,
+        name              TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        inputs            BLOB NOT NULL,
+        output            BLOB,
+        error             BLOB,
+        checksum          INTEGER NOT NULL,
+        created_at        REAL NOT NULL,
+        updated_at        REAL NOT NULL,
+        app_version       TEXT NOT NULL,
+        parent_id         TEXT,
+        owner             TEXT,
+        recovery_attempts INTEGER NOT NULL DEFAULT 0,
+        progress_mark     INTEGER NOT NULL DEFAULT -1,
+        deadline          REAL,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        detached          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX workflows_by_status ON workflows(status, app_version);
+    CREATE INDEX workflows_by_created ON workflows(created_at);
+    CREATE INDEX workflows_by_parent ON workflows(parent_id) WHERE parent_id IS NOT NULL;
+    CREATE TABLE steps (
+        workflow_id TEXT NOT NULL,
+        step        INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        output      BLOB,
+        error       BLOB,
+        extra       BLOB,
+        checksum    INTEGER NOT NULL,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        PRIMARY KEY (workflow_id, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE owners (
+        owner     TEXT PRIMARY KEY,
+        host      TEXT NOT NULL,
+        pid       INTEGER NOT NULL,
+        heartbeat REAL NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_WORKFLOW_COLUMNS = (
+    "workflow_id, name, status, inputs, output, error, checksum, created_at, updated_at, "
+    "app_version, parent_id, owner, recovery_attempts, deadline, cancel_requested, detached"
+)
+_STEP_COLUMNS = (
+    "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
+)
+
+
+def checksum(*parts: bytes | str | None) -> int:
+    """CRC-32 over length-prefixed parts, so a flipped payload byte is noticed on read.
+
+    SQLite's ``integrity_check`` verifies pages and indexes, not the bytes of a value.
+    """
+    crc = 0
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else (part or b"")
+        crc = zlib.crc32(struct.pack("<q", -1 if part is None else len(raw)), crc)
+        crc = zlib.crc32(raw, crc)
+    return crc
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    workflow_id: str
+    name: str
+    status: str
+    inputs: bytes
+    output: bytes | None
+    error: bytes | None
+    created_at: float
+    updated_at: float
+    app_version: str
+    parent_id: str | None
+    owner: str | None
+    recovery_attempts: int
+    deadline: float | None
+    cancel_requested: bool
+    detached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    workflow_id: str
+    step: int
+    kind: str
+    name: str
+    output: bytes | None
+    error: bytes | None
+    extra: bytes | None
+    started_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRow:
+    owner: str
+    host: str
+    pid: int
+    heartbeat: float
+
+
+def _workflow_checksum(
+    workflow_id: str, name: str, inputs: bytes, output: bytes | None, error: bytes | None
+) -> int:
+    return checksum(workflow_id, name, inputs, output, error)
+
+
+def _step_checksum(row: StepRow) -> int:
+    return checksum(row.workflow_id, str(row.step), row.kind, row.name, row.output, row.error,
+                    row.extra)
+
+
+class _Write:
+    """One queued write: what to run inside the transaction, and how to re-check it."""
+
+    __slots__ = ("done", "error", "fn", "value", "verify")
+
+    def __init__(self, fn: Callable[[apsw.Connection], Any], verify: Callable[[apsw.Connection], bool] | None) -> None:
+        self.fn = fn
+        self.verify = verify
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+_open_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # SQLite connections must not cross fork(); poison the child's copies so it gets a clear
+    # error instead of corrupting locks the parent still holds.
+    for journal in list(_open_journals):
+        journal._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Journal:
+    """A litedurable journal file.
+
+    Args:
+        path: the database file (created with mode 0600 if missing).
+        durability: ``"full"`` (``synchronous=FULL``: survives power loss) or ``"normal"``
+            (survives process crashes; a power cut may roll back the last commits).
+        busy_timeout: seconds to wait for another process's write lock before
+            ``JournalLockedError``.
+        vfs: an apsw VFS name to open the file through (fault injection, power-loss tests).
+        readonly: open with ``SQLITE_OPEN_READONLY``; every write raises
+            ``JournalReadOnlyError``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durability: Durability = "full",
+        busy_timeout: float = 5.0,
+        vfs: str | None = None,
+        readonly: bool = False,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self.path = path
+        self.readonly = readonly
+        self._forked = False
+        self._frozen: Callable[[], BaseException] | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._queue: list[_Write] = []
+        self._committing = False
+        self._read_lock = threading.Lock()
+        self._busy_ms = int(busy_timeout * 1000)
+        self._vfs = vfs
+        self.commits = 0  # transactions committed (group commit makes this < writes)
+        self.writes = 0
+        with _translated(path):
+            if not readonly and vfs is None:
+                _create_private(path)
+            self._writer = None if readonly else self._connect(readonly=False)
+            self._reader = self._connect(readonly=readonly)
+            self._check_and_migrate(durability)
+        _open_journals.add(self)
+
+    # -- opening --------------------------------------------------------------------------
+
+    def _connect(self, *, readonly: bool) -> apsw.Connection:
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+            apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        )
+        conn = apsw.Connection(self.path, flags=flags, vfs=self._vfs, statementcachesize=64)
+        conn.setbusytimeout(self._busy_ms)
+        conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+        conn.config(apsw.SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0)
+        return conn
+
+    def _check_and_migrate(self, durability: Durability) -> None:
+        conn = self._writer or self._reader
+        if self._vfs is None:
+            _check_header(self.path)
+        app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+        version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
+            raise JournalVersionError(
+                f"{self.path} is an SQLite database of another program (application_id "
+                f"{app_id:#x}, {tables} schema objects), not a litedurable journal. Point the "
+                "App at a new file; this one was not modified."
+            )
+        if version > SCHEMA_VERSION:
+            raise JournalVersionError(
+                f"{self.path} was written by a newer litedurable (journal schema {version}, this "
+                f"version reads up to {SCHEMA_VERSION}). Upgrade litedurable; the file was not "
+                "modified."
+            )
+        if self._writer is None:
+            if version < SCHEMA_VERSION:
+                raise JournalReadOnlyError(
+                    f"{self.path} needs a schema upgrade ({version} -> {SCHEMA_VERSION}) but was "
+                    "opened read-only. Open it once read-write to migrate it."
+                )
+            return
+        sync = "FULL" if durability == "full" else "NORMAL"
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={sync}")
+        self._reader.execute(f"PRAGMA synchronous={sync}")
+        if version < SCHEMA_VERSION:
+            # One IMMEDIATE transaction, version re-read inside it: two processes opening a new
+            # file at once migrate it once, and a crash mid-migration leaves the old version.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = conn.execute("PRAGMA user_version").fetchall()[0][0]
+                for sql in _MIGRATIONS[current:]:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    def close(self) -> None:
+        """Close both connections; every later call raises ``AppClosedError``."""
+        with self._cond:
+            while self._committing:
+                self._cond.wait()
+            self._closed = True
+        with self._read_lock:
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    conn.close()
+        _open_journals.discard(self)
+
+    def freeze(self, crash: Callable[[], BaseException]) -> None:
+        """Refuse every later write by raising ``crash()``: an in-process stand-in for death.
+
+        Crash tests call this at a named crash point, so nothing the abandoned App does
+        afterwards reaches the file, exactly as if the process had been killed there.
+        """
+        self._frozen = crash
+
+    @property
+    def frozen(self) -> bool:
+        """True once ``freeze`` was called (a simulated crash happened)."""
+        return self._frozen is not None
+
+    # -- group commit ---------------------------------------------------------------------
+
+    def _usable(self) -> None:
+        if self._frozen is not None:
+            raise self._frozen()
+        if self._forked:
+            raise JournalError(
+                f"this journal ({self.path}) was opened before fork(); SQLite connections cannot "
+                "be used in a child process. Create a new App in the child."
+            )
+        if self._closed:
+            raise AppClosedError(f"the journal {self.path} is closed; launch a new App to use it")
+
+    def write(
+        self,
+        fn: Callable[[apsw.Connection], T],
+        verify: Callable[[apsw.Connection], bool] | None = None,
+    ) -> T:
+        """Run ``fn`` inside a write transaction, committed before this returns.
+
+        ``verify`` re-checks, after a commit that raised, whether ``fn``'s effect is in the
+        file; without it such a write is reported as failed (``JournalError``).
+        """
+        if self._writer is None:
+            raise JournalReadOnlyError(
+                f"{self.path} was opened read-only; open it read-write to change it"
+            )
+        op = _Write(fn, verify)
+        with self._cond:
+            self._usable()
+            self._queue.append(op)
+            while not op.done:
+                if self._committing:
+                    self._cond.wait()
+                    continue
+                self._usable()
+                self._committing = True
+                batch, self._queue = self._queue, []
+                self._cond.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._committing = False
+                    self._cond.notify_all()
+        if op.error is not None:
+            raise op.error
+        return op.value  # type: ignore[no-any-return]
+
+    def _commit(self, batch: list[_Write]) -> None:
+        conn = self._writer
+        assert conn is not None
+        savepoints = len(batch) > 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                if savepoints:
+                    conn.execute("SAVEPOINT w")
+                try:
+                    op.value = op.fn(conn)
+                except DurableError as exc:  # refused (fenced, not found): only this write
+                    op.error = exc
+                    if savepoints:
+                        conn.execute("ROLLBACK TO w")
+                    else:
+                        raise
+                if savepoints:
+                    conn.execute("RELEASE w")
+            if self._frozen is not None:
+                raise self._frozen()
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.writes += len(batch)
+        except DurableError:
+            _rollback(conn)
+        except apsw.Error as exc:
+            _rollback(conn)
+            self._settle_unknown(batch, _translate(exc, self.path))
+        except BaseException as exc:  # a simulated crash, KeyboardInterrupt: nothing settles
+            _rollback(conn)
+            for op in batch:
+                op.error = op.error or exc
+                op.done = True
+            raise
+        for op in batch:
+            op.done = True
+
+    def _settle_unknown(self, batch: list[_Write], error: JournalError) -> None:
+        conn = self._writer
+        assert conn is not None
+        for op in batch:
+            if op.error is not None:
+                continue
+            try:
+                written = op.verify is not None and op.verify(conn)
+            except apsw.Error:
+                written = False
+            if not written:
+                op.value, op.error = None, error
+
+    def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` on the reader connection (sees only committed data)."""
+        with self._read_lock:
+            self._usable()
+            with _translated(self.path):
+                return fn(self._reader)
+
+    # -- workflows ------------------------------------------------------------------------
+
+    def insert_workflow(
+        self,
+        *,
+        workflow_id: str,
+        name: str,
+        inputs: bytes,
+        now: float,
+        app_version: str,
+        parent_id: str | None,
+        owner: str,
+        deadline: float | None = None,
+        detached: bool = False,
+    ) -> tuple[bool, WorkflowRow]:
+        """Create a pending workflow owned by ``owner`` unless the id exists.
+
+        Returns (created, row): ``created`` is False when the id was already taken, and
+        ``row`` is then the existing workflow (whatever its name).
+        """
+        total = _workflow_checksum(workflow_id, name, inputs, None, None)
+
+        def insert(conn: apsw.Connection) -> tuple[bool, WorkflowRow]:
+            conn.execute(
+                "INSERT OR IGNORE INTO workflows (workflow_id, name, status, inputs, checksum, "
+                "created_at, updated_at, app_version, parent_id, owner, deadline, detached) "
+                "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (workflow_id, name, inputs, total, now, now, app_version, parent_id, owner,
+                 deadline, int(detached)),
+            )
+            created = conn.changes() == 1
+            row = _fetch_workflow(conn, workflow_id)
+            assert row is not None
+            return created, row
+
+        def verify(conn: apsw.Connection) -> bool:
+            return _fetch_workflow(conn, workflow_id) is not None
+
+        created, row = self.write(insert, verify)
+        return created, row
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
+        """The workflow's row, checksum verified, or None."""
+        return self.read(lambda conn: _fetch_workflow(conn, workflow_id))
+
+    def finish_workflow(
+        self,
+        workflow_id: str,
+        owner: str | None,
+        *,
+        status: str,
+        output: bytes | None,
+        error: bytes | None,
+        now: float,
+    ) -> None:
+        """Record the workflow's final status and outcome (fenced on ``owner`` when given)."""
+
+        def finish(conn: apsw.Connection) -> None:
+            row = _fenced(conn, workflow_id, owner)
+            total = _workflow_checksum(workflow_id, row.name, row.inputs, output, error)
+            conn.execute(
+                "UPDATE workflows SET status = ?, output = ?, error = ?, checksum = ?, "
+                "updated_at = ?, owner = NULL WHERE workflow_id = ?",
+                (status, output, error, total, now, workflow_id),
+            )
+
+        def verify(conn: apsw.Connection) -> bool:
+            row = _fetch_workflow(conn, workflow_id)
+            return row is not None and row.status == status
+
+        self.write(finish, verify)
+
+    def set_status(self, workflow_id: str, status: str, now: float, *, owner: str | None) -> None:
+        """Change the status only (resume, park) and set the owner to ``owner``."""
+
+        def update(conn: apsw.Connection) -> None:
+            conn.execute(
+                "UPDATE workflows SET status = ?, updated_at = ?, owner = ?, "
+                "recovery_attempts = 0 WHERE workflow_id = ?",
+                (status, now, owner, workflow_id),
+            )
+            if conn.changes() == 0:
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+
+        self.write(update)
+
+    def children(self, parent_id: str) -> list[WorkflowRow]:
+        """Workflows started by ``parent_id`` (child workflows), oldest first."""
+        return self.read(
+            lambda conn: [
+                _workflow_row(r)
+                for r in conn.execute(
+                    f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE parent_id = ? "
+                    "ORDER BY created_at",
+                    (parent_id,),
+                )
+            ]
+        )
+
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        app_version: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[WorkflowRow]:
+        """Workflows matching every given filter, newest first."""
+        where, params = [], []
+        for column, value in (("status", status), ("name", name), ("app_version", app_version)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {_WORKFLOW_COLUMNS} FROM workflows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, workflow_id DESC LIMIT ? OFFSET ?"
+        params_all: list[Any] = [*params, -1 if limit is None else limit, offset]
+        return self.read(lambda conn: [_workflow_row(r) for r in conn.execute(sql, params_all)])
+
+    def pending_by_version(self) -> dict[str, int]:
+        """How many pending workflows each app version has."""
+        return self.read(
+            lambda conn: {
+                v: n
+                for v, n in conn.execute(
+                    "SELECT app_version, count(*) FROM workflows WHERE status = 'pending' "
+                    "GROUP BY app_version"
+                )
+            }
+        )
+
+    def pending(self, app_version: str) -> list[tuple[str, str, str | None]]:
+        """(workflow_id, name, owner) of each pending workflow of ``app_version``, oldest first."""
+        return self.read(
+            lambda conn: [
+                (wid, name, owner)
+                for wid, name, owner in conn.execute(
+                    "SELECT workflow_id, name, owner FROM workflows WHERE status = 'pending' "
+                    "AND app_version = ? ORDER BY created_at",
+                    (app_version,),
+                )
+            ]
+        )
+
+    def cancel(self, workflow_ids: Sequence[str], error: bytes, now: float) -> list[str]:
+        """Mark the pending ones among ``workflow_ids`` cancelled (unfenced: any process may).
+
+        Their owner is cleared, so a process still running one is refused at its next write.
+        Returns the ids that were pending and are now cancelled.
+        """
+
+        def update(conn: apsw.Connection) -> list[str]:
+            done = []
+            for wid in workflow_ids:
+                row = _fetch_workflow(conn, wid)
+                if row is None or row.status != "pending":
+                    continue
+                total = _workflow_checksum(wid, row.name, row.inputs, None, error)
+                conn.execute(
+                    "UPDATE workflows SET status = 'cancelled', error = ?, checksum = ?, "
+                    "owner = NULL, updated_at = ? WHERE workflow_id = ?",
+                    (error, total, now, wid),
+                )
+                done.append(wid)
+            return done
+
+        return self.write(update)
+
+    def claim(self, claims: Iterable[tuple[str, str | None]], owner: str) -> dict[str, int]:
+        """Take over workflows from presumed-dead owners (compare-and-swap on the owner).
+
+        Each claim counts a recovery attempt, reset to 1 when the workflow recorded new steps
+        since its last claim (progress is not a crash loop). Returns the claimed ids with
+        their attempt counts; an id whose owner changed meanwhile is left out.
+        """
+        claims = list(claims)
+
+        def take(conn: apsw.Connection) -> dict[str, int]:
+            taken: dict[str, int] = {}
+            for wid, old in claims:
+                rows = conn.execute(
+                    "UPDATE workflows SET owner = :new, "
+                    "recovery_attempts = CASE WHEN progress_mark = "
+                    "(SELECT coalesce(max(step), -1) FROM steps WHERE workflow_id = :id) "
+                    "THEN recovery_attempts + 1 ELSE 1 END, "
+                    "progress_mark = "
+                    "(SELECT coalesce(max(step), -1) FROM steps WHERE workflow_id = :id) "
+                    "WHERE workflow_id = :id AND owner IS :old AND status = 'pending' "
+                    "RETURNING recovery_attempts",
+                    {"new": owner, "id": wid, "old": old},
+                ).fetchall()
+                if rows:
+                    taken[wid] = rows[0][0]
+            return taken
+
+        return self.write(take)
+
+    def release(self, owner: str) -> None:
+        """Give up ``owner``'s pending workflows and its owner row (clean shutdown)."""
+
+        def drop(conn: apsw.Connection) -> None:
+            conn.execute("UPDATE workflows SET owner = NULL WHERE owner = ?", (owner,))
+            conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+        self.write(drop)
+
+    # -- owners ---------------------------------------------------------------------------
+
+    def heartbeat(self, owner: str, now: float) -> None:
+        """Create or refresh ``owner``'s lease row."""
+        self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO owners (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
+                (owner, HOST, os.getpid(), now),
+            )
+        )
+
+    def owners(self) -> dict[str, OwnerRow]:
+        """Every live-or-dead owner row, by owner token."""
+        return self.read(
+            lambda conn: {
+                r[0]: OwnerRow(*r)
+                for r in conn.execute("SELECT owner, host, pid, heartbeat FROM owners")
+            }
+        )
+
+    def forget_owners(self, owners: Sequence[str]) -> None:
+        """Delete the rows of owners found dead."""
+
+        def drop(conn: apsw.Connection) -> None:
+            for owner in owners:
+                conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
+
+        self.write(drop)
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def load_steps(self, workflow_id: str) -> list[StepRow]:
+        """Every step row of the workflow, in step order, checksums verified (one query)."""
+
+        def load(conn: apsw.Connection) -> list[StepRow]:
+            rows = []
+            for r in conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step",
+                (workflow_id,),
+            ):
+                row = StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
+                if _step_checksum(row) != r[7]:
+                    raise JournalCorruptError(
+                        f"step {row.step} of workflow {workflow_id!r} in {self.path} fails its "
+                        "checksum: the file was modified outside SQLite or the disk is failing. "
+                        "Restore a backup, or fork the workflow from before that step."
+                    )
+                rows.append(row)
+            return rows
+
+        return self.read(load)
+
+    def record_step(self, row: StepRow, owner: str) -> None:
+        """Insert a finished step row, or complete an open one (a select awaiting decision).
+
+        Refused with ``OwnershipLostError`` when ``owner`` no longer owns the workflow.
+        """
+        total = _step_checksum(row)
+        values = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
+                  row.extra, total, row.started_at, row.finished_at)
+
+        def insert(conn: apsw.Connection) -> None:
+            found = conn.execute(
+                "SELECT owner FROM workflows WHERE workflow_id = ?", (row.workflow_id,)
+            ).fetchall()
+            if not found or found[0][0] != owner:
+                _fenced(conn, row.workflow_id, owner)  # raises the error that says which
+            conn.execute(
+                f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(workflow_id, step) DO UPDATE SET output = excluded.output, "
+                "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
+                "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL",
+                values,
+            )
+
+        def verify(conn: apsw.Connection) -> bool:
+            found = conn.execute(
+                "SELECT checksum FROM steps WHERE workflow_id = ? AND step = ?",
+                (row.workflow_id, row.step),
+            ).fetchall()
+            return bool(found) and found[0][0] == total
+
+        self.write(insert, verify)
+
+    def fork(self, source: WorkflowRow, target_id: str, below: int, *, now: float,
+             app_version: str, owner: str) -> int:
+        """Create ``target_id`` with ``source``'s name and inputs and its steps below ``below``.
+
+        One transaction, so a crash leaves either no fork or a complete one. Returns the number
+        of step rows copied.
+        """
+        source_id = source.workflow_id
+        total = _workflow_checksum(target_id, source.name, source.inputs, None, None)
+
+        def copy(conn: apsw.Connection) -> int:
+            conn.execute(
+                "INSERT INTO workflows (workflow_id, name, status, inputs, checksum, created_at, "
+                "updated_at, app_version, parent_id, owner) "
+                "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                (target_id, source.name, source.inputs, total, now, now, app_version,
+                 source.parent_id, owner),
+            )
+            rows = conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?",
+                (source_id, below),
+            ).fetchall()
+            for r in rows:
+                row = StepRow(target_id, r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
+                conn.execute(
+                    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (target_id, r[1], r[2], r[3], r[4], r[5], r[6], _step_checksum(row), r[8],
+                     r[9]),
+                )
+            return len(rows)
+
+        return self.write(copy)
+
+    def delete_finished(self, before: float) -> int:
+        """Delete terminal workflows last updated before ``before`` and their steps (gc)."""
+
+        def delete(conn: apsw.Connection) -> int:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT workflow_id FROM workflows WHERE status != 'pending' "
+                    "AND updated_at < ?",
+                    (before,),
+                )
+            ]
+            for wid in ids:
+                conn.execute("DELETE FROM steps WHERE workflow_id = ?", (wid,))
+                conn.execute("DELETE FROM workflows WHERE workflow_id = ?", (wid,))
+            return len(ids)
+
+        return self.write(delete)
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""
+        return self.read(
+            lambda conn: "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | None:
+    found = conn.execute(
+        f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
+    ).fetchall()
+    return _workflow_row(found[0]) if found else None
+
+
+def _workflow_row(r: Sequence[Any]) -> WorkflowRow:
+    (wid, name, status, inputs, output, error, total, created, updated, version, parent, owner,
+     attempts, deadline, cancel, detached) = r
+    if _workflow_checksum(wid, name, inputs, output, error) != total:
+        raise JournalCorruptError(
+            f"workflow {wid!r} fails its checksum: the file was modified outside SQLite or the "
+            "disk is failing. Restore a backup of the journal."
+        )
+    return WorkflowRow(wid, name, status, inputs, output, error, created, updated, version,
+                       parent, owner, attempts, deadline, bool(cancel), bool(detached))
+
+
+def _fenced(conn: apsw.Connection, workflow_id: str, owner: str | None) -> WorkflowRow:
+    row = _fetch_workflow(conn, workflow_id)
+    if row is None:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+    if owner is not None and row.owner != owner:
+        raise OwnershipLostError(
+            f"workflow {workflow_id!r} is now owned by {row.owner!r}, not {owner!r}: this "
+            "process was presumed dead (its lease lapsed) and another took the workflow over. "
+            "The write was refused; the new owner continues the workflow."
+        )
+    return row
+
+
+def _rollback(conn: apsw.Connection) -> None:
+    try:
+        if not conn.get_autocommit():
+            conn.execute("ROLLBACK")
+    except apsw.Error:
+        pass
+
+
+def _create_private(path: str) -> None:
+    """Create a missing journal file with mode 0600 (SQLite copies it to -wal and -shm)."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _check_header(path: str) -> None:
+    """Refuse a file shorter than its own header says: truncation SQLite would find late."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+        size = os.path.getsize(path)
+    except OSError:
+        return
+    if not header:
+        return
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise JournalCorruptError(
+            f"{path} is not an SQLite database (bad header): it is damaged or another kind of "
+            "file. Point the App at a new path; this file was not modified."
+        )
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    pages = struct.unpack(">I", header[28:32])[0]
+    if page_size and size % page_size or pages * page_size > size:
+        raise JournalCorruptError(
+            f"{path} is truncated: its header describes {pages} pages of {page_size} bytes but "
+            f"the file holds {size} bytes. Restore a backup; this file was not modified."
+        )
+
+
+def _translate(exc: apsw.Error, path: str) -> JournalError:
+    """Map an apsw error to the litedurable exception that says what to do about it."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, apsw.FullError):
+        return JournalFullError(
+            f"{path}: the disk (or the database's page limit) is full ({detail}). Free space "
+            "and retry; everything committed before is intact."
+        )
+    if isinstance(exc, apsw.BusyError | apsw.LockedError):
+        return JournalLockedError(
+            f"{path} stayed locked by another connection past the busy timeout ({detail}). "
+            "Another process holds a long write transaction; retry, or raise "
+            "App(busy_timeout=...)."
+        )
+    if isinstance(exc, apsw.ReadOnlyError | apsw.PermissionsError | apsw.CantOpenError):
+        return JournalReadOnlyError(
+            f"{path} cannot be written or opened ({detail}). Check that the file and its "
+            "directory are writable (SQLite needs to create -wal and -shm files beside it)."
+        )
+    if isinstance(exc, apsw.CorruptError | apsw.NotADBError):
+        return JournalCorruptError(
+            f"{path} is damaged or not a database ({detail}). Restore a backup; litedurable "
+            "did not modify it."
+        )
+    return JournalError(f"{path}: {detail}")
+
+
+class _translated:
+    """Context manager turning apsw errors into ``JournalError`` subclasses."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if isinstance(exc, apsw.Error):
+            raise _translate(exc, self.path) from exc

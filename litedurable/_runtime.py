@@ -1,0 +1,725 @@
+"""Run a workflow: number its steps, replay or execute each one, record the outcome.
+
+Three kinds of thread touch a workflow:
+
+* its **run thread** (from the App's run pool) executes the workflow function and every inline
+  step. Step numbers are taken here, in program order, at call time;
+* **step threads** (the step pool, ``workers``) execute bodies started with ``go``;
+* the **timer thread** wakes suspended workflows when a durable deadline passes.
+
+A run that must wait longer than ``suspend_after`` seconds (or sleeps past it) *unwinds*: it
+raises ``_Unwind`` through the workflow function, gives its thread back, and is driven again
+from the start when something it waits for happens. Replay is cheap (recorded steps return
+their journaled outcome without running), so thousands of waiting workflows need no threads.
+Steps started by ``go`` belong to the runtime, not to the run, so they keep running across an
+unwind and the replayed ``go`` attaches to them instead of starting them again.
+
+Every write goes through the journal's group commit and is fenced on this runtime's owner
+token. Named crash points (``Hooks``) let tests stop the engine at exact places.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._clock import Clock
+from ._codec import Codec
+from ._context import Scope, current, enter, leave
+from ._errors import (
+    AppClosedError,
+    JournalError,
+    NonDeterminismError,
+    NotInWorkflowError,
+    SerializationError,
+    StepCancelledError,
+    UsageError,
+    WorkflowCancelledError,
+)
+from ._journal import Journal, StepRow, WorkflowRow
+from ._pool import WorkerPool
+from ._registry import Registry, WorkflowDef
+from ._types import Retry, Status
+
+__all__ = [
+    "CRASH_POINTS",
+    "Hooks",
+    "Outcome",
+    "Runtime",
+    "StepScope",
+    "StepTask",
+    "WorkflowRun",
+    "current_run",
+    "current_step",
+]
+
+log = logging.getLogger("litedurable")
+
+CRASH_POINTS: tuple[str, ...] = (
+    "before_step",  # a step's number is taken, its body has not started
+    "after_body",  # the body returned or raised; its row is not written
+    "after_commit",  # the step row is durable; the caller has not seen the value
+    "before_decision",  # a select chose its winner; the decision is not written
+    "after_decision",  # the decision is durable; code after the select has not run
+    "before_outcome",  # the workflow function returned; its outcome is not written
+    "after_outcome",  # the workflow's outcome is durable
+    "recovery",  # launch() claimed pending workflows and is about to resume them
+)
+
+
+class Hooks:
+    """Named crash points; a test installs ``callback(point, info)`` to raise at one.
+
+    The callback may raise any ``BaseException``; the engine lets it through untouched.
+    """
+
+    def __init__(self) -> None:
+        self.callback: Callable[[str, Mapping[str, object]], None] | None = None
+
+    def fire(self, point: str, **info: object) -> None:
+        callback = self.callback
+        if callback is not None:
+            callback(point, info)
+
+
+class _Unwind(BaseException):
+    """Leave the workflow function without recording anything (suspend or shutdown).
+
+    A ``BaseException`` so ``except Exception`` in user code lets it pass.
+    """
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a step (or workflow) produced: a value or an exception."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class StepScope(Scope):
+    """The context inside a step body: its key, and whether cancellation was requested."""
+
+    __slots__ = ("cancel_requested", "cond", "step")
+
+    def __init__(self, workflow_id: str, step: int) -> None:
+        super().__init__(workflow_id)
+        self.step = step
+        self.cancel_requested = False
+        self.cond = threading.Condition()
+
+    @property
+    def key(self) -> str:
+        return f"{self.workflow_id}:{self.step}"
+
+    def request_cancel(self) -> None:
+        with self.cond:
+            self.cancel_requested = True
+            self.cond.notify_all()
+
+
+class StepTask:
+    """One step execution: inline in the run thread, or on the step pool for ``go``.
+
+    A ``go`` task is owned by the runtime (keyed by workflow id and step number) so a replay of
+    its workflow attaches to it rather than running the body twice. ``broken`` holds an engine
+    failure (journal error, lost ownership, simulated crash): such a task never settles and
+    its workflow run is abandoned.
+    """
+
+    __slots__ = (
+        "args", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome", "retry", "scope",
+        "started", "step", "workflow_id",
+    )
+
+    def __init__(
+        self,
+        workflow_id: str,
+        step: int,
+        kind: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        retry: Retry | None,
+        hint: Any,
+    ) -> None:
+        self.workflow_id = workflow_id
+        self.step = step
+        self.kind = kind
+        self.name = name
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.retry = retry
+        self.hint = hint
+        self.scope = StepScope(workflow_id, step)
+        self.started = False
+        self.outcome: Outcome | None = None
+        self.broken: BaseException | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.outcome is not None
+
+
+class _Slot:
+    """What the runtime knows about a workflow it owns and has not finished."""
+
+    __slots__ = ("row", "run", "state", "tasks")
+
+    def __init__(self, row: WorkflowRow | None) -> None:
+        self.state = "queued"  # queued | running | suspended
+        self.row = row  # set when freshly created: no need to read it back
+        self.run: WorkflowRun | None = None
+        self.tasks: dict[int, StepTask] = {}
+
+
+class WorkflowRun(Scope):
+    """One execution of a workflow function in its run thread (there may be many over time).
+
+    Holds the recorded journal loaded in one query, the next step number, and ``fatal``: the
+    first engine-level reason to stop (unwind, cancellation, non-determinism, lost journal).
+    Once set, every later journaled call raises it again, so user code that catches it cannot
+    carry on as if nothing happened.
+    """
+
+    __slots__ = (
+        "cond", "definition", "fatal", "next_step", "recorded", "row", "runtime", "thread",
+        "wake_deadline", "wake_ready",
+    )
+
+    def __init__(
+        self, runtime: Runtime, definition: WorkflowDef, row: WorkflowRow, steps: list[StepRow]
+    ) -> None:
+        super().__init__(row.workflow_id)
+        self.runtime = runtime
+        self.definition = definition
+        self.row = row
+        self.recorded = {s.step: s for s in steps}
+        self.next_step = 0
+        self.thread = threading.get_ident()
+        self.cond = threading.Condition()
+        self.fatal: BaseException | None = None
+        self.wake_ready: Callable[[], bool] | None = None
+        self.wake_deadline: float | None = None
+
+    # -- numbering and replay -------------------------------------------------------------
+
+    def take(self, kind: str, name: str) -> tuple[int, StepRow | None]:
+        """Take the next step number; return it with its recorded row, checking kind and name."""
+        if threading.get_ident() != self.thread:
+            raise UsageError(
+                f"a {kind} call for workflow {self.workflow_id!r} came from a thread that is not "
+                "the workflow's own. Journaled calls (steps, go, select, sleep, now, ...) must "
+                "be made from the workflow function's thread, in program order."
+            )
+        self.check_interrupts()
+        step = self.next_step
+        self.next_step += 1
+        row = self.recorded.get(step)
+        if row is not None and (row.kind != kind or row.name != name):
+            error = NonDeterminismError(
+                f"workflow {self.workflow_id!r} ({self.definition.name}) is not deterministic: "
+                f"step {step} was recorded as {row.kind} {row.name!r} but the code now calls "
+                f"{kind} {name!r}. The workflow is parked in status 'nondeterministic'. Restore "
+                "the code that started it, or fork it from before step "
+                f"{step} (app.fork(id, from_step={step})).",
+                workflow_id=self.workflow_id,
+                step=step,
+                recorded=f"{row.kind} {row.name}",
+                called=f"{kind} {name}",
+            )
+            self.fatal = error
+            raise error
+        return step, row
+
+    def check_interrupts(self) -> None:
+        """Raise the reason this run must stop, if there is one."""
+        if self.fatal is not None:
+            raise self.fatal
+        runtime = self.runtime
+        if runtime.closing:
+            self.fatal = _Unwind("the App is closing; the workflow stays pending")
+            raise self.fatal
+        if self.workflow_id in runtime.cancelled:
+            self.fatal = WorkflowCancelledError(f"workflow {self.workflow_id!r} was cancelled")
+            raise self.fatal
+
+    def guard(self, exc: BaseException) -> BaseException:
+        """Remember an engine failure raised inside the run so it cannot be swallowed."""
+        if isinstance(exc, JournalError | _Unwind) and self.fatal is None:
+            self.fatal = exc
+        return exc
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def call_step(
+        self,
+        kind: str,
+        name: str,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        retry: Retry | None,
+        hint: Any,
+    ) -> Any:
+        """An inline step: replay its recorded outcome, or run the body here and record it."""
+        step, row = self.take(kind, name)
+        if row is not None:
+            return self.runtime.replay(row, hint).get()
+        task = StepTask(self.workflow_id, step, kind, name, fn, args, kwargs, retry, hint)
+        try:
+            outcome = self.runtime.execute(task)
+        except BaseException as exc:
+            raise self.guard(exc) from None
+        return outcome.get()
+
+    def record_value(self, kind: str, value: Callable[[], Any], hint: Any) -> Any:
+        """A recorded nondeterministic value (``now``, ``uuid4``, ``random``)."""
+        step, row = self.take(kind, kind)
+        if row is not None:
+            return self.runtime.replay(row, hint).get()
+        try:
+            return self.runtime.record(self, step, kind, kind, value(), hint)
+        except BaseException as exc:
+            raise self.guard(exc) from None
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def wait(self, ready: Callable[[], bool], deadline: float | None, *, timer_only: bool) -> bool:
+        """Block until ``ready()`` or the clock reaches ``deadline``; True if ready.
+
+        Unwinds (suspends the workflow, freeing this thread) when the wait outlasts
+        ``suspend_after``; a pure timer wait that long unwinds at once.
+        """
+        runtime = self.runtime
+        clock = runtime.clock
+        hold_until = time.monotonic() + runtime.suspend_after
+        with self.cond:
+            while True:
+                self.check_interrupts()
+                if ready():
+                    return True
+                now = clock.now()
+                if deadline is not None and now >= deadline:
+                    return False
+                long_timer = (
+                    timer_only and deadline is not None
+                    and deadline - now > runtime.suspend_after
+                )
+                if long_timer or time.monotonic() >= hold_until:
+                    self.wake_ready, self.wake_deadline = ready, deadline
+                    self.fatal = _Unwind("suspended")
+                    raise self.fatal
+                until = now + max(0.0, hold_until - time.monotonic())
+                clock.wait(self.cond, until if deadline is None else min(until, deadline))
+
+    def notify(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
+def current_run(call: str) -> WorkflowRun:
+    """The workflow run of the calling code, or a ``NotInWorkflowError`` naming ``call``."""
+    scope = current()
+    if isinstance(scope, WorkflowRun):
+        return scope
+    if isinstance(scope, StepScope):
+        raise UsageError(
+            f"ld.{call}() was called inside step {scope.step} of workflow {scope.workflow_id!r}. "
+            f"Steps are leaves: call ld.{call}() from the workflow function itself."
+        )
+    raise NotInWorkflowError(
+        f"ld.{call}() can only be called inside a workflow function (decorated with "
+        "@app.workflow() and started with app.start() or app.run())."
+    )
+
+
+def current_step() -> StepScope | None:
+    """The step body being executed by the calling code, if any."""
+    scope = current()
+    return scope if isinstance(scope, StepScope) else None
+
+
+class Runtime:
+    """Owns the threads, the in-flight steps and the workflow slots of one launched App.
+
+    Args:
+        journal, codec, clock, registry: the App's collaborators.
+        owner: this App's owner token (fences every write).
+        app_version: recorded on each workflow this runtime starts.
+        workers: step pool size (threads running ``go`` bodies).
+        workflow_threads: run pool size (threads running workflow functions).
+        suspend_after: seconds a run may block in a wait before it unwinds.
+    """
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        codec: Codec,
+        clock: Clock,
+        registry: Registry,
+        owner: str,
+        app_version: str,
+        workers: int,
+        workflow_threads: int,
+        suspend_after: float,
+        hooks: Hooks,
+    ) -> None:
+        self.journal = journal
+        self.codec = codec
+        self.clock = clock
+        self.registry = registry
+        self.owner = owner
+        self.app_version = app_version
+        self.hooks = hooks
+        self.suspend_after = suspend_after
+        self.closing = False
+        self.cancelled: set[str] = set()
+        self.step_pool = WorkerPool(workers, "litedurable-step")
+        self.run_pool = WorkerPool(workflow_threads, "litedurable-workflow")
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {}
+        self.finished = threading.Condition()  # notified whenever a workflow gets an outcome
+        self._timers: list[tuple[float, str]] = []
+        self._timer_cond = threading.Condition()
+        self._timer_thread = threading.Thread(
+            target=self._timer_loop, name="litedurable-timer", daemon=True
+        )
+        self._timer_thread.start()
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def schedule(self, workflow_id: str, row: WorkflowRow | None = None) -> None:
+        """Make sure the workflow is (or will be) driven by a run thread."""
+        with self._lock:
+            if self.closing:
+                return
+            slot = self._slots.get(workflow_id)
+            if slot is None:
+                slot = self._slots[workflow_id] = _Slot(row)
+            elif slot.state != "suspended":
+                return  # queued or running: the run sees the change itself
+            slot.state = "queued"
+        self.run_pool.submit(lambda: self._drive(workflow_id))
+
+    def notify(self, workflow_id: str) -> None:
+        """Something a workflow may wait for happened: wake its run, or resume it."""
+        with self._lock:
+            slot = self._slots.get(workflow_id)
+            run = slot.run if slot is not None else None
+            suspended = slot is not None and slot.state == "suspended"
+        if run is not None:
+            run.notify()
+        elif suspended:
+            self.schedule(workflow_id)
+
+    def is_active(self, workflow_id: str) -> bool:
+        with self._lock:
+            return workflow_id in self._slots
+
+    def _drive(self, workflow_id: str) -> None:
+        with self._lock:
+            slot = self._slots[workflow_id]
+            slot.state = "running"
+            row, slot.row = slot.row, None
+        run: WorkflowRun | None = None
+        try:
+            fresh = row is not None
+            row = row or self.journal.get_workflow(workflow_id)
+            if row is None or row.status != Status.PENDING or row.owner != self.owner:
+                return
+            definition = self.registry.workflows.get(row.name)
+            if definition is None:
+                log.error(
+                    "litedurable: workflow %r is a %r, which this App does not register; it "
+                    "stays pending for an App that does", workflow_id, row.name)
+                return
+            steps = [] if fresh else self.journal.load_steps(workflow_id)
+            run = WorkflowRun(self, definition, row, steps)
+            with self._lock:
+                slot.run = run
+            self._run(run)
+        except BaseException as exc:
+            if self.journal_frozen:
+                return
+            if isinstance(exc, JournalError | AppClosedError):
+                log.warning("litedurable: workflow %r stopped: %s", workflow_id, exc)
+            else:
+                log.exception("litedurable: workflow %r stopped unexpectedly", workflow_id)
+        finally:
+            self._after_drive(workflow_id, slot, run)
+
+    def _after_drive(self, workflow_id: str, slot: _Slot, run: WorkflowRun | None) -> None:
+        suspended = (
+            run is not None and isinstance(run.fatal, _Unwind) and run.wake_ready is not None
+            and not self.closing
+        )
+        with self._lock:
+            slot.run = None
+            if suspended:
+                slot.state = "suspended"
+            else:
+                del self._slots[workflow_id]
+                self.cancelled.discard(workflow_id)
+        if suspended:
+            assert run is not None and run.wake_ready is not None
+            if run.wake_deadline is not None:
+                self.add_timer(run.wake_deadline, workflow_id)
+            if run.wake_ready():  # it happened while we were unwinding
+                self.schedule(workflow_id)
+        else:
+            for task in slot.tasks.values():
+                task.scope.request_cancel()
+
+    def _run(self, run: WorkflowRun) -> None:
+        definition = run.definition
+        token = enter(run)
+        outcome: Outcome | None
+        try:
+            args, kwargs = self.codec.decode_args(
+                definition.fn, run.row.inputs, f"inputs of workflow {run.workflow_id!r}"
+            )
+            outcome = Outcome(value=definition.fn(*args, **kwargs))
+        except _Unwind:
+            outcome = None
+        except Exception as exc:
+            outcome = Outcome(error=exc)
+        finally:
+            leave(token)
+        fatal = run.fatal
+        if isinstance(fatal, _Unwind | WorkflowCancelledError):
+            return  # suspended, closing, or cancelled (already recorded by cancel())
+        if isinstance(fatal, NonDeterminismError):
+            self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), None)
+            return
+        if fatal is not None:
+            raise fatal
+        assert outcome is not None
+        self.hooks.fire("before_outcome", workflow_id=run.workflow_id)
+        self.finish(run.workflow_id, None, outcome, definition.return_hint)
+        self.hooks.fire("after_outcome", workflow_id=run.workflow_id)
+
+    def finish(
+        self, workflow_id: str, status: Status | None, outcome: Outcome, hint: Any
+    ) -> None:
+        """Record the workflow's outcome (status defaults from the outcome) and wake waiters."""
+        output = error = None
+        if outcome.error is None:
+            try:
+                output = self.codec.encode(
+                    outcome.value, f"the result of workflow {workflow_id!r}"
+                )
+            except SerializationError as exc:
+                outcome = Outcome(error=exc)
+        if outcome.error is not None:
+            error = self.codec.encode_error(outcome.error)
+        if status is None:
+            status = Status.SUCCEEDED if outcome.error is None else Status.FAILED
+        self.journal.finish_workflow(
+            workflow_id, self.owner, status=status, output=output, error=error,
+            now=self.clock.now(),
+        )
+        self.announce_finished()
+
+    def announce_finished(self) -> None:
+        with self.finished:
+            self.finished.notify_all()
+
+    @property
+    def journal_frozen(self) -> bool:
+        return self.journal.frozen
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def start_task(self, task: StepTask) -> StepTask:
+        """Run a ``go`` task on the step pool, or return the one already in flight."""
+        with self._lock:
+            slot = self._slots.get(task.workflow_id)
+            if slot is None:
+                raise AppClosedError(f"workflow {task.workflow_id!r} is not running here")
+            existing = slot.tasks.get(task.step)
+            if existing is not None:
+                return existing
+            slot.tasks[task.step] = task
+        if not self.step_pool.submit(lambda: self._run_task(task)):
+            raise AppClosedError("the App is closing; no new steps start")
+        return task
+
+    def _run_task(self, task: StepTask) -> None:
+        try:
+            task.outcome = self.execute(task)
+        except BaseException as exc:
+            task.broken = exc
+            if not self.journal_frozen and not isinstance(exc, JournalError | AppClosedError):
+                log.exception("litedurable: step %s of %r failed to record", task.step,
+                              task.workflow_id)
+        finally:
+            self.notify(task.workflow_id)
+
+    def execute(self, task: StepTask) -> Outcome:
+        """Run a step body (with retries), record its outcome durably, return it as replay would."""
+        info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
+        self.hooks.fire("before_step", **info)
+        started = self.clock.now()
+        outcome = self._invoke(task)
+        self.hooks.fire("after_body", **info)
+        outcome = self.record_outcome(task, outcome, started)
+        self.hooks.fire("after_commit", **info)
+        return outcome
+
+    def _invoke(self, task: StepTask) -> Outcome:
+        scope = task.scope
+        token = enter(scope)
+        attempt = 1
+        try:
+            while True:
+                if scope.cancel_requested:
+                    return Outcome(error=_step_cancelled(task))
+                task.started = True
+                try:
+                    return Outcome(value=task.fn(*task.args, **task.kwargs))
+                except Exception as exc:
+                    if scope.cancel_requested:
+                        return Outcome(error=_step_cancelled(task))
+                    if task.retry is None or not task.retry.should_retry(attempt, exc):
+                        return Outcome(error=exc)
+                    wake = self.clock.now() + task.retry.delay(attempt)
+                    with scope.cond:
+                        while not scope.cancel_requested and not self.closing:
+                            if self.clock.now() >= wake:
+                                break
+                            self.clock.wait(scope.cond, wake)
+                    if self.closing:
+                        raise AppClosedError("the App closed during a retry delay") from exc
+                    attempt += 1
+        finally:
+            leave(token)
+
+    def record_outcome(self, task: StepTask, outcome: Outcome, started: float) -> Outcome:
+        """Write the step row; return the outcome exactly as a replay will see it."""
+        what = f"the result of step {task.step} ({task.name}) of workflow {task.workflow_id!r}"
+        output = error = None
+        if outcome.error is None:
+            try:
+                output = self.codec.encode(outcome.value, what)
+            except SerializationError as exc:
+                outcome = Outcome(error=exc)
+        if outcome.error is not None:
+            error = self.codec.encode_error(outcome.error)
+        row = StepRow(task.workflow_id, task.step, task.kind, task.name, output, error, None,
+                      started, self.clock.now())
+        self.journal.record_step(row, self.owner)
+        if output is not None:  # hand back what replay will hand back, so both runs agree
+            return Outcome(value=self.codec.decode(output, task.hint, what))
+        return outcome
+
+    def record(self, run: WorkflowRun, step: int, kind: str, name: str, value: Any,
+               hint: Any, *, extra: bytes | None = None, open_row: bool = False) -> Any:
+        """Record a value the engine produced (a time, an id, a decision) as step ``step``.
+
+        ``open_row`` writes a row that a later ``record`` of the same step completes (a select
+        with a timeout records its deadline first, its decision later).
+        """
+        now = self.clock.now()
+        what = f"{kind} at step {step} of workflow {run.workflow_id!r}"
+        output = self.codec.encode(value, what)
+        finished = None if open_row else now
+        self.journal.record_step(
+            StepRow(run.workflow_id, step, kind, name, output, None, extra, now, finished),
+            self.owner,
+        )
+        return self.codec.decode(output, hint, what)
+
+    def replay(self, row: StepRow, hint: Any) -> Outcome:
+        """The recorded outcome of a step row, rebuilt."""
+        if row.error is not None:
+            return Outcome(error=self.codec.decode_error(row.error))
+        assert row.output is not None
+        what = f"the recorded result of step {row.step} ({row.name}) of {row.workflow_id!r}"
+        return Outcome(value=self.codec.decode(row.output, hint, what))
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def add_timer(self, deadline: float, workflow_id: str) -> None:
+        """Notify ``workflow_id`` once the clock reaches ``deadline``."""
+        with self._timer_cond:
+            heapq.heappush(self._timers, (deadline, workflow_id))
+            self._timer_cond.notify()
+
+    def _timer_loop(self) -> None:
+        while True:
+            due: list[str] = []
+            with self._timer_cond:
+                if self.closing:
+                    return
+                now = self.clock.now()
+                while self._timers and self._timers[0][0] <= now:
+                    due.append(heapq.heappop(self._timers)[1])
+                if not due:
+                    self.clock.wait(self._timer_cond, self._timers[0][0] if self._timers else None)
+            for workflow_id in due:
+                self.notify(workflow_id)
+
+    # -- cancellation and shutdown --------------------------------------------------------
+
+    def cancel_local(self, workflow_ids: Sequence[str]) -> None:
+        """Deliver cancellation to the runs and steps of workflows running here."""
+        with self._lock:
+            for wid in workflow_ids:
+                slot = self._slots.get(wid)
+                if slot is None:
+                    continue
+                self.cancelled.add(wid)
+                for task in slot.tasks.values():
+                    task.scope.request_cancel()
+        for wid in workflow_ids:
+            self.notify(wid)
+
+    def shutdown(self, grace: float) -> list[str]:
+        """Unwind every run, give step bodies ``grace`` seconds, join all threads.
+
+        Returns the names of threads that did not finish in time.
+        """
+        with self._lock:
+            self.closing = True
+            runs = [s.run for s in self._slots.values() if s.run is not None]
+            tasks = [t for s in self._slots.values() for t in s.tasks.values()]
+        self.run_pool.discard_queued()
+        self.step_pool.discard_queued()
+        for run in runs:
+            run.notify()
+        for task in tasks:
+            with task.scope.cond:
+                task.scope.cond.notify_all()
+        with self._timer_cond:
+            self._timer_cond.notify_all()
+        deadline = time.monotonic() + grace
+        stuck = self.run_pool.shutdown(grace)
+        stuck += self.step_pool.shutdown(max(0.0, deadline - time.monotonic()))
+        self._timer_thread.join(max(0.1, deadline - time.monotonic()))
+        with self.finished:
+            self.finished.notify_all()
+        return stuck
+
+    def thread_count(self) -> int:
+        """Threads this runtime has alive now (run pool + step pool + timer)."""
+        return self.run_pool.thread_count + self.step_pool.thread_count + 1
+
+
+def _step_cancelled(task: StepTask) -> StepCancelledError:
+    return StepCancelledError(
+        f"step {task.step} ({task.name}) of workflow {task.workflow_id!r} was cancelled"
+    )

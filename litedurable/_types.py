@@ -1,0 +1,148 @@
+"""Plain records shared by every layer: statuses, retry policies, journal views.
+
+Standard library only, so the journal, the runtime and the CLI can all speak them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+__all__ = ["Retry", "Status", "StepInfo", "StepKind", "WorkflowInfo", "to_seconds"]
+
+
+class Status(enum.StrEnum):
+    """Where a workflow is in its life. Stored as these exact strings."""
+
+    PENDING = "pending"
+    """Running, sleeping, waiting, or waiting to be recovered."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    NONDETERMINISTIC = "nondeterministic"
+    """Parked: replay met a call that differs from the journal. Fix the code, then resume."""
+    EXHAUSTED = "exhausted"
+    """Parked: recovered ``max_recovery_attempts`` times without progress."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for every status but ``pending``: nothing runs the workflow any more."""
+        return self is not Status.PENDING
+
+
+class StepKind(enum.StrEnum):
+    """What kind of journaled call a step row records; replay checks it."""
+
+    STEP = "step"
+    """A decorated step called inline, or ``ld.run``."""
+    GO = "go"
+    SELECT = "select"
+    AS_COMPLETED = "as_completed"
+    SLEEP = "sleep"
+    AFTER = "after"
+    NOW = "now"
+    UUID = "uuid4"
+    RANDOM = "random"
+    CHILD = "child"
+
+
+def to_seconds(delay: float | timedelta, what: str = "delay") -> float:
+    """Normalize a user delay to float seconds, refusing negatives and non-numbers."""
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise TypeError(
+            f"{what} must be float seconds or a datetime.timedelta, not {type(delay).__name__}"
+        )
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        raise ValueError(f"{what} must be a non-negative number of seconds, got {delay!r}")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How often and how patiently a step is retried when it raises.
+
+    Attempt ``k`` (1-based) that fails waits ``min(initial * backoff**(k-1), max_interval)``
+    seconds on the App's clock before attempt ``k+1``; there is no wait after the last attempt,
+    whose exception then reaches the workflow unwrapped. Attempt counts live in memory: a crash
+    restarts the count, as in DBOS.
+
+    Args:
+        max_attempts: total attempts including the first (>= 1).
+        initial: delay after the first failure, seconds.
+        backoff: multiplier applied per further failure (>= 1).
+        max_interval: cap on any single delay, seconds.
+        retry_on: exception types worth retrying; anything else fails at once.
+    """
+
+    max_attempts: int = 3
+    initial: float = 0.1
+    backoff: float = 2.0
+    max_interval: float = 10.0
+    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f"Retry.max_attempts must be an int >= 1, got {self.max_attempts!r}")
+        if self.initial < 0 or self.max_interval < 0:
+            raise ValueError("Retry.initial and Retry.max_interval must be >= 0 seconds")
+        if self.backoff < 1:
+            raise ValueError(f"Retry.backoff must be >= 1, got {self.backoff!r}")
+        retry_on = self.retry_on
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+            object.__setattr__(self, "retry_on", retry_on)
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on):
+            raise TypeError("Retry.retry_on must be a tuple of exception classes")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
+        return float(min(self.initial * self.backoff ** (attempt - 1), self.max_interval))
+
+    def should_retry(self, attempt: int, error: BaseException) -> bool:
+        """Whether failed attempt ``attempt`` earns another try."""
+        return attempt < self.max_attempts and isinstance(error, self.retry_on)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One journal row of a workflow, as ``app.steps(id)`` returns it.
+
+    ``output`` is the decoded JSON value (not structured back to a class: the reader may not
+    have the workflow's code). ``error`` is ``"Type: message"`` for a failed step. For a select,
+    ``candidates`` holds the candidates' step numbers and ``winner`` the winning index
+    (-1 when the select's timeout won).
+    """
+
+    workflow_id: str
+    step: int
+    kind: str
+    name: str
+    output: Any
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    candidates: Sequence[int] | None = None
+    winner: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """One workflow as ``app.list_workflows()`` returns it."""
+
+    workflow_id: str
+    name: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    app_version: str
+    parent_id: str | None
+    owner: str | None
+    recovery_attempts: int
+    error: str | None
