@@ -35,7 +35,7 @@ from ._errors import (
 )
 from ._journal import HOST, Durability, Journal, StepRow, WorkflowRow
 from ._registry import Registry, WorkflowDef
-from ._runtime import Hooks, Outcome, Runtime, WorkflowRun
+from ._runtime import Hooks, Outcome, Runtime, WorkflowRun, replay_journal
 from ._types import Retry, Status, StepInfo, StepKind, WorkflowInfo, to_seconds
 
 __all__ = ["App", "Handle"]
@@ -560,16 +560,7 @@ class App:
         """
         journal, runtime = self._parts()
         self._row(workflow_id)
-        ids, frontier = [workflow_id], [workflow_id]
-        while frontier:
-            kids = [c.workflow_id for p in frontier for c in journal.children(p)
-                    if not c.detached and c.status == Status.PENDING]
-            ids += kids
-            frontier = kids
-        error = self.codec.encode_error(
-            WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
-        )
-        done = journal.cancel(ids, error, self.clock.now())
+        done = cancel_tree(journal, self.codec, workflow_id, self.clock.now())
         runtime.cancel_local(done)
         runtime.announce_finished()
 
@@ -606,6 +597,24 @@ class App:
         """Delete finished workflows not updated for ``older_than``; returns how many."""
         journal, _ = self._parts()
         return journal.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
+
+
+def cancel_tree(journal: Journal, codec: Codec, workflow_id: str, now: float) -> list[str]:
+    """Cancel ``workflow_id`` and its pending non-detached descendants; the ids cancelled."""
+    error = codec.encode_error(WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled"))
+    return journal.cancel(workflow_id, error, now)
+
+
+def replay_check(app: App, journal: Journal, row: WorkflowRow) -> str | None:
+    """Replay one recorded workflow against ``app``'s code without running or writing anything.
+
+    Returns None when the code reproduces the journal (up to its last recorded step), else a
+    description of the first difference.
+    """
+    definition = app.registry.workflows.get(row.name)
+    if definition is None:
+        return f"workflow {row.name!r} is not registered on this App"
+    return replay_journal(journal, app.codec, app.clock, app.registry, row)
 
 
 def workflow_info(row: WorkflowRow, codec: Codec) -> WorkflowInfo:

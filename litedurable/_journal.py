@@ -581,16 +581,25 @@ class Journal:
             ]
         )
 
-    def cancel(self, workflow_ids: Sequence[str], error: bytes, now: float) -> list[str]:
-        """Mark the pending ones among ``workflow_ids`` cancelled (unfenced: any process may).
+    def cancel(self, workflow_id: str, error: bytes, now: float) -> list[str]:
+        """Cancel a workflow and its non-detached descendants that are pending (any process may).
 
         Their owner is cleared, so a process still running one is refused at its next write.
         Returns the ids that were pending and are now cancelled.
         """
 
         def update(conn: apsw.Connection) -> list[str]:
+            ids = [workflow_id] + [
+                r[0]
+                for r in conn.execute(
+                    "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT w.workflow_id "
+                    "FROM workflows w JOIN tree ON w.parent_id = tree.id WHERE w.detached = 0) "
+                    "SELECT id FROM tree WHERE id != ?",
+                    (workflow_id, workflow_id),
+                )
+            ]
             done = []
-            for wid in workflow_ids:
+            for wid in ids:
                 row = _fetch_workflow(conn, wid)
                 if row is None or row.status != "pending":
                     continue
@@ -729,7 +738,7 @@ class Journal:
         self.write(insert, verify)
 
     def fork(self, source: WorkflowRow, target_id: str, below: int, *, now: float,
-             app_version: str, owner: str) -> int:
+             app_version: str, owner: str | None) -> int:
         """Create ``target_id`` with ``source``'s name and inputs and its steps below ``below``.
 
         One transaction, so a crash leaves either no fork or a complete one. Returns the number

@@ -195,8 +195,8 @@ class WorkflowRun(Scope):
     """
 
     __slots__ = (
-        "cond", "definition", "fatal", "next_step", "recorded", "row", "runtime", "thread",
-        "wake_deadline", "wake_ready",
+        "cond", "definition", "fatal", "next_step", "recorded", "replay_only", "row", "runtime",
+        "thread", "wake_deadline", "wake_ready",
     )
 
     def __init__(
@@ -213,6 +213,7 @@ class WorkflowRun(Scope):
         self.fatal: BaseException | None = None
         self.wake_ready: Callable[[], bool] | None = None
         self.wake_deadline: float | None = None
+        self.replay_only = False  # offline replay: stop where the journal ends
 
     # -- numbering and replay -------------------------------------------------------------
 
@@ -228,6 +229,9 @@ class WorkflowRun(Scope):
         step = self.next_step
         self.next_step += 1
         row = self.recorded.get(step)
+        if row is None and self.replay_only:
+            self.fatal = _Unwind("offline replay reached the end of the journal")
+            raise self.fatal
         if row is not None and (row.kind != kind or row.name != name):
             error = NonDeterminismError(
                 f"workflow {self.workflow_id!r} ({self.definition.name}) is not deterministic: "
@@ -314,6 +318,9 @@ class WorkflowRun(Scope):
                 now = clock.now()
                 if deadline is not None and now >= deadline:
                     return False
+                if self.replay_only:
+                    self.fatal = _Unwind("offline replay reached a wait the journal did not finish")
+                    raise self.fatal
                 long_timer = (
                     timer_only and deadline is not None
                     and deadline - now > runtime.suspend_after
@@ -717,6 +724,44 @@ class Runtime:
     def thread_count(self) -> int:
         """Threads this runtime has alive now (run pool + step pool + timer)."""
         return self.run_pool.thread_count + self.step_pool.thread_count + 1
+
+
+def replay_journal(
+    journal: Journal, codec: Codec, clock: Clock, registry: Registry, row: WorkflowRow
+) -> str | None:
+    """Replay a recorded workflow with no step bodies and no writes (``litedurable replay``).
+
+    Returns None if the code reproduces the journal up to where it ends, else what differs.
+    """
+    definition = registry.workflows[row.name]
+    runtime = Runtime(
+        journal=journal, codec=codec, clock=clock, registry=registry, owner="offline-replay",
+        app_version=row.app_version, workers=1, workflow_threads=1, suspend_after=0.0,
+        hooks=Hooks(),
+    )
+    try:
+        run = WorkflowRun(runtime, definition, row, journal.load_steps(row.workflow_id))
+        run.replay_only = True
+        token = enter(run)
+        try:
+            args, kwargs = codec.decode_args(definition.fn, row.inputs, "inputs")
+            value = definition.fn(*args, **kwargs)
+        except _Unwind:
+            return None
+        except Exception as exc:
+            if isinstance(run.fatal, NonDeterminismError):
+                return str(run.fatal)
+            if row.status == Status.FAILED:
+                return None
+            return f"replay raised {type(exc).__name__}: {exc}, but the workflow is {row.status}"
+        finally:
+            leave(token)
+        if row.status == Status.SUCCEEDED and row.output is not None:
+            if codec.encode(value, "replayed result") != row.output:
+                return "replay returned a different result than the one recorded"
+        return None
+    finally:
+        runtime.shutdown(1.0)
 
 
 def _step_cancelled(task: StepTask) -> StepCancelledError:

@@ -1,0 +1,245 @@
+"""Public helpers for testing durable workflows: a fake clock and crash injection.
+
+* ``FakeClock`` — pass ``App(..., clock=FakeClock())`` and ``advance()`` it instead of sleeping;
+  durable sleeps, timers, select timeouts and retry delays all read it.
+* ``crash_at(app, point, nth=1)`` — make the App "die" the ``nth`` time the engine reaches a
+  named crash point (``CRASH_POINTS``): a ``Crash`` is raised there and the journal refuses
+  every later write, exactly as if the process had been killed at that instant. Close the App,
+  open a new one on the same file, and check what survived.
+* ``crash_test(make_app, ...)`` — run a workflow crash-free, then once per crash point and
+  occurrence with a crash there followed by recovery, and check that every run ends with the
+  same result and the same journal shape and that no step body ran after its completion was
+  committed. The first failure is reported with a readable explanation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._app import App
+from ._clock import FakeClock
+from ._runtime import CRASH_POINTS
+
+__all__ = [
+    "CRASH_POINTS",
+    "Crash",
+    "CrashSwitch",
+    "CrashTestError",
+    "CrashTestResult",
+    "FakeClock",
+    "crash_at",
+    "crash_test",
+]
+
+
+class Crash(BaseException):
+    """A simulated process death at a named crash point (a ``BaseException``: nothing catches it)."""
+
+
+@dataclass
+class CrashSwitch:
+    """What ``crash_at`` installed: ``fired`` is set once the crash happened."""
+
+    point: str
+    nth: int
+    fired: threading.Event = field(default_factory=threading.Event)
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Block until the crash happened (True) or ``timeout`` seconds passed (False)."""
+        return self.fired.wait(timeout)
+
+
+def crash_at(
+    app: App,
+    point: str,
+    *,
+    nth: int = 1,
+    when: Callable[[Mapping[str, object]], bool] | None = None,
+    observer: Callable[[str, Mapping[str, object]], None] | None = None,
+) -> CrashSwitch:
+    """Crash ``app`` the ``nth`` time it reaches ``point`` (and ``when(info)`` holds).
+
+    ``observer`` (optional) sees every crash point the engine passes, before the crash check.
+    """
+    if point not in CRASH_POINTS:
+        raise ValueError(f"unknown crash point {point!r}; choose one of {', '.join(CRASH_POINTS)}")
+    switch = CrashSwitch(point, nth)
+    lock = threading.Lock()
+    seen = 0
+
+    def hook(at: str, info: Mapping[str, object]) -> None:
+        nonlocal seen
+        if observer is not None:
+            observer(at, info)
+        if at != point or (when is not None and not when(info)):
+            return
+        with lock:
+            seen += 1
+            hit = seen == nth
+        if hit:
+            message = f"simulated crash at {point} (occurrence {nth}): {dict(info)}"
+            app._simulate_crash(lambda: Crash(message))
+            switch.info = dict(info)
+            switch.fired.set()
+            raise Crash(message)
+
+    app.hooks.callback = hook
+    return switch
+
+
+class CrashTestError(AssertionError):
+    """A crash point at which the workflow did not recover to the crash-free outcome."""
+
+
+@dataclass(frozen=True)
+class CrashTestResult:
+    """What ``crash_test`` did: the crash-free outcome and each crash it injected."""
+
+    outcome: tuple[str, Any]
+    crashes: list[tuple[str, int]]
+
+
+AppFactory = Callable[[str], tuple[App, Callable[..., Any]]]
+
+
+def crash_test(
+    make_app: AppFactory,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    points: Sequence[str] = CRASH_POINTS,
+    max_occurrences: int = 20,
+    timeout: float = 30.0,
+) -> CrashTestResult:
+    """Crash-test one workflow at every crash point it passes.
+
+    ``make_app(path)`` must build a fresh (not launched) App on ``path`` and return it with the
+    workflow to start. Inject a ``FakeClock`` and avoid ``ld.now()``/``ld.random()`` in the
+    result if results must compare equal across runs.
+
+    For the crash-free run and then each (point, occurrence) up to ``max_occurrences``: start
+    the workflow on a new file, crash there, reopen, finish. Checks that the result (value or
+    exception type and message) and the journal's (kind, name) sequence equal the crash-free
+    run's, and that no step body started after its completion row was committed.
+
+    Raises:
+        CrashTestError: naming the first crash point that broke an invariant, and how.
+    """
+    kwargs = dict(kwargs or {})
+    root = tempfile.mkdtemp(prefix="litedurable-crash-")
+    try:
+        counts: dict[str, int] = dict.fromkeys(points, 0)
+
+        def count(at: str, _info: Mapping[str, object]) -> None:
+            if at in counts:
+                counts[at] += 1
+
+        reference = _one_run(make_app, os.path.join(root, "reference.db"), args, kwargs,
+                             None, count, timeout)
+        crashes: list[tuple[str, int]] = []
+        for point in points:
+            for nth in range(1, min(counts[point], max_occurrences) + 1):
+                path = os.path.join(root, f"{point}-{nth}.db")
+                got = _one_run(make_app, path, args, kwargs, (point, nth), None, timeout)
+                crashes.append((point, nth))
+                where = f"crash at {point!r} (occurrence {nth})"
+                if got.problem:
+                    raise CrashTestError(f"{where}: {got.problem}")
+                if got.outcome != reference.outcome:
+                    raise CrashTestError(
+                        f"{where}: the recovered workflow ended with {got.outcome!r}, but the "
+                        f"crash-free run ended with {reference.outcome!r}. Something outside a "
+                        "step (time, randomness, I/O, global state) changed the workflow's path; "
+                        "move it into a step or use ld.now()/ld.random()."
+                    )
+                if got.shape != reference.shape:
+                    raise CrashTestError(
+                        f"{where}: the journal differs from the crash-free run's.\n"
+                        f"  crash-free: {reference.shape}\n  recovered:  {got.shape}\n"
+                        "The workflow took another path after recovery: a decision was made "
+                        "outside the journal."
+                    )
+        return CrashTestResult(reference.outcome, crashes)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class _Run:
+    outcome: tuple[str, Any]
+    shape: list[tuple[int, str, str]]
+    problem: str | None
+
+
+def _one_run(
+    make_app: AppFactory,
+    path: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    crash: tuple[str, int] | None,
+    observer: Callable[[str, Mapping[str, object]], None] | None,
+    timeout: float,
+) -> _Run:
+    committed: set[tuple[object, object]] = set()
+    problems: list[str] = []
+    workflow_id = "crash-test"
+
+    def watch(at: str, info: Mapping[str, object]) -> None:
+        key = (info.get("workflow_id"), info.get("step"))
+        if at == "before_step" and key in committed:
+            problems.append(
+                f"step {key[1]} ({info.get('name')}) started again after its completion was "
+                "committed"
+            )
+        if at == "after_commit":
+            committed.add(key)
+        if observer is not None:
+            observer(at, info)
+
+    app, wf = make_app(path)
+    if crash is None:
+        app.hooks.callback = watch
+        with app:
+            app.start(wf, *args, workflow_id=workflow_id, **kwargs)
+            return _finish(app, workflow_id, timeout, problems)
+    switch = crash_at(app, crash[0], nth=crash[1], observer=watch)
+    with app:
+        handle = app.start(wf, *args, workflow_id=workflow_id, **kwargs)
+        done = threading.Event()
+
+        def wait_for_end() -> None:
+            try:
+                handle.result(timeout)
+            except BaseException:  # the crash, or the App closing under it
+                pass
+            done.set()
+
+        waiter = threading.Thread(target=wait_for_end, daemon=True)
+        waiter.start()
+        while not (switch.fired.is_set() or done.is_set()):
+            switch.fired.wait(0.01)
+    waiter.join(timeout)
+    app, wf = make_app(path)
+    app.hooks.callback = watch
+    with app:
+        return _finish(app, workflow_id, timeout, problems)
+
+
+def _finish(app: App, workflow_id: str, timeout: float, problems: list[str]) -> _Run:
+    outcome = _outcome(app, workflow_id, timeout)
+    shape = [(s.step, s.kind, s.name) for s in app.steps(workflow_id)]
+    return _Run(outcome, shape, problems[0] if problems else None)
+
+
+def _outcome(app: App, workflow_id: str, timeout: float) -> tuple[str, Any]:
+    try:
+        return ("value", app.handle(workflow_id).result(timeout))
+    except Exception as exc:
+        return ("error", f"{type(exc).__name__}: {exc}")
