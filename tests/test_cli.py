@@ -1,0 +1,166 @@
+"""The `litedurable` command: every subcommand has help, reads the file, and reports errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import litedurable as ld
+from litedurable._cli import build_parser, main
+
+COMMANDS = ["list", "show", "steps", "cancel", "resume", "fork", "gc", "replay", "demo"]
+
+WORKFLOW_MODULE = '''
+import litedurable as ld
+
+app = ld.App({path!r})
+
+@app.step()
+def {step}(x: int) -> int:
+    return x + 1
+
+@app.workflow(name="pipeline")
+def pipeline(x: int) -> int:
+    return {step}({step}(x))
+'''
+
+
+def _make_journal(tmp_path: Path, step: str = "inc") -> tuple[Path, str]:
+    db = tmp_path / "cli.db"
+    module = tmp_path / "cli_jobs.py"
+    module.write_text(WORKFLOW_MODULE.format(path=str(db), step=step))
+    namespace: dict[str, object] = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    app = namespace["app"]
+    assert isinstance(app, ld.App)
+    with app:
+        app.run(namespace["pipeline"], 1, workflow_id="wf-1")  # type: ignore[arg-type]
+    return db, "wf-1"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: litedurable" in capsys.readouterr().out
+
+
+def test_parser_knows_exactly_the_contract_commands() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(COMMANDS)  # type: ignore[arg-type]
+
+
+def test_list_show_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db, wid = _make_journal(tmp_path)
+    assert main(["--db", str(db), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(w["workflow_id"], w["status"]) for w in listed] == [(wid, "succeeded")]
+    assert main(["--db", str(db), "show", wid]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["output"] == 3 and shown["inputs"] == {"args": [1], "kwargs": {}}
+    assert main(["--db", str(db), "steps", wid, "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)
+    assert [(s["step"], s["kind"], s["name"], s["output"]) for s in steps] == [
+        (0, "step", "inc", 2), (1, "step", "inc", 3)
+    ]
+
+
+def test_unknown_id_and_missing_file_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _ = _make_journal(tmp_path)
+    assert main(["--db", str(db), "show", "nope"]) == 2
+    assert "no workflow with id 'nope'" in capsys.readouterr().err
+    assert main(["--db", str(tmp_path / "missing.db"), "list"]) == 2
+    assert "no journal file" in capsys.readouterr().err
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_fork_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db, wid = _make_journal(tmp_path)
+    assert main(["--db", str(db), "fork", wid, "1", "--new-id", "wf-2"]) == 0
+    assert main(["--db", str(db), "steps", "wf-2", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert [s["step"] for s in json.loads(out[out.index("["):])] == [0]
+    assert main(["--db", str(db), "cancel", "wf-2"]) == 0
+    assert "cancelled 1 workflow(s): wf-2" in capsys.readouterr().out
+    assert main(["--db", str(db), "resume", "wf-2"]) == 0
+    assert "pending again" in capsys.readouterr().out
+    assert main(["--db", str(db), "gc", "--older-than", "0"]) == 0
+    assert "deleted 1 finished workflow(s)" in capsys.readouterr().out  # wf-1; wf-2 is pending
+
+
+def test_replay_passes_on_same_code_and_catches_a_changed_workflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, wid = _make_journal(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert main(["--db", str(db), "replay", "cli_jobs:app"]) == 0
+    assert f"{wid}: ok" in capsys.readouterr().out
+    # Negative control: the same journal against code whose step was renamed.
+    (tmp_path / "cli_jobs2.py").write_text(WORKFLOW_MODULE.format(path=str(db), step="add_one"))
+    assert main(["--db", str(db), "replay", "cli_jobs2:app"]) == 1
+    out = capsys.readouterr().out
+    assert "not deterministic" in out and "step 0" in out
+
+
+def test_demo_kills_and_resumes(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "litedurable", "--db", str(tmp_path / "demo.db"), "demo"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "killed with SIGKILL" in proc.stdout
+    assert "never run again" in proc.stdout
+    assert proc.stdout.count("body ran") == 5
+
+
+def test_readme_quickstart_is_the_example_file() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = (root / "examples" / "quickstart.py").read_text()
+    assert f"```python\n{example}```" in readme
+
+
+def test_readme_test_command_is_the_ci_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    assert "python -m pytest tests property_tests" in readme
+    assert "python -m pytest tests property_tests" in ci
+
+
+def test_quickstart_runs_twice_with_the_same_result(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    script = root / "examples" / "quickstart.py"
+    outputs = [
+        subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, check=True).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    assert outputs[0].startswith("receipt-42-1999-order-42:0")
+    assert (tmp_path / "litedurable.db").exists()
+
+
+def test_benchmark_runner_smoke(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "run.py"), "--quick"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {r["workload"] for r in records} >= {
+        "raw_commit", "a_sequential_steps", "b_three_step_workflows", "c_fan_out",
+        "sleeping_workflows",
+    }
+
+
