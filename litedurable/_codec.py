@@ -84,6 +84,8 @@ class Codec:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._converter = make_converter()
+        # ``object`` (alone or nested, as in ``list[object]``) means "any JSON value", like Any.
+        self._converter.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
 
     # -- values ---------------------------------------------------------------------------
 

@@ -238,12 +238,22 @@ class Journal:
         self._vfs = vfs
         self.commits = 0  # transactions committed (group commit makes this < writes)
         self.writes = 0
-        with _translated(path):
-            if not readonly and vfs is None:
-                _create_private(path)
-            self._writer = None if readonly else self._connect(readonly=False)
-            self._reader = self._connect(readonly=readonly)
-            self._check_and_migrate(durability)
+        writer: apsw.Connection | None = None
+        reader: apsw.Connection | None = None
+        try:
+            with _translated(path):
+                if not readonly and vfs is None:
+                    _create_private(path)
+                writer = None if readonly else self._connect(readonly=False)
+                reader = self._connect(readonly=readonly)
+                self._writer, self._reader = writer, reader
+                self._check_and_migrate(durability)
+        except BaseException:
+            # A refused file (foreign, newer, damaged, locked) is left with no handle open on it.
+            for conn in (writer, reader):
+                if conn is not None:
+                    conn.close()
+            raise
         _open_journals.add(self)
 
     # -- opening --------------------------------------------------------------------------

@@ -1,0 +1,569 @@
+"""Crash recovery: named crash points in process, changed code, the recovery limit, real
+SIGKILLs, two processes recovering one file, and ``testing.crash_test`` with a negative control.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import apsw
+import pytest
+
+import litedurable as ld
+from litedurable._journal import Journal
+from litedurable.testing import CrashTestError, FakeClock, crash_at, crash_test
+
+
+def _stored_status(path: str, workflow_id: str) -> str:
+    """The workflow's status as the file holds it, read without launching an App."""
+    journal = Journal(path, readonly=True)
+    try:
+        row = journal.get_workflow(workflow_id)
+        assert row is not None
+        return row.status
+    finally:
+        journal.close()
+
+
+def _crash_run(app: ld.App, switch, start) -> None:
+    """Start work on ``app``, wait until the simulated crash fired, close the dead App."""
+    with app:
+        start(app)
+        assert switch.wait(30), "the crash point was never reached"
+
+
+# -- crash points ---------------------------------------------------------------------------
+
+
+def _build_abc(path: str, counts: Counter[str]) -> tuple[ld.App, object]:
+    app = ld.App(path, app_version="v1")
+
+    @app.step(name="a")
+    def a(x: int) -> int:
+        counts["a"] += 1
+        return x + 1
+
+    @app.step(name="b")
+    def b(x: int) -> int:
+        counts["b"] += 1
+        return x * 10
+
+    @app.step(name="c")
+    def c(x: int) -> int:
+        counts["c"] += 1
+        return x - 3
+
+    @app.workflow(name="abc")
+    def abc(x: int) -> int:
+        return c(b(a(x)))
+
+    return app, abc
+
+
+@pytest.mark.parametrize(
+    ("point", "nth", "after_crash", "after_recovery"),
+    [
+        ("before_step", 2, {"a": 1}, {"a": 1, "b": 1, "c": 1}),
+        ("after_body", 2, {"a": 1, "b": 1}, {"a": 1, "b": 2, "c": 1}),  # at-least-once
+        ("after_commit", 2, {"a": 1, "b": 1}, {"a": 1, "b": 1, "c": 1}),
+        ("before_outcome", 1, {"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}),
+    ],
+)
+def test_crash_point_then_recover(db_path, point, nth, after_crash, after_recovery):
+    counts: Counter[str] = Counter()
+    app, abc = _build_abc(db_path, counts)
+    switch = crash_at(app, point, nth=nth)
+    _crash_run(app, switch, lambda a: a.start(abc, 4, workflow_id="w"))
+    assert counts == after_crash
+    assert _stored_status(db_path, "w") == "pending"
+
+    app, abc = _build_abc(db_path, counts)
+    with app:
+        assert app.handle("w").result(timeout=30) == 47
+        assert [(s.step, s.name) for s in app.steps("w")] == [(0, "a"), (1, "b"), (2, "c")]
+        assert app.handle("w").status() is ld.Status.SUCCEEDED
+    assert counts == after_recovery
+
+
+def test_crash_after_outcome_keeps_the_outcome(db_path):
+    counts: Counter[str] = Counter()
+    app, abc = _build_abc(db_path, counts)
+    switch = crash_at(app, "after_outcome")
+    _crash_run(app, switch, lambda a: a.start(abc, 4, workflow_id="w"))
+    assert _stored_status(db_path, "w") == "succeeded"
+    app, abc = _build_abc(db_path, counts)
+    with app:
+        assert app.handle("w").result(timeout=30) == 47
+    assert counts == {"a": 1, "b": 1, "c": 1}
+
+
+def test_repeated_crashes_never_rerun_a_committed_step(db_path):
+    """Crash after each step's commit in turn: every body runs exactly once overall."""
+    counts: Counter[str] = Counter()
+    for nth in (1, 2, 3):
+        app, abc = _build_abc(db_path, counts)
+        # each relaunch replays the committed steps; crash after the next new commit
+        switch = crash_at(app, "after_commit", nth=1)
+        if nth == 1:
+            _crash_run(app, switch, lambda a, wf=abc: a.start(wf, 4, workflow_id="w"))
+        else:
+            _crash_run(app, switch, lambda a: None)
+        assert counts == dict(zip("abc", [1] * nth, strict=False))
+    app, abc = _build_abc(db_path, counts)
+    with app:
+        assert app.handle("w").result(timeout=30) == 47
+    assert counts == {"a": 1, "b": 1, "c": 1}
+
+
+# -- changed code ---------------------------------------------------------------------------
+
+ORIGINAL = ("a", "b", "c")
+
+
+def _build_sequence(path: str, order: tuple[str, ...], counts: Counter[str]):
+    app = ld.App(path, app_version="v1")  # same version: the changed code claims the workflow
+    steps = {}
+    for name in ("a", "b", "b2", "c", "x"):
+
+        def body(name: str = name) -> str:
+            counts[name] += 1
+            return name
+
+        steps[name] = app.step(name=name)(body)
+
+    @app.workflow(name="seq")
+    def seq() -> list[str]:
+        return [steps[name]() for name in order]
+
+    return app, seq
+
+
+@pytest.mark.parametrize(
+    ("changed", "bad_step", "recorded", "called"),
+    [
+        (("a", "b2", "c"), 1, "b", "b2"),  # renamed
+        (("b", "a", "c"), 0, "a", "b"),  # reordered
+        (("a", "x", "b", "c"), 1, "b", "x"),  # inserted
+        (("a", "c"), 1, "b", "c"),  # removed
+    ],
+    ids=["renamed", "reordered", "inserted", "removed"],
+)
+def test_changed_workflow_is_nondeterministic(db_path, changed, bad_step, recorded, called):
+    counts: Counter[str] = Counter()
+    app, seq = _build_sequence(db_path, ORIGINAL, counts)
+    switch = crash_at(app, "before_step", nth=3)  # a and b are recorded, c is not
+    _crash_run(app, switch, lambda a: a.start(seq, workflow_id="nd-1"))
+    assert counts == {"a": 1, "b": 1}
+
+    app, seq = _build_sequence(db_path, changed, counts)
+    with app:
+        handle = app.handle("nd-1")
+        with pytest.raises(ld.NonDeterminismError) as info:
+            handle.result(timeout=30)
+        message = str(info.value)
+        assert "'nd-1'" in message and f"step {bad_step}" in message
+        assert f"{recorded!r}" in message and f"{called!r}" in message
+        assert handle.status() is ld.Status.NONDETERMINISTIC
+        [listed] = app.list_workflows(status="nondeterministic")
+        assert listed.workflow_id == "nd-1"
+        assert [s.name for s in app.steps("nd-1")] == ["a", "b"]
+    assert counts == {"a": 1, "b": 1}  # nothing ran: replay stopped at the mismatch
+
+    # Parked, not retried in a loop: further launches leave it alone.
+    for order in (changed, ORIGINAL):
+        app, seq = _build_sequence(db_path, order, counts)
+        with app:
+            assert app.handle("nd-1").status() is ld.Status.NONDETERMINISTIC
+            [info_row] = app.list_workflows()
+            assert info_row.recovery_attempts <= 1
+            assert len(app.steps("nd-1")) == 2
+    assert counts == {"a": 1, "b": 1}
+
+
+# -- recovery limit -------------------------------------------------------------------------
+
+
+def _build_crashy(path: str, counts: Counter[str]):
+    app = ld.App(path, app_version="v1")
+
+    @app.step(name="fine")
+    def fine() -> int:
+        counts["fine"] += 1
+        return 1
+
+    @app.step(name="poison")
+    def poison() -> int:
+        counts["poison"] += 1
+        return 2
+
+    @app.workflow(name="crashy", max_recovery_attempts=2)
+    def crashy() -> int:
+        return fine() + poison()
+
+    switch = crash_at(app, "before_step", when=lambda info: info["name"] == "poison")
+    return app, crashy, switch
+
+
+def test_recovery_limit_parks_the_workflow_as_exhausted(db_path):
+    counts: Counter[str] = Counter()
+    app, crashy, switch = _build_crashy(db_path, counts)
+    _crash_run(app, switch, lambda a: a.start(crashy, workflow_id="loop"))
+    relaunches = 0
+    while True:
+        relaunches += 1
+        assert relaunches <= 5, "the workflow was recovered past its limit"
+        app, crashy, switch = _build_crashy(db_path, counts)
+        with app:  # launch() claims the workflow, then parks it or runs it into the crash
+            status = _stored_status(db_path, "loop")
+            if status != "pending":
+                break
+            assert switch.wait(30), "a recovered workflow did not run"
+    assert status == "exhausted"
+    assert relaunches == 3  # attempts 1 and 2 ran and crashed; the third exceeds the limit
+    assert counts == {"fine": 1}
+
+    app, _, _ = _build_crashy(db_path, counts)
+    with app:
+        with pytest.raises(ld.WorkflowExhaustedError, match="loop"):
+            app.handle("loop").result(timeout=30)
+        [info] = app.list_workflows(status=ld.Status.EXHAUSTED)
+        assert info.workflow_id == "loop"
+    assert counts == {"fine": 1}
+
+
+# -- no leaked threads ----------------------------------------------------------------------
+
+
+def _engine_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("litedurable-"))
+
+
+def _wait_for_step(app: ld.App, workflow_id: str, kind: str) -> None:
+    deadline = time.monotonic() + 30  # a hang guard, not an assertion about speed
+    while kind not in [s.kind for s in app.steps(workflow_id)]:
+        assert time.monotonic() < deadline, f"{workflow_id} never recorded a {kind} step"
+        time.sleep(0.005)
+
+
+def _build_fanout(path: str, clock: FakeClock):
+    app = ld.App(path, clock=clock, app_version="v1", workers=4)
+
+    @app.step(name="square")
+    def square(x: int) -> int:
+        return x * x
+
+    @app.workflow(name="fanout")
+    def fanout(n: int) -> int:
+        futures = [ld.go(square, i) for i in range(n)]
+        first = ld.select([*futures, ld.after(3600)])
+        return first.result() + sum(ld.wait_all(futures))
+
+    @app.workflow(name="sleeper")
+    def sleeper() -> str:
+        ld.sleep(3600)
+        return "awake"
+
+    return app, fanout, sleeper
+
+
+def test_close_joins_every_thread(db_path):
+    assert _engine_threads() == []
+    clock = FakeClock()
+    app, fanout, sleeper = _build_fanout(db_path, clock)
+    with app:
+        assert app.run(fanout, 6) == 55
+        sleeping = app.start(sleeper, workflow_id="sleeper")
+        _wait_for_step(app, "sleeper", "sleep")  # the wake-up instant is in the journal
+        assert _engine_threads() != []
+    assert _engine_threads() == []
+
+    clock.advance(3600)  # the recorded wake-up instant has passed
+    app, fanout, sleeper = _build_fanout(db_path, clock)
+    with app:
+        assert app.handle(sleeping.workflow_id).result(timeout=30) == "awake"
+    assert _engine_threads() == []
+
+    app, fanout, _ = _build_fanout(db_path, clock)
+    switch = crash_at(app, "after_commit", nth=3)
+    _crash_run(app, switch, lambda a: a.start(fanout, 6, workflow_id="f"))
+    assert _engine_threads() == []
+    app, _, _ = _build_fanout(db_path, clock)
+    with app:
+        assert app.handle("f").result(timeout=30) == 55
+    assert _engine_threads() == []
+
+
+# -- crash_test, with a negative control ----------------------------------------------------
+
+
+def _make_good(path: str):
+    app = ld.App(path, clock=FakeClock(), app_version="good", workers=2)
+
+    @app.step(name="fetch")
+    def fetch(x: int) -> int:
+        return x * 2
+
+    @app.workflow(name="good")
+    def good(n: int) -> list[int]:
+        a = ld.go(fetch, n)
+        b = ld.go(fetch, n + 1)
+        first = ld.select([a, ld.after(60)])  # the timer never fires on a FakeClock
+        both = ld.wait_all([a, b])
+        return [first.result(), *both, fetch(n + 2)]
+
+    return app, good
+
+
+def test_crash_test_passes_a_correct_workflow():
+    result = crash_test(_make_good, args=(5,))
+    assert result.outcome == ("value", [10, 10, 12, 14])
+    points = {point for point, _ in result.crashes}
+    assert {
+        "before_step",
+        "after_body",
+        "after_commit",
+        "before_decision",
+        "after_decision",
+        "before_outcome",
+    } <= points
+    assert len(result.crashes) >= 10
+
+
+def test_crash_test_catches_a_broken_workflow():
+    """Negative control: branching on state outside the journal must be caught."""
+    calls = [0]
+
+    def make_broken(path: str):
+        app = ld.App(path, clock=FakeClock(), app_version="broken")
+
+        @app.step(name="fetch")
+        def fetch(x: int) -> int:
+            return x * 2
+
+        @app.step(name="other")
+        def other(x: int) -> int:
+            return x * 3
+
+        @app.workflow(name="broken")
+        def broken(n: int) -> int:
+            calls[0] += 1  # a counter outside any step: replay sees another value
+            first = fetch(n) if calls[0] % 2 else other(n)
+            return first + fetch(n + 1)
+
+        return app, broken
+
+    with pytest.raises(CrashTestError, match="crash at"):
+        crash_test(make_broken, args=(1,))
+
+
+# -- real processes -------------------------------------------------------------------------
+
+CHAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    import litedurable as ld
+
+    path, ledger, mode = sys.argv[1:4]
+    app = ld.App(path, app_version="v1")
+
+    def note(line):
+        fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\\n").encode())
+        finally:
+            os.close(fd)
+
+    @app.step(name="work")
+    def work(i: int) -> int:
+        note(f"start {i}")
+        if mode == "first":
+            # widen the window for the kill; step 5 never returns in the first process, so
+            # the kill always lands mid-way, whatever the machine's speed
+            threading.Event().wait(3600 if i == 5 else 0.02)
+        note(f"end {i}")
+        return i * i
+
+    @app.workflow(name="chain")
+    def chain(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += work(i)
+        return total
+
+    with app:
+        if mode == "first":
+            app.start(chain, 8, workflow_id="victim")
+            threading.Event().wait(3600)  # until SIGKILL
+        else:
+            print(json.dumps(app.handle("victim").result(timeout=60)), flush=True)
+    """
+)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(ld.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+def _ledger_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _wait_for_line(path: Path, line: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60  # a hang guard, not an assertion about speed
+    while line not in _ledger_lines(path):
+        assert proc.poll() is None, f"child exited early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"child never wrote {line!r}"
+        time.sleep(0.002)
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_mid_workflow_then_recover_in_a_new_process(tmp_path, db_path):
+    script = tmp_path / "chain.py"
+    script.write_text(CHAIN_SCRIPT)
+    ledger = tmp_path / "ledger.txt"
+    env = _child_env()
+    child = subprocess.Popen(
+        [sys.executable, str(script), db_path, str(ledger), "first"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_line(ledger, "start 3", child)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=60)  # reap it, so its pid is really gone
+    assert child.returncode == -signal.SIGKILL
+    before = _ledger_lines(ledger)
+    started_before = [int(line.split()[1]) for line in before if line.startswith("start")]
+    last = max(started_before)
+    assert 3 <= last <= 5 and started_before == list(range(last + 1))
+
+    done = subprocess.run(
+        [sys.executable, str(script), db_path, str(ledger), "recover"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == sum(i * i for i in range(8))
+
+    starts = Counter(
+        int(line.split()[1]) for line in _ledger_lines(ledger) if line.startswith("start")
+    )
+    for i in range(8):
+        if i < last:  # committed before the kill: never again
+            assert starts[i] == 1, (i, starts)
+        elif i == last:  # in flight at the kill: at least once, at most twice
+            assert starts[i] in (1, 2), (i, starts)
+        else:
+            assert starts[i] == 1, (i, starts)
+
+    conn = apsw.Connection(db_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        steps = [
+            r[0]
+            for r in conn.execute(
+                "SELECT step FROM steps WHERE workflow_id = 'victim' ORDER BY step"
+            )
+        ]
+        assert steps == list(range(8))
+    finally:
+        conn.close()
+
+
+RECOVER_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    import litedurable as ld
+    from litedurable.testing import crash_at
+
+    path, ledger, mode = sys.argv[1:4]
+    IDS = [f"wf-{k}" for k in range(5)]
+    app = ld.App(path, app_version="v1")
+    barrier = threading.Barrier(len(IDS))
+
+    def note(line):
+        fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\\n").encode())
+        finally:
+            os.close(fd)
+
+    @app.step(name="s")
+    def s(wid: str, i: int) -> int:
+        note(f"{os.getpid()} {wid} {i}")
+        if mode == "seed" and i == 1:
+            barrier.wait(60)  # every workflow is inside step 1 when the first one dies
+        return i
+
+    @app.workflow(name="wf")
+    def wf(wid: str) -> int:
+        return sum(s(wid, i) for i in range(4))
+
+    if mode == "seed":
+        switch = crash_at(app, "after_body", when=lambda info: info["step"] == 1)
+        app.launch()
+        for wid in IDS:
+            app.start(wf, wid, workflow_id=wid)
+        assert switch.wait(60)
+        os._exit(0)  # die without closing anything
+    with app:
+        print(json.dumps({wid: app.handle(wid).result(timeout=60) for wid in IDS}), flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_recover_one_file_without_double_execution(tmp_path, db_path):
+    script = tmp_path / "recover.py"
+    script.write_text(RECOVER_SCRIPT)
+    ledger = tmp_path / "ledger.txt"
+    env = _child_env()
+
+    def spawn(mode: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(script), db_path, str(ledger), mode],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    seed = spawn("seed")
+    out, err = seed.communicate(timeout=90)
+    assert seed.returncode == 0, err
+    seed_pid = str(seed.pid)
+
+    recoverers = [spawn("recover"), spawn("recover")]
+    for proc in recoverers:
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        assert json.loads(out) == {f"wf-{k}": 6 for k in range(5)}
+
+    runs: dict[tuple[str, int], list[str]] = {}
+    for line in _ledger_lines(ledger):
+        pid, wid, i = line.split()
+        runs.setdefault((wid, int(i)), []).append(pid)
+    for k in range(5):
+        wid = f"wf-{k}"
+        assert runs[(wid, 0)] == [seed_pid]  # committed before the crash: never again
+        first, again = runs[(wid, 1)]  # in flight at the crash: exactly one re-run
+        assert first == seed_pid and again != seed_pid
+        # one recoverer, and only one, ran the rest of the workflow
+        assert runs[(wid, 2)] == [again] and runs[(wid, 3)] == [again]
