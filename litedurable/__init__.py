@@ -20,6 +20,8 @@ step, makes the same choices, and never re-runs a recorded step.
         print(app.run(checkout, "order-42", workflow_id="order-42"))
 """
 
+from contextlib import suppress as _suppress
+
 from ._app import App, Handle
 from ._clock import Clock, SystemClock
 from ._concurrency import (
@@ -117,8 +119,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("litedurable._"):
-        try:
+        with _suppress(AttributeError, TypeError):
             _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+del _name, _obj, _suppress

@@ -520,7 +520,8 @@ class App:
             assert row.output is not None
             definition = self.registry.workflows.get(row.name)
             hint = definition.return_hint if definition is not None else Any
-            return self.codec.decode(row.output, hint, f"the result of workflow {row.workflow_id!r}")
+            what = f"the result of workflow {row.workflow_id!r}"
+            return self.codec.decode(row.output, hint, what)
         if status == Status.CANCELLED:
             raise WorkflowCancelledError(f"workflow {row.workflow_id!r} was cancelled")
         assert row.error is not None

@@ -96,7 +96,7 @@ class Codec:
             data = json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
             raise SerializationError(
-                f"{what} is a {type_name(value)}, which litedurable cannot serialize to JSON "
+                f"{what} has type {type_name(value)}, which litedurable cannot serialize to JSON "
                 f"({exc}). Return or pass dataclasses, attrs classes, enums, datetimes, or "
                 "lists/dicts/tuples of str, int, float, bool and None; convert other objects "
                 "before they cross a step or workflow boundary."
@@ -112,7 +112,7 @@ class Codec:
     def decode(self, data: bytes, hint: Any, what: str) -> Any:
         """The value stored in ``data``, structured back to ``hint`` when one is given."""
         plain = json.loads(data)
-        if hint is Any or hint in _NONE_TYPES and plain is None:
+        if hint is Any or (hint in _NONE_TYPES and plain is None):
             return plain
         try:
             return self._converter.structure(plain, hint)
@@ -124,7 +124,11 @@ class Codec:
             ) from None
 
     def encode_args(
-        self, fn: Callable[..., Any], args: Sequence[object], kwargs: Mapping[str, object], what: str
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[object],
+        kwargs: Mapping[str, object],
+        what: str,
     ) -> bytes:
         """Workflow inputs as one payload: ``{"args": [...], "kwargs": {...}}``."""
         return self.encode({"args": list(args), "kwargs": dict(kwargs)}, what)
@@ -164,10 +168,11 @@ class Codec:
         except (TypeError, ValueError, RecursionError):
             args = None
         tb = "".join(traceback.format_exception(exc))
-        record = {"type": type_name(exc), "message": str(exc), "args": args, "traceback": tb}
+        message = str(exc)
+        record = {"type": type_name(exc), "message": message, "args": args, "traceback": tb}
         data = json.dumps(record, ensure_ascii=False, default=str).encode()
         if len(data) > self.max_bytes:  # a huge message: keep the type, trim the rest
-            record.update(message=record["message"][:4096], args=None, traceback=tb[-4096:])
+            record.update(message=message[:4096], args=None, traceback=tb[-4096:])
             data = json.dumps(record, ensure_ascii=False, default=str).encode()
         return data
 

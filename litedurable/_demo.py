@@ -85,7 +85,7 @@ def main(path: str = "litedurable.db") -> int:
         child.wait()
     print(f"2. child process {child.pid} killed with SIGKILL (exit code {child.returncode})")
     print("3. launching again in this process: the App recovers the pending workflow")
-    app, order = build(path, ledger, pace=0.05)
+    app, _ = build(path, ledger, pace=0.05)
     with app:
         result = app.handle(workflow_id).result(timeout=60)
         steps = app.steps(workflow_id)

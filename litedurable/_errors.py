@@ -168,4 +168,4 @@ class JournalReadOnlyError(JournalError):
 
 
 class OwnershipLostError(JournalError):
-    """Another process took this workflow over (this one was presumed dead); its write was refused."""
+    """Another process took this workflow over (this one was presumed dead); write refused."""

@@ -179,7 +179,11 @@ class _Write:
 
     __slots__ = ("done", "error", "fn", "value", "verify")
 
-    def __init__(self, fn: Callable[[apsw.Connection], Any], verify: Callable[[apsw.Connection], bool] | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[apsw.Connection], Any],
+        verify: Callable[[apsw.Connection], bool] | None,
+    ) -> None:
         self.fn = fn
         self.verify = verify
         self.done = False
@@ -272,9 +276,9 @@ class Journal:
         conn = self._writer or self._reader
         if self._vfs is None:
             _check_header(self.path)
-        app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
-        version = conn.execute("PRAGMA user_version").fetchall()[0][0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        app_id: int = _scalar(conn, "PRAGMA application_id")
+        version: int = _scalar(conn, "PRAGMA user_version")
+        tables: int = _scalar(conn, "SELECT count(*) FROM sqlite_schema")
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise JournalVersionError(
                 f"{self.path} is an SQLite database of another program (application_id "
@@ -303,7 +307,7 @@ class Journal:
             # file at once migrate it once, and a crash mid-migration leaves the old version.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                current = conn.execute("PRAGMA user_version").fetchall()[0][0]
+                current: int = _scalar(conn, "PRAGMA user_version")
                 for sql in _MIGRATIONS[current:]:
                     conn.execute(sql)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -648,7 +652,7 @@ class Journal:
                     {"new": owner, "id": wid, "old": old},
                 ).fetchall()
                 if rows:
-                    taken[wid] = rows[0][0]
+                    taken[wid] = int(rows[0][0])  # type: ignore[arg-type]
             return taken
 
         return self.write(take)
@@ -765,7 +769,7 @@ class Journal:
                 (target_id, source.name, source.inputs, total, now, now, app_version,
                  source.parent_id, owner),
             )
-            rows = conn.execute(
+            rows: list[Any] = conn.execute(
                 f"SELECT {_STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?",
                 (source_id, below),
             ).fetchall()
@@ -807,6 +811,11 @@ class Journal:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _scalar(conn: apsw.Connection, sql: str) -> Any:
+    """The first column of the first row of ``sql``."""
+    return conn.execute(sql).fetchall()[0][0]
 
 
 def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | None:
@@ -878,7 +887,7 @@ def _check_header(path: str) -> None:
     page_size = struct.unpack(">H", header[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
     pages = struct.unpack(">I", header[28:32])[0]
-    if page_size and size % page_size or pages * page_size > size:
+    if (page_size and size % page_size) or pages * page_size > size:
         raise JournalCorruptError(
             f"{path} is truncated: its header describes {pages} pages of {page_size} bytes but "
             f"the file holds {size} bytes. Restore a backup; this file was not modified."

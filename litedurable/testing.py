@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -39,7 +40,7 @@ __all__ = [
 
 
 class Crash(BaseException):
-    """A simulated process death at a named crash point (a ``BaseException``: nothing catches it)."""
+    """A simulated process death at a crash point (a ``BaseException``: nothing catches it)."""
 
 
 @dataclass
@@ -215,10 +216,8 @@ def _one_run(
         done = threading.Event()
 
         def wait_for_end() -> None:
-            try:
+            with contextlib.suppress(BaseException):  # the crash, or the App closing under it
                 handle.result(timeout)
-            except BaseException:  # the crash, or the App closing under it
-                pass
             done.set()
 
         waiter = threading.Thread(target=wait_for_end, daemon=True)
