@@ -111,12 +111,12 @@ class Future(Generic[T]):
 
     def exception(self, timeout: float | timedelta | None = None) -> BaseException | None:
         """The recorded exception, or None if the future succeeded (waits like ``result``)."""
+        if timeout is not None:
+            # The recorded decision says whether the wait timed out; the future may settle
+            # right after it, and a replay must raise exactly when this run did.
+            select([self], timeout=timeout)
         try:
-            self.result(timeout)
-        except WaitTimeoutError:
-            if timeout is not None and not self._settled():
-                raise
-            return self._outcome().error
+            self.result()
         except Exception as exc:
             return exc
         return None
@@ -269,7 +269,7 @@ def named(name: str, fn: Callable[P, T]) -> Callable[P, T]:
     if not isinstance(name, str) or not name:
         raise UsageError("ld.named() needs a non-empty step name")
 
-    @functools.wraps(fn)  # type: ignore[arg-type]
+    @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         return fn(*args, **kwargs)
 
@@ -280,7 +280,9 @@ def named(name: str, fn: Callable[P, T]) -> Callable[P, T]:
 # -- choosing -----------------------------------------------------------------------------
 
 
-def _check_futures(wf_run: WorkflowRun, futures: Iterable[Future[Any]], call: str) -> list[Future[Any]]:
+def _check_futures(
+    wf_run: WorkflowRun, futures: Iterable[Future[Any]], call: str
+) -> list[Future[Any]]:
     futs = list(futures)
     for f in futs:
         if not isinstance(f, Future):
@@ -327,7 +329,8 @@ def _choose(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
                 f"steps {candidates}. Restore the code that started it, or fork it from before "
                 f"step {step}.",
                 workflow_id=wf_run.workflow_id, step=step,
-                recorded=f"{kind} over {extra.get('candidates')}", called=f"{kind} over {candidates}",
+                recorded=f"{kind} over {extra.get('candidates')}",
+                called=f"{kind} over {candidates}",
             )
             wf_run.fatal = error
             raise error

@@ -756,9 +756,9 @@ def replay_journal(
             return f"replay raised {type(exc).__name__}: {exc}, but the workflow is {row.status}"
         finally:
             leave(token)
-        if row.status == Status.SUCCEEDED and row.output is not None:
-            if codec.encode(value, "replayed result") != row.output:
-                return "replay returned a different result than the one recorded"
+        if (row.status == Status.SUCCEEDED and row.output is not None
+                and codec.encode(value, "replayed result") != row.output):
+            return "replay returned a different result than the one recorded"
         return None
     finally:
         runtime.shutdown(1.0)

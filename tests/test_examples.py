@@ -1,0 +1,47 @@
+"""Every example under examples/ runs to completion and prints what it promises.
+
+Each example crashes its own workflow (``litedurable.testing.crash_at``), resumes it in a
+fresh App on the same journal, and exits non-zero if a decision changed across the crash.
+``quickstart.py`` has its own test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+EXPECTED = {
+    "bounded_concurrency.py": "decisions kept across the crash: True",
+    "fallback.py": "fallback decision kept across the crash: True",
+    "fan_out_partial_failures.py": "same outcome as the crash-free run: True",
+    "map_reduce.py": "completion order kept across the crash: True",
+    "parallel_wait_all.py": "committed steps run again: none",
+    "race_fastest.py": "decision kept across the crash: True",
+    "race_timeout.py": "decision kept across the crash: True",
+    "racing_strategies.py": "winning strategy kept across the crash: True",
+}
+
+OWNED_ELSEWHERE = {"quickstart.py"}
+
+
+def test_every_example_has_an_expectation() -> None:
+    found = {p.name for p in EXAMPLES.glob("*.py")} - OWNED_ELSEWHERE
+    assert found == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_runs(name: str, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.db"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), str(journal)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    report = f"exit code {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    assert EXPECTED[name] in done.stdout.splitlines(), report
+    assert journal.exists(), report
