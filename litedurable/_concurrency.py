@@ -127,6 +127,8 @@ class Future(Generic[T]):
         A step that has not started never starts; a running one sees ``ld.cancelled()`` become
         True. Either way its recorded outcome becomes ``StepCancelledError`` unless the body
         returns a value anyway (finished work is kept). A timer future is cancelled at once.
+        The return value of a step future's ``cancel`` is a snapshot, not recorded: do not
+        branch on it.
         """
         raise NotImplementedError
 

@@ -510,8 +510,9 @@ class Journal:
             row = _fenced(conn, workflow_id, owner)
             total = _workflow_checksum(workflow_id, row.name, row.inputs, output, error)
             conn.execute(
+                # The owner stays: go steps that lost a select may still record their outcome.
                 "UPDATE workflows SET status = ?, output = ?, error = ?, checksum = ?, "
-                "updated_at = ?, owner = NULL WHERE workflow_id = ?",
+                "updated_at = ? WHERE workflow_id = ?",
                 (status, output, error, total, now, workflow_id),
             )
 
@@ -841,6 +842,11 @@ def _fenced(conn: apsw.Connection, workflow_id: str, owner: str | None) -> Workf
     row = _fetch_workflow(conn, workflow_id)
     if row is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+    if owner is not None and row.owner is None:
+        raise OwnershipLostError(
+            f"workflow {workflow_id!r} is no longer owned by {owner!r}: it was cancelled, or "
+            "its App closed. The write was refused."
+        )
     if owner is not None and row.owner != owner:
         raise OwnershipLostError(
             f"workflow {workflow_id!r} is now owned by {row.owner!r}, not {owner!r}: this "

@@ -948,3 +948,28 @@ def test_future_result_and_exception_with_timeout_are_journaled(db_path: str) ->
         assert handle.result(HANG) == ["timed out", "timed out", "late", True, None]
         decisions = [(s.step, s.kind, s.winner) for s in app.steps("wf")[1:]]
     assert decisions == [(1, "select", -1), (2, "select", -1)]
+
+
+def test_a_loser_that_finishes_after_its_workflow_is_still_recorded(db_path: str) -> None:
+    gate = threading.Event()
+    app = ld.App(db_path)
+
+    @app.step()
+    def fast() -> str:
+        return "fast"
+
+    @app.step()
+    def slow() -> str:
+        gate.wait(HANG)
+        return "slow"
+
+    @app.workflow()
+    def race() -> str:
+        winner = ld.select([ld.go(fast), ld.go(slow)])
+        return str(winner.result())
+
+    with app:
+        assert app.run(race, workflow_id="late-loser") == "fast"
+        gate.set()
+        loser = wait_row(app, "late-loser", 1)
+        assert (loser.kind, loser.output, loser.error) == ("go", "slow", None)
