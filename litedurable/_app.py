@@ -393,6 +393,9 @@ class App:
             return row.host == HOST and (row.pid == os.getpid() or not _pid_alive(row.pid))
 
         pending = journal.pending(runtime.app_version)
+        for wid, _, owner in pending:  # ours but not running: its run stopped on a journal error
+            if owner == self._owner and not runtime.is_active(wid):
+                runtime.schedule(wid)
         names = {wid: name for wid, name, _ in pending}
         claims = [(wid, owner) for wid, _, owner in pending
                   if owner != self._owner and gone(owner)]

@@ -195,8 +195,8 @@ class WorkflowRun(Scope):
     """
 
     __slots__ = (
-        "cond", "definition", "fatal", "next_step", "recorded", "replay_only", "row", "runtime",
-        "thread", "wake_deadline", "wake_ready",
+        "cond", "definition", "ended", "fatal", "next_step", "recorded", "replay_only", "row",
+        "runtime", "thread", "wake_deadline", "wake_ready",
     )
 
     def __init__(
@@ -214,6 +214,7 @@ class WorkflowRun(Scope):
         self.wake_ready: Callable[[], bool] | None = None
         self.wake_deadline: float | None = None
         self.replay_only = False  # offline replay: stop where the journal ends
+        self.ended = False  # the workflow reached a terminal status during this run
 
     # -- numbering and replay -------------------------------------------------------------
 
@@ -487,7 +488,10 @@ class Runtime:
                 self.add_timer(run.wake_deadline, workflow_id)
             if run.wake_ready():  # it happened while we were unwinding
                 self.schedule(workflow_id)
-        else:
+        elif run is not None and run.ended:
+            # Futures still running when their workflow ended are cancelled cooperatively. Not
+            # on close or a lost journal: the workflow is still pending and its steps are not
+            # cancelled, only interrupted (queued ones are dropped, unrecorded).
             for task in slot.tasks.values():
                 task.scope.request_cancel()
 
@@ -507,16 +511,21 @@ class Runtime:
         finally:
             leave(token)
         fatal = run.fatal
-        if isinstance(fatal, _Unwind | WorkflowCancelledError):
-            return  # suspended, closing, or cancelled (already recorded by cancel())
+        if isinstance(fatal, WorkflowCancelledError):
+            run.ended = True  # already recorded by cancel()
+            return
+        if isinstance(fatal, _Unwind):
+            return  # suspended or closing: still pending
         if isinstance(fatal, NonDeterminismError):
             self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), None)
+            run.ended = True
             return
         if fatal is not None:
             raise fatal
         assert outcome is not None
         self.hooks.fire("before_outcome", workflow_id=run.workflow_id)
         self.finish(run.workflow_id, None, outcome, definition.return_hint)
+        run.ended = True
         self.hooks.fire("after_outcome", workflow_id=run.workflow_id)
 
     def finish(

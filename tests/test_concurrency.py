@@ -973,3 +973,35 @@ def test_a_loser_that_finishes_after_its_workflow_is_still_recorded(db_path: str
         gate.set()
         loser = wait_row(app, "late-loser", 1)
         assert (loser.kind, loser.output, loser.error) == ("go", "slow", None)
+
+
+def test_close_interrupts_steps_without_recording_a_cancellation(db_path: str) -> None:
+    gate, started = threading.Event(), threading.Event()
+
+    def make(path: str) -> tuple[ld.App, Any]:
+        app = ld.App(path, workers=1, grace=0.5)
+
+        @app.step()
+        def work(i: int) -> int:
+            started.set()
+            for _ in range(30):  # a cooperative body: it stops if asked to
+                if ld.cancelled():
+                    raise RuntimeError("asked to stop")
+                gate.wait(0.01)
+            return i
+
+        @app.workflow()
+        def fan() -> int:
+            return sum(ld.wait_all([ld.go(work, i) for i in range(3)]))
+
+        return app, fan
+
+    app, fan = make(db_path)
+    with app:
+        app.start(fan, workflow_id="interrupted")
+        started.wait(HANG)  # one body runs on the single worker; two more are queued
+    gate.set()
+    app, fan = make(db_path)
+    with app:
+        assert app.handle("interrupted").result(HANG) == 3
+        assert all(s.error is None for s in app.steps("interrupted"))
