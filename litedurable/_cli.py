@@ -39,11 +39,8 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    journal = _journal(args)
-    try:
+    with _journal(args) as journal:
         rows = journal.list_workflows(status=args.status, name=args.name, limit=args.limit)
-    finally:
-        journal.close()
     codec = Codec(1 << 30)
     infos = [workflow_info(row, codec) for row in rows]
     if args.json:
@@ -63,11 +60,8 @@ def _find(journal: Journal, workflow_id: str) -> Any:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    journal = _journal(args)
-    try:
+    with _journal(args) as journal:
         row = _find(journal, args.workflow_id)
-    finally:
-        journal.close()
     info = workflow_info(row, Codec(1 << 30))
     fields = {k: getattr(info, k) for k in info.__dataclass_fields__}
     fields["inputs"] = json.loads(row.inputs)
@@ -77,12 +71,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
-    journal = _journal(args)
-    try:
+    with _journal(args) as journal:
         _find(journal, args.workflow_id)
         steps = [step_info(r, Codec(1 << 30)) for r in journal.load_steps(args.workflow_id)]
-    finally:
-        journal.close()
     if args.json:
         _print_json([{k: getattr(s, k) for k in s.__dataclass_fields__} for s in steps])
         return 0
@@ -96,51 +87,39 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    journal = _journal(args, write=True)
-    try:
+    with _journal(args, write=True) as journal:
         _find(journal, args.workflow_id)
         done = cancel_tree(journal, Codec(1 << 30), args.workflow_id, time.time())
-    finally:
-        journal.close()
     print(f"cancelled {len(done)} workflow(s): {', '.join(done) or 'none were pending'}")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    journal = _journal(args, write=True)
-    try:
+    with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
         if row.status in (Status.PENDING, Status.SUCCEEDED):
             print(f"workflow {args.workflow_id!r} is {row.status}; nothing to resume")
             return 0
         journal.set_status(args.workflow_id, Status.PENDING, time.time(), owner=None)
-    finally:
-        journal.close()
     print(f"workflow {args.workflow_id!r} is pending again; the application resumes it at its "
           "next launch (or within one lease period if it is running)")
     return 0
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    journal = _journal(args, write=True)
-    try:
+    with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
         target = args.new_id or str(uuid.uuid4())
         copied = journal.fork(row, target, args.from_step, now=time.time(),
                               app_version=row.app_version, owner=None)
-    finally:
-        journal.close()
     print(f"forked {args.workflow_id!r} into {target!r} ({copied} step rows copied); the "
           "application runs it at its next recovery")
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    journal = _journal(args, write=True)
-    try:
+    with _journal(args, write=True) as journal:
         deleted = journal.delete_finished(time.time() - args.older_than)
-    finally:
-        journal.close()
     print(f"deleted {deleted} finished workflow(s) older than {args.older_than:g} s")
     return 0
 
@@ -153,16 +132,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     app = getattr(importlib.import_module(module_name), attr)
     if not isinstance(app, App):
         raise DurableError(f"{args.app} is a {type(app).__name__}, not a litedurable.App")
-    journal = _journal(args)
-    try:
+    with _journal(args) as journal:
         ids = args.workflow_ids or [r.workflow_id for r in journal.list_workflows()]
         failures = 0
         for wid in ids:
             problem = replay_check(app, journal, _find(journal, wid))
             failures += problem is not None
             print(f"{wid}: {'ok' if problem is None else problem}")
-    finally:
-        journal.close()
     return 1 if failures else 0
 
 

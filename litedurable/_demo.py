@@ -54,16 +54,12 @@ def _child(path: str, ledger: str, workflow_id: str) -> None:
 def _wait_for_steps(app_path: str, workflow_id: str, count: int, child: subprocess.Popen[bytes],
                     limit: float = 30.0) -> None:
     deadline = time.monotonic() + limit
-    journal = Journal(app_path, readonly=True)
-    try:
+    with Journal(app_path, readonly=True) as journal:
         while time.monotonic() < deadline and child.poll() is None:
-            if journal.get_workflow(workflow_id) is not None and len(
-                [s for s in journal.load_steps(workflow_id) if s.kind == "step"]
-            ) >= count:
+            steps = journal.load_steps(workflow_id)
+            if sum(1 for s in steps if s.kind == "step") >= count:
                 return
             time.sleep(0.02)
-    finally:
-        journal.close()
 
 
 def main(path: str = "litedurable.db") -> int:

@@ -329,6 +329,12 @@ class Journal:
                     conn.close()
         _open_journals.discard(self)
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def freeze(self, crash: Callable[[], BaseException]) -> None:
         """Refuse every later write by raising ``crash()``: an in-process stand-in for death.
 
