@@ -233,10 +233,15 @@ class App:
                 f"@app.workflow is missing its parentheses on {getattr(name, '__name__', name)!r}:"
                 " write @app.workflow() (or @app.workflow(name=...))"
             )
-        seconds = None if timeout is None else to_seconds(timeout, "workflow timeout")
+        if timeout is not None:
+            raise UsageError(
+                "@app.workflow(timeout=...) is not supported yet: workflow deadlines are not "
+                "enforced by this version. Race the work against ld.after(...) with ld.select "
+                "inside the workflow instead."
+            )
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            definition = self.registry.add_workflow(fn, name, seconds, max_recovery_attempts)
+            definition = self.registry.add_workflow(fn, name, None, max_recovery_attempts)
 
             @functools.wraps(fn)
             def start_and_wait(*args: P.args, **kwargs: P.kwargs) -> R:

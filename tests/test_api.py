@@ -371,3 +371,11 @@ def test_workflow_only_calls_inside_a_step_are_usage_errors(db_path):
     with app:
         message = app.run(wf)
     assert "step" in message and "workflow function" in message
+
+
+def test_workflow_timeout_is_refused_until_it_is_enforced(tmp_path: object) -> None:
+    app = ld.App(str(tmp_path) + "/t.db")
+    with pytest.raises(ld.UsageError, match="ld.after"):
+
+        @app.workflow(timeout=5)
+        def slow() -> None: ...
