@@ -375,7 +375,7 @@ def test_workflow_only_calls_inside_a_step_are_usage_errors(db_path):
 
 def test_workflow_timeout_is_refused_until_it_is_enforced(tmp_path: object) -> None:
     app = ld.App(str(tmp_path) + "/t.db")
-    with pytest.raises(ld.UsageError, match="ld.after"):
+    with pytest.raises(ld.UsageError, match=r"ld\.after"):
 
         @app.workflow(timeout=5)
         def slow() -> None: ...
