@@ -241,7 +241,7 @@ class App:
             )
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            definition = self.registry.add_workflow(fn, name, None, max_recovery_attempts)
+            definition = self.registry.add_workflow(fn, name, max_recovery_attempts)
 
             @functools.wraps(fn)
             def start_and_wait(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -240,8 +240,6 @@ class Journal:
         self._read_lock = threading.Lock()
         self._busy_ms = int(busy_timeout * 1000)
         self._vfs = vfs
-        self.commits = 0  # transactions committed (group commit makes this < writes)
-        self.writes = 0
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
         try:
@@ -419,8 +417,6 @@ class Journal:
             if self._frozen is not None:
                 raise self._frozen()
             conn.execute("COMMIT")
-            self.commits += 1
-            self.writes += len(batch)
         except DurableError:
             _rollback(conn)
         except apsw.Error as exc:
@@ -541,19 +537,6 @@ class Journal:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
 
         self.write(update)
-
-    def children(self, parent_id: str) -> list[WorkflowRow]:
-        """Workflows started by ``parent_id`` (child workflows), oldest first."""
-        return self.read(
-            lambda conn: [
-                _workflow_row(r)
-                for r in conn.execute(
-                    f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE parent_id = ? "
-                    "ORDER BY created_at",
-                    (parent_id,),
-                )
-            ]
-        )
 
     def list_workflows(
         self,

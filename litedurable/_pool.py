@@ -106,8 +106,3 @@ class WorkerPool:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
         return [t.name for t in threads if t.is_alive() and t is not threading.current_thread()]
-
-    @property
-    def thread_count(self) -> int:
-        with self._cond:
-            return len(self._threads)

@@ -50,7 +50,6 @@ class WorkflowDef:
 
     name: str
     fn: Callable[..., Any]
-    timeout: float | None
     max_recovery_attempts: int | None
     return_hint: Any
 
@@ -66,11 +65,10 @@ class Registry:
         self,
         fn: Callable[..., Any],
         name: str | None,
-        timeout: float | None,
         max_recovery_attempts: int | None,
     ) -> WorkflowDef:
         definition = WorkflowDef(
-            name or callable_name(fn), fn, timeout, max_recovery_attempts, return_hint(fn)
+            name or callable_name(fn), fn, max_recovery_attempts, return_hint(fn)
         )
         _check_name(definition.name, "workflow")
         if definition.name in self.workflows:

@@ -139,7 +139,7 @@ class StepTask:
 
     __slots__ = (
         "args", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome", "retry", "scope",
-        "started", "step", "workflow_id",
+        "step", "workflow_id",
     )
 
     def __init__(
@@ -164,7 +164,6 @@ class StepTask:
         self.retry = retry
         self.hint = hint
         self.scope = StepScope(workflow_id, step)
-        self.started = False
         self.outcome: Outcome | None = None
         self.broken: BaseException | None = None
 
@@ -604,7 +603,6 @@ class Runtime:
             while True:
                 if scope.cancel_requested:
                     return Outcome(error=_step_cancelled(task))
-                task.started = True
                 try:
                     return Outcome(value=task.fn(*task.args, **task.kwargs))
                 except Exception as exc:
@@ -729,10 +727,6 @@ class Runtime:
         with self.finished:
             self.finished.notify_all()
         return stuck
-
-    def thread_count(self) -> int:
-        """Threads this runtime has alive now (run pool + step pool + timer)."""
-        return self.run_pool.thread_count + self.step_pool.thread_count + 1
 
 
 def replay_journal(
