@@ -1,11 +1,22 @@
 """Benchmark runner: one JSON line per workload, with the raw SQLite baseline from the same run.
 
-    python benchmarks/run.py            # full sizes
-    python benchmarks/run.py --quick    # tiny sizes (a smoke run; the tests use it)
+    python benchmarks/run.py                  # full sizes (issue 6's workloads a-f)
+    python benchmarks/run.py --quick          # tiny sizes (a smoke run; the tests use it)
+    python benchmarks/run.py --peer dbos      # DBOS Transact side by side, if installed
+    python benchmarks/run.py --only a,d       # a subset (raw baselines always run)
+    python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
 
-Figures are medians over ``--repeat`` runs. Every workload also reports a ratio against a
-baseline measured here and now (raw apsw commits, or the ideal wall time), because absolute
-numbers on a shared machine mean little. Never a pass/fail test.
+Every figure is a median over ``--repeat`` runs, each in a fresh forked process on a fresh
+file, and is printed next to a baseline measured in this same run (raw apsw commits, the ideal
+wall time, or an empty journal) and their ratio, because absolute numbers on a shared machine
+mean little. Lines that issue 6's table sets a target for carry ``target`` and ``met``.
+Peak RSS is the measuring process's own. Never a pass/fail test.
+
+Line fields: ``workload``, ``engine``, ``durability``, the sizes, ``figure`` (the name of the
+headline field) and that field, ``baseline`` (the name of the baseline field) and that field,
+``ratio`` (figure / baseline), ``reps``, ``peak_rss_mb``, and ``target``/``met`` where the
+issue has one. Peer lines add ``litedurable_speedup`` (how many times better litedurable's
+figure is than the peer's on the same workload and durability).
 """
 
 from __future__ import annotations
@@ -13,172 +24,361 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
+import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-import apsw
+import ld_workloads
+from harness import Target, WorkloadError, copy_database, emit, isolated, median, sig
 
-import litedurable as ld
-from litedurable.testing import FakeClock
-
-
-def _median(fn: Callable[[str], float], repeat: int) -> float:
-    results = []
-    for i in range(repeat):
-        with tempfile.TemporaryDirectory() as d:
-            results.append(fn(os.path.join(d, f"bench-{i}.db")))
-    return statistics.median(results)
+DURABILITIES = ("full", "normal")
+WORKLOADS = ("a", "b", "c", "d", "e", "f", "sleep")
+LOWER_IS_BETTER = ("us_per_step", "wall_ms", "us_per_select", "us_per_yield")
 
 
-def raw_commit_seconds(path: str, durability: str, n: int) -> float:
-    """Seconds per single-row transaction with apsw alone, WAL mode (the floor for a step)."""
-    conn = apsw.Connection(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-    payload = os.urandom(200)
-    start = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO t VALUES (?, ?)", (i, payload))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return elapsed / n
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is (issue 6's sizes, or a smoke-test version)."""
+
+    raw: int
+    a_steps: int
+    b_workflows: int
+    c_steps: int
+    d_workflows: int
+    e_steps: int
+    e_rows: tuple[int, ...]
+    f_select_futures: int
+    f_select_rounds: int
+    f_as_completed: int
+    sleepers: int
+    d_steps: int = 10
+    d_done: int = 5
+    c_step_s: float = 0.01
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(raw=1000, a_steps=1000, b_workflows=1000, c_steps=100, d_workflows=1000,
+                   e_steps=1000, e_rows=(100_000, 1_000_000), f_select_futures=100,
+                   f_select_rounds=100, f_as_completed=1000, sleepers=1000)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(raw=50, a_steps=20, b_workflows=20, c_steps=10, d_workflows=20, e_steps=20,
+                   e_rows=(2_000,), f_select_futures=10, f_select_rounds=10, f_as_completed=20,
+                   sleepers=20)
 
 
-def sequential_steps(path: str, durability: str, n: int) -> float:
-    """Seconds per step of one workflow running ``n`` trivial steps in a row."""
-    app = ld.App(path, durability=durability)  # type: ignore[arg-type]
+@dataclass
+class Engine:
+    """A workload module (litedurable's or a peer's) and how many repetitions it gets."""
 
-    @app.step()
-    def inc(i: int) -> int:
-        return i + 1
-
-    @app.workflow()
-    def chain(count: int) -> int:
-        value = 0
-        for _ in range(count):
-            value = inc(value)
-        return value
-
-    with app:
-        start = time.perf_counter()
-        assert app.run(chain, n) == n
-        return (time.perf_counter() - start) / n
+    name: str
+    module: ModuleType
+    repeat: int
+    info: dict[str, Any]
 
 
-def many_workflows(path: str, durability: str, n: int, clients: int) -> float:
-    """Workflows per second: ``n`` three-step workflows started by ``clients`` threads."""
-    app = ld.App(path, durability=durability)  # type: ignore[arg-type]
+class Runner:
+    """Runs each workload on each engine and durability and prints its line."""
 
-    @app.step()
-    def inc(i: int) -> int:
-        return i + 1
+    def __init__(self, sizes: Sizes, engines: list[Engine], only: set[str],
+                 profile_dir: str | None) -> None:
+        self.sizes = sizes
+        self.engines = engines
+        self.only = only
+        self.profile_dir = profile_dir
+        self.raw_us: dict[str, float] = {}
+        # litedurable's headline figure per (workload key, durability), for peer speedups
+        self.ours: dict[tuple[str, str], float] = {}
 
-    @app.workflow()
-    def three(x: int) -> int:
-        return inc(inc(inc(x)))
+    # -- measuring --------------------------------------------------------------------------
 
-    with app:
-        def client(k: int) -> None:
-            handles = [app.start(three, i) for i in range(k, n, clients)]
-            for h in handles:
-                h.result()
+    def measure(self, label: str, fn: Callable[[str], Any], repeat: int) -> tuple[list[Any], float]:
+        """Run ``fn(fresh_path)`` ``repeat`` times, each in its own forked child.
 
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return n / (time.perf_counter() - start)
+        Returns every repetition's result and the highest peak RSS among them. Only the first
+        repetition is profiled (with ``--profile``).
+        """
+        results, rss = [], 0.0
+        for i in range(repeat):
+            value, peak = self.once(label if i == 0 else None, fn)
+            results.append(value)
+            rss = max(rss, peak)
+        return results, rss
 
+    def once(self, label: str | None, fn: Callable[[str], Any]) -> tuple[Any, float]:
+        """``fn(path)`` on a fresh path in a fresh temporary directory, in a forked child."""
+        with tempfile.TemporaryDirectory(prefix="ld-bench-") as d:
+            path = os.path.join(d, "bench.db")
+            return self.run_isolated(label, lambda: fn(path))
 
-def fan_out(path: str, durability: str, n: int, step_seconds: float) -> float:
-    """Wall seconds for ``n`` concurrent ``go`` steps of ``step_seconds`` each, wait_all'ed."""
-    app = ld.App(path, durability=durability)  # type: ignore[arg-type]
+    def run_isolated(self, label: str | None, fn: Callable[[], Any]) -> tuple[Any, float]:
+        profile_to = None
+        if self.profile_dir is not None and label is not None:
+            profile_to = os.path.join(self.profile_dir, f"{label}.pstats")
+        return isolated(fn, profile_to=profile_to)
 
-    @app.step()
-    def work(i: int) -> int:
-        time.sleep(step_seconds)
-        return i
+    def line(self, engine: Engine, workload: str, durability: str, params: dict[str, Any],
+             figure: str, value: float, baseline: str | None, base: float | None,
+             reps: int, rss: float, targets: Sequence[Target] = (), key: str | None = None,
+             extra: dict[str, Any] | None = None) -> None:
+        """Print one result line (and remember litedurable's figure for the peer's line)."""
+        record: dict[str, Any] = {"workload": workload, "engine": engine.name,
+                                  "durability": durability, **params,
+                                  "figure": figure, figure: sig(value)}
+        if baseline is not None and base is not None:
+            record.update({"baseline": baseline, baseline: sig(base),
+                           "ratio": sig(value / base, 3)})
+        record.update(extra or {})
+        record.update({"reps": reps, "peak_rss_mb": rss})
+        key = key or workload
+        peer_targets: list[Target] = []
+        if engine.name == "litedurable":
+            self.ours[(key, durability)] = value
+        elif (key, durability) in self.ours:
+            ours = self.ours[(key, durability)]
+            speedup = value / ours if figure in LOWER_IS_BETTER else ours / value
+            record["litedurable_speedup"] = sig(speedup, 3)
+            if key == "b8" and durability == "full":
+                peer_targets.append(Target("litedurable_speedup", ">=", 20))
+        if engine.name != "litedurable":
+            record.update(engine.info)
+            targets = peer_targets  # the issue's targets are litedurable's
+        emit(record, targets)
 
-    @app.workflow()
-    def fan(count: int) -> int:
-        return sum(ld.wait_all([ld.go(work, i) for i in range(count)]))
+    def wanted(self, workload: str) -> bool:
+        return not self.only or workload in self.only
 
-    with app:
-        start = time.perf_counter()
-        app.run(fan, n)
-        return time.perf_counter() - start
+    # -- workloads --------------------------------------------------------------------------
 
+    def raw(self, durability: str) -> None:
+        """Raw apsw commits, alone and with 8 threads contending: the baselines."""
+        s = self.sizes
+        lit = self.engines[0]
+        runs, rss = self.measure(f"raw-{durability}", lambda p: ld_workloads.raw_commit_seconds(
+            p, durability, s.raw), lit.repeat)
+        self.raw_us[durability] = median(runs) * 1e6
+        emit({"workload": "raw_commit", "engine": "apsw", "durability": durability,
+              "commits": s.raw, "figure": "us", "us": sig(self.raw_us[durability]),
+              "reps": lit.repeat, "peak_rss_mb": rss})
+        if not self.wanted("b"):
+            return
+        runs, rss = self.measure(
+            f"raw8-{durability}",
+            lambda p: ld_workloads.raw_commit_threads_per_s(p, durability, s.raw, 8), lit.repeat)
+        per_s = median(runs)
+        emit({"workload": "raw_commit_8_threads", "engine": "apsw", "durability": durability,
+              "commits": s.raw, "figure": "per_s", "per_s": sig(per_s),
+              "baseline": "raw_commits_per_s", "raw_commits_per_s": sig(self.raw_rate(durability)),
+              "ratio": sig(per_s / self.raw_rate(durability), 3),
+              "reps": lit.repeat, "peak_rss_mb": rss})
 
-def sleeping_threads(path: str, n: int) -> dict[str, Any]:
-    """Threads alive while ``n`` workflows sleep durably, and time to wake them all."""
-    clock = FakeClock()
-    app = ld.App(path, clock=clock)
+    def raw_rate(self, durability: str) -> float:
+        return 1e6 / self.raw_us[durability]
 
-    @app.workflow()
-    def nap(i: int) -> int:
-        ld.sleep(3600)
-        return i
+    def a(self, engine: Engine, durability: str) -> None:
+        n = self.sizes.a_steps
+        runs, rss = self.measure(f"a-{engine.name}-{durability}", lambda p: (
+            engine.module.sequential_steps(p, durability, n)), engine.repeat)
+        target = Target("ratio", "<=", 1.3 if durability == "full" else 2.0)
+        self.line(engine, "a_sequential_steps", durability, {"steps": n}, "us_per_step",
+                  median(runs) * 1e6, "raw_commit_us", self.raw_us[durability], engine.repeat,
+                  rss, [target])
 
-    with app:
-        handles = [app.start(nap, i) for i in range(n)]
-        peak = threading.active_count()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            peak = max(peak, threading.active_count())
-            if sum(len(app.steps(h.workflow_id)) for h in handles[-5:]) == 5:
-                break
-            time.sleep(0.01)
-        settle = time.monotonic() + 2
-        while time.monotonic() < settle:
-            peak = max(peak, threading.active_count())
-            time.sleep(0.05)
-        start = time.perf_counter()
-        clock.advance(3600)
-        assert [h.result(timeout=120) for h in handles] == list(range(n))
-        return {"threads_peak": peak, "wake_all_s": round(time.perf_counter() - start, 3)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    quick = args.quick
-    repeat = 1 if quick else args.repeat
-    n_steps, n_wf, n_fan, n_sleep = (20, 20, 10, 20) if quick else (1000, 1000, 100, 1000)
-
-    def emit(record: dict[str, Any]) -> None:
-        record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        print(json.dumps(record), flush=True)
-
-    for durability in ("full", "normal"):
-        raw = _median(lambda p, d=durability: raw_commit_seconds(p, d, n_steps), repeat)
-        emit({"workload": "raw_commit", "durability": durability, "us": round(raw * 1e6, 1)})
-        per_step = _median(lambda p, d=durability: sequential_steps(p, d, n_steps), repeat)
-        emit({"workload": "a_sequential_steps", "durability": durability, "steps": n_steps,
-              "us_per_step": round(per_step * 1e6, 1), "ratio_to_raw": round(per_step / raw, 2)})
+    def b(self, engine: Engine, durability: str) -> None:
+        n = self.sizes.b_workflows
         for clients in (1, 8):
-            rate = _median(
-                lambda p, d=durability, c=clients: many_workflows(p, d, n_wf, c), repeat
-            )
-            emit({"workload": "b_three_step_workflows", "durability": durability,
-                  "clients": clients, "workflows": n_wf, "per_s": round(rate, 1)})
-        wall = _median(lambda p, d=durability: fan_out(p, d, n_fan, 0.01), repeat)
-        emit({"workload": "c_fan_out", "durability": durability, "steps": n_fan,
-              "wall_ms": round(wall * 1e3, 1), "ratio_to_ideal": round(wall / 0.01, 2)})
-    with tempfile.TemporaryDirectory() as d:
-        emit({"workload": "sleeping_workflows", "workflows": n_sleep,
-              **sleeping_threads(os.path.join(d, "sleep.db"), n_sleep)})
+            runs, rss = self.measure(
+                f"b{clients}-{engine.name}-{durability}",
+                lambda p, c=clients: engine.module.many_workflows(p, durability, n, c),
+                engine.repeat)
+            targets = [Target("peak_rss_mb", "<", 80)]
+            if clients == 8 and durability == "full":
+                targets.insert(0, Target("per_s", ">=", 1000))
+            self.line(engine, "b_three_step_workflows", durability,
+                      {"clients": clients, "workflows": n}, "per_s", median(runs),
+                      "raw_commits_per_s", self.raw_rate(durability), engine.repeat, rss,
+                      targets, key=f"b{clients}")
+
+    def c(self, engine: Engine, durability: str) -> None:
+        s = self.sizes
+        runs, rss = self.measure(f"c-{engine.name}-{durability}", lambda p: (
+            engine.module.fan_out(p, durability, s.c_steps, s.c_step_s)), engine.repeat)
+        self.line(engine, "c_fan_out", durability,
+                  {"steps": s.c_steps, "step_ms": s.c_step_s * 1e3}, "wall_ms",
+                  median(runs) * 1e3, "ideal_ms", s.c_step_s * 1e3, engine.repeat, rss,
+                  [Target("ratio", "<=", 2)])
+
+    def d(self, engine: Engine, durability: str) -> None:
+        s = self.sizes
+        n, steps, done = s.d_workflows, s.d_steps, s.d_done
+        with tempfile.TemporaryDirectory(prefix="ld-bench-crash-") as d:
+            crashed = os.path.join(d, "crashed.db")
+            victim, _ = self.run_isolated(None, lambda: engine.module.prepare_crashed(
+                crashed, durability, n, steps, done))
+
+            def recover(path: str) -> Any:
+                copy_database(crashed, path)  # every repetition recovers the same crash
+                return engine.module.recover_crashed(path, durability, n, steps, done)
+
+            runs, rss = self.measure(f"d-{engine.name}-{durability}", recover, engine.repeat)
+        self.line(engine, "d_crash_recovery", durability,
+                  {"workflows": n, "steps": steps, "recorded_before_kill": done},
+                  "per_s", median([r["per_s"] for r in runs]),
+                  "raw_commits_per_s", self.raw_rate(durability), engine.repeat, rss,
+                  [Target("per_s", ">=", 1000)],
+                  extra={"first_step_ms": sig(median([r["first_step_s"] for r in runs]) * 1e3),
+                         "reran_recorded_steps": max(r["reran"] for r in runs),
+                         "victim_s": sig(victim["victim_s"]),
+                         "step_rows_at_kill": victim["step_rows"]})
+
+    def e(self, engine: Engine) -> None:
+        """Step cost on a journal grown to each size, interleaved with an empty journal."""
+        s = self.sizes
+        with tempfile.TemporaryDirectory(prefix="ld-bench-big-") as d:
+            big = os.path.join(d, "big.db")
+            filled = 0
+            for rows in s.e_rows:
+                rows_now, _ = self.run_isolated(
+                    None, lambda r=rows - filled: engine.module.fill_journal(big, r))
+                filled = rows
+                for durability in DURABILITIES:
+                    empty_runs, big_runs, rss = [], [], 0.0
+                    for i in range(engine.repeat):
+                        label = f"e-{rows}-{engine.name}-{durability}" if i == 0 else None
+                        empty, peak_e = self.once(
+                            label and f"{label}-empty",
+                            lambda p, du=durability: engine.module.sequential_steps(
+                                p, du, s.e_steps))
+                        full_journal, peak_b = self.run_isolated(
+                            label, lambda du=durability: engine.module.sequential_steps(
+                                big, du, s.e_steps))
+                        empty_runs.append(empty)
+                        big_runs.append(full_journal)
+                        rss = max(rss, peak_e, peak_b)
+                    self.line(engine, "e_big_journal", durability,
+                              {"journal_rows": rows, "rows_in_file": rows_now,
+                               "steps": s.e_steps},
+                              "us_per_step", median(big_runs) * 1e6, "empty_us_per_step",
+                              median(empty_runs) * 1e6, engine.repeat, rss,
+                              [Target("ratio", "<=", 1.2)], key=f"e{rows}")
+
+    def f(self, engine: Engine, durability: str) -> None:
+        s = self.sizes
+        runs, rss = self.measure(f"f-select-{engine.name}-{durability}", lambda p: (
+            engine.module.select_overhead(p, durability, s.f_select_futures,
+                                          s.f_select_rounds)), engine.repeat)
+        self.line(engine, "f_select", durability,
+                  {"futures": s.f_select_futures, "selects": s.f_select_rounds},
+                  "us_per_select", median([r["per_select_s"] for r in runs]) * 1e6,
+                  "raw_commit_us", self.raw_us[durability], engine.repeat, rss,
+                  extra={"go_us_per_step": sig(median([r["go_per_step_s"] for r in runs]) * 1e6)})
+        runs, rss = self.measure(f"f-as-completed-{engine.name}-{durability}", lambda p: (
+            engine.module.as_completed_overhead(p, durability, s.f_as_completed)), engine.repeat)
+        self.line(engine, "f_as_completed", durability, {"futures": s.f_as_completed},
+                  "us_per_yield", median([r["per_yield_s"] for r in runs]) * 1e6,
+                  "raw_commit_us", self.raw_us[durability], engine.repeat, rss,
+                  extra={"go_us_per_step": sig(median([r["go_per_step_s"] for r in runs]) * 1e6)})
+
+    def sleep(self) -> None:
+        n = self.sizes.sleepers
+        (result,), rss = self.measure("sleep", lambda p: ld_workloads.sleeping_threads(p, n), 1)
+        emit({"workload": "sleeping_workflows", "engine": "litedurable", "durability": "full",
+              "workflows": n, "figure": "threads_peak", "threads_peak": result["threads_peak"],
+              "baseline": "workflows",
+              "ratio": sig(result["threads_peak"] / n, 3),
+              "wake_all_s": sig(result["wake_all_s"]), "reps": 1, "peak_rss_mb": rss})
+
+    # -- the whole run ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        per_durability: list[tuple[str, Callable[[Engine, str], None]]] = [
+            ("a", self.a), ("b", self.b), ("c", self.c), ("d", self.d), ("f", self.f)]
+        for durability in DURABILITIES:
+            self.raw(durability)
+            for key, workload in per_durability:
+                if self.wanted(key):
+                    for engine in self.engines:
+                        self.guarded(engine, key, durability, lambda w=workload, e=engine,
+                                     du=durability: w(e, du))
+        if self.wanted("e"):
+            for engine in self.engines:
+                self.guarded(engine, "e", "both", lambda e=engine: self.e(e))
+        if self.wanted("sleep"):
+            self.guarded(self.engines[0], "sleep", "full", self.sleep)
+
+    def guarded(self, engine: Engine, key: str, durability: str, fn: Callable[[], None]) -> None:
+        """Run a workload; a peer's failure is a line, litedurable's ends the run (exit 1)."""
+        try:
+            fn()
+        except WorkloadError as exc:
+            if engine.name == "litedurable":
+                raise
+            emit({"workload": key, "engine": engine.name, "durability": durability,
+                  "error": str(exc).strip().splitlines()[-1]})
+
+
+def load_peer(name: str, repeat: int) -> Engine | None:
+    """The peer engine if it imports (checked in a child, so this process stays lean)."""
+    if name != "dbos":
+        raise SystemExit(f"unknown peer {name!r}; the only peer is 'dbos'")
+    try:
+        version, _ = isolated(_dbos_version)
+    except WorkloadError as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        emit({"workload": "peer", "engine": "dbos", "skipped":
+              f"peer mode skipped: DBOS Transact is not importable here ({reason}); "
+              "`pip install dbos` into this environment to run it side by side"})
+        return None
+    import dbos_peer
+
+    return Engine("dbos", dbos_peer, repeat,
+                  {"dbos_version": version, "sqlite": dbos_peer.SQLITE_NOTE})
+
+
+def _dbos_version() -> str:
+    from importlib.metadata import version
+
+    import dbos  # noqa: F401  (imported to prove it works, not just that it is on disk)
+
+    return version("dbos")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (median; default 3)")
+    parser.add_argument("--peer", choices=["dbos"], help="also run the workloads on this peer")
+    parser.add_argument("--peer-repeat", type=int, default=1,
+                        help="repetitions for the peer (default 1: DBOS is ~20x slower)")
+    parser.add_argument("--only", default="",
+                        help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="cProfile every thread of each workload's first repetition into "
+                        "DIR/<workload>.pstats (figures are then slowed by the profiler)")
+    args = parser.parse_args(argv)
+    only = {w for w in args.only.split(",") if w}
+    if only - set(WORKLOADS):
+        parser.error(f"--only takes {','.join(WORKLOADS)}; got {','.join(sorted(only))}")
+    repeat = 1 if args.quick else max(1, args.repeat)
+    engines = [Engine("litedurable", ld_workloads, repeat, {})]
+    if args.peer:
+        peer = load_peer(args.peer, 1 if args.quick else max(1, args.peer_repeat))
+        if peer is not None:
+            engines.append(peer)
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    try:
+        Runner(sizes, engines, only, args.profile).run()
+    except WorkloadError as exc:
+        print(json.dumps({"workload": "error", "error": str(exc)}), flush=True)
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,383 @@
+"""The same workloads on DBOS Transact (Python) with its SQLite system database (peer mode).
+
+Only ``run.py --peer dbos`` uses this module, and only when ``import dbos`` works; it is never
+needed by the tests or CI. ``dbos`` is imported inside each function, so the runner's parent
+process (which forks every measurement) never carries DBOS's memory or threads. DBOS is a
+process-wide singleton; each workload runs in its own forked child, registers its functions,
+launches, measures and destroys it.
+
+The mapping onto DBOS's API: a step is ``@DBOS.step()``; ``go`` is a child workflow started
+with ``DBOS.start_workflow`` (DBOS's way to run work concurrently inside a workflow); ``select``
+is ``DBOS.wait_first`` over workflow handles (journaled as a step); ``as_completed`` is
+``wait_first`` over the handles not yet returned. Recovery is DBOS's own: ``DBOS.launch()``
+recovers the pending workflows of executor ``local``.
+
+Durability: the runner puts DBOS's SQLite file in WAL mode with ``synchronous=FULL`` or
+``NORMAL`` to match litedurable's setting (DBOS's default is a rollback journal, whose commits
+cost more), so the comparison is engine against engine on the same SQLite configuration.
+
+Run as a script, this is the victim of workload (d) for DBOS, as ``ld_workloads.py`` is for
+litedurable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+
+SQLITE_NOTE = "WAL with synchronous matching durability, set by the runner"
+RECOVERY_VERSION = "bench-recovery"
+
+
+def _configure_sqlite(durability: str) -> None:
+    """Every SQLAlchemy SQLite connection opened from now on: WAL and the chosen synchronous."""
+    import sqlalchemy as sa
+
+    sync = "FULL" if durability == "full" else "NORMAL"
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute(f"PRAGMA synchronous={sync}")
+
+    sa.event.listen(sa.engine.Engine, "connect", pragmas)
+
+
+@contextmanager
+def _launched(path: str, durability: str, version: str | None = None) -> Iterator[Any]:
+    """DBOS launched on the SQLite file ``path``; functions must be registered before."""
+    import logging
+
+    from dbos import DBOS
+
+    _configure_sqlite(durability)
+    config: dict[str, Any] = {"name": "ldbench", "system_database_url": f"sqlite:///{path}",
+                              "log_level": "WARNING", "run_admin_server": False}
+    if version is not None:
+        config["application_version"] = version
+    DBOS(config=config)  # type: ignore[arg-type]
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    DBOS.launch()
+    try:
+        yield DBOS
+    finally:
+        DBOS.destroy(workflow_completion_timeout_sec=0)
+
+
+# -- (a) sequential steps --------------------------------------------------------------------
+
+
+def sequential_steps(path: str, durability: str, n: int) -> float:
+    """(a) Seconds per step of one workflow of ``n`` trivial steps (see ld_workloads)."""
+    from dbos import DBOS
+
+    @DBOS.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @DBOS.workflow()
+    def chain(count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = inc(value)
+        return value
+
+    with _launched(path, durability):
+        start = time.perf_counter()
+        assert chain(n) == n
+        return (time.perf_counter() - start) / n
+
+
+# -- (b) many small workflows ----------------------------------------------------------------
+
+
+def many_workflows(path: str, durability: str, n: int, clients: int) -> float:
+    """(b) Workflows per second: ``n`` three-step workflows started by ``clients`` threads."""
+    from dbos import DBOS
+
+    @DBOS.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @DBOS.workflow()
+    def three(x: int) -> int:
+        return inc(inc(inc(x)))
+
+    with _launched(path, durability):
+
+        def client(k: int) -> None:
+            handles = [DBOS.start_workflow(three, i) for i in range(k, n, clients)]
+            for i, h in zip(range(k, n, clients), handles, strict=True):
+                assert h.get_result() == i + 3
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return n / (time.perf_counter() - start)
+
+
+# -- (c) fan-out ------------------------------------------------------------------------------
+
+
+def fan_out(path: str, durability: str, n: int, step_seconds: float) -> float:
+    """(c) Wall seconds for ``n`` concurrent steps of ``step_seconds`` (child workflows)."""
+    from dbos import DBOS
+
+    @DBOS.step()
+    def work(i: int) -> int:
+        time.sleep(step_seconds)
+        return i
+
+    @DBOS.workflow()
+    def one(i: int) -> int:
+        return work(i)
+
+    @DBOS.workflow()
+    def fan(count: int) -> int:
+        handles = [DBOS.start_workflow(one, i) for i in range(count)]
+        return sum(h.get_result() for h in handles)
+
+    with _launched(path, durability):
+        start = time.perf_counter()
+        assert fan(n) == n * (n - 1) // 2
+        return time.perf_counter() - start
+
+
+# -- (d) crash and recovery -----------------------------------------------------------------
+
+
+def _register_recovery(steps: int, on_body: Callable[[int], None]) -> Callable[[int], int]:
+    """Register workload (d)'s workflow (explicit names, so victim and recoverer agree)."""
+    from dbos import DBOS
+
+    @DBOS.step(name="bench_recovery_step")
+    def step(value: int, k: int) -> int:
+        on_body(k)
+        return value + 1
+
+    @DBOS.workflow(name="bench_recovery_workflow")
+    def ten_steps(start: int) -> int:
+        value = start
+        for k in range(steps):
+            value = step(value, k)
+        return value
+
+    return ten_steps
+
+
+def _victim(path: str, durability: str, n: int, steps: int, done: int) -> None:
+    """Start ``n`` workflows, let each record ``done`` steps, hang in the next until killed."""
+    from dbos import DBOS, SetWorkflowID
+
+    threading.stack_size(256 * 1024)
+    forever = threading.Event()
+
+    def on_body(k: int) -> None:
+        if k >= done:
+            forever.wait(600)
+
+    wf = _register_recovery(steps, on_body)
+    with _launched(path, durability, RECOVERY_VERSION):
+        for i in range(n):
+            with SetWorkflowID(f"wf-{i}"):
+                DBOS.start_workflow(wf, i)
+        forever.wait(600)
+        os._exit(3)
+
+
+def _count_steps(conn: apsw.Connection) -> int:
+    return int(conn.execute(  # type: ignore[arg-type]
+        "SELECT count(*) FROM operation_outputs WHERE function_name = 'bench_recovery_step'"
+    ).fetchall()[0][0])
+
+
+def prepare_crashed(path: str, durability: str, n: int, steps: int, done: int,
+                    timeout: float = 1800.0) -> dict[str, float]:
+    """Leave ``path`` as a DBOS process killed half-way (see ``ld_workloads.prepare_crashed``)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "victim", path, durability, str(n),
+           str(steps), str(done)]
+    want = n * done
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors)
+        start = time.perf_counter()
+        conn: apsw.Connection | None = None
+        try:
+            while True:
+                if proc.poll() is not None:
+                    errors.seek(0)
+                    raise RuntimeError(f"the DBOS victim exited with {proc.returncode}:\n"
+                                       f"{errors.read().decode(errors='replace')[-3000:]}")
+                if time.perf_counter() - start > timeout:
+                    raise TimeoutError(f"the DBOS victim did not record {want} steps")
+                try:
+                    if conn is None:
+                        conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+                        conn.setbusytimeout(5_000)
+                    if _count_steps(conn) >= want:
+                        break
+                except apsw.Error:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        victim_s = time.perf_counter() - start
+        assert conn is not None
+        found = _count_steps(conn)
+        conn.close()
+    return {"victim_s": victim_s, "step_rows": found}
+
+
+def recover_crashed(path: str, durability: str, n: int, steps: int,
+                    done: int) -> dict[str, float]:
+    """(d) DBOS's launch-time recovery of the killed process's workflows, to completion."""
+    from dbos import DBOS
+
+    first: list[float] = []
+    reran = [0]
+    lock = threading.Lock()
+
+    def on_body(k: int) -> None:
+        with lock:
+            if not first:
+                first.append(time.perf_counter())
+            if k < done:
+                reran[0] += 1
+
+    _register_recovery(steps, on_body)
+    start = time.perf_counter()
+    with _launched(path, durability, RECOVERY_VERSION):
+        for i in range(n):
+            assert DBOS.retrieve_workflow(f"wf-{i}").get_result() == i + steps
+        elapsed = time.perf_counter() - start
+    return {"per_s": n / elapsed, "first_step_s": (first[0] - start) if first else float("nan"),
+            "reran": reran[0]}
+
+
+# -- (e) a big journal ----------------------------------------------------------------------
+
+
+def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
+    """Grow DBOS's system database by ``rows`` step rows of finished workflows, fast.
+
+    One real workflow runs through DBOS as the template; its ``workflow_status`` row and its
+    ``operation_outputs`` rows are cloned under fresh uuid4 ids in one transaction (every
+    column copied as DBOS wrote it). Returns the step rows now in the file.
+    """
+    from dbos import DBOS
+
+    @DBOS.step()
+    def filler_step(i: int) -> int:
+        return i + 1
+
+    @DBOS.workflow()
+    def filler(count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = filler_step(value)
+        return value
+
+    with _launched(path, "normal"):
+        handle = DBOS.start_workflow(filler, steps_per_workflow)
+        handle.get_result()
+        template = handle.workflow_id
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(30_000)
+    ids = sorted(str(uuid.uuid4()) for _ in range(-(-rows // steps_per_workflow)))
+    for table in ("workflow_status", "operation_outputs"):
+        cols = [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")
+                if r[1] != "workflow_uuid"]
+        listed = ", ".join(f'"{c}"' for c in cols)
+        sql = (f"INSERT INTO {table} (workflow_uuid, {listed}) "
+               f"SELECT ?, {listed} FROM {table} WHERE workflow_uuid = ?")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, ((wid, template) for wid in ids))
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    total = int(conn.execute(  # type: ignore[arg-type]
+        "SELECT count(*) FROM operation_outputs").fetchall()[0][0])
+    conn.close()
+    return total
+
+
+# -- (f) select and as_completed --------------------------------------------------------------
+
+
+def select_overhead(path: str, durability: str, futures: int, rounds: int) -> dict[str, float]:
+    """(f) Seconds per ``DBOS.wait_first`` over ``futures`` finished child workflows."""
+    from dbos import DBOS
+
+    @DBOS.step()
+    def noop(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def child(i: int) -> int:
+        return noop(i)
+
+    @DBOS.workflow()
+    def selects(count: int, times: int) -> list[float]:
+        begin = time.perf_counter()
+        handles = [DBOS.start_workflow(child, i) for i in range(count)]
+        for h in handles:
+            h.get_result()
+        started = time.perf_counter()
+        for _ in range(times):
+            DBOS.wait_first(handles)
+        return [started - begin, time.perf_counter() - started]
+
+    with _launched(path, durability):
+        go_s, select_s = selects(futures, rounds)
+    return {"per_select_s": select_s / rounds, "go_per_step_s": go_s / futures}
+
+
+def as_completed_overhead(path: str, durability: str, futures: int) -> dict[str, float]:
+    """(f) Seconds per completion-order yield: ``wait_first`` over the handles left."""
+    from dbos import DBOS
+
+    @DBOS.step()
+    def noop(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def child(i: int) -> int:
+        return noop(i)
+
+    @DBOS.workflow()
+    def drain(count: int) -> list[float]:
+        begin = time.perf_counter()
+        handles = [DBOS.start_workflow(child, i) for i in range(count)]
+        for h in handles:
+            h.get_result()
+        started = time.perf_counter()
+        remaining = list(handles)
+        while remaining:
+            chosen = DBOS.wait_first(remaining)
+            remaining = [h for h in remaining if h.workflow_id != chosen.workflow_id]
+        return [started - begin, time.perf_counter() - started]
+
+    with _launched(path, durability):
+        go_s, drain_s = drain(futures)
+    return {"per_yield_s": drain_s / futures, "go_per_step_s": go_s / futures}
+
+
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "victim":
+    _victim(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))

@@ -1,0 +1,506 @@
+"""The workloads of issue 6 on litedurable, plus the raw SQLite baselines they are compared to.
+
+Each function takes a fresh path and returns plain numbers; the runner (``run.py``) runs them in
+forked children, takes medians and prints the JSON lines. Run as a script, this module is the
+*victim* of workload (d): ``python ld_workloads.py victim PATH DURABILITY N STEPS DONE`` starts
+``N`` workflows that each record ``DONE`` of their ``STEPS`` steps and then hang inside the
+next one, until the runner SIGKILLs the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+import litedurable as ld
+from litedurable.testing import FakeClock
+
+Durability = Any  # "full" | "normal"; the App checks it
+
+# -- raw SQLite: the floor every step is measured against ----------------------------------------
+
+
+def _raw_connection(path: str, durability: str) -> apsw.Connection:
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(30_000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    return conn
+
+
+def raw_commit_seconds(path: str, durability: str, n: int) -> float:
+    """Seconds per single-row transaction with apsw alone, WAL mode: the floor for one step.
+
+    One ``BEGIN IMMEDIATE; INSERT ~200-byte row; COMMIT`` at a time, as a journal that writes
+    one row per step with no batching would. Every other figure is a ratio against this one,
+    measured minutes apart on the same disk, so machine speed and load cancel out.
+    """
+    conn = _raw_connection(path, durability)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    payload = os.urandom(200)
+    start = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?, ?)", (i, payload))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed / n
+
+
+def raw_commit_threads_per_s(path: str, durability: str, n: int, threads: int) -> float:
+    """Commits per second with ``threads`` threads, each on its own connection, contending.
+
+    The limit a journal without group commit hits under concurrency (each transaction pays
+    its own fsync and the write lock is handed around); issue 6 quotes ~2,500/s at FULL.
+    """
+    setup = _raw_connection(path, durability)
+    setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    setup.close()
+    payload = os.urandom(200)
+    conns = [_raw_connection(path, durability) for _ in range(threads)]
+
+    def writer(conn: apsw.Connection, keys: range) -> None:
+        for i in keys:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?, ?)", (i, payload))
+            conn.execute("COMMIT")
+
+    workers = [
+        threading.Thread(target=writer, args=(conns[k], range(k, n, threads)))
+        for k in range(threads)
+    ]
+    start = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    elapsed = time.perf_counter() - start
+    for conn in conns:
+        conn.close()
+    return n / elapsed
+
+
+# -- (a) sequential steps --------------------------------------------------------------------
+
+
+def sequential_steps(path: str, durability: Durability, n: int) -> float:
+    """(a) Seconds per step of one workflow running ``n`` trivial steps in a row.
+
+    Nothing overlaps, so each step pays its full journal write (one commit, one fsync at
+    FULL): the figure is the engine's per-step overhead on top of the raw commit.
+    """
+    app = ld.App(path, durability=durability)
+
+    @app.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @app.workflow()
+    def chain(count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = inc(value)
+        return value
+
+    with app:
+        start = time.perf_counter()
+        assert app.run(chain, n) == n
+        return (time.perf_counter() - start) / n
+
+
+# -- (b) many small workflows ----------------------------------------------------------------
+
+
+def many_workflows(path: str, durability: Durability, n: int, clients: int) -> float:
+    """(b) Workflows per second: ``n`` three-step workflows started by ``clients`` threads.
+
+    Each client starts its share and waits for every result. With one client the workflows
+    still run concurrently on the App's threads, so the journal sees many writers at once:
+    this is where group commit must beat one fsync per write.
+    """
+    app = ld.App(path, durability=durability)
+
+    @app.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @app.workflow()
+    def three(x: int) -> int:
+        return inc(inc(inc(x)))
+
+    with app:
+
+        def client(k: int) -> None:
+            handles = [app.start(three, i) for i in range(k, n, clients)]
+            for i, h in zip(range(k, n, clients), handles, strict=True):
+                assert h.result() == i + 3
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return n / (time.perf_counter() - start)
+
+
+# -- (c) fan-out ------------------------------------------------------------------------------
+
+
+def fan_out(path: str, durability: Durability, n: int, step_seconds: float) -> float:
+    """(c) Wall seconds for ``n`` concurrent ``go`` steps of ``step_seconds`` each, wait_all'ed.
+
+    The ideal is one step's duration (they all overlap); the excess is thread start-up, the
+    ``n`` journal writes and waking the workflow, with default App settings.
+    """
+    app = ld.App(path, durability=durability)
+
+    @app.step()
+    def work(i: int) -> int:
+        time.sleep(step_seconds)
+        return i
+
+    @app.workflow()
+    def fan(count: int) -> int:
+        return sum(ld.wait_all([ld.go(work, i) for i in range(count)]))
+
+    with app:
+        start = time.perf_counter()
+        assert app.run(fan, n) == n * (n - 1) // 2
+        return time.perf_counter() - start
+
+
+# -- (d) crash and recovery -----------------------------------------------------------------
+
+RECOVERY_VERSION = "bench-recovery"
+
+
+def recovery_app(
+    path: str,
+    durability: Durability,
+    *,
+    steps: int,
+    on_body: Callable[[int], None],
+    workflow_threads: int = 64,
+) -> tuple[ld.App, Callable[[int], int]]:
+    """The App of workload (d): a workflow of ``steps`` sequential steps.
+
+    ``on_body(k)`` runs at the start of every step body that actually executes (replayed steps
+    run no body). The victim uses it to hang at step ``DONE``; the recovering App to time the
+    first resumed step and to count recorded steps that ran again (there should be none).
+    Names and version are explicit so the victim and the recovering process agree on them.
+    """
+    app = ld.App(path, durability=durability, app_version=RECOVERY_VERSION,
+                 workflow_threads=workflow_threads)
+
+    @app.step(name="bench_recovery_step")
+    def step(value: int, k: int) -> int:
+        on_body(k)
+        return value + 1
+
+    @app.workflow(name="bench_recovery_workflow")
+    def ten_steps(start: int) -> int:
+        value = start
+        for k in range(steps):
+            value = step(value, k)
+        return value
+
+    return app, ten_steps
+
+
+def _victim(path: str, durability: str, n: int, steps: int, done: int) -> None:
+    """Start ``n`` workflows, let each record ``done`` steps, hang in the next until killed."""
+    threading.stack_size(256 * 1024)  # one run thread per workflow, so all reach step DONE
+    forever = threading.Event()
+
+    def on_body(k: int) -> None:
+        if k >= done:
+            forever.wait(600)  # the runner SIGKILLs us long before; never outlive it by much
+
+    app, wf = recovery_app(path, durability, steps=steps, on_body=on_body, workflow_threads=n)
+    app.launch()
+    for i in range(n):
+        app.start(wf, i, workflow_id=f"wf-{i}")
+    forever.wait(600)
+    os._exit(3)
+
+
+def _count_steps(conn: apsw.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM steps").fetchall()[0][0])  # type: ignore[arg-type]
+
+
+def prepare_crashed(path: str, durability: str, n: int, steps: int, done: int,
+                    timeout: float = 600.0) -> dict[str, float]:
+    """Leave ``path`` as a process killed half-way: ``n`` workflows, ``done`` steps recorded each.
+
+    A child Python process runs the victim; this one polls the file through its own read-only
+    connection and SIGKILLs the child the moment ``n * done`` step rows are committed. Returns
+    how long the victim took and the step rows found after the kill.
+    """
+    cmd = [sys.executable, os.path.abspath(__file__), "victim", path, durability, str(n),
+           str(steps), str(done)]
+    want = n * done
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors)
+        start = time.perf_counter()
+        conn: apsw.Connection | None = None
+        try:
+            while True:
+                if proc.poll() is not None:
+                    errors.seek(0)
+                    raise RuntimeError(f"the victim exited with {proc.returncode} before the "
+                                       f"kill:\n{errors.read().decode(errors='replace')}")
+                if time.perf_counter() - start > timeout:
+                    raise TimeoutError(f"the victim did not record {want} steps in {timeout} s")
+                try:
+                    if conn is None:
+                        conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+                        conn.setbusytimeout(5_000)
+                    if _count_steps(conn) >= want:
+                        break
+                except apsw.Error:  # file or schema not there yet
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()  # reaped: its pid is dead, so the next App takes its workflows at once
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        victim_s = time.perf_counter() - start
+        assert conn is not None
+        found = _count_steps(conn)
+        conn.close()
+    return {"victim_s": victim_s, "step_rows": found}
+
+
+def recover_crashed(path: str, durability: Durability, n: int, steps: int,
+                    done: int) -> dict[str, float]:
+    """(d) Recover the killed process's workflows in a fresh App and run them to completion.
+
+    The clock starts before ``launch()`` (which finds the dead owner, claims its workflows and
+    schedules them) and stops when the last result is in. ``first_step_s`` is when the first
+    step that had not been recorded began to run again. ``reran`` counts recorded steps whose
+    bodies ran again (replay must make that zero).
+    """
+    first: list[float] = []
+    reran = [0]
+    lock = threading.Lock()
+
+    def on_body(k: int) -> None:
+        if not first:
+            with lock:
+                if not first:
+                    first.append(time.perf_counter())
+        if k < done:
+            with lock:
+                reran[0] += 1
+
+    app, _ = recovery_app(path, durability, steps=steps, on_body=on_body)
+    start = time.perf_counter()
+    app.launch()
+    try:
+        for i in range(n):
+            assert app.handle(f"wf-{i}").result(timeout=600) == i + steps
+        elapsed = time.perf_counter() - start
+    finally:
+        app.close()
+    return {"per_s": n / elapsed, "first_step_s": (first[0] - start) if first else float("nan"),
+            "reran": reran[0]}
+
+
+# -- (e) a big journal ----------------------------------------------------------------------
+
+
+def _columns(conn: apsw.Connection, table: str) -> list[str]:
+    return [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
+    """Grow the journal at ``path`` by ``rows`` step rows of finished workflows, fast.
+
+    Runs one real ``steps_per_workflow``-step workflow through the App as a template, then
+    clones its workflow row and step rows under fresh uuid4 ids (spread over the whole key
+    space, as real ids are) in one apsw transaction, recomputing each row's checksum the way
+    ``litedurable/_journal.py`` does. A clone is read back through ``app.steps`` (which
+    verifies checksums), so a change of the journal's layout fails here, loudly. Returns the
+    step rows now in the file.
+    """
+    from litedurable._journal import checksum  # the engine's own checksum; layout checked below
+
+    app = ld.App(path, durability="normal", app_version="bench-filler")
+
+    @app.step(name="bench_filler_step")
+    def filler_step(i: int) -> int:
+        return i + 1
+
+    @app.workflow(name="bench_filler_workflow")
+    def filler(count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = filler_step(value)
+        return value
+
+    with app:
+        template = app.start(filler, steps_per_workflow)
+        template.result()
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(30_000)
+    wf_cols, step_cols = _columns(conn, "workflows"), _columns(conn, "steps")
+    need_wf = {"workflow_id", "name", "inputs", "output", "error", "checksum"}
+    need_step = {"workflow_id", "step", "kind", "name", "output", "error", "extra", "checksum"}
+    if not need_wf <= set(wf_cols) or not need_step <= set(step_cols):
+        raise RuntimeError(f"the journal layout changed ({wf_cols}; {step_cols}): update "
+                           "benchmarks/ld_workloads.py:fill_journal")
+    wf_row = dict(zip(wf_cols, conn.execute(
+        "SELECT * FROM workflows WHERE workflow_id = ?", (template.workflow_id,)
+    ).fetchall()[0], strict=True))
+    step_rows = [dict(zip(step_cols, r, strict=True)) for r in conn.execute(
+        "SELECT * FROM steps WHERE workflow_id = ? ORDER BY step", (template.workflow_id,))]
+    ids = sorted(str(uuid.uuid4()) for _ in range(-(-rows // steps_per_workflow)))
+    wf_sql = (f"INSERT INTO workflows ({', '.join(wf_cols)}) "
+              f"VALUES ({', '.join('?' * len(wf_cols))})")
+    step_sql = (f"INSERT INTO steps ({', '.join(step_cols)}) "
+                f"VALUES ({', '.join('?' * len(step_cols))})")
+
+    def workflow_values() -> Any:
+        for wid in ids:
+            row = {**wf_row, "workflow_id": wid}
+            row["checksum"] = checksum(wid, row["name"], row["inputs"], row["output"],
+                                       row["error"])
+            yield tuple(row[c] for c in wf_cols)
+
+    def step_values() -> Any:
+        for wid in ids:
+            for template_row in step_rows:
+                row = {**template_row, "workflow_id": wid}
+                row["checksum"] = checksum(wid, str(row["step"]), row["kind"], row["name"],
+                                           row["output"], row["error"], row["extra"])
+                yield tuple(row[c] for c in step_cols)
+
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(wf_sql, workflow_values())
+    conn.executemany(step_sql, step_values())
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    total = _count_steps(conn)
+    conn.close()
+    with app:  # a clone must read back through the engine, checksums verified
+        clone = app.steps(ids[len(ids) // 2])
+        assert [s.output for s in clone] == list(range(1, steps_per_workflow + 1)), clone
+        assert app.handle(ids[-1]).result() == steps_per_workflow
+    return total
+
+
+# -- (f) select and as_completed --------------------------------------------------------------
+
+
+def select_overhead(path: str, durability: Durability, futures: int,
+                    rounds: int) -> dict[str, float]:
+    """(f) Seconds per ``select`` over ``futures`` settled futures.
+
+    The workflow starts ``futures`` trivial ``go`` steps, waits for all, then calls
+    ``select`` over the whole list ``rounds`` times. Every candidate is settled, so nothing is
+    waited for: the figure is the decision itself (scanning the candidates, journaling the
+    candidate list and the winner: one commit). The clock is read inside the workflow; that
+    is benchmark-only code that never replays.
+    """
+    app = ld.App(path, durability=durability)
+
+    @app.step()
+    def noop(i: int) -> int:
+        return i
+
+    @app.workflow()
+    def selects(count: int, times: int) -> list[float]:
+        begin = time.perf_counter()
+        futs = [ld.go(noop, i) for i in range(count)]
+        ld.wait_all(futs)
+        started = time.perf_counter()
+        for _ in range(times):
+            assert ld.select(futs) is futs[0]
+        return [started - begin, time.perf_counter() - started]
+
+    with app:
+        go_s, select_s = app.run(selects, futures, rounds)
+    return {"per_select_s": select_s / rounds, "go_per_step_s": go_s / futures}
+
+
+def as_completed_overhead(path: str, durability: Durability, futures: int) -> dict[str, float]:
+    """(f) Seconds per ``as_completed`` yield over ``futures`` settled futures.
+
+    As for ``select``, the futures are all settled first, so each yield is one durable
+    decision over the futures not yet yielded (1,000 down to 1 candidates, one commit each).
+    """
+    app = ld.App(path, durability=durability)
+
+    @app.step()
+    def noop(i: int) -> int:
+        return i
+
+    @app.workflow()
+    def drain(count: int) -> list[float]:
+        begin = time.perf_counter()
+        futs = [ld.go(noop, i) for i in range(count)]
+        ld.wait_all(futs)
+        started = time.perf_counter()
+        seen = sum(1 for _ in ld.as_completed(futs))
+        assert seen == count
+        return [started - begin, time.perf_counter() - started]
+
+    with app:
+        go_s, drain_s = app.run(drain, futures)
+    return {"per_yield_s": drain_s / futures, "go_per_step_s": go_s / futures}
+
+
+# -- sleeping workflows -------------------------------------------------------------------------
+
+
+def sleeping_threads(path: str, n: int) -> dict[str, float]:
+    """Threads alive while ``n`` workflows sleep durably, and the time to wake them all.
+
+    A sleeping workflow must not hold a thread (issue 6's "no polling in-process"), so the
+    thread count should stay near the pool floor however many workflows sleep.
+    """
+    clock = FakeClock()
+    app = ld.App(path, clock=clock)
+
+    @app.workflow()
+    def nap(i: int) -> int:
+        ld.sleep(3600)
+        return i
+
+    with app:
+        handles = [app.start(nap, i) for i in range(n)]
+        peak = threading.active_count()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            peak = max(peak, threading.active_count())
+            if sum(len(app.steps(h.workflow_id)) for h in handles[-5:]) == 5:
+                break
+            time.sleep(0.01)
+        settle = time.monotonic() + 2
+        while time.monotonic() < settle:
+            peak = max(peak, threading.active_count())
+            time.sleep(0.05)
+        start = time.perf_counter()
+        clock.advance(3600)
+        assert [h.result(timeout=120) for h in handles] == list(range(n))
+        return {"threads_peak": peak, "wake_all_s": time.perf_counter() - start}
+
+
+if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "victim":
+    _victim(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
