@@ -22,7 +22,7 @@ step, makes the same choices, and never re-runs a recorded step.
 
 from contextlib import suppress as _suppress
 
-from ._app import App, Handle
+from ._app import App, ChildHandle, Handle
 from ._clock import Clock, SystemClock
 from ._concurrency import (
     Future,
@@ -55,6 +55,7 @@ from ._errors import (
     NotInWorkflowError,
     OwnershipLostError,
     RecordedError,
+    ScheduleNotFoundError,
     SerializationError,
     StepCancelledError,
     UsageError,
@@ -63,14 +64,18 @@ from ._errors import (
     WorkflowConflictError,
     WorkflowExhaustedError,
     WorkflowNotFoundError,
+    WorkflowTimedOutError,
 )
-from ._types import Retry, Status, StepInfo, WorkflowInfo
+from ._schedule import CATCH_UP_LIMIT
+from ._types import Retry, ScheduleInfo, Status, StepInfo, WorkflowInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CATCH_UP_LIMIT",
     "App",
     "AppClosedError",
+    "ChildHandle",
     "Clock",
     "DurableError",
     "Future",
@@ -87,6 +92,8 @@ __all__ = [
     "OwnershipLostError",
     "RecordedError",
     "Retry",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SerializationError",
     "Status",
     "StepCancelledError",
@@ -99,6 +106,7 @@ __all__ = [
     "WorkflowExhaustedError",
     "WorkflowInfo",
     "WorkflowNotFoundError",
+    "WorkflowTimedOutError",
     "after",
     "as_completed",
     "cancelled",

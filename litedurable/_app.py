@@ -10,22 +10,25 @@ column; the former owner's late writes are then refused by the journal's fence.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._codec import Codec
+from ._concurrency import Future, WorkflowFuture, await_workflow
 from ._context import current
 from ._errors import (
     AppClosedError,
     InvalidIdError,
+    ScheduleNotFoundError,
     UsageError,
     WaitTimeoutError,
     WorkflowCancelledError,
@@ -33,12 +36,13 @@ from ._errors import (
     WorkflowExhaustedError,
     WorkflowNotFoundError,
 )
-from ._journal import HOST, Durability, Journal, StepRow, WorkflowRow
+from ._journal import HOST, Durability, Journal, ScheduleRow, StepRow, WorkflowRow
 from ._registry import Registry, WorkflowDef
 from ._runtime import Hooks, Outcome, Runtime, WorkflowRun, replay_journal
-from ._types import Retry, Status, StepInfo, StepKind, WorkflowInfo, to_seconds
+from ._schedule import Cron, Scheduler
+from ._types import Retry, ScheduleInfo, Status, StepInfo, StepKind, WorkflowInfo, to_seconds
 
-__all__ = ["App", "Handle"]
+__all__ = ["App", "ChildHandle", "Handle"]
 
 log = logging.getLogger("litedurable")
 
@@ -96,29 +100,33 @@ class Handle(Generic[R]):
         return hash(self.workflow_id)
 
     def status(self) -> Status:
-        """The workflow's current status, read from the journal."""
+        """The workflow's current status, read from the journal (inside a workflow: a snapshot,
+        not recorded; do not branch on it)."""
         return Status(self._app._row(self.workflow_id).status)
 
     def result(self, timeout: float | timedelta | None = None) -> R:
         """Wait for the workflow's outcome; return its value or raise its exception.
 
         A failed workflow raises its original exception (rebuilt when its class is loaded);
-        cancelled raises ``WorkflowCancelledError``; parked workflows raise
-        ``NonDeterminismError`` or ``WorkflowExhaustedError``. Works for workflows running in
-        other processes on the same file (their completion is polled).
+        cancelled raises ``WorkflowCancelledError`` (``WorkflowTimedOutError`` past its
+        deadline); parked workflows raise ``NonDeterminismError`` or
+        ``WorkflowExhaustedError``. The workflow may run in another process on the same file:
+        its commit is noticed within a few milliseconds.
+
+        Inside a workflow the wait is durable: a recorded ``wait`` step that copies the outcome
+        into this workflow's journal (parked workflows are waited for until resumed).
 
         Raises:
             WaitTimeoutError: ``timeout`` seconds passed first (the workflow keeps running).
         """
-        if isinstance(current(), WorkflowRun):
-            raise UsageError(
-                "Handle.result() was called inside a workflow: that wait would not be durable. "
-                "Run the other workflow's work as steps, or wait for it from outside."
-            )
+        scope = current()
+        if isinstance(scope, WorkflowRun):
+            return self._await_in(scope, timeout)
         app = self._app
         limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
-        poll = 0.001
         while True:
+            _, runtime = app._parts()
+            seen = runtime.finished_count  # read before the row: no notification is missed
             row = app._row(self.workflow_id)
             if row.status != Status.PENDING:
                 value: R = app._outcome(row)
@@ -129,18 +137,58 @@ class Handle(Generic[R]):
                     f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; it "
                     "keeps running. Call result() again to keep waiting."
                 )
-            runtime = app._runtime
-            wait = poll if remaining is None else min(poll, remaining)
-            if runtime is not None:
-                with runtime.finished:
-                    runtime.finished.wait(wait)
-            else:
-                time.sleep(wait)
-            poll = min(poll * 2, 0.05)  # another process's commit is seen within 50 ms
+            with runtime.finished:
+                if runtime.finished_count == seen:
+                    # Notified on every outcome here and every commit elsewhere; the cap is
+                    # only a safety net.
+                    runtime.finished.wait(1.0 if remaining is None else min(remaining, 1.0))
 
-    def cancel(self) -> None:
-        """Cancel the workflow and its non-detached children (see ``App.cancel``)."""
-        self._app.cancel(self.workflow_id)
+    def _await_in(self, run: WorkflowRun, timeout: float | timedelta | None) -> R:
+        if run.runtime is not self._app._runtime:
+            raise UsageError(
+                f"workflow {run.workflow_id!r} waits on a handle of another App; wait only on "
+                "workflows of the App that runs it"
+            )
+        if timeout is not None:
+            raise UsageError(
+                f"Handle.result(timeout=...) inside workflow {run.workflow_id!r}: only the "
+                "handle app.start() returned for a child can be waited on with a timeout (it is "
+                "a future: ld.select([child, ld.after(t)]) works too)"
+            )
+        found = self._app._journal.get_workflow(self.workflow_id) if self._app._journal else None
+        value: R = await_workflow(run, self.workflow_id, self._app._hint(found)).get()
+        return value
+
+    def cancel(self) -> bool:
+        """Cancel the workflow and its non-detached children (see ``App.cancel``).
+
+        Returns True if the workflow was pending and is now cancelled.
+        """
+        return self._app.cancel(self.workflow_id)
+
+
+class ChildHandle(WorkflowFuture[R], Handle[R]):
+    """The handle ``app.start`` returns inside a workflow: a ``Handle`` and a ``Future``.
+
+    ``result()`` in the parent is a durable wait (a recorded ``wait`` step); the handle can be
+    raced in ``ld.select`` / ``ld.as_completed`` against step futures and timers, where it
+    stands for the step that started the child.
+    """
+
+    def __init__(self, app: App, run: WorkflowRun, step: int, child_id: str, hint: Any) -> None:
+        WorkflowFuture.__init__(self, run, step, child_id, hint)
+        Handle.__init__(self, app, child_id)
+
+    def __repr__(self) -> str:
+        return f"ChildHandle({self.workflow_id!r}, step={self.step})"
+
+    def result(self, timeout: float | timedelta | None = None) -> R:
+        if current() is self._run:
+            return Future.result(self, timeout)
+        return Handle.result(self, timeout)
+
+    def cancel(self) -> bool:
+        return Handle.cancel(self)
 
 
 class App:
@@ -213,6 +261,8 @@ class App:
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._schedules: dict[str, ScheduleRow] = {}  # declared in code; written at launch
+        self._scheduler: Scheduler | None = None
 
     # -- registration ---------------------------------------------------------------------
 
@@ -222,26 +272,32 @@ class App:
         *,
         timeout: float | timedelta | None = None,
         max_recovery_attempts: int | None = None,
+        schedule: str | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register a workflow: ``@app.workflow()`` (always with parentheses).
 
         Calling the decorated function starts it with a fresh id and waits for its result
         (``app.run``). Its name (default: the qualified name) is recorded in the journal.
+
+        Args:
+            timeout: seconds (or timedelta) from each start to the workflow's deadline; past
+                it the workflow is cancelled with its children (``WorkflowTimedOutError``).
+                ``app.start(..., timeout=...)`` overrides it per start.
+            max_recovery_attempts: this workflow's recovery limit (default: the App's).
+            schedule: a cron expression (5 fields, or 6 with seconds first): the workflow is
+                also started at each fire time, UTC, with the fire time as first argument
+                (``app.schedule`` takes a time zone and catch-up).
         """
         if callable(name):
             raise UsageError(
                 f"@app.workflow is missing its parentheses on {getattr(name, '__name__', name)!r}:"
                 " write @app.workflow() (or @app.workflow(name=...))"
             )
-        if timeout is not None:
-            raise UsageError(
-                "@app.workflow(timeout=...) is not supported yet: workflow deadlines are not "
-                "enforced by this version. Race the work against ld.after(...) with ld.select "
-                "inside the workflow instead."
-            )
+        seconds = None if timeout is None else to_seconds(timeout, "@app.workflow timeout")
+        cron = None if schedule is None else Cron(schedule)  # a bad expression fails here
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            definition = self.registry.add_workflow(fn, name, max_recovery_attempts)
+            definition = self.registry.add_workflow(fn, name, max_recovery_attempts, seconds)
 
             @functools.wraps(fn)
             def start_and_wait(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -249,6 +305,8 @@ class App:
 
             start_and_wait.__litedurable_workflow__ = definition  # type: ignore[attr-defined]
             start_and_wait.__litedurable_app__ = self  # type: ignore[attr-defined]
+            if cron is not None:
+                self.schedule(definition.name, start_and_wait, cron.expression)
             return start_and_wait
 
         return register
@@ -320,6 +378,11 @@ class App:
                 sum(others.values()), ", ".join(f"{v}: {n}" for v, n in sorted(others.items())),
                 version)
         self.recover()
+        now = self.clock.now()
+        for spec in list(self._schedules.values()):
+            journal.upsert_schedule(spec, now)
+        self._scheduler = Scheduler(journal, self.clock, self.registry.workflows.__contains__,
+                                    self._fire)
         self._heartbeat_stop.clear()
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="litedurable-heartbeat", daemon=True
@@ -338,6 +401,9 @@ class App:
             self._runtime = self._journal = None
         if runtime is None or journal is None:
             return
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
         self._heartbeat_stop.set()
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join()
@@ -436,6 +502,8 @@ class App:
                 if time.monotonic() - last_recovery >= self.lease:
                     last_recovery = time.monotonic()
                     self.recover()
+                    if self._scheduler is not None:
+                        self._scheduler.poke()  # see schedules other processes changed
             except AppClosedError:
                 return
             except BaseException as exc:
@@ -467,8 +535,19 @@ class App:
     ) -> Handle[R]:
         """Start ``wf(*args, **kwargs)`` durably and return its handle at once.
 
-        Pass ``workflow_id=`` (a keyword consumed here, not passed to ``wf``) to make the start
-        idempotent: starting an existing id returns its handle without comparing arguments.
+        Keywords consumed here, not passed to ``wf``:
+
+        * ``workflow_id=``: makes the start idempotent: starting an existing id returns its
+          handle without comparing arguments.
+        * ``timeout=``: seconds (or timedelta) to the workflow's deadline, overriding
+          ``@app.workflow(timeout=)``. The deadline is stored; past it the workflow is
+          cancelled with its children, even if the process was down meanwhile.
+        * ``detached=True`` (inside a workflow only): the child is not cancelled with its
+          parent and does not inherit its deadline.
+
+        Inside a workflow this starts a **child**: a recorded step whose default id is
+        ``"<parent id>/<step>"``, returning a ``ChildHandle`` (a durable future). Children
+        inherit their parent's deadline unless detached.
 
         Raises:
             WorkflowConflictError: the id belongs to a workflow of another name.
@@ -476,29 +555,96 @@ class App:
             InvalidIdError: the id is not a non-empty storable string.
         """
         workflow_id: object = kwargs.pop("workflow_id", None)
+        timeout: object = kwargs.pop("timeout", None)
+        detached: object = kwargs.pop("detached", False)
         definition = self._definition(wf)
-        journal, runtime = self._parts()
-        if isinstance(current(), WorkflowRun):
+        self._parts()  # refuse early when the App is not launched
+        seconds = definition.timeout
+        if timeout is not None:
+            seconds = to_seconds(timeout, "timeout")  # type: ignore[arg-type]
+        if not isinstance(detached, bool):
+            raise UsageError(f"detached= takes True or False, not {detached!r}")
+        scope = current()
+        if isinstance(scope, WorkflowRun):
+            return self._start_child(scope, definition, args, kwargs, workflow_id, seconds,
+                                     detached)
+        if detached:
             raise UsageError(
-                "app.start() inside a workflow would not be recorded; run the work as steps "
-                "(ld.go / ld.run) or start the other workflow from outside"
+                "detached=True only applies to a child workflow (app.start inside a workflow); "
+                "a workflow started from outside has no parent to detach from"
             )
         wid = str(uuid.uuid4()) if workflow_id is None else check_workflow_id(workflow_id)
+        deadline = None if seconds is None else self.clock.now() + seconds
+        row = self._insert(definition, wid, args, kwargs, deadline=deadline)
+        if row.name != definition.name:
+            raise _conflict(wid, row, definition)
+        return Handle(self, wid)
+
+    def _insert(
+        self,
+        definition: WorkflowDef,
+        workflow_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        deadline: float | None,
+        parent_id: str | None = None,
+        detached: bool = False,
+    ) -> WorkflowRow:
+        """Create the workflow and schedule it here, unless the id exists; its row either way."""
+        journal, runtime = self._parts()
         inputs = self.codec.encode_args(
             definition.fn, args, kwargs, f"the arguments of workflow {definition.name!r}"
         )
         created, row = journal.insert_workflow(
-            workflow_id=wid, name=definition.name, inputs=inputs, now=self.clock.now(),
-            app_version=runtime.app_version, parent_id=None, owner=self._owner,
+            workflow_id=workflow_id, name=definition.name, inputs=inputs, now=self.clock.now(),
+            app_version=runtime.app_version, parent_id=parent_id, owner=self._owner,
+            deadline=deadline, detached=detached,
         )
-        if row.name != definition.name:
-            raise WorkflowConflictError(
-                f"workflow id {wid!r} already belongs to a {row.name!r} workflow, not "
-                f"{definition.name!r}; use another id"
-            )
         if created:
-            runtime.schedule(wid, row)
-        return Handle(self, wid)
+            runtime.schedule(workflow_id, row)
+        return row
+
+    def _start_child(
+        self,
+        run: WorkflowRun,
+        definition: WorkflowDef,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        workflow_id: object,
+        timeout: float | None,
+        detached: bool,
+    ) -> ChildHandle[Any]:
+        """Start a child workflow as step ``child`` of ``run`` (replayed: the recorded id)."""
+        runtime = run.runtime
+        if runtime is not self._runtime:
+            raise UsageError(
+                f"workflow {run.workflow_id!r} starts {definition.name!r} on another App; a "
+                "child must be started on the App that runs its parent"
+            )
+        step, recorded = run.take(StepKind.CHILD, definition.name)
+        if recorded is not None:
+            child_id = runtime.replay(recorded, str).get()
+            return ChildHandle(self, run, step, child_id, definition.return_hint)
+        child_id = check_workflow_id(
+            f"{run.workflow_id}/{step}" if workflow_id is None else workflow_id
+        )
+        now = self.clock.now()
+        limits = [] if detached or run.row.deadline is None else [run.row.deadline]
+        if timeout is not None:
+            limits.append(now + timeout)
+        try:
+            row = self._insert(definition, child_id, args, kwargs,
+                               deadline=min(limits, default=None), parent_id=run.workflow_id,
+                               detached=detached)
+            conflict = None if row.name == definition.name else _conflict(child_id, row, definition)
+            runtime.record(run, step, StepKind.CHILD, definition.name, child_id, str,
+                           error=conflict)
+        except BaseException as exc:
+            raise run.guard(exc) from None
+        if conflict is not None:
+            raise conflict
+        return ChildHandle(self, run, step, child_id, definition.return_hint)
 
     def run(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """``start(...)`` then ``result()``: run a workflow to its end and return its value."""
@@ -526,14 +672,16 @@ class App:
         status = Status(row.status)
         if status == Status.SUCCEEDED:
             assert row.output is not None
-            definition = self.registry.workflows.get(row.name)
-            hint = definition.return_hint if definition is not None else Any
             what = f"the result of workflow {row.workflow_id!r}"
-            return self.codec.decode(row.output, hint, what)
-        if status == Status.CANCELLED:
+            return self.codec.decode(row.output, self._hint(row), what)
+        if row.error is None:  # cancelled by a litedurable too old to record why
             raise WorkflowCancelledError(f"workflow {row.workflow_id!r} was cancelled")
-        assert row.error is not None
         raise self.codec.decode_error(row.error)
+
+    def _hint(self, row: WorkflowRow | None) -> Any:
+        """The declared return type of ``row``'s workflow, if registered here."""
+        definition = None if row is None else self.registry.workflows.get(row.name)
+        return Any if definition is None else definition.return_hint
 
     def list_workflows(
         self,
@@ -560,30 +708,34 @@ class App:
 
     # -- management -----------------------------------------------------------------------
 
-    def cancel(self, workflow_id: str) -> None:
-        """Cancel a pending workflow and its pending children (from any process).
+    def cancel(self, workflow_id: str) -> bool:
+        """Cancel a pending workflow and its pending non-detached children (from any process).
 
-        The status becomes ``cancelled`` at once; a run in this process stops at its next
-        journaled call or wait, running steps see ``ld.cancelled()``; a run in another process
-        is refused at its next write. Finished workflows are left as they are.
+        The status becomes ``cancelled`` at once. A run in this process stops at its next
+        journaled call or wait, and running steps see ``ld.cancelled()``; a run in another
+        process gets the same within a few milliseconds (and is refused at its next write
+        regardless). Finished workflows are left as they are. Returns True if ``workflow_id``
+        was pending.
         """
-        journal, runtime = self._parts()
+        _, runtime = self._parts()
         self._row(workflow_id)
-        done = cancel_tree(journal, self.codec, workflow_id, self.clock.now())
-        runtime.cancel_local(done)
-        runtime.announce_finished()
+        done = runtime.cancel(
+            workflow_id, WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
+        )
+        return workflow_id in done
 
     def resume(self, workflow_id: str) -> Handle[Any]:
         """Run a cancelled, failed, exhausted or nondeterministic workflow again from its journal.
 
-        Recorded steps replay; the run continues live from the first unrecorded step. A pending
-        or succeeded workflow is left alone.
+        Recorded steps replay; the run continues live from the first unrecorded step. The
+        children its cancellation reached are resumed too. A resumed workflow has no deadline
+        (resuming is how a timed-out workflow is given more time). A pending or succeeded
+        workflow is left alone.
         """
         journal, runtime = self._parts()
-        row = self._row(workflow_id)
-        if row.status not in (Status.PENDING, Status.SUCCEEDED):
-            journal.set_status(workflow_id, Status.PENDING, self.clock.now(), owner=self._owner)
-            runtime.schedule(workflow_id)
+        self._row(workflow_id)
+        for wid in journal.resume(workflow_id, self.clock.now(), owner=self._owner):
+            runtime.resume_local(wid)
         return Handle(self, workflow_id)
 
     def fork(self, workflow_id: str, from_step: int, *, new_id: str | None = None) -> Handle[Any]:
@@ -607,11 +759,115 @@ class App:
         journal, _ = self._parts()
         return journal.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
 
+    # -- schedules ------------------------------------------------------------------------
 
-def cancel_tree(journal: Journal, codec: Codec, workflow_id: str, now: float) -> list[str]:
-    """Cancel ``workflow_id`` and its pending non-detached descendants; the ids cancelled."""
-    error = codec.encode_error(WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled"))
-    return journal.cancel(workflow_id, error, now)
+    def schedule(
+        self,
+        name: str,
+        wf: Callable[..., Any],
+        cron: str,
+        *,
+        tz: str | None = None,
+        catch_up: bool = False,
+    ) -> None:
+        """Start ``wf(fire_time)`` at every fire time of ``cron``, exactly once per firing.
+
+        ``cron`` has 5 fields, or 6 with seconds first (``"*/15 * * * * *"``); ``tz`` is an
+        IANA zone (default UTC). The workflow receives the fire time, an aware datetime, as its
+        first argument; the firing's id is ``f"{name}@{fire_time.isoformat()}"``, so several
+        processes on one file start each firing once. Firings missed while no process ran are
+        skipped, or started (at most ``CATCH_UP_LIMIT``, the latest) with ``catch_up=True``.
+        The schedule is stored in the journal (it survives restarts) when the App launches, or
+        at once if it is running; calling this again updates it but keeps it paused if it was.
+
+        Raises:
+            ValueError: a bad cron expression or time zone (said here, not at the first tick).
+            UsageError: ``wf`` is not a workflow of this App, or cannot take a fire time.
+        """
+        definition = self._definition(wf)
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"a schedule name is a non-empty str, not {name!r}")
+        check_workflow_id(f"{name}@0000-00-00T00:00:00+00:00")  # its firing ids must be valid
+        spec = Cron(cron, tz)
+        try:
+            inspect.signature(definition.fn).bind(datetime.now(UTC))
+        except TypeError:
+            raise UsageError(
+                f"workflow {definition.name!r} cannot be scheduled: it must accept the fire time "
+                "(an aware datetime) as its only required argument"
+            ) from None
+        row = ScheduleRow(name, definition.name, spec.expression, tz, bool(catch_up), False, None)
+        with self._lock:
+            self._schedules[name] = row
+            journal = self._journal
+        if journal is not None:
+            journal.upsert_schedule(row, self.clock.now())
+            self._poke_scheduler()
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule in the journal (from any process), by name."""
+        journal, _ = self._parts()
+        now = self.clock.now()
+        infos = []
+        for row in journal.schedules():
+            cron = Cron(row.cron, row.tz)
+            infos.append(ScheduleInfo(
+                name=row.name, workflow=row.workflow, cron=row.cron, tz=row.tz,
+                catch_up=row.catch_up, paused=row.paused,
+                last_fire=None if row.last_fire is None else
+                datetime.fromtimestamp(row.last_fire, cron.zone),
+                next_fire=None if row.paused else cron.after(now),
+            ))
+        return infos
+
+    def pause_schedule(self, name: str) -> None:
+        """Stop starting firings of schedule ``name`` (every process) until resumed."""
+        self._set_paused(name, True)
+
+    def resume_schedule(self, name: str) -> None:
+        """Start firings of schedule ``name`` again, from now on (paused ones are not made up)."""
+        self._set_paused(name, False)
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete schedule ``name``; firings already started are not affected."""
+        journal, _ = self._parts()
+        with self._lock:
+            self._schedules.pop(name, None)
+        if not journal.delete_schedule(name):
+            raise self._no_schedule(name)
+        self._poke_scheduler()
+
+    def _set_paused(self, name: str, paused: bool) -> None:
+        journal, _ = self._parts()
+        if not journal.pause_schedule(name, paused, self.clock.now()):
+            raise self._no_schedule(name)
+        self._poke_scheduler()
+
+    def _no_schedule(self, name: str) -> ScheduleNotFoundError:
+        return ScheduleNotFoundError(
+            f"no schedule named {name!r} in {self.path}; list them with app.list_schedules()"
+        )
+
+    def _poke_scheduler(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.poke()
+
+    def _fire(self, row: ScheduleRow, fire: datetime) -> None:
+        """Start one firing of a schedule (a no-op if any process already did)."""
+        journal, _ = self._parts()
+        definition = self.registry.workflows[row.workflow]
+        deadline = None if definition.timeout is None else self.clock.now() + definition.timeout
+        self._insert(definition, f"{row.name}@{fire.isoformat()}", (fire,), {},
+                     deadline=deadline)
+        journal.schedule_fired(row.name, fire.timestamp())
+
+
+def _conflict(workflow_id: str, row: WorkflowRow, definition: WorkflowDef) -> WorkflowConflictError:
+    return WorkflowConflictError(
+        f"workflow id {workflow_id!r} already belongs to a {row.name!r} workflow, not "
+        f"{definition.name!r}; use another id"
+    )
 
 
 def replay_check(app: App, journal: Journal, row: WorkflowRow) -> str | None:

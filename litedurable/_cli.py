@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._app import App, cancel_tree, replay_check, step_info, workflow_info
+from ._app import App, replay_check, step_info, workflow_info
 from ._codec import Codec
 from ._demo import main as demo
 from ._errors import DurableError
 from ._journal import Journal
+from ._runtime import cancel_tree
 from ._types import Status
 
 __all__ = ["main"]
@@ -100,7 +101,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if row.status in (Status.PENDING, Status.SUCCEEDED):
             print(f"workflow {args.workflow_id!r} is {row.status}; nothing to resume")
             return 0
-        journal.set_status(args.workflow_id, Status.PENDING, time.time(), owner=None)
+        journal.resume(args.workflow_id, time.time(), owner=None)
     print(f"workflow {args.workflow_id!r} is pending again; the application resumes it at its "
           "next launch (or within one lease period if it is running)")
     return 0

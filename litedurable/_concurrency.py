@@ -34,15 +34,28 @@ from ._errors import (
     StepCancelledError,
     UsageError,
     WaitTimeoutError,
+    WorkflowCancelledError,
+    WorkflowNotFoundError,
 )
+from ._journal import StepRow
 from ._registry import StepDef, callable_name
-from ._runtime import Outcome, StepScope, StepTask, WorkflowRun, current_run, current_step
+from ._runtime import (
+    SETTLED,
+    Outcome,
+    StepScope,
+    StepTask,
+    WorkflowRun,
+    current_run,
+    current_step,
+)
 from ._types import StepKind, to_seconds
 
 __all__ = [
     "Future",
+    "WorkflowFuture",
     "after",
     "as_completed",
+    "await_workflow",
     "cancelled",
     "go",
     "idempotency_key",
@@ -87,6 +100,9 @@ class Future(Generic[T]):
     def _deadline(self) -> float | None:
         """For a timer, its deadline (waits wake then); None for everything else."""
         return None
+
+    def _raise_if_broken(self) -> None:
+        """Raise the engine failure that keeps this future from ever settling, if any."""
 
     # -- public ---------------------------------------------------------------------------
 
@@ -165,13 +181,15 @@ class _StepFuture(Future[T]):
             task is not None and (task.outcome is not None or task.broken is not None)
         )
 
+    def _raise_if_broken(self) -> None:
+        if self._task is not None and self._task.broken is not None:
+            raise self._run.guard(self._task.broken)
+
     def _outcome(self) -> Outcome:
         if self._recorded is not None:
             return self._recorded
-        assert self._task is not None
-        if self._task.broken is not None:
-            raise self._run.guard(self._task.broken)
-        assert self._task.outcome is not None
+        self._raise_if_broken()
+        assert self._task is not None and self._task.outcome is not None
         return self._task.outcome
 
     def cancel(self) -> bool:
@@ -210,6 +228,71 @@ class _TimerFuture(Future[None]):
             return False
         self._cancelled = True
         return True
+
+
+class WorkflowFuture(Future[T]):
+    """Another workflow's outcome (a child's, usually), as a future of this workflow.
+
+    It settles when the other workflow succeeds, fails or is cancelled (parked workflows are
+    not settled: they wait to be resumed). ``step`` is the step that started the child, so
+    ``select`` can race it with step futures and timers. Taking its outcome is a recorded
+    ``wait`` step: the other workflow's output is copied into this journal, so replay returns
+    it even after the other workflow was resumed, forked or garbage-collected.
+    """
+
+    __slots__ = ("_hint", "_taken", "_terminal", "target")
+
+    def __init__(self, run: WorkflowRun, step: int, target: str, hint: Any) -> None:
+        super().__init__(run, step)
+        self.target = target
+        self._hint = hint
+        self._terminal = False
+        self._taken: Outcome | None = None
+        run.runtime.watch(run.workflow_id, target)
+
+    def _settled(self) -> bool:
+        if not self._terminal:
+            row = self._run.runtime.journal.get_workflow(self.target)
+            self._terminal = row is None or row.status in SETTLED
+        return self._terminal
+
+    def _outcome(self) -> Outcome:
+        if self._taken is None:
+            self._taken = await_workflow(self._run, self.target, self._hint, self)
+        return self._taken
+
+    def cancel(self) -> bool:
+        """Cancel the other workflow (and its non-detached children); True if it was pending."""
+        self._check_run("Future.cancel")
+        runtime = self._run.runtime
+        return bool(runtime.cancel(self.target, WorkflowCancelledError(
+            f"workflow {self.target!r} was cancelled by workflow {self._run.workflow_id!r}"
+        )))
+
+
+def await_workflow(wf_run: WorkflowRun, target: str, hint: Any,
+                   future: WorkflowFuture[Any] | None = None) -> Outcome:
+    """Wait durably for workflow ``target``'s outcome: a ``wait`` step that records it."""
+    step, row = wf_run.take(StepKind.WAIT, target)
+    runtime = wf_run.runtime
+    if row is not None:
+        return runtime.replay(row, hint)
+    future = future or WorkflowFuture(wf_run, step, target, hint)
+    _wait_until(wf_run, [future], all_settled=True)
+    found = runtime.journal.get_workflow(target)
+    if found is None:
+        raise WorkflowNotFoundError(
+            f"workflow {wf_run.workflow_id!r} waits for workflow {target!r}, which does not "
+            "exist (it was never started, or was garbage-collected before it was awaited)"
+        )
+    now = runtime.clock.now()
+    copy = StepRow(wf_run.workflow_id, step, StepKind.WAIT, target, found.output, found.error,
+                   None, now, now)
+    try:
+        runtime.journal.record_step(copy, runtime.owner)
+    except BaseException as exc:
+        raise wf_run.guard(exc) from None
+    return runtime.replay(copy, hint)
 
 
 # -- starting steps ---------------------------------------------------------------------
@@ -349,7 +432,7 @@ def _choose(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
     _wait_until(wf_run, futs, all_settled=False, deadline=deadline)
     settled = [i for i, f in enumerate(futs) if f._settled()]
     for i in settled:
-        futs[i]._outcome()  # a step whose row could not be written stops the run here
+        futs[i]._raise_if_broken()  # a step whose row could not be written stops the run here
     winner = min(settled, key=lambda i: (futs[i].step, i)) if settled else -1
     info = {"workflow_id": wf_run.workflow_id, "step": step, "winner": winner}
     runtime.hooks.fire("before_decision", **info)

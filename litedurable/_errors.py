@@ -6,8 +6,10 @@ The tree is shallow on purpose; builtin mix-ins say what kind of mistake it is::
     ├── NonDeterminismError          replay met a different call than the journal holds
     ├── WorkflowConflictError        (ValueError) the id belongs to another workflow
     ├── WorkflowNotFoundError        (LookupError) no workflow with that id
+    ├── ScheduleNotFoundError        (LookupError) no schedule with that name
     ├── WaitTimeoutError             (TimeoutError) a wait ran out of time
     ├── WorkflowCancelledError       the workflow was cancelled
+    │   └── WorkflowTimedOutError    ... because its deadline passed
     ├── StepCancelledError           a step future was cancelled before it settled
     ├── WorkflowExhaustedError       the workflow hit its recovery limit
     ├── RecordedError                a recorded exception whose type is not loaded here
@@ -47,6 +49,7 @@ __all__ = [
     "NotInWorkflowError",
     "OwnershipLostError",
     "RecordedError",
+    "ScheduleNotFoundError",
     "SerializationError",
     "StepCancelledError",
     "UsageError",
@@ -55,6 +58,7 @@ __all__ = [
     "WorkflowConflictError",
     "WorkflowExhaustedError",
     "WorkflowNotFoundError",
+    "WorkflowTimedOutError",
 ]
 
 
@@ -93,12 +97,24 @@ class WorkflowNotFoundError(DurableError, LookupError):
     """No workflow with this id exists in the journal."""
 
 
+class ScheduleNotFoundError(DurableError, LookupError):
+    """No schedule with this name exists in the journal."""
+
+
 class WaitTimeoutError(DurableError, TimeoutError):
     """A wait (``result``, ``select``) ran out of time before anything settled."""
 
 
 class WorkflowCancelledError(DurableError):
     """The workflow was cancelled; raised inside it and to everyone waiting on it."""
+
+
+class WorkflowTimedOutError(WorkflowCancelledError):
+    """The workflow's deadline (``timeout=``) passed, so it was cancelled with its children.
+
+    Not a ``TimeoutError``: ``except TimeoutError`` around ``Handle.result(timeout=...)`` means
+    "the wait ran out", and must not also catch "the workflow was given up".
+    """
 
 
 class StepCancelledError(DurableError):

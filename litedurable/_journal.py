@@ -10,6 +10,8 @@ finds. Layout (schema version in ``PRAGMA user_version``, ``application_id`` = `
     steps(workflow_id, step, kind, name, output, error, extra, checksum, started_at,
           finished_at)  PK (workflow_id, step), WITHOUT ROWID
     owners(owner PK, host, pid, heartbeat)
+    schedules(name PK, workflow, cron, tz, catch_up, paused, last_fire, created_at,
+              updated_at)                                        (schema 2)
 
 Writes use group commit without a hand-off on the quiet path (leader/follower, as databases
 flush their logs): a writer that finds no commit in flight commits its own write at once in its
@@ -46,7 +48,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 
-__all__ = ["Journal", "OwnerRow", "StepRow", "WorkflowRow"]
+__all__ = ["Journal", "OwnerRow", "ScheduleRow", "StepRow", "WorkflowRow"]
 
 APPLICATION_ID = 0x4C445552  # "LDUR"
 HOST = socket.gethostname()
@@ -98,12 +100,30 @@ _MIGRATIONS: tuple[str, ...] = (
         heartbeat REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE schedules (
+        name       TEXT PRIMARY KEY,
+        workflow   TEXT NOT NULL,
+        cron       TEXT NOT NULL,
+        tz         TEXT,
+        catch_up   INTEGER NOT NULL,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        last_fire  REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _WORKFLOW_COLUMNS = (
     "workflow_id, name, status, inputs, output, error, checksum, created_at, updated_at, "
     "app_version, parent_id, owner, recovery_attempts, deadline, cancel_requested, detached"
+)
+# The workflow bound to the first parameter and its descendants not started detached.
+_DESCENDANTS = (
+    "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT w.workflow_id FROM workflows w "
+    "JOIN tree ON w.parent_id = tree.id WHERE w.detached = 0)"
 )
 _STEP_COLUMNS = (
     "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
@@ -153,6 +173,17 @@ class StepRow:
     extra: bytes | None
     started_at: float
     finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    name: str
+    workflow: str
+    cron: str
+    tz: str | None
+    catch_up: bool
+    paused: bool
+    last_fire: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +270,7 @@ class Journal:
         self._committing = False
         self._read_lock = threading.Lock()
         self._busy_ms = int(busy_timeout * 1000)
+        self._data_version: int | None = None
         self._vfs = vfs
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
@@ -524,19 +556,37 @@ class Journal:
 
         self.write(finish, verify)
 
-    def set_status(self, workflow_id: str, status: str, now: float, *, owner: str | None) -> None:
-        """Change the status only (resume, park) and set the owner to ``owner``."""
+    def resume(self, workflow_id: str, now: float, *, owner: str | None) -> list[str]:
+        """Make a finished workflow pending again, with the descendants its cancel reached.
 
-        def update(conn: apsw.Connection) -> None:
-            conn.execute(
-                "UPDATE workflows SET status = ?, updated_at = ?, owner = ?, "
-                "recovery_attempts = 0 WHERE workflow_id = ?",
-                (status, now, owner, workflow_id),
-            )
-            if conn.changes() == 0:
+        The workflow (any status but pending or succeeded) and its non-detached descendants
+        that are ``cancelled`` become pending under ``owner`` with no deadline and a fresh
+        recovery count. Returns the ids changed (empty when there was nothing to resume).
+        """
+
+        def update(conn: apsw.Connection) -> list[str]:
+            row = _fetch_workflow(conn, workflow_id)
+            if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+            if row.status in ("pending", "succeeded"):
+                return []
+            ids = [workflow_id] + [
+                r[0] for r in conn.execute(
+                    f"{_DESCENDANTS} SELECT w.workflow_id FROM workflows w JOIN tree "
+                    "ON w.workflow_id = tree.id WHERE w.workflow_id != ? "
+                    "AND w.status = 'cancelled'",
+                    (workflow_id, workflow_id),
+                )
+            ]
+            for wid in ids:
+                conn.execute(
+                    "UPDATE workflows SET status = 'pending', updated_at = ?, owner = ?, "
+                    "deadline = NULL, recovery_attempts = 0 WHERE workflow_id = ?",
+                    (now, owner, wid),
+                )
+            return ids
 
-        self.write(update)
+        return self.write(update)
 
     def list_workflows(
         self,
@@ -596,9 +646,7 @@ class Journal:
             ids = [workflow_id] + [
                 r[0]
                 for r in conn.execute(
-                    "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT w.workflow_id "
-                    "FROM workflows w JOIN tree ON w.parent_id = tree.id WHERE w.detached = 0) "
-                    "SELECT id FROM tree WHERE id != ?",
+                    f"{_DESCENDANTS} SELECT id FROM tree WHERE id != ?",
                     (workflow_id, workflow_id),
                 )
             ]
@@ -655,6 +703,98 @@ class Journal:
             conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
 
         self.write(drop)
+
+    def statuses(self, workflow_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """(status, owner) of each of ``workflow_ids`` that exists."""
+        ids = list(workflow_ids)
+
+        def load(conn: apsw.Connection) -> dict[str, tuple[str, str | None]]:
+            found: dict[str, tuple[str, str | None]] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for wid, status, owner in conn.execute(
+                    f"SELECT workflow_id, status, owner FROM workflows "
+                    f"WHERE workflow_id IN ({marks})", chunk,
+                ):
+                    found[wid] = (status, owner)
+            return found
+
+        return self.read(load) if ids else {}
+
+    def changed_elsewhere(self) -> bool:
+        """True if another connection committed since the last call (cheap; no file I/O).
+
+        Asks ``PRAGMA data_version`` of the writer connection, which changes for every commit
+        but its own: another process, or another App in this one. Skipped (False) while a
+        commit is in flight; the change is then reported by the next call.
+        """
+        with self._cond:
+            if self._committing or self._writer is None or self._closed or self._frozen:
+                return False
+            with _translated(self.path):
+                version: int = _scalar(self._writer, "PRAGMA data_version")
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def upsert_schedule(self, row: ScheduleRow, now: float) -> None:
+        """Create a schedule, or update its definition keeping its pause state and last fire."""
+        self.write(
+            lambda conn: conn.execute(
+                "INSERT INTO schedules (name, workflow, cron, tz, catch_up, paused, last_fire, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET workflow = excluded.workflow, "
+                "cron = excluded.cron, tz = excluded.tz, catch_up = excluded.catch_up, "
+                "updated_at = excluded.updated_at",
+                (row.name, row.workflow, row.cron, row.tz, int(row.catch_up), int(row.paused),
+                 row.last_fire, now, now),
+            )
+        )
+
+    def schedules(self) -> list[ScheduleRow]:
+        """Every schedule, by name."""
+        return self.read(
+            lambda conn: [
+                ScheduleRow(name, workflow, cron, tz, bool(catch_up), bool(paused), last_fire)
+                for name, workflow, cron, tz, catch_up, paused, last_fire in conn.execute(
+                    "SELECT name, workflow, cron, tz, catch_up, paused, last_fire "
+                    "FROM schedules ORDER BY name"
+                )
+            ]
+        )
+
+    def pause_schedule(self, name: str, paused: bool, now: float) -> bool:
+        """Pause or unpause a schedule; False if there is none by that name."""
+
+        def update(conn: apsw.Connection) -> bool:
+            conn.execute(
+                "UPDATE schedules SET paused = ?, updated_at = ? WHERE name = ?",
+                (int(paused), now, name),
+            )
+            return conn.changes() == 1
+
+        return self.write(update)
+
+    def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule (its past firings stay); False if there is none by that name."""
+
+        def delete(conn: apsw.Connection) -> bool:
+            conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
+            return conn.changes() == 1
+
+        return self.write(delete)
+
+    def schedule_fired(self, name: str, fire: float) -> None:
+        """Remember that the firing at ``fire`` was started (the latest fire only grows)."""
+        self.write(
+            lambda conn: conn.execute(
+                "UPDATE schedules SET last_fire = max(coalesce(last_fire, ?), ?) WHERE name = ?",
+                (fire, fire, name),
+            )
+        )
 
     # -- owners ---------------------------------------------------------------------------
 

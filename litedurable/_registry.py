@@ -52,6 +52,8 @@ class WorkflowDef:
     fn: Callable[..., Any]
     max_recovery_attempts: int | None
     return_hint: Any
+    timeout: float | None = None
+    """Seconds from start to the workflow's deadline (``@app.workflow(timeout=...)``)."""
 
 
 class Registry:
@@ -66,9 +68,10 @@ class Registry:
         fn: Callable[..., Any],
         name: str | None,
         max_recovery_attempts: int | None,
+        timeout: float | None = None,
     ) -> WorkflowDef:
         definition = WorkflowDef(
-            name or callable_name(fn), fn, max_recovery_attempts, return_hint(fn)
+            name or callable_name(fn), fn, max_recovery_attempts, return_hint(fn), timeout
         )
         _check_name(definition.name, "workflow")
         if definition.name in self.workflows:

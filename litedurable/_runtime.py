@@ -21,6 +21,7 @@ token. Named crash points (``Hooks``) let tests stop the engine at exact places.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._clock import Clock
+from ._clock import Clock, to_datetime
 from ._codec import Codec
 from ._context import Scope, current, enter, leave
 from ._errors import (
@@ -40,11 +41,19 @@ from ._errors import (
     StepCancelledError,
     UsageError,
     WorkflowCancelledError,
+    WorkflowTimedOutError,
 )
 from ._journal import Journal, StepRow, WorkflowRow
 from ._pool import WorkerPool
 from ._registry import Registry, WorkflowDef
 from ._types import Retry, Status
+
+WATCH_INTERVAL = 0.005
+"""Seconds between two looks for commits made by other processes (``PRAGMA data_version``).
+
+This bounds the cross-process wake-up latency of ``Handle.result`` and of cancellation; a look
+costs a few microseconds and no file I/O, so polling this often costs well under 1% of a core.
+"""
 
 __all__ = [
     "CRASH_POINTS",
@@ -54,6 +63,7 @@ __all__ = [
     "StepScope",
     "StepTask",
     "WorkflowRun",
+    "cancel_tree",
     "current_run",
     "current_step",
 ]
@@ -175,13 +185,16 @@ class StepTask:
 class _Slot:
     """What the runtime knows about a workflow it owns and has not finished."""
 
-    __slots__ = ("row", "run", "state", "tasks")
+    __slots__ = ("again", "deadline_armed", "row", "run", "state", "tasks", "watching")
 
     def __init__(self, row: WorkflowRow | None) -> None:
         self.state = "queued"  # queued | running | suspended
         self.row = row  # set when freshly created: no need to read it back
         self.run: WorkflowRun | None = None
         self.tasks: dict[int, StepTask] = {}
+        self.watching: set[str] = set()  # workflows whose outcome this one waits for
+        self.deadline_armed = False  # a timer for the workflow's deadline is set
+        self.again = False  # scheduled while running: drive once more after this run
 
 
 class WorkflowRun(Scope):
@@ -194,8 +207,8 @@ class WorkflowRun(Scope):
     """
 
     __slots__ = (
-        "cond", "definition", "ended", "fatal", "next_step", "recorded", "replay_only", "row",
-        "runtime", "thread", "wake_deadline", "wake_ready",
+        "cond", "definition", "ended", "fatal", "inline", "next_step", "recorded", "replay_only",
+        "row", "runtime", "thread", "wake_deadline", "wake_ready",
     )
 
     def __init__(
@@ -214,6 +227,7 @@ class WorkflowRun(Scope):
         self.wake_deadline: float | None = None
         self.replay_only = False  # offline replay: stop where the journal ends
         self.ended = False  # the workflow reached a terminal status during this run
+        self.inline: StepTask | None = None  # the inline step running now (for cancellation)
 
     # -- numbering and replay -------------------------------------------------------------
 
@@ -283,10 +297,15 @@ class WorkflowRun(Scope):
         if row is not None:
             return self.runtime.replay(row, hint).get()
         task = StepTask(self.workflow_id, step, kind, name, fn, args, kwargs, retry, hint)
+        self.inline = task
+        if self.workflow_id in self.runtime.cancelled:  # cancelled since take(): tell the body
+            task.scope.request_cancel()
         try:
             outcome = self.runtime.execute(task)
         except BaseException as exc:
             raise self.guard(exc) from None
+        finally:
+            self.inline = None
         return outcome.get()
 
     def record_value(self, kind: str, value: Callable[[], Any], hint: Any) -> Any:
@@ -400,12 +419,20 @@ class Runtime:
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
         self.finished = threading.Condition()  # notified whenever a workflow gets an outcome
-        self._timers: list[tuple[float, str]] = []
+        self.finished_count = 0  # bumped under ``finished`` at each notification
+        self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
         self._timer_cond = threading.Condition()
         self._timer_thread = threading.Thread(
             target=self._timer_loop, name="litedurable-timer", daemon=True
         )
         self._timer_thread.start()
+        self._watch_stop = threading.Event()
+        self._watch_thread = threading.Thread(
+            target=self._watch_loop, name="litedurable-watch", daemon=True
+        )
+        self._watch_thread.start()
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -417,8 +444,11 @@ class Runtime:
             slot = self._slots.get(workflow_id)
             if slot is None:
                 slot = self._slots[workflow_id] = _Slot(row)
-            elif slot.state != "suspended":
-                return  # queued or running: the run sees the change itself
+            elif slot.state == "running":
+                slot.again = True  # e.g. resumed while its cancelled run unwinds
+                return
+            elif slot.state == "queued":
+                return
             slot.state = "queued"
         self.run_pool.submit(lambda: self._drive(workflow_id))
 
@@ -448,6 +478,8 @@ class Runtime:
             row = row or self.journal.get_workflow(workflow_id)
             if row is None or row.status != Status.PENDING or row.owner != self.owner:
                 return
+            if row.deadline is not None and not self._arm_deadline(slot, row):
+                return
             definition = self.registry.workflows.get(row.name)
             if definition is None:
                 log.error(
@@ -474,17 +506,28 @@ class Runtime:
             run is not None and isinstance(run.fatal, _Unwind) and run.wake_ready is not None
             and not self.closing
         )
+        again = False
         with self._lock:
             slot.run = None
             if suspended:
                 slot.state = "suspended"
+            elif slot.again and not self.closing:
+                slot.again, slot.state, again = False, "queued", True
             else:
                 del self._slots[workflow_id]
                 self.cancelled.discard(workflow_id)
+                for target in slot.watching:
+                    waiting = self._waiters.get(target)
+                    if waiting is not None:
+                        waiting.discard(workflow_id)
+                        if not waiting:
+                            del self._waiters[target]
+        if again:
+            self.run_pool.submit(lambda: self._drive(workflow_id))
         if suspended:
             assert run is not None and run.wake_ready is not None
             if run.wake_deadline is not None:
-                self.add_timer(run.wake_deadline, workflow_id)
+                self.add_timer(run.wake_deadline, lambda: self.notify(workflow_id))
             if run.wake_ready():  # it happened while we were unwinding
                 self.schedule(workflow_id)
         elif run is not None and run.ended:
@@ -547,11 +590,26 @@ class Runtime:
             workflow_id, self.owner, status=status, output=output, error=error,
             now=self.clock.now(),
         )
-        self.announce_finished()
+        self.announce_finished([workflow_id])
 
-    def announce_finished(self) -> None:
+    def announce_finished(self, workflow_ids: Sequence[str] = ()) -> None:
+        """Wake ``Handle.result`` waiters, and the workflows waiting on ``workflow_ids``."""
         with self.finished:
+            self.finished_count += 1
             self.finished.notify_all()
+        with self._lock:
+            waiting = {w for wid in workflow_ids for w in self._waiters.get(wid, ())}
+        for waiter in waiting:
+            self.notify(waiter)
+
+    def watch(self, waiter: str, target: str) -> None:
+        """Wake ``waiter`` when ``target`` gets an outcome, here or in another process."""
+        with self._lock:
+            slot = self._slots.get(waiter)
+            if slot is None:
+                return
+            slot.watching.add(target)
+            self._waiters.setdefault(target, set()).add(waiter)
 
     @property
     def journal_frozen(self) -> bool:
@@ -641,21 +699,24 @@ class Runtime:
         return outcome
 
     def record(self, run: WorkflowRun, step: int, kind: str, name: str, value: Any,
-               hint: Any, *, extra: bytes | None = None, open_row: bool = False) -> Any:
+               hint: Any, *, extra: bytes | None = None, open_row: bool = False,
+               error: BaseException | None = None) -> Any:
         """Record a value the engine produced (a time, an id, a decision) as step ``step``.
 
         ``open_row`` writes a row that a later ``record`` of the same step completes (a select
-        with a timeout records its deadline first, its decision later).
+        with a timeout records its deadline first, its decision later). With ``error`` the
+        row records that exception instead of ``value`` (and None is returned).
         """
         now = self.clock.now()
         what = f"{kind} at step {step} of workflow {run.workflow_id!r}"
-        output = self.codec.encode(value, what)
+        output = None if error is not None else self.codec.encode(value, what)
+        failure = None if error is None else self.codec.encode_error(error)
         finished = None if open_row else now
         self.journal.record_step(
-            StepRow(run.workflow_id, step, kind, name, output, None, extra, now, finished),
+            StepRow(run.workflow_id, step, kind, name, output, failure, extra, now, finished),
             self.owner,
         )
-        return self.codec.decode(output, hint, what)
+        return None if output is None else self.codec.decode(output, hint, what)
 
     def replay(self, row: StepRow, hint: Any) -> Outcome:
         """The recorded outcome of a step row, rebuilt."""
@@ -667,27 +728,99 @@ class Runtime:
 
     # -- timers ---------------------------------------------------------------------------
 
-    def add_timer(self, deadline: float, workflow_id: str) -> None:
-        """Notify ``workflow_id`` once the clock reaches ``deadline``."""
+    def add_timer(self, deadline: float, action: Callable[[], None]) -> None:
+        """Call ``action`` on the timer thread once the clock reaches ``deadline``."""
         with self._timer_cond:
-            heapq.heappush(self._timers, (deadline, workflow_id))
+            heapq.heappush(self._timers, (deadline, next(self._timer_seq), action))
             self._timer_cond.notify()
 
     def _timer_loop(self) -> None:
         while True:
-            due: list[str] = []
+            due: list[Callable[[], None]] = []
             with self._timer_cond:
                 if self.closing:
                     return
                 now = self.clock.now()
                 while self._timers and self._timers[0][0] <= now:
-                    due.append(heapq.heappop(self._timers)[1])
+                    due.append(heapq.heappop(self._timers)[2])
                 if not due:
                     self.clock.wait(self._timer_cond, self._timers[0][0] if self._timers else None)
-            for workflow_id in due:
-                self.notify(workflow_id)
+            for action in due:
+                try:
+                    action()
+                except BaseException as exc:
+                    if not self.journal_frozen and not isinstance(exc, AppClosedError):
+                        log.warning("litedurable: a timer action failed: %s", exc)
+
+    # -- deadlines ------------------------------------------------------------------------
+
+    def _arm_deadline(self, slot: _Slot, row: WorkflowRow) -> bool:
+        """Set the timer for ``row``'s deadline once; False if it has already passed."""
+        assert row.deadline is not None
+        if self.clock.now() >= row.deadline:
+            self.expire(row.workflow_id)
+            return False
+        if not slot.deadline_armed:
+            slot.deadline_armed = True
+            self.add_timer(row.deadline, lambda: self.expire(row.workflow_id))
+        return True
+
+    def expire(self, workflow_id: str) -> None:
+        """Cancel the workflow (and its children) if it is pending past its deadline."""
+        row = self.journal.get_workflow(workflow_id)
+        now = self.clock.now()
+        if row is None or row.status != Status.PENDING or row.deadline is None:
+            return
+        if now < row.deadline:  # resumed with a new deadline meanwhile
+            self.add_timer(row.deadline, lambda: self.expire(workflow_id))
+            return
+        self.cancel(workflow_id, WorkflowTimedOutError(
+            f"workflow {workflow_id!r} ran past its deadline "
+            f"({to_datetime(row.deadline).isoformat()}) and was cancelled with its children; "
+            "give it a longer timeout=, or app.resume() it (a resumed workflow has no deadline)"
+        ))
+
+    # -- other processes ------------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        while not self._watch_stop.wait(WATCH_INTERVAL):
+            try:
+                if self.journal.changed_elsewhere():
+                    self._foreign_change()
+            except AppClosedError:
+                return
+            except BaseException as exc:
+                if self.journal_frozen:
+                    return
+                log.warning("litedurable: watching for other processes' commits failed: %s", exc)
+
+    def _foreign_change(self) -> None:
+        """Another process committed: deliver its cancellations and finished workflows here."""
+        with self._lock:
+            running = [wid for wid, s in self._slots.items() if s.state == "running" or s.tasks]
+            targets = list(self._waiters)
+        statuses = self.journal.statuses([*running, *targets])
+        gone = [w for w in running if statuses.get(w, ("", None))[0] == Status.CANCELLED]
+        if gone:
+            self.cancel_local(gone)
+        self.announce_finished(
+            [t for t in targets if statuses.get(t, ("pending", None))[0] in SETTLED]
+        )
 
     # -- cancellation and shutdown --------------------------------------------------------
+
+    def cancel(self, workflow_id: str, error: WorkflowCancelledError) -> list[str]:
+        """Cancel a workflow tree in the journal and stop what of it runs here."""
+        done = cancel_tree(self.journal, self.codec, workflow_id, self.clock.now(), error)
+        self.cancel_local(done)
+        self.announce_finished(done)
+        return done
+
+    def resume_local(self, workflow_id: str) -> None:
+        """The journal made ``workflow_id`` pending under this owner again: drive it."""
+        with self._lock:
+            self.cancelled.discard(workflow_id)
+        self.schedule(workflow_id)
 
     def cancel_local(self, workflow_ids: Sequence[str]) -> None:
         """Deliver cancellation to the runs and steps of workflows running here."""
@@ -697,7 +830,10 @@ class Runtime:
                 if slot is None:
                     continue
                 self.cancelled.add(wid)
-                for task in slot.tasks.values():
+                tasks = list(slot.tasks.values())
+                if slot.run is not None and slot.run.inline is not None:
+                    tasks.append(slot.run.inline)
+                for task in tasks:
                     task.scope.request_cancel()
         for wid in workflow_ids:
             self.notify(wid)
@@ -720,10 +856,12 @@ class Runtime:
                 task.scope.cond.notify_all()
         with self._timer_cond:
             self._timer_cond.notify_all()
+        self._watch_stop.set()
         deadline = time.monotonic() + grace
         stuck = self.run_pool.shutdown(grace)
         stuck += self.step_pool.shutdown(max(0.0, deadline - time.monotonic()))
         self._timer_thread.join(max(0.1, deadline - time.monotonic()))
+        self._watch_thread.join()
         with self.finished:
             self.finished.notify_all()
         return stuck
@@ -765,6 +903,22 @@ def replay_journal(
         return None
     finally:
         runtime.shutdown(1.0)
+
+
+SETTLED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+"""Statuses a waiting workflow takes as the outcome. The parked ones (nondeterministic,
+exhausted) are not: they wait for someone to fix and resume them, or to cancel them."""
+
+
+def cancel_tree(journal: Journal, codec: Codec, workflow_id: str, now: float,
+                error: WorkflowCancelledError | None = None) -> list[str]:
+    """Cancel ``workflow_id`` and its pending non-detached descendants; the ids cancelled.
+
+    Every one of them records ``error`` (default: a plain ``WorkflowCancelledError`` naming
+    ``workflow_id``) as its outcome, so whoever waits on a child learns why it stopped.
+    """
+    error = error or WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
+    return journal.cancel(workflow_id, codec.encode_error(error), now)
 
 
 def _step_cancelled(task: StepTask) -> StepCancelledError:

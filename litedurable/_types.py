@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["Retry", "Status", "StepInfo", "StepKind", "WorkflowInfo", "to_seconds"]
+__all__ = [
+    "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind", "WorkflowInfo", "to_seconds",
+]
 
 
 class Status(enum.StrEnum):
@@ -47,6 +49,9 @@ class StepKind(enum.StrEnum):
     UUID = "uuid4"
     RANDOM = "random"
     CHILD = "child"
+    """``app.start`` inside a workflow; the output is the child's id."""
+    WAIT = "wait"
+    """A workflow waited for another workflow's outcome (a child handle's ``result``)."""
 
 
 def to_seconds(delay: float | timedelta, what: str = "delay") -> float:
@@ -146,3 +151,21 @@ class WorkflowInfo:
     owner: str | None
     recovery_attempts: int
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """One cron schedule as ``app.list_schedules()`` returns it.
+
+    ``last_fire`` is the latest firing started by any process; ``next_fire`` the next one due
+    (None while paused). Both are aware datetimes in the schedule's time zone.
+    """
+
+    name: str
+    workflow: str
+    cron: str
+    tz: str | None
+    catch_up: bool
+    paused: bool
+    last_fire: datetime | None
+    next_fire: datetime | None

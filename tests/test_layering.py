@@ -13,7 +13,7 @@ LAYERS: list[set[str]] = [
     {"_errors", "_types"},
     {"_clock", "_codec", "_pool", "_context"},
     {"_journal"},
-    {"_registry"},
+    {"_registry", "_schedule"},
     {"_runtime"},
     {"_concurrency"},
     {"_app"},
