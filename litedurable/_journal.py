@@ -537,11 +537,17 @@ class Journal:
         output: bytes | None,
         error: bytes | None,
         now: float,
-    ) -> None:
-        """Record the workflow's final status and outcome (fenced on ``owner`` when given)."""
+    ) -> bool:
+        """Record the workflow's final status and outcome (fenced on ``owner`` when given).
 
-        def finish(conn: apsw.Connection) -> None:
+        Returns False, writing nothing, when the workflow is no longer pending (it was
+        cancelled, or timed out, while its run was finishing): the first outcome stays.
+        """
+
+        def finish(conn: apsw.Connection) -> bool:
             row = _fenced(conn, workflow_id, owner)
+            if row.status != "pending":
+                return False
             total = _workflow_checksum(workflow_id, row.name, row.inputs, output, error)
             conn.execute(
                 # The owner stays: go steps that lost a select may still record their outcome.
@@ -549,12 +555,13 @@ class Journal:
                 "updated_at = ? WHERE workflow_id = ?",
                 (status, output, error, total, now, workflow_id),
             )
+            return True
 
         def verify(conn: apsw.Connection) -> bool:
             row = _fetch_workflow(conn, workflow_id)
             return row is not None and row.status == status
 
-        self.write(finish, verify)
+        return self.write(finish, verify)
 
     def resume(self, workflow_id: str, now: float, *, owner: str | None) -> list[str]:
         """Make a finished workflow pending again, with the descendants its cancel reached.
@@ -638,7 +645,9 @@ class Journal:
     def cancel(self, workflow_id: str, error: bytes, now: float) -> list[str]:
         """Cancel a workflow and its non-detached descendants that are pending (any process may).
 
-        Their owner is cleared, so a process still running one is refused at its next write.
+        Their owner stays, so steps already running can still record what they did (a resume
+        then does not redo it); the owner's runtime notices the status and stops the run, and
+        its final outcome is refused (``finish_workflow`` writes only pending workflows).
         Returns the ids that were pending and are now cancelled.
         """
 
@@ -658,7 +667,7 @@ class Journal:
                 total = _workflow_checksum(wid, row.name, row.inputs, None, error)
                 conn.execute(
                     "UPDATE workflows SET status = 'cancelled', error = ?, checksum = ?, "
-                    "owner = NULL, updated_at = ? WHERE workflow_id = ?",
+                    "updated_at = ? WHERE workflow_id = ?",
                     (error, total, now, wid),
                 )
                 done.append(wid)
