@@ -184,6 +184,8 @@ class ScheduleRow:
     catch_up: bool
     paused: bool
     last_fire: float | None
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -767,10 +769,12 @@ class Journal:
         """Every schedule, by name."""
         return self.read(
             lambda conn: [
-                ScheduleRow(name, workflow, cron, tz, bool(catch_up), bool(paused), last_fire)
-                for name, workflow, cron, tz, catch_up, paused, last_fire in conn.execute(
-                    "SELECT name, workflow, cron, tz, catch_up, paused, last_fire "
-                    "FROM schedules ORDER BY name"
+                ScheduleRow(name, workflow, cron, tz, bool(catch_up), bool(paused), last_fire,
+                            created, updated)
+                for name, workflow, cron, tz, catch_up, paused, last_fire, created, updated
+                in conn.execute(
+                    "SELECT name, workflow, cron, tz, catch_up, paused, last_fire, created_at, "
+                    "updated_at FROM schedules ORDER BY name"
                 )
             ]
         )

@@ -6,11 +6,11 @@ the schedule's workflow runs a ``Scheduler``; they all compute the same fire tim
 the firing under the id ``"<name>@<fire time, ISO 8601>"``. Starting an id that exists is a
 no-op, so each firing runs exactly once however many processes race for it.
 
-Missed firings: a scheduler that starts (or sees a schedule for the first time) begins at the
-current time, so firings due while nothing ran are skipped, unless the schedule has
-``catch_up``: then it starts from the schedule's last fire and starts the missed firings, at most
-``CATCH_UP_LIMIT`` of them (the latest). A running scheduler starts every firing that came due,
-however late it wakes.
+Missed firings: a scheduler starts a schedule's firings from when it began to run it (the App's
+launch, or the schedule's creation or unpausing if later), so firings due while nothing ran are
+skipped, unless the schedule has ``catch_up``: then it starts from the schedule's last fire and
+starts the missed firings, at most ``CATCH_UP_LIMIT`` of them (the latest). A running scheduler
+starts every firing that came due, however late its thread wakes.
 
 Daylight saving time, as Vixie cron does it: a wall-clock time skipped by a spring-forward
 fires at the first instant after the gap; a wall-clock time that occurs twice in a fall-back
@@ -141,7 +141,8 @@ class Scheduler:
         self._known = known
         self._fire = fire
         self._cond = threading.Condition()
-        self._poked = False
+        self._started = clock.now()
+        self._poked = True  # the first tick reads the schedules at once
         self._stopping = False
         # name -> the fire time up to which this scheduler has started firings; None while
         # the schedule is paused (unpausing starts from "now": a pause is not an outage).
@@ -203,7 +204,7 @@ class Scheduler:
                 self._cursors[row.name] = None
                 continue
             cron = self.cron(row)
-            cursor = self._start_from(row, now)
+            cursor = self._start_from(row)
             fires, skipped = cron.between(cursor, now, CATCH_UP_LIMIT)
             if skipped:
                 log.warning("litedurable: schedule %r missed more than %d firings; starting the "
@@ -218,10 +219,11 @@ class Scheduler:
             wake = due if wake is None else min(wake, due)
         return wake
 
-    def _start_from(self, row: ScheduleRow, now: float) -> float:
+    def _start_from(self, row: ScheduleRow) -> float:
+        """Where this scheduler's firings of ``row`` begin (exclusive)."""
         if row.name in self._cursors:
             cursor = self._cursors[row.name]
-            return now if cursor is None else cursor
+            return row.updated_at if cursor is None else cursor  # None: it was paused
         if row.catch_up and row.last_fire is not None:
             return row.last_fire
-        return now
+        return max(self._started, row.created_at)

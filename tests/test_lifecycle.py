@@ -81,7 +81,8 @@ def test_child_workflows_are_recorded_steps_with_derived_ids(db_path):
         steps = app.steps("p")
         children = {w.workflow_id: w for w in app.list_workflows(name="child")}
     assert [(s.step, s.kind, s.name) for s in steps] == [
-        (0, "child", "child"), (1, "child", "child"), (2, "wait", "p/0"), (3, "wait", "named-child"),
+        (0, "child", "child"), (1, "child", "child"),
+        (2, "wait", "p/0"), (3, "wait", "named-child"),
     ]
     assert [s.output for s in steps] == ["p/0", "named-child", 10, 20]
     assert set(children) == {"p/0", "named-child"}
@@ -303,9 +304,8 @@ def test_a_deadline_that_passed_while_the_process_was_down_is_honoured(db_path):
     assert stored(db_path, "s") == "pending"
     clock.advance(61)  # nothing runs meanwhile
     app, _ = build()
-    with app:
-        with pytest.raises(ld.WorkflowTimedOutError):
-            app.handle("s").result(timeout=30)
+    with app, pytest.raises(ld.WorkflowTimedOutError):
+        app.handle("s").result(timeout=30)
     assert ran_after_sleep == {}
 
 
