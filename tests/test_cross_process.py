@@ -1,0 +1,109 @@
+"""Waiting on and cancelling a workflow that runs in another process on the same file.
+
+A child process runs the workflow; this process opens its own App on the file (another app
+version, so it never claims the child's work) and waits or cancels. The other process learns of
+the cancellation through its commit watcher (``PRAGMA data_version``), so a step running there
+sees ``ld.cancelled()`` without any write of its own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import litedurable as ld
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import litedurable as ld
+
+    path, workflow_id, gate = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    app = ld.App(path, app_version="worker")
+
+    @app.step(name="wait_for_gate")
+    def wait_for_gate() -> str:
+        while not gate.exists():
+            if ld.cancelled():
+                return "saw the cancellation"
+            time.sleep(0.001)
+        return "gate opened"
+
+    @app.workflow(name="remote")
+    def remote() -> str:
+        return wait_for_gate().upper()
+
+    with app:
+        handle = app.start(remote, workflow_id=workflow_id)
+        try:
+            handle.result(timeout=60)
+        except ld.WorkflowCancelledError:
+            pass
+        # The step's row lands after the cancellation; wait for it before closing.
+        deadline = time.monotonic() + 60
+        while not app.steps(workflow_id) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    """
+)
+
+
+def _start_worker(
+    tmp_path: Path, db_path: str, workflow_id: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    gate = tmp_path / f"{workflow_id}.gate"
+    worker = subprocess.Popen([sys.executable, str(script), db_path, workflow_id, str(gate)])
+    return worker, gate
+
+
+def _handle_when_started(app: ld.App, workflow_id: str) -> ld.Handle[object]:
+    limit = time.monotonic() + 60  # a hang guard for the child's interpreter start-up
+    while True:
+        try:
+            return app.handle(workflow_id)
+        except ld.WorkflowNotFoundError:
+            assert time.monotonic() < limit, "the worker never started its workflow"
+            time.sleep(0.005)
+
+
+@pytest.fixture
+def watcher(db_path: str):
+    with ld.App(db_path, app_version="watcher") as app:
+        yield app
+
+
+def test_result_waits_for_a_workflow_running_in_another_process(tmp_path, db_path, watcher):
+    worker, gate = _start_worker(tmp_path, db_path, "remote-1")
+    try:
+        handle = _handle_when_started(watcher, "remote-1")
+        with pytest.raises(ld.WaitTimeoutError):
+            handle.result(timeout=0.05)
+        gate.touch()
+        assert handle.result(timeout=60) == "GATE OPENED"
+        assert handle.status() is ld.Status.SUCCEEDED
+    finally:
+        gate.touch()
+        assert worker.wait(60) == 0
+
+
+def test_cancel_reaches_a_step_running_in_another_process(tmp_path, db_path, watcher):
+    worker, gate = _start_worker(tmp_path, db_path, "remote-2")
+    try:
+        handle = _handle_when_started(watcher, "remote-2")
+        assert handle.cancel() is True
+        with pytest.raises(ld.WorkflowCancelledError, match="remote-2"):
+            handle.result(timeout=60)
+        assert worker.wait(60) == 0  # its step returned because it saw ld.cancelled()
+        [step] = watcher.steps("remote-2")
+    finally:
+        gate.touch()
+        worker.wait(60)
+    assert step.output == "saw the cancellation"
+    assert handle.status() is ld.Status.CANCELLED  # the worker's late outcome was refused
