@@ -1,7 +1,8 @@
 """Every example under examples/ runs to completion and prints what it promises.
 
-Each example crashes its own workflow (``litedurable.testing.crash_at``), resumes it in a
-fresh App on the same journal, and exits non-zero if a decision changed across the crash.
+Each example crashes or stops its own workflow (``litedurable.testing.crash_at``, or closing
+the App), resumes it in a fresh App on the same journal, and exits non-zero if what it
+promises did not hold.
 ``quickstart.py`` has its own test.
 """
 
@@ -21,9 +22,12 @@ EXPECTED = {
     "fan_out_partial_failures.py": "same outcome as the crash-free run: True",
     "map_reduce.py": "completion order kept across the crash: True",
     "parallel_wait_all.py": "committed steps run again: none",
+    "parent_children.py": "attached child cancelled, detached child still pending: True",
     "race_fastest.py": "decision kept across the crash: True",
     "race_timeout.py": "decision kept across the crash: True",
     "racing_strategies.py": "winning strategy kept across the crash: True",
+    "scheduled_job.py": "each firing ran exactly once: True",
+    "workflow_timeout.py": "deadline honoured across the restart, then resumed: True",
 }
 
 OWNED_ELSEWHERE = {"quickstart.py"}
