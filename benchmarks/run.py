@@ -7,16 +7,19 @@
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
 
 Every figure is a median over ``--repeat`` runs, each in a fresh forked process on a fresh
-file, and is printed next to a baseline measured in this same run (raw apsw commits, the ideal
-wall time, or an empty journal) and their ratio, because absolute numbers on a shared machine
-mean little. Lines that issue 6's table sets a target for carry ``target`` and ``met``.
-Peak RSS is the measuring process's own. Never a pass/fail test.
+file, printed next to a baseline measured in this same run and their ratio, because absolute
+numbers on a shared machine mean little. The raw apsw commit baseline is measured again inside
+every repetition's process just before the workload, and ``ratio`` is the median of the
+per-repetition ratios, so load that changes from minute to minute cancels pairwise. Other
+baselines: the ideal wall time (c), an empty journal measured alternately (e). Lines that
+issue 6's table sets a target for carry ``target`` and ``met``. Peak RSS is the measuring
+process's own. Never a pass/fail test.
 
 Line fields: ``workload``, ``engine``, ``durability``, the sizes, ``figure`` (the name of the
 headline field) and that field, ``baseline`` (the name of the baseline field) and that field,
-``ratio`` (figure / baseline), ``reps``, ``peak_rss_mb``, and ``target``/``met`` where the
-issue has one. Peer lines add ``litedurable_speedup`` (how many times better litedurable's
-figure is than the peer's on the same workload and durability).
+``ratio`` (figure / baseline, median over repetitions), ``reps``, ``peak_rss_mb``, and
+``target``/``met`` where the issue has one. Peer lines add ``litedurable_speedup`` (how many
+times better litedurable's figure is than the peer's on the same workload and durability).
 """
 
 from __future__ import annotations
@@ -81,6 +84,24 @@ class Engine:
     info: dict[str, Any]
 
 
+@dataclass
+class Runs:
+    """The repetitions of one workload: results, paired raw-commit baselines, peak RSS."""
+
+    values: list[Any]
+    raw_s: list[float]  # seconds per raw commit measured in each repetition's child, first
+    rss: float
+
+    def figure(self, get: Callable[[Any], float] = float) -> float:
+        return median([get(v) for v in self.values])
+
+    def ratio(self, get: Callable[[Any], float], *, rate: bool) -> float:
+        """Median of per-repetition ratios to the paired baseline (drift cancels pairwise)."""
+        if rate:  # workflows/s against raw commits/s
+            return median([get(v) * r for v, r in zip(self.values, self.raw_s, strict=True)])
+        return median([get(v) / r for v, r in zip(self.values, self.raw_s, strict=True)])
+
+
 class Runner:
     """Runs each workload on each engine and durability and prints its line."""
 
@@ -90,24 +111,33 @@ class Runner:
         self.engines = engines
         self.only = only
         self.profile_dir = profile_dir
-        self.raw_us: dict[str, float] = {}
         # litedurable's headline figure per (workload key, durability), for peer speedups
         self.ours: dict[tuple[str, str], float] = {}
 
     # -- measuring --------------------------------------------------------------------------
 
-    def measure(self, label: str, fn: Callable[[str], Any], repeat: int) -> tuple[list[Any], float]:
+    def measure(self, label: str, fn: Callable[[str], Any], repeat: int,
+                paired: str | None = None) -> Runs:
         """Run ``fn(fresh_path)`` ``repeat`` times, each in its own forked child.
 
-        Returns every repetition's result and the highest peak RSS among them. Only the first
-        repetition is profiled (with ``--profile``).
+        With ``paired`` (a durability), each child first measures the raw commit time on a
+        file of its own, so every repetition has a baseline taken seconds before it: on a
+        shared machine the load changes from minute to minute, and a ratio of two figures
+        measured together is what stays meaningful. Only the first repetition is profiled.
         """
-        results, rss = [], 0.0
+        values, raws, rss = [], [], 0.0
         for i in range(repeat):
-            value, peak = self.once(label if i == 0 else None, fn)
-            results.append(value)
+            if paired is None:
+                value, peak = self.once(label if i == 0 else None, fn)
+            else:
+                (raw, value), peak = self.once(
+                    label if i == 0 else None,
+                    lambda p, du=paired: (
+                        ld_workloads.raw_commit_seconds(p + ".raw", du, self.sizes.raw), fn(p)))
+                raws.append(raw)
+            values.append(value)
             rss = max(rss, peak)
-        return results, rss
+        return Runs(values, raws, rss)
 
     def once(self, label: str | None, fn: Callable[[str], Any]) -> tuple[Any, float]:
         """``fn(path)`` on a fresh path in a fresh temporary directory, in a forked child."""
@@ -122,16 +152,17 @@ class Runner:
         return isolated(fn, profile_to=profile_to)
 
     def line(self, engine: Engine, workload: str, durability: str, params: dict[str, Any],
-             figure: str, value: float, baseline: str | None, base: float | None,
+             figure: tuple[str, float], baseline: tuple[str, float] | None, ratio: float | None,
              reps: int, rss: float, targets: Sequence[Target] = (), key: str | None = None,
              extra: dict[str, Any] | None = None) -> None:
         """Print one result line (and remember litedurable's figure for the peer's line)."""
+        name, value = figure
         record: dict[str, Any] = {"workload": workload, "engine": engine.name,
                                   "durability": durability, **params,
-                                  "figure": figure, figure: sig(value)}
-        if baseline is not None and base is not None:
-            record.update({"baseline": baseline, baseline: sig(base),
-                           "ratio": sig(value / base, 3)})
+                                  "figure": name, name: sig(value)}
+        if baseline is not None and ratio is not None:
+            record.update({"baseline": baseline[0], baseline[0]: sig(baseline[1]),
+                           "ratio": sig(ratio, 3)})
         record.update(extra or {})
         record.update({"reps": reps, "peak_rss_mb": rss})
         key = key or workload
@@ -140,7 +171,7 @@ class Runner:
             self.ours[(key, durability)] = value
         elif (key, durability) in self.ours:
             ours = self.ours[(key, durability)]
-            speedup = value / ours if figure in LOWER_IS_BETTER else ours / value
+            speedup = value / ours if name in LOWER_IS_BETTER else ours / value
             record["litedurable_speedup"] = sig(speedup, 3)
             if key == "b8" and durability == "full":
                 peer_targets.append(Target("litedurable_speedup", ">=", 20))
@@ -155,62 +186,66 @@ class Runner:
     # -- workloads --------------------------------------------------------------------------
 
     def raw(self, durability: str) -> None:
-        """Raw apsw commits, alone and with 8 threads contending: the baselines."""
+        """Raw apsw commits, alone and with 8 threads contending: the run-level baselines.
+
+        Ratios use the raw commit time measured inside each repetition's own process (see
+        ``measure``); these lines show the baseline on its own and under contention.
+        """
         s = self.sizes
-        lit = self.engines[0]
-        runs, rss = self.measure(f"raw-{durability}", lambda p: ld_workloads.raw_commit_seconds(
-            p, durability, s.raw), lit.repeat)
-        self.raw_us[durability] = median(runs) * 1e6
+        repeat = self.engines[0].repeat
+        runs = self.measure(f"raw-{durability}", lambda p: ld_workloads.raw_commit_seconds(
+            p, durability, s.raw), repeat)
+        raw_us = runs.figure() * 1e6
         emit({"workload": "raw_commit", "engine": "apsw", "durability": durability,
-              "commits": s.raw, "figure": "us", "us": sig(self.raw_us[durability]),
-              "reps": lit.repeat, "peak_rss_mb": rss})
+              "commits": s.raw, "figure": "us", "us": sig(raw_us),
+              "per_s": sig(1e6 / raw_us), "reps": repeat, "peak_rss_mb": runs.rss})
         if not self.wanted("b"):
             return
-        runs, rss = self.measure(
+        runs = self.measure(
             f"raw8-{durability}",
-            lambda p: ld_workloads.raw_commit_threads_per_s(p, durability, s.raw, 8), lit.repeat)
-        per_s = median(runs)
+            lambda p: ld_workloads.raw_commit_threads_per_s(p, durability, s.raw, 8), repeat,
+            paired=durability)
         emit({"workload": "raw_commit_8_threads", "engine": "apsw", "durability": durability,
-              "commits": s.raw, "figure": "per_s", "per_s": sig(per_s),
-              "baseline": "raw_commits_per_s", "raw_commits_per_s": sig(self.raw_rate(durability)),
-              "ratio": sig(per_s / self.raw_rate(durability), 3),
-              "reps": lit.repeat, "peak_rss_mb": rss})
-
-    def raw_rate(self, durability: str) -> float:
-        return 1e6 / self.raw_us[durability]
+              "commits": s.raw, "threads": 8, "figure": "per_s", "per_s": sig(runs.figure()),
+              "baseline": "raw_commits_per_s", "raw_commits_per_s": sig(1 / median(runs.raw_s)),
+              "ratio": sig(runs.ratio(float, rate=True), 3),
+              "reps": repeat, "peak_rss_mb": runs.rss})
 
     def a(self, engine: Engine, durability: str) -> None:
         n = self.sizes.a_steps
-        runs, rss = self.measure(f"a-{engine.name}-{durability}", lambda p: (
-            engine.module.sequential_steps(p, durability, n)), engine.repeat)
+        runs = self.measure(f"a-{engine.name}-{durability}", lambda p: (
+            engine.module.sequential_steps(p, durability, n)), engine.repeat, paired=durability)
         target = Target("ratio", "<=", 1.3 if durability == "full" else 2.0)
-        self.line(engine, "a_sequential_steps", durability, {"steps": n}, "us_per_step",
-                  median(runs) * 1e6, "raw_commit_us", self.raw_us[durability], engine.repeat,
-                  rss, [target])
+        self.line(engine, "a_sequential_steps", durability, {"steps": n},
+                  ("us_per_step", runs.figure() * 1e6),
+                  ("raw_commit_us", median(runs.raw_s) * 1e6), runs.ratio(float, rate=False),
+                  engine.repeat, runs.rss, [target])
 
     def b(self, engine: Engine, durability: str) -> None:
         n = self.sizes.b_workflows
         for clients in (1, 8):
-            runs, rss = self.measure(
+            runs = self.measure(
                 f"b{clients}-{engine.name}-{durability}",
                 lambda p, c=clients: engine.module.many_workflows(p, durability, n, c),
-                engine.repeat)
+                engine.repeat, paired=durability)
             targets = [Target("peak_rss_mb", "<", 80)]
             if clients == 8 and durability == "full":
                 targets.insert(0, Target("per_s", ">=", 1000))
             self.line(engine, "b_three_step_workflows", durability,
-                      {"clients": clients, "workflows": n}, "per_s", median(runs),
-                      "raw_commits_per_s", self.raw_rate(durability), engine.repeat, rss,
-                      targets, key=f"b{clients}")
+                      {"clients": clients, "workflows": n}, ("per_s", runs.figure()),
+                      ("raw_commits_per_s", 1 / median(runs.raw_s)),
+                      runs.ratio(float, rate=True), engine.repeat, runs.rss, targets,
+                      key=f"b{clients}")
 
     def c(self, engine: Engine, durability: str) -> None:
         s = self.sizes
-        runs, rss = self.measure(f"c-{engine.name}-{durability}", lambda p: (
+        runs = self.measure(f"c-{engine.name}-{durability}", lambda p: (
             engine.module.fan_out(p, durability, s.c_steps, s.c_step_s)), engine.repeat)
+        wall_ms = runs.figure() * 1e3
         self.line(engine, "c_fan_out", durability,
-                  {"steps": s.c_steps, "step_ms": s.c_step_s * 1e3}, "wall_ms",
-                  median(runs) * 1e3, "ideal_ms", s.c_step_s * 1e3, engine.repeat, rss,
-                  [Target("ratio", "<=", 2)])
+                  {"steps": s.c_steps, "step_ms": s.c_step_s * 1e3}, ("wall_ms", wall_ms),
+                  ("ideal_ms", s.c_step_s * 1e3), wall_ms / (s.c_step_s * 1e3), engine.repeat,
+                  runs.rss, [Target("ratio", "<=", 2)])
 
     def d(self, engine: Engine, durability: str) -> None:
         s = self.sizes
@@ -224,14 +259,16 @@ class Runner:
                 copy_database(crashed, path)  # every repetition recovers the same crash
                 return engine.module.recover_crashed(path, durability, n, steps, done)
 
-            runs, rss = self.measure(f"d-{engine.name}-{durability}", recover, engine.repeat)
+            runs = self.measure(f"d-{engine.name}-{durability}", recover, engine.repeat,
+                                paired=durability)
         self.line(engine, "d_crash_recovery", durability,
                   {"workflows": n, "steps": steps, "recorded_before_kill": done},
-                  "per_s", median([r["per_s"] for r in runs]),
-                  "raw_commits_per_s", self.raw_rate(durability), engine.repeat, rss,
+                  ("per_s", runs.figure(lambda r: r["per_s"])),
+                  ("raw_commits_per_s", 1 / median(runs.raw_s)),
+                  runs.ratio(lambda r: r["per_s"], rate=True), engine.repeat, runs.rss,
                   [Target("per_s", ">=", 1000)],
-                  extra={"first_step_ms": sig(median([r["first_step_s"] for r in runs]) * 1e3),
-                         "reran_recorded_steps": max(r["reran"] for r in runs),
+                  extra={"first_step_ms": sig(runs.figure(lambda r: r["first_step_s"]) * 1e3),
+                         "reran_recorded_steps": max(r["reran"] for r in runs.values),
                          "victim_s": sig(victim["victim_s"]),
                          "step_rows_at_kill": victim["step_rows"]})
 
@@ -259,38 +296,44 @@ class Runner:
                         empty_runs.append(empty)
                         big_runs.append(full_journal)
                         rss = max(rss, peak_e, peak_b)
+                    ratio = median([b / e for b, e in zip(big_runs, empty_runs, strict=True)])
                     self.line(engine, "e_big_journal", durability,
                               {"journal_rows": rows, "rows_in_file": rows_now,
                                "steps": s.e_steps},
-                              "us_per_step", median(big_runs) * 1e6, "empty_us_per_step",
-                              median(empty_runs) * 1e6, engine.repeat, rss,
-                              [Target("ratio", "<=", 1.2)], key=f"e{rows}")
+                              ("us_per_step", median(big_runs) * 1e6),
+                              ("empty_us_per_step", median(empty_runs) * 1e6), ratio,
+                              engine.repeat, rss, [Target("ratio", "<=", 1.2)], key=f"e{rows}")
 
     def f(self, engine: Engine, durability: str) -> None:
         s = self.sizes
-        runs, rss = self.measure(f"f-select-{engine.name}-{durability}", lambda p: (
+        runs = self.measure(f"f-select-{engine.name}-{durability}", lambda p: (
             engine.module.select_overhead(p, durability, s.f_select_futures,
-                                          s.f_select_rounds)), engine.repeat)
+                                          s.f_select_rounds)), engine.repeat, paired=durability)
         self.line(engine, "f_select", durability,
                   {"futures": s.f_select_futures, "selects": s.f_select_rounds},
-                  "us_per_select", median([r["per_select_s"] for r in runs]) * 1e6,
-                  "raw_commit_us", self.raw_us[durability], engine.repeat, rss,
-                  extra={"go_us_per_step": sig(median([r["go_per_step_s"] for r in runs]) * 1e6)})
-        runs, rss = self.measure(f"f-as-completed-{engine.name}-{durability}", lambda p: (
-            engine.module.as_completed_overhead(p, durability, s.f_as_completed)), engine.repeat)
+                  ("us_per_select", runs.figure(lambda r: r["per_select_s"]) * 1e6),
+                  ("raw_commit_us", median(runs.raw_s) * 1e6),
+                  runs.ratio(lambda r: r["per_select_s"], rate=False), engine.repeat, runs.rss,
+                  extra={"go_us_per_step": sig(
+                      runs.figure(lambda r: r["go_per_step_s"]) * 1e6)})
+        runs = self.measure(f"f-as-completed-{engine.name}-{durability}", lambda p: (
+            engine.module.as_completed_overhead(p, durability, s.f_as_completed)),
+            engine.repeat, paired=durability)
         self.line(engine, "f_as_completed", durability, {"futures": s.f_as_completed},
-                  "us_per_yield", median([r["per_yield_s"] for r in runs]) * 1e6,
-                  "raw_commit_us", self.raw_us[durability], engine.repeat, rss,
-                  extra={"go_us_per_step": sig(median([r["go_per_step_s"] for r in runs]) * 1e6)})
+                  ("us_per_yield", runs.figure(lambda r: r["per_yield_s"]) * 1e6),
+                  ("raw_commit_us", median(runs.raw_s) * 1e6),
+                  runs.ratio(lambda r: r["per_yield_s"], rate=False), engine.repeat, runs.rss,
+                  extra={"go_us_per_step": sig(
+                      runs.figure(lambda r: r["go_per_step_s"]) * 1e6)})
 
     def sleep(self) -> None:
         n = self.sizes.sleepers
-        (result,), rss = self.measure("sleep", lambda p: ld_workloads.sleeping_threads(p, n), 1)
+        runs = self.measure("sleep", lambda p: ld_workloads.sleeping_threads(p, n), 1)
+        result = runs.values[0]
         emit({"workload": "sleeping_workflows", "engine": "litedurable", "durability": "full",
               "workflows": n, "figure": "threads_peak", "threads_peak": result["threads_peak"],
-              "baseline": "workflows",
-              "ratio": sig(result["threads_peak"] / n, 3),
-              "wake_all_s": sig(result["wake_all_s"]), "reps": 1, "peak_rss_mb": rss})
+              "baseline": "workflows", "ratio": sig(result["threads_peak"] / n, 3),
+              "wake_all_s": sig(result["wake_all_s"]), "reps": 1, "peak_rss_mb": runs.rss})
 
     # -- the whole run ----------------------------------------------------------------------
 
