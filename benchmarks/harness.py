@@ -85,7 +85,7 @@ class _ThreadProfiler:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
         for profile in self._profiles:
             profile.disable()
 

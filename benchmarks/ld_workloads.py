@@ -231,7 +231,8 @@ def _victim(path: str, durability: str, n: int, steps: int, done: int) -> None:
     app, wf = recovery_app(path, durability, steps=steps, on_body=on_body, workflow_threads=n)
     app.launch()
     for i in range(n):
-        app.start(wf, i, workflow_id=f"wf-{i}")
+        # workflow_id= is consumed by start(); its ParamSpec signature does not declare it
+        app.start(wf, i, workflow_id=f"wf-{i}")  # type: ignore[call-arg]
     forever.wait(600)
     os._exit(3)
 
@@ -365,10 +366,10 @@ def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
     if not need_wf <= set(wf_cols) or not need_step <= set(step_cols):
         raise RuntimeError(f"the journal layout changed ({wf_cols}; {step_cols}): update "
                            "benchmarks/ld_workloads.py:fill_journal")
-    wf_row = dict(zip(wf_cols, conn.execute(
+    wf_row: dict[str, Any] = dict(zip(wf_cols, conn.execute(
         "SELECT * FROM workflows WHERE workflow_id = ?", (template.workflow_id,)
     ).fetchall()[0], strict=True))
-    step_rows = [dict(zip(step_cols, r, strict=True)) for r in conn.execute(
+    step_rows: list[dict[str, Any]] = [dict(zip(step_cols, r, strict=True)) for r in conn.execute(
         "SELECT * FROM steps WHERE workflow_id = ? ORDER BY step", (template.workflow_id,))]
     ids = sorted(str(uuid.uuid4()) for _ in range(-(-rows // steps_per_workflow)))
     wf_sql = (f"INSERT INTO workflows ({', '.join(wf_cols)}) "

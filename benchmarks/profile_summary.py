@@ -69,13 +69,15 @@ def cprofile(path: str, top: int) -> None:
     stats = pstats.Stats(path)
     raw = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for (_, _, tt, _, _) in raw.values()) or 1.0  # every thread's time
-    rows = [(f"{fn} ({file.rsplit('/', 1)[-1]})", tt, ct)
-            for (file, _, fn), (_, _, tt, ct, _) in raw.items()]
+    rows: list[tuple[str, float, float]] = [
+        (f"{fn} ({file.rsplit('/', 1)[-1]})", float(tt), float(ct))
+        for (file, _, fn), (_, _, tt, ct, _) in raw.items()
+    ]
     print(f"{total:.3f} s of profiled time (all threads)")
-    for title, index in (("self", 1), ("cumulative", 2)):
+    for title, own in (("self", True), ("cumulative", False)):
         print(f"-- top {top} by {title} time")
-        for row in sorted(rows, key=lambda r: -r[index])[:top]:
-            print(f"{100 * row[index] / total:6.1f}%  {row[0]}")
+        for name, tt, ct in sorted(rows, key=lambda r: -(r[1] if own else r[2]))[:top]:
+            print(f"{100 * (tt if own else ct) / total:6.1f}%  {name}")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -125,15 +126,17 @@ class Runner:
         shared machine the load changes from minute to minute, and a ratio of two figures
         measured together is what stays meaningful. Only the first repetition is profiled.
         """
+        def with_raw(path: str) -> tuple[float, Any]:
+            assert paired is not None
+            raw = ld_workloads.raw_commit_seconds(path + ".raw", paired, self.sizes.raw)
+            return raw, fn(path)
+
         values, raws, rss = [], [], 0.0
         for i in range(repeat):
             if paired is None:
                 value, peak = self.once(label if i == 0 else None, fn)
             else:
-                (raw, value), peak = self.once(
-                    label if i == 0 else None,
-                    lambda p, du=paired: (
-                        ld_workloads.raw_commit_seconds(p + ".raw", du, self.sizes.raw), fn(p)))
+                (raw, value), peak = self.once(label if i == 0 else None, with_raw)
                 raws.append(raw)
             values.append(value)
             rss = max(rss, peak)
@@ -226,7 +229,8 @@ class Runner:
         for clients in (1, 8):
             runs = self.measure(
                 f"b{clients}-{engine.name}-{durability}",
-                lambda p, c=clients: engine.module.many_workflows(p, durability, n, c),
+                partial(engine.module.many_workflows, durability=durability, n=n,
+                        clients=clients),
                 engine.repeat, paired=durability)
             targets = [Target("peak_rss_mb", "<", 80)]
             if clients == 8 and durability == "full":
@@ -280,7 +284,7 @@ class Runner:
             filled = 0
             for rows in s.e_rows:
                 rows_now, _ = self.run_isolated(
-                    None, lambda r=rows - filled: engine.module.fill_journal(big, r))
+                    None, partial(engine.module.fill_journal, big, rows - filled))
                 filled = rows
                 for durability in DURABILITIES:
                     empty_runs, big_runs, rss = [], [], 0.0
@@ -288,11 +292,11 @@ class Runner:
                         label = f"e-{rows}-{engine.name}-{durability}" if i == 0 else None
                         empty, peak_e = self.once(
                             label and f"{label}-empty",
-                            lambda p, du=durability: engine.module.sequential_steps(
-                                p, du, s.e_steps))
+                            partial(engine.module.sequential_steps, durability=durability,
+                                    n=s.e_steps))
                         full_journal, peak_b = self.run_isolated(
-                            label, lambda du=durability: engine.module.sequential_steps(
-                                big, du, s.e_steps))
+                            label, partial(engine.module.sequential_steps, big, durability,
+                                           s.e_steps))
                         empty_runs.append(empty)
                         big_runs.append(full_journal)
                         rss = max(rss, peak_e, peak_b)
@@ -345,11 +349,11 @@ class Runner:
             for key, workload in per_durability:
                 if self.wanted(key):
                     for engine in self.engines:
-                        self.guarded(engine, key, durability, lambda w=workload, e=engine,
-                                     du=durability: w(e, du))
+                        self.guarded(engine, key, durability,
+                                     partial(workload, engine, durability))
         if self.wanted("e"):
             for engine in self.engines:
-                self.guarded(engine, "e", "both", lambda e=engine: self.e(e))
+                self.guarded(engine, "e", "both", partial(self.e, engine))
         if self.wanted("sleep"):
             self.guarded(self.engines[0], "sleep", "full", self.sleep)
 
