@@ -124,24 +124,31 @@ class Handle(Generic[R]):
             return self._await_in(scope, timeout)
         app = self._app
         limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
-        while True:
-            _, runtime = app._parts()
-            seen = runtime.finished_count  # read before the row: no notification is missed
-            row = app._row(self.workflow_id)
-            if row.status != Status.PENDING:
-                value: R = app._outcome(row)
-                return value
-            remaining = None if limit is None else limit - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeoutError(
-                    f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; it "
-                    "keeps running. Call result() again to keep waiting."
-                )
+        _, runtime = app._parts()
+        with runtime.finished:
+            runtime.result_waiters += 1  # the commit watcher looks often while we wait
+        runtime.watch_often()
+        try:
+            while True:
+                seen = runtime.finished_count  # read before the row: no wake-up is missed
+                row = app._row(self.workflow_id)
+                if row.status != Status.PENDING:
+                    value: R = app._outcome(row)
+                    return value
+                remaining = None if limit is None else limit - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise WaitTimeoutError(
+                        f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; "
+                        "it keeps running. Call result() again to keep waiting."
+                    )
+                with runtime.finished:
+                    if runtime.finished_count == seen:
+                        # Notified on every outcome here and every commit elsewhere; the cap
+                        # is only a safety net.
+                        runtime.finished.wait(1.0 if remaining is None else min(remaining, 1.0))
+        finally:
             with runtime.finished:
-                if runtime.finished_count == seen:
-                    # Notified on every outcome here and every commit elsewhere; the cap is
-                    # only a safety net.
-                    runtime.finished.wait(1.0 if remaining is None else min(remaining, 1.0))
+                runtime.result_waiters -= 1
 
     def _await_in(self, run: WorkflowRun, timeout: float | timedelta | None) -> R:
         if run.runtime is not self._app._runtime:

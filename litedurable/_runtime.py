@@ -49,11 +49,13 @@ from ._registry import Registry, WorkflowDef
 from ._types import Retry, Status
 
 WATCH_INTERVAL = 0.005
-"""Seconds between two looks for commits made by other processes (``PRAGMA data_version``).
+"""Seconds between two looks for commits made by other processes (``PRAGMA data_version``)
+while something here could care: a ``Handle.result`` waiter, or a workflow running here.
 
 This bounds the cross-process wake-up latency of ``Handle.result`` and of cancellation; a look
-costs a few microseconds and no file I/O, so polling this often costs well under 1% of a core.
-"""
+costs microseconds and no file I/O."""
+IDLE_WATCH_INTERVAL = 0.1
+"""The same while nothing here waits or runs, so an idle App costs next to no CPU."""
 
 __all__ = [
     "CRASH_POINTS",
@@ -420,6 +422,7 @@ class Runtime:
         self._slots: dict[str, _Slot] = {}
         self.finished = threading.Condition()  # notified whenever a workflow gets an outcome
         self.finished_count = 0  # bumped under ``finished`` at each notification
+        self.result_waiters = 0  # threads in Handle.result (changed under ``finished``)
         self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
@@ -428,7 +431,7 @@ class Runtime:
             target=self._timer_loop, name="litedurable-timer", daemon=True
         )
         self._timer_thread.start()
-        self._watch_stop = threading.Event()
+        self._watch_wake = threading.Event()  # set to look now (or to stop, when closing)
         self._watch_thread = threading.Thread(
             target=self._watch_loop, name="litedurable-watch", daemon=True
         )
@@ -444,6 +447,8 @@ class Runtime:
             slot = self._slots.get(workflow_id)
             if slot is None:
                 slot = self._slots[workflow_id] = _Slot(row)
+                if len(self._slots) == 1:
+                    self._watch_wake.set()  # from the idle pace to the fast one
             elif slot.state == "running":
                 slot.again = True  # e.g. resumed while its cancelled run unwinds
                 return
@@ -591,6 +596,10 @@ class Runtime:
             now=self.clock.now(),
         )
         self.announce_finished([workflow_id])
+
+    def watch_often(self) -> None:
+        """Someone here started waiting: make the commit watcher look at its fast pace now."""
+        self._watch_wake.set()
 
     def announce_finished(self, workflow_ids: Sequence[str] = ()) -> None:
         """Wake ``Handle.result`` waiters, and the workflows waiting on ``workflow_ids``."""
@@ -783,7 +792,13 @@ class Runtime:
     # -- other processes ------------------------------------------------------------------
 
     def _watch_loop(self) -> None:
-        while not self._watch_stop.wait(WATCH_INTERVAL):
+        interval = WATCH_INTERVAL
+        while True:
+            self._watch_wake.wait(interval)
+            self._watch_wake.clear()
+            if self.closing:
+                return
+            interval = WATCH_INTERVAL if self.result_waiters or self._slots else IDLE_WATCH_INTERVAL
             try:
                 if self.journal.changed_elsewhere():
                     self._foreign_change()
@@ -795,9 +810,12 @@ class Runtime:
                 log.warning("litedurable: watching for other processes' commits failed: %s", exc)
 
     def _foreign_change(self) -> None:
-        """Another process committed: deliver its cancellations and finished workflows here."""
+        """Another process committed: deliver its cancellations and finished workflows here.
+
+        Suspended workflows are left out: they read their row again when they are driven.
+        """
         with self._lock:
-            running = [wid for wid, s in self._slots.items() if s.state == "running" or s.tasks]
+            running = [wid for wid, s in self._slots.items() if s.state != "suspended" or s.tasks]
             targets = list(self._waiters)
         statuses = self.journal.statuses([*running, *targets])
         gone = [w for w in running if statuses.get(w, ("", None))[0] == Status.CANCELLED]
@@ -856,7 +874,7 @@ class Runtime:
                 task.scope.cond.notify_all()
         with self._timer_cond:
             self._timer_cond.notify_all()
-        self._watch_stop.set()
+        self._watch_wake.set()
         deadline = time.monotonic() + grace
         stuck = self.run_pool.shutdown(grace)
         stuck += self.step_pool.shutdown(max(0.0, deadline - time.monotonic()))

@@ -186,7 +186,11 @@ class Scheduler:
                 wake = self._tick()
             except AppClosedError:
                 return
-            except Exception as exc:
+            except BaseException as exc:
+                if self._journal.frozen:  # a simulated crash: this App is dead
+                    return
+                if not isinstance(exc, Exception):
+                    raise
                 log.warning("litedurable: the scheduler could not read or fire schedules: %s", exc)
                 wake = self._clock.now() + 1.0
 
