@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._app import App, replay_check, step_info, workflow_info
+from ._clock import to_datetime
 from ._codec import Codec
 from ._demo import main as demo
 from ._errors import DurableError
@@ -84,6 +85,17 @@ def cmd_steps(args: argparse.Namespace) -> int:
         if s.candidates is not None:
             outcome += f"  (candidates {s.candidates}, winner {s.winner})"
         print(f"{s.step:>4}  {s.kind:<12} {s.name:<24} {outcome[:100]}")
+    return 0
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    with _journal(args) as journal:
+        rows = journal.schedules()
+    print(f"{'SCHEDULE':<24} {'WORKFLOW':<24} {'CRON':<20} {'TZ':<16} {'STATE':<8} LAST FIRE")
+    for r in rows:
+        last = "never" if r.last_fire is None else f"{to_datetime(r.last_fire):%Y-%m-%d %H:%M:%S}Z"
+        print(f"{r.name:<24} {r.workflow:<24} {r.cron:<20} {r.tz or 'UTC':<16} "
+              f"{'paused' if r.paused else 'active':<8} {last}")
     return 0
 
 
@@ -172,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow_id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_steps)
+
+    p = sub.add_parser("schedules", help="list cron schedules, paused or active")
+    p.set_defaults(fn=cmd_schedules)
 
     p = sub.add_parser("cancel", help="cancel a workflow and its non-detached children")
     p.add_argument("workflow_id")

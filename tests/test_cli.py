@@ -12,7 +12,9 @@ import pytest
 import litedurable as ld
 from litedurable._cli import build_parser, main
 
-COMMANDS = ["list", "show", "steps", "cancel", "resume", "fork", "gc", "replay", "demo"]
+COMMANDS = [
+    "list", "show", "steps", "schedules", "cancel", "resume", "fork", "gc", "replay", "demo",
+]
 
 WORKFLOW_MODULE = '''
 import litedurable as ld
@@ -48,6 +50,25 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "usage: litedurable" in capsys.readouterr().out
+
+
+def test_schedules_lists_paused_and_active(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    db = tmp_path / "cron.db"
+    app = ld.App(db)
+
+    @app.workflow(name="job")
+    def job(fire_at: object) -> None: ...
+
+    app.schedule("nightly", job, "0 0 2 * * *", tz="Europe/Paris")
+    app.schedule("often", job, "*/5 * * * *")
+    with app:
+        app.pause_schedule("often")
+    assert main(["--db", str(db), "schedules"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["SCHEDULE", "WORKFLOW", "CRON"]
+    assert lines[1].split() == ["nightly", "job", "0", "0", "2", "*", "*", "*", "Europe/Paris",
+                                "active", "never"]
+    assert lines[2].split()[-3:] == ["UTC", "paused", "never"]
 
 
 def test_parser_knows_exactly_the_contract_commands() -> None:
