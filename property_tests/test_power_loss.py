@@ -28,10 +28,9 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -39,11 +38,12 @@ import apsw
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
+from known_bugs import short_database_with_wal_accepted
 from powerloss import Disk, Mode, close_leaked, mounted
+from scratch import scratch_dir
 
 import litedurable as ld
-from litedurable import _journal
-from litedurable._errors import DurableError
+from litedurable._errors import DurableError, JournalCorruptError
 from litedurable._journal import Journal
 from litedurable.testing import Crash, FakeClock
 
@@ -106,7 +106,8 @@ def expected(inputs: list[int]) -> int:
 
 def build(path: str, recorder: Recorder, durability: Durability,
           vfs: str | None) -> tuple[ld.App, Callable[..., int]]:
-    app = ld.App(path, durability=durability, vfs=vfs, clock=FakeClock(), workers=2)
+    app = ld.App(path, durability=durability, vfs=vfs, clock=FakeClock(), workers=2,
+                 app_version="power-loss")
 
     @app.step()
     def value(x: int) -> int:
@@ -231,35 +232,13 @@ class Verdict:
     mid_run: bool  # the power went off before the workload finished and the App closed
 
 
-@contextlib.contextmanager
-def checkpoint_bug_worked_around() -> Iterator[None]:
-    """Work around the engine bug pinned by ``test_reopen_after_a_cut_during_a_checkpoint``.
-
-    ``Journal`` checks the database file's size against its header before SQLite has looked
-    at the WAL or a hot rollback journal, which hold what a cut checkpoint did not finish
-    copying; the property tests skip that check when such a file exists, so they go on
-    checking everything else. Remove this when that test passes.
-    """
-    check_header = _journal._check_header
-
-    def unless_sqlite_will_recover(path: str) -> None:
-        for sidecar in (f"{path}-wal", f"{path}-journal"):
-            if os.path.exists(sidecar) and os.path.getsize(sidecar) > 0:
-                return
-        check_header(path)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_journal, "_check_header", unless_sqlite_will_recover)
-        yield
-
-
 def check_power_loss(workload: Workload, durability: Durability, cut_after: int | None,
                      mode: Mode, seed: int, *, reboot_at: int = 0, honest_sync: bool = True,
                      cut_before_close: bool = False) -> Verdict:
     """Run, cut the power, inspect, recover; return every broken invariant."""
     problems: list[str] = []
     workflow_ids = ids(workload)
-    with tempfile.TemporaryDirectory() as d, checkpoint_bug_worked_around():
+    with scratch_dir() as d, short_database_with_wal_accepted():
         path = os.path.join(d, "journal.db")
         disk = Disk(cut_after=cut_after, honest_sync=honest_sync)
         with mounted(disk) as vfs:
@@ -302,7 +281,7 @@ def recover(path: str, workload: Workload, durability: Durability,
 
 def mutating_calls(workload: Workload, durability: Durability, reboot_at: int) -> int:
     """How many writes and syncs the workload makes when the power stays on."""
-    with tempfile.TemporaryDirectory() as d:
+    with scratch_dir() as d:
         disk = Disk()
         with mounted(disk) as vfs:
             run_until_cut(os.path.join(d, "journal.db"), workload, durability, disk, vfs,
@@ -367,7 +346,7 @@ def test_negative_control_synchronous_off_is_caught(monkeypatch: pytest.MonkeyPa
     assert any(p.startswith("D4: acknowledged") for p in verdict.problems), verdict
 
 
-@pytest.mark.xfail(strict=True, raises=_journal.JournalCorruptError, reason=(
+@pytest.mark.xfail(strict=True, raises=JournalCorruptError, reason=(
     "engine bug: Journal._check_header refuses a database file shorter than its header's page "
     "count before SQLite replays the WAL; a power cut during a checkpoint leaves exactly that, "
     "and SQLite itself recovers it intact (G1)"))
@@ -377,7 +356,7 @@ def test_reopen_after_a_cut_during_a_checkpoint() -> None:
     them all, so SQLite opens the file with integrity "ok" and every row; litedurable says it
     is truncated.
     """
-    with tempfile.TemporaryDirectory() as d:
+    with scratch_dir() as d:
         path = os.path.join(d, "journal.db")
         dry = Disk()
         with mounted(dry) as vfs:
