@@ -8,7 +8,8 @@
     python benchmarks/profile_summary.py prof/a-litedurable-full.pstats
 
 For py-spy's raw (collapsed-stack) output, percentages are of the samples kept by the filters
-(``--thread``: a thread-name prefix; ``--match``: a substring some frame must contain), so
+(``--thread``: a thread-name prefix; ``--match``/``--exclude``: a substring some frame must
+/ must not contain, process and thread frames included), so
 with ``--idle`` they are shares of wall time of those threads. For a ``.pstats`` file (the
 runner's ``--profile``, cProfile on every thread) they are shares of the summed thread time
 (waits included: a lock ``acquire`` is where a blocked thread's time goes).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import pstats
 import re
+import sys
 from collections import Counter
 
 _LOCATION = re.compile(r" \((?:.*/)?([^/]+:\d+)\)$")
@@ -32,7 +34,8 @@ def _short(frame: str) -> str:
     return frame[: match.start()] + f" ({match.group(1).rsplit(':', 1)[0]})"
 
 
-def spy(path: str, thread: str | None, match: str | None, top: int, lines: bool) -> None:
+def spy(path: str, thread: str | None, match: str | None, exclude: str | None, top: int,
+        lines: bool) -> None:
     """Self and inclusive shares per function from py-spy's raw output."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -47,6 +50,8 @@ def spy(path: str, thread: str | None, match: str | None, top: int, lines: bool)
             ):
                 continue
             if match is not None and not any(match in fr for fr in frames):
+                continue
+            if exclude is not None and any(exclude in fr for fr in frames):
                 continue
             count = int(count_text)
             code = [fr if lines else _short(fr) for fr in frames
@@ -85,14 +90,19 @@ def main() -> None:
     parser.add_argument("profile", help="py-spy raw output, or a .pstats file")
     parser.add_argument("--thread", help="py-spy: keep threads whose name starts with this")
     parser.add_argument("--match", help="py-spy: keep stacks with a frame containing this")
+    parser.add_argument("--exclude", help="py-spy: drop stacks with a frame containing this "
+                        "(process frames included: 'victim' drops workload d's victim)")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--lines", action="store_true", help="py-spy: keep line numbers")
     args = parser.parse_args()
     if args.profile.endswith(".pstats"):
         cprofile(args.profile, args.top)
     else:
-        spy(args.profile, args.thread, args.match, args.top, args.lines)
+        spy(args.profile, args.thread, args.match, args.exclude, args.top, args.lines)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # piped into head
+        sys.stderr.close()

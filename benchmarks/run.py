@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick          # tiny sizes (a smoke run; the tests use it)
     python benchmarks/run.py --peer dbos      # DBOS Transact side by side, if installed
     python benchmarks/run.py --only a,d       # a subset (raw baselines always run)
+    python benchmarks/run.py --durability full   # one durability only
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
 
 Every figure is a median over ``--repeat`` runs, each in a fresh forked process on a fresh
@@ -107,8 +108,9 @@ class Runner:
     """Runs each workload on each engine and durability and prints its line."""
 
     def __init__(self, sizes: Sizes, engines: list[Engine], only: set[str],
-                 profile_dir: str | None) -> None:
+                 profile_dir: str | None, durabilities: Sequence[str] = DURABILITIES) -> None:
         self.sizes = sizes
+        self.durabilities = durabilities
         self.engines = engines
         self.only = only
         self.profile_dir = profile_dir
@@ -286,7 +288,7 @@ class Runner:
                 rows_now, _ = self.run_isolated(
                     None, partial(engine.module.fill_journal, big, rows - filled))
                 filled = rows
-                for durability in DURABILITIES:
+                for durability in self.durabilities:
                     empty_runs, big_runs, rss = [], [], 0.0
                     for i in range(engine.repeat):
                         label = f"e-{rows}-{engine.name}-{durability}" if i == 0 else None
@@ -344,7 +346,7 @@ class Runner:
     def run(self) -> None:
         per_durability: list[tuple[str, Callable[[Engine, str], None]]] = [
             ("a", self.a), ("b", self.b), ("c", self.c), ("d", self.d), ("f", self.f)]
-        for durability in DURABILITIES:
+        for durability in self.durabilities:
             self.raw(durability)
             for key, workload in per_durability:
                 if self.wanted(key):
@@ -404,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="repetitions for the peer (default 1: DBOS is ~20x slower)")
     parser.add_argument("--only", default="",
                         help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--durability", choices=[*DURABILITIES, "both"], default="both",
+                        help="run one durability only (default both)")
     parser.add_argument("--profile", metavar="DIR",
                         help="cProfile every thread of each workload's first repetition into "
                         "DIR/<workload>.pstats (figures are then slowed by the profiler)")
@@ -421,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.makedirs(args.profile, exist_ok=True)
     sizes = Sizes.quick() if args.quick else Sizes.full()
     try:
-        Runner(sizes, engines, only, args.profile).run()
+        durabilities = DURABILITIES if args.durability == "both" else (args.durability,)
+        Runner(sizes, engines, only, args.profile, durabilities).run()
     except WorkloadError as exc:
         print(json.dumps({"workload": "error", "error": str(exc)}), flush=True)
         print(exc, file=sys.stderr)
