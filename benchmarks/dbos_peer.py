@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import apsw
-from ld_workloads import wait_until_none_pending
+from ld_workloads import RawCommitter, wait_until_none_pending
 
 SQLITE_NOTE = "WAL with synchronous matching durability, set by the runner"
 RECOVERY_VERSION = "bench-recovery"
@@ -97,6 +97,38 @@ def sequential_steps(path: str, durability: str, n: int) -> float:
         start = time.perf_counter()
         assert chain(n) == n
         return (time.perf_counter() - start) / n
+
+
+def sequential_steps_interleaved(path: str, durability: str, n: int,
+                                 chunk: int = 100) -> dict[str, float]:
+    """(a) As ``ld_workloads.sequential_steps_interleaved``: raw commits every ``chunk``."""
+    from dbos import DBOS
+
+    raw = RawCommitter(path + ".raw", durability)
+
+    @DBOS.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @DBOS.workflow()
+    def chain(count: int, every: int) -> list[float]:
+        value, step_s, raw_s = 0, 0.0, 0.0
+        for done in range(0, count, every):
+            size = min(every, count - done)
+            start = time.perf_counter()
+            for _ in range(size):
+                value = inc(value)
+            step_s += time.perf_counter() - start
+            raw_s += raw.commit(size)
+        assert value == count
+        return [step_s, raw_s]
+
+    with _launched(path, durability):
+        start = time.perf_counter()
+        step_s, raw_s = chain(n, chunk)
+        wall = time.perf_counter() - start - raw_s
+    raw.close()
+    return {"per_step_s": step_s / n, "raw_s": raw_s / n, "wall_per_step_s": wall / n}
 
 
 # -- (b) many small workflows ----------------------------------------------------------------

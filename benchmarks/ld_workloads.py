@@ -91,6 +91,36 @@ def raw_commit_threads_per_s(path: str, durability: str, n: int, threads: int) -
     return n / elapsed
 
 
+class RawCommitter:
+    """Raw single-row commits on a file of its own, callable between a workflow's steps.
+
+    Used to interleave the baseline with the workload at a fine grain: on a shared machine
+    fsync latency changes from second to second, so a baseline measured a minute (or even a
+    few seconds) apart can be off by 2x either way, while chunks of 100 raw commits alternating
+    with chunks of 100 steps see the same disk.
+    """
+
+    def __init__(self, path: str, durability: str) -> None:
+        self.conn = _raw_connection(path, durability)
+        self.conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB)")
+        self.payload = os.urandom(200)
+        self.next = 0
+
+    def commit(self, count: int) -> float:
+        """Seconds spent on ``count`` single-row transactions."""
+        conn, payload = self.conn, self.payload
+        start = time.perf_counter()
+        for _ in range(count):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?, ?)", (self.next, payload))
+            conn.execute("COMMIT")
+            self.next += 1
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 # -- (a) sequential steps --------------------------------------------------------------------
 
 
@@ -117,6 +147,44 @@ def sequential_steps(path: str, durability: Durability, n: int) -> float:
         start = time.perf_counter()
         assert app.run(chain, n) == n
         return (time.perf_counter() - start) / n
+
+
+def sequential_steps_interleaved(path: str, durability: Durability, n: int,
+                                 chunk: int = 100) -> dict[str, float]:
+    """(a) One workflow of ``n`` trivial steps, with raw commits interleaved every ``chunk``.
+
+    Between chunks of ``chunk`` steps the workflow thread itself makes ``chunk`` raw commits
+    on a separate file (plain benchmark code, not journaled), so the step time and its
+    baseline are measured on the same disk within the same second. Both clocks run inside
+    the workflow. Returns seconds per step, per raw commit, and the end-to-end wall time per
+    step (start to result, raw chunks excluded).
+    """
+    raw = RawCommitter(path + ".raw", durability)
+    app = ld.App(path, durability=durability)
+
+    @app.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @app.workflow()
+    def chain(count: int, every: int) -> list[float]:
+        value, step_s, raw_s = 0, 0.0, 0.0
+        for done in range(0, count, every):
+            size = min(every, count - done)
+            start = time.perf_counter()
+            for _ in range(size):
+                value = inc(value)
+            step_s += time.perf_counter() - start
+            raw_s += raw.commit(size)  # benchmark-only: this workflow never replays
+        assert value == count
+        return [step_s, raw_s]
+
+    with app:
+        start = time.perf_counter()
+        step_s, raw_s = app.run(chain, n, chunk)
+        wall = time.perf_counter() - start - raw_s
+    raw.close()
+    return {"per_step_s": step_s / n, "raw_s": raw_s / n, "wall_per_step_s": wall / n}
 
 
 # -- (b) many small workflows ----------------------------------------------------------------
@@ -422,6 +490,48 @@ def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
         assert [s.output for s in clone] == list(range(1, steps_per_workflow + 1)), clone
         assert app.handle(ids[-1]).result() == steps_per_workflow
     return total
+
+
+def big_vs_empty(big: str, empty: str, durability: Durability, n: int,
+                 chunk: int = 100) -> dict[str, float]:
+    """(e) Seconds per step on the big journal and on an empty one, measured alternately.
+
+    Two Apps live in this process, one per file; workflows of ``chunk`` sequential steps run
+    on each in turn (which one goes first alternates), ``n`` steps on each in all, so both
+    journals see the same disk and the same load within the same second.
+    """
+
+    def chain_on(app: ld.App) -> Callable[[int], int]:
+        @app.step()
+        def inc(i: int) -> int:
+            return i + 1
+
+        @app.workflow()
+        def chain(count: int) -> int:
+            value = 0
+            for _ in range(count):
+                value = inc(value)
+            return value
+
+        return chain
+
+    chunk = min(chunk, n)
+    apps = [ld.App(big, durability=durability), ld.App(empty, durability=durability)]
+    flows = [chain_on(app) for app in apps]
+    spent = [0.0, 0.0]
+    for app in apps:
+        app.launch()
+    try:
+        for r in range(max(1, n // chunk)):
+            for k in (0, 1) if r % 2 == 0 else (1, 0):
+                start = time.perf_counter()
+                assert apps[k].run(flows[k], chunk) == chunk
+                spent[k] += time.perf_counter() - start
+    finally:
+        for app in apps:
+            app.close()
+    steps = max(1, n // chunk) * chunk
+    return {"big_per_step_s": spent[0] / steps, "empty_per_step_s": spent[1] / steps}
 
 
 # -- (f) select and as_completed --------------------------------------------------------------
