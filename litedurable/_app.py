@@ -23,7 +23,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._codec import Codec
-from ._concurrency import Future, WorkflowFuture, await_workflow
+from ._concurrency import Future, WorkflowFuture, await_workflow, cancel_workflow
 from ._context import current
 from ._errors import (
     AppClosedError,
@@ -151,11 +151,7 @@ class Handle(Generic[R]):
                 runtime.result_waiters -= 1
 
     def _await_in(self, run: WorkflowRun, timeout: float | timedelta | None) -> R:
-        if run.runtime is not self._app._runtime:
-            raise UsageError(
-                f"workflow {run.workflow_id!r} waits on a handle of another App; wait only on "
-                "workflows of the App that runs it"
-            )
+        self._app._check_runtime(run, f"waits on workflow {self.workflow_id!r}")
         if timeout is not None:
             raise UsageError(
                 f"Handle.result(timeout=...) inside workflow {run.workflow_id!r}: only the "
@@ -169,8 +165,13 @@ class Handle(Generic[R]):
     def cancel(self) -> bool:
         """Cancel the workflow and its non-detached children (see ``App.cancel``).
 
-        Returns True if the workflow was pending and is now cancelled.
+        Returns True if the workflow was pending and is now cancelled. Inside a workflow this
+        is a recorded step (replay does not cancel again).
         """
+        scope = current()
+        if isinstance(scope, WorkflowRun):
+            self._app._check_runtime(scope, f"cancels workflow {self.workflow_id!r}")
+            return cancel_workflow(scope, self.workflow_id)
         return self._app.cancel(self.workflow_id)
 
 
@@ -195,7 +196,7 @@ class ChildHandle(WorkflowFuture[R], Handle[R]):
         return Handle.result(self, timeout)
 
     def cancel(self) -> bool:
-        return Handle.cancel(self)
+        return Handle.cancel(self)  # recorded inside the parent, plain outside
 
 
 class App:
@@ -565,7 +566,6 @@ class App:
         timeout: object = kwargs.pop("timeout", None)
         detached: object = kwargs.pop("detached", False)
         definition = self._definition(wf)
-        self._parts()  # refuse early when the App is not launched
         seconds = definition.timeout
         if timeout is not None:
             seconds = to_seconds(timeout, "timeout")  # type: ignore[arg-type]
@@ -580,12 +580,21 @@ class App:
                 "detached=True only applies to a child workflow (app.start inside a workflow); "
                 "a workflow started from outside has no parent to detach from"
             )
+        self._parts()  # refuse before encoding anything when the App is not launched
         wid = str(uuid.uuid4()) if workflow_id is None else check_workflow_id(workflow_id)
         deadline = None if seconds is None else self.clock.now() + seconds
         row = self._insert(definition, wid, args, kwargs, deadline=deadline)
         if row.name != definition.name:
             raise _conflict(wid, row, definition)
         return Handle(self, wid)
+
+    def _check_runtime(self, run: WorkflowRun, what: str) -> None:
+        """Refuse a workflow of another App acting on this one's workflows."""
+        if run.runtime is not self._runtime and not run.replay_only:
+            raise UsageError(
+                f"workflow {run.workflow_id!r} {what} through another App; a workflow may only "
+                "start, wait on and cancel workflows of the App that runs it"
+            )
 
     def _insert(
         self,
@@ -623,12 +632,8 @@ class App:
         detached: bool,
     ) -> ChildHandle[Any]:
         """Start a child workflow as step ``child`` of ``run`` (replayed: the recorded id)."""
+        self._check_runtime(run, f"starts a {definition.name!r} child")
         runtime = run.runtime
-        if runtime is not self._runtime:
-            raise UsageError(
-                f"workflow {run.workflow_id!r} starts {definition.name!r} on another App; a "
-                "child must be started on the App that runs its parent"
-            )
         step, recorded = run.take(StepKind.CHILD, definition.name)
         if recorded is not None:
             child_id = runtime.replay(recorded, str).get()

@@ -56,6 +56,7 @@ __all__ = [
     "after",
     "as_completed",
     "await_workflow",
+    "cancel_workflow",
     "cancelled",
     "go",
     "idempotency_key",
@@ -262,12 +263,27 @@ class WorkflowFuture(Future[T]):
         return self._taken
 
     def cancel(self) -> bool:
-        """Cancel the other workflow (and its non-detached children); True if it was pending."""
-        self._check_run("Future.cancel")
-        runtime = self._run.runtime
-        return bool(runtime.cancel(self.target, WorkflowCancelledError(
-            f"workflow {self.target!r} was cancelled by workflow {self._run.workflow_id!r}"
-        )))
+        """Cancel the other workflow (and its non-detached children); True if it was pending.
+
+        A recorded ``cancel`` step: replay returns the recorded answer and cancels nothing, so
+        a workflow resumed meanwhile by someone else is left alone.
+        """
+        return cancel_workflow(self._check_run("Future.cancel"), self.target)
+
+
+def cancel_workflow(wf_run: WorkflowRun, target: str) -> bool:
+    """Cancel workflow ``target`` from inside a workflow, as a recorded ``cancel`` step."""
+    step, row = wf_run.take(StepKind.CANCEL, target)
+    runtime = wf_run.runtime
+    if row is not None:
+        return bool(runtime.replay(row, bool).get())
+    try:
+        done = runtime.cancel(target, WorkflowCancelledError(
+            f"workflow {target!r} was cancelled by workflow {wf_run.workflow_id!r}"
+        ))
+        return bool(runtime.record(wf_run, step, StepKind.CANCEL, target, target in done, bool))
+    except BaseException as exc:
+        raise wf_run.guard(exc) from None
 
 
 def await_workflow(wf_run: WorkflowRun, target: str, hint: Any,

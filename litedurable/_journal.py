@@ -27,6 +27,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +46,7 @@ from ._errors import (
     JournalReadOnlyError,
     JournalVersionError,
     OwnershipLostError,
+    WorkflowCancelledError,
     WorkflowNotFoundError,
 )
 
@@ -273,6 +275,8 @@ class Journal:
         self._read_lock = threading.Lock()
         self._busy_ms = int(busy_timeout * 1000)
         self._data_version: int | None = None
+        self._version_wanted = False  # changed_elsewhere() waits for the committer to sample
+        self._version_sampled: int | None = None
         self._vfs = vfs
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
@@ -451,6 +455,8 @@ class Journal:
             if self._frozen is not None:
                 raise self._frozen()
             conn.execute("COMMIT")
+            if self._version_wanted:  # the commit watcher is waiting for us (no lock needed)
+                self._version_sampled = _scalar(conn, "PRAGMA data_version")
         except DurableError:
             _rollback(conn)
         except apsw.Error as exc:
@@ -508,6 +514,13 @@ class Journal:
         total = _workflow_checksum(workflow_id, name, inputs, None, None)
 
         def insert(conn: apsw.Connection) -> tuple[bool, WorkflowRow]:
+            if parent_id is not None:
+                parent = _fetch_workflow(conn, parent_id)
+                if parent is not None and parent.status != "pending":
+                    raise WorkflowCancelledError(
+                        f"workflow {parent_id!r} is {parent.status}; it cannot start child "
+                        f"{workflow_id!r}"
+                    )
             conn.execute(
                 "INSERT OR IGNORE INTO workflows (workflow_id, name, status, inputs, checksum, "
                 "created_at, updated_at, app_version, parent_id, owner, deadline, detached) "
@@ -569,8 +582,9 @@ class Journal:
         """Make a finished workflow pending again, with the descendants its cancel reached.
 
         The workflow (any status but pending or succeeded) and its non-detached descendants
-        that are ``cancelled`` become pending under ``owner`` with no deadline and a fresh
-        recovery count. Returns the ids changed (empty when there was nothing to resume).
+        that were cancelled together with it (same recorded cancellation) become pending under
+        ``owner`` with no deadline and a fresh recovery count; a child cancelled on its own
+        stays cancelled. Returns the ids changed (empty when there was nothing to resume).
         """
 
         def update(conn: apsw.Connection) -> list[str]:
@@ -583,8 +597,8 @@ class Journal:
                 r[0] for r in conn.execute(
                     f"{_DESCENDANTS} SELECT w.workflow_id FROM workflows w JOIN tree "
                     "ON w.workflow_id = tree.id WHERE w.workflow_id != ? "
-                    "AND w.status = 'cancelled'",
-                    (workflow_id, workflow_id),
+                    "AND w.status = 'cancelled' AND w.error IS ?",
+                    (workflow_id, workflow_id, row.error),
                 )
             ]
             for wid in ids:
@@ -715,36 +729,53 @@ class Journal:
 
         self.write(drop)
 
-    def statuses(self, workflow_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
-        """(status, owner) of each of ``workflow_ids`` that exists."""
+    def statuses(self, workflow_ids: Iterable[str]) -> dict[str, str]:
+        """The status of each of ``workflow_ids`` that exists."""
         ids = list(workflow_ids)
 
-        def load(conn: apsw.Connection) -> dict[str, tuple[str, str | None]]:
-            found: dict[str, tuple[str, str | None]] = {}
+        def load(conn: apsw.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 marks = ", ".join("?" * len(chunk))
-                for wid, status, owner in conn.execute(
-                    f"SELECT workflow_id, status, owner FROM workflows "
-                    f"WHERE workflow_id IN ({marks})", chunk,
+                for wid, status in conn.execute(
+                    f"SELECT workflow_id, status FROM workflows WHERE workflow_id IN ({marks})",
+                    chunk,
                 ):
-                    found[wid] = (status, owner)
+                    found[wid] = status
             return found
 
         return self.read(load) if ids else {}
 
-    def changed_elsewhere(self) -> bool:
+    def changed_elsewhere(self, patience: float = 0.05) -> bool:
         """True if another connection committed since the last call (cheap; no file I/O).
 
         Asks ``PRAGMA data_version`` of the writer connection, which changes for every commit
-        but its own: another process, or another App in this one. Skipped (False) while a
-        commit is in flight; the change is then reported by the next call.
+        but its own: another process, or another App in this one. While a commit is in flight
+        the committing thread answers for it right after its commit, so a writer that is never
+        idle cannot hide the others' commits. Gives up (False) after ``patience`` seconds.
         """
+        give_up = time.monotonic() + patience
         with self._cond:
-            if self._committing or self._writer is None or self._closed or self._frozen:
+            if self._writer is None:
                 return False
-            with _translated(self.path):
-                version: int = _scalar(self._writer, "PRAGMA data_version")
+            self._version_wanted = True
+            try:
+                while True:
+                    if self._closed or self._frozen:
+                        return False
+                    if self._version_sampled is not None:
+                        version = self._version_sampled
+                        break
+                    if not self._committing:
+                        with _translated(self.path):
+                            version = _scalar(self._writer, "PRAGMA data_version")
+                        break
+                    if not self._cond.wait(max(0.0, give_up - time.monotonic())):
+                        return False
+            finally:
+                self._version_wanted = False
+                self._version_sampled = None
         changed = self._data_version is not None and version != self._data_version
         self._data_version = version
         return changed

@@ -120,23 +120,31 @@ class Outcome:
 
 
 class StepScope(Scope):
-    """The context inside a step body: its key, and whether cancellation was requested."""
+    """The context inside a step body: its key, and whether cancellation was requested.
 
-    __slots__ = ("cancel_requested", "cond", "step")
+    Two kinds of cancellation reach a step. ``Future.cancel()`` cancels the step itself: its
+    recorded outcome becomes ``StepCancelledError``. The end of its workflow (cancelled, timed
+    out, finished without it) *abandons* it: a value it still returns is recorded, anything
+    else is not, so a resumed workflow runs the step again instead of replaying a failure.
+    """
+
+    __slots__ = ("abandoned", "cancel_requested", "cond", "step")
 
     def __init__(self, workflow_id: str, step: int) -> None:
         super().__init__(workflow_id)
         self.step = step
         self.cancel_requested = False
+        self.abandoned = False
         self.cond = threading.Condition()
 
     @property
     def key(self) -> str:
         return f"{self.workflow_id}:{self.step}"
 
-    def request_cancel(self) -> None:
+    def request_cancel(self, *, abandon: bool = False) -> None:
         with self.cond:
             self.cancel_requested = True
+            self.abandoned = self.abandoned or abandon
             self.cond.notify_all()
 
 
@@ -272,13 +280,14 @@ class WorkflowRun(Scope):
         if runtime.closing:
             self.fatal = _Unwind("the App is closing; the workflow stays pending")
             raise self.fatal
-        if self.workflow_id in runtime.cancelled:
-            self.fatal = WorkflowCancelledError(f"workflow {self.workflow_id!r} was cancelled")
+        reason = runtime.cancelled.get(self.workflow_id)
+        if reason is not None:
+            self.fatal = reason
             raise self.fatal
 
     def guard(self, exc: BaseException) -> BaseException:
         """Remember an engine failure raised inside the run so it cannot be swallowed."""
-        if isinstance(exc, JournalError | _Unwind) and self.fatal is None:
+        if isinstance(exc, JournalError | _Unwind | WorkflowCancelledError) and self.fatal is None:
             self.fatal = exc
         return exc
 
@@ -301,7 +310,7 @@ class WorkflowRun(Scope):
         task = StepTask(self.workflow_id, step, kind, name, fn, args, kwargs, retry, hint)
         self.inline = task
         if self.workflow_id in self.runtime.cancelled:  # cancelled since take(): tell the body
-            task.scope.request_cancel()
+            task.scope.request_cancel(abandon=True)
         try:
             outcome = self.runtime.execute(task)
         except BaseException as exc:
@@ -415,7 +424,8 @@ class Runtime:
         self.hooks = hooks
         self.suspend_after = suspend_after
         self.closing = False
-        self.cancelled: set[str] = set()
+        self.cancelled: dict[str, WorkflowCancelledError] = {}  # delivered, by workflow id
+        self._active = 0  # slots queued or running (not suspended): the watcher's pace
         self.step_pool = WorkerPool(workers, "litedurable-step")
         self.run_pool = WorkerPool(workflow_threads, "litedurable-workflow")
         self._lock = threading.Lock()
@@ -447,14 +457,15 @@ class Runtime:
             slot = self._slots.get(workflow_id)
             if slot is None:
                 slot = self._slots[workflow_id] = _Slot(row)
-                if len(self._slots) == 1:
-                    self._watch_wake.set()  # from the idle pace to the fast one
             elif slot.state == "running":
                 slot.again = True  # e.g. resumed while its cancelled run unwinds
                 return
             elif slot.state == "queued":
                 return
             slot.state = "queued"
+            self._active += 1
+            if self._active == 1:
+                self._watch_wake.set()  # from the idle pace to the fast one
         self.run_pool.submit(lambda: self._drive(workflow_id))
 
     def notify(self, workflow_id: str) -> None:
@@ -516,11 +527,13 @@ class Runtime:
             slot.run = None
             if suspended:
                 slot.state = "suspended"
+                self._active -= 1
             elif slot.again and not self.closing:
                 slot.again, slot.state, again = False, "queued", True
             else:
                 del self._slots[workflow_id]
-                self.cancelled.discard(workflow_id)
+                self._active -= 1
+                self.cancelled.pop(workflow_id, None)
                 for target in slot.watching:
                     waiting = self._waiters.get(target)
                     if waiting is not None:
@@ -540,7 +553,7 @@ class Runtime:
             # on close or a lost journal: the workflow is still pending and its steps are not
             # cancelled, only interrupted (queued ones are dropped, unrecorded).
             for task in slot.tasks.values():
-                task.scope.request_cancel()
+                task.scope.request_cancel(abandon=True)
 
     def _run(self, run: WorkflowRun) -> None:
         definition = run.definition
@@ -645,7 +658,8 @@ class Runtime:
             task.outcome = self.execute(task)
         except BaseException as exc:
             task.broken = exc
-            if not self.journal_frozen and not isinstance(exc, JournalError | AppClosedError):
+            quiet = JournalError | AppClosedError | WorkflowCancelledError
+            if not self.journal_frozen and not isinstance(exc, quiet):
                 log.exception("litedurable: step %s of %r failed to record", task.step,
                               task.workflow_id)
         finally:
@@ -657,6 +671,11 @@ class Runtime:
         self.hooks.fire("before_step", **info)
         started = self.clock.now()
         outcome = self._invoke(task)
+        if task.scope.abandoned and outcome.error is not None:
+            raise WorkflowCancelledError(
+                f"step {task.step} ({task.name}) of workflow {task.workflow_id!r} was abandoned "
+                "when its workflow ended; it is not recorded, so a resume runs it again"
+            )
         self.hooks.fire("after_body", **info)
         outcome = self.record_outcome(task, outcome, started)
         self.hooks.fire("after_commit", **info)
@@ -777,12 +796,8 @@ class Runtime:
     def expire(self, workflow_id: str) -> None:
         """Cancel the workflow (and its children) if it is pending past its deadline."""
         row = self.journal.get_workflow(workflow_id)
-        now = self.clock.now()
         if row is None or row.status != Status.PENDING or row.deadline is None:
-            return
-        if now < row.deadline:  # resumed with a new deadline meanwhile
-            self.add_timer(row.deadline, lambda: self.expire(workflow_id))
-            return
+            return  # finished, or resumed (which clears the deadline)
         self.cancel(workflow_id, WorkflowTimedOutError(
             f"workflow {workflow_id!r} ran past its deadline "
             f"({to_datetime(row.deadline).isoformat()}) and was cancelled with its children; "
@@ -798,7 +813,8 @@ class Runtime:
             self._watch_wake.clear()
             if self.closing:
                 return
-            interval = WATCH_INTERVAL if self.result_waiters or self._slots else IDLE_WATCH_INTERVAL
+            busy = self.result_waiters or self._active or self._waiters
+            interval = WATCH_INTERVAL if busy else IDLE_WATCH_INTERVAL
             try:
                 if self.journal.changed_elsewhere():
                     self._foreign_change()
@@ -818,41 +834,42 @@ class Runtime:
             running = [wid for wid, s in self._slots.items() if s.state != "suspended" or s.tasks]
             targets = list(self._waiters)
         statuses = self.journal.statuses([*running, *targets])
-        gone = [w for w in running if statuses.get(w, ("", None))[0] == Status.CANCELLED]
+        gone = [w for w in running if statuses.get(w) == Status.CANCELLED]
         if gone:
             self.cancel_local(gone)
-        self.announce_finished(
-            [t for t in targets if statuses.get(t, ("pending", None))[0] in SETTLED]
-        )
+        self.announce_finished([t for t in targets if statuses.get(t, "pending") in SETTLED])
 
     # -- cancellation and shutdown --------------------------------------------------------
 
     def cancel(self, workflow_id: str, error: WorkflowCancelledError) -> list[str]:
         """Cancel a workflow tree in the journal and stop what of it runs here."""
         done = cancel_tree(self.journal, self.codec, workflow_id, self.clock.now(), error)
-        self.cancel_local(done)
+        self.cancel_local(done, error)
         self.announce_finished(done)
         return done
 
     def resume_local(self, workflow_id: str) -> None:
         """The journal made ``workflow_id`` pending under this owner again: drive it."""
         with self._lock:
-            self.cancelled.discard(workflow_id)
+            self.cancelled.pop(workflow_id, None)
         self.schedule(workflow_id)
 
-    def cancel_local(self, workflow_ids: Sequence[str]) -> None:
+    def cancel_local(self, workflow_ids: Sequence[str],
+                     reason: WorkflowCancelledError | None = None) -> None:
         """Deliver cancellation to the runs and steps of workflows running here."""
         with self._lock:
             for wid in workflow_ids:
                 slot = self._slots.get(wid)
                 if slot is None:
                     continue
-                self.cancelled.add(wid)
+                self.cancelled[wid] = reason or WorkflowCancelledError(
+                    f"workflow {wid!r} was cancelled"
+                )
                 tasks = list(slot.tasks.values())
                 if slot.run is not None and slot.run.inline is not None:
                     tasks.append(slot.run.inline)
                 for task in tasks:
-                    task.scope.request_cancel()
+                    task.scope.request_cancel(abandon=True)
         for wid in workflow_ids:
             self.notify(wid)
 

@@ -52,6 +52,8 @@ class StepKind(enum.StrEnum):
     """``app.start`` inside a workflow; the output is the child's id."""
     WAIT = "wait"
     """A workflow waited for another workflow's outcome (a child handle's ``result``)."""
+    CANCEL = "cancel"
+    """A workflow cancelled another (``handle.cancel()`` inside a workflow)."""
 
 
 def to_seconds(delay: float | timedelta, what: str = "delay") -> float:

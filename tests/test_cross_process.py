@@ -27,8 +27,13 @@ WORKER = textwrap.dedent(
     path, workflow_id, gate = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     app = ld.App(path, app_version="worker")
 
+    @app.step(name="tick")
+    def tick(n: int) -> int:
+        return n + 1
+
     @app.step(name="wait_for_gate")
     def wait_for_gate() -> str:
+        Path(str(gate) + ".started").touch()
         while not gate.exists():
             if ld.cancelled():
                 return "saw the cancellation"
@@ -39,8 +44,16 @@ WORKER = textwrap.dedent(
     def remote() -> str:
         return wait_for_gate().upper()
 
+    @app.workflow(name="busy")
+    def busy() -> str:
+        n = 0
+        Path(str(gate) + ".started").touch()
+        while True:  # steps back to back: only a cancellation ends this
+            n = tick(n)
+
     with app:
-        handle = app.start(remote, workflow_id=workflow_id)
+        handle = app.start(busy if workflow_id.startswith("busy") else remote,
+                           workflow_id=workflow_id)
         try:
             handle.result(timeout=60)
         except ld.WorkflowCancelledError:
@@ -49,6 +62,11 @@ WORKER = textwrap.dedent(
         deadline = time.monotonic() + 60
         while not app.steps(workflow_id) and time.monotonic() < deadline:
             time.sleep(0.001)
+        if workflow_id.startswith("busy"):  # a step in flight may still land; then nothing
+            time.sleep(0.1)
+            ticks = len(app.steps(workflow_id))
+            time.sleep(0.2)
+            assert len(app.steps(workflow_id)) == ticks, "the cancelled workflow kept stepping"
     """
 )
 
@@ -63,14 +81,14 @@ def _start_worker(
     return worker, gate
 
 
-def _handle_when_started(app: ld.App, workflow_id: str) -> ld.Handle[object]:
+def _handle_when_started(app: ld.App, workflow_id: str, gate: Path) -> ld.Handle[object]:
+    """The workflow's handle once the worker's step (or loop) is running."""
+    started = Path(str(gate) + ".started")
     limit = time.monotonic() + 60  # a hang guard for the child's interpreter start-up
-    while True:
-        try:
-            return app.handle(workflow_id)
-        except ld.WorkflowNotFoundError:
-            assert time.monotonic() < limit, "the worker never started its workflow"
-            time.sleep(0.005)
+    while not started.exists():
+        assert time.monotonic() < limit, "the worker never started its workflow"
+        time.sleep(0.005)
+    return app.handle(workflow_id)
 
 
 @pytest.fixture
@@ -82,7 +100,7 @@ def watcher(db_path: str):
 def test_result_waits_for_a_workflow_running_in_another_process(tmp_path, db_path, watcher):
     worker, gate = _start_worker(tmp_path, db_path, "remote-1")
     try:
-        handle = _handle_when_started(watcher, "remote-1")
+        handle = _handle_when_started(watcher, "remote-1", gate)
         with pytest.raises(ld.WaitTimeoutError):
             handle.result(timeout=0.05)
         gate.touch()
@@ -96,7 +114,7 @@ def test_result_waits_for_a_workflow_running_in_another_process(tmp_path, db_pat
 def test_cancel_reaches_a_step_running_in_another_process(tmp_path, db_path, watcher):
     worker, gate = _start_worker(tmp_path, db_path, "remote-2")
     try:
-        handle = _handle_when_started(watcher, "remote-2")
+        handle = _handle_when_started(watcher, "remote-2", gate)
         assert handle.cancel() is True
         with pytest.raises(ld.WorkflowCancelledError, match="remote-2"):
             handle.result(timeout=60)
@@ -107,3 +125,19 @@ def test_cancel_reaches_a_step_running_in_another_process(tmp_path, db_path, wat
         worker.wait(60)
     assert step.output == "saw the cancellation"
     assert handle.status() is ld.Status.CANCELLED  # the worker's late outcome was refused
+
+
+def test_cancel_stops_a_workflow_busy_recording_steps_in_another_process(
+    tmp_path, db_path, watcher
+):
+    worker, gate = _start_worker(tmp_path, db_path, "busy-1")
+    try:
+        handle = _handle_when_started(watcher, "busy-1", gate)
+        assert handle.cancel() is True
+        # The worker exits only if its run stopped stepping (it checks for 0.2 s), which
+        # needs the cancellation to reach a process whose writer is never idle.
+        assert worker.wait(60) == 0
+    finally:
+        gate.touch()
+        worker.wait(60)
+    assert handle.status() is ld.Status.CANCELLED

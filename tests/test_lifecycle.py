@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import litedurable as ld
+from litedurable._app import replay_check
 from litedurable._journal import Journal
 from litedurable.testing import FakeClock, crash_at
 
@@ -430,3 +431,86 @@ def test_fork_from_after_a_select_keeps_its_decision_and_before_it_decides_again
         assert redone.result(timeout=30) == "winner a"
         assert [s.winner for s in app.steps("kept") if s.kind == "select"] == [1]
     assert runs == {"a": 1, "b": 1}  # the forks replayed both go steps
+
+
+def test_resume_after_a_cancel_reruns_the_steps_it_interrupted(db_path):
+    clock = FakeClock()
+    app = ld.App(db_path, clock=clock)
+    gate, started = threading.Event(), threading.Semaphore(0)
+    runs = Counter[str]()
+
+    @app.step(name="fetch")
+    def fetch(part: str) -> str:
+        runs[part] += 1
+        started.release()
+        while not gate.is_set():
+            if ld.cancelled():
+                raise ConnectionAbortedError(f"{part} interrupted")
+            time.sleep(0.001)
+        return part
+
+    @app.workflow(name="both")
+    def both() -> list[str]:
+        return ld.wait_all([ld.go(fetch, "a"), ld.go(fetch, "b")])
+
+    with app:
+        handle = app.start(both, workflow_id="w")
+        assert started.acquire(timeout=30) and started.acquire(timeout=30)
+        handle.cancel()
+        eventually(lambda: not app._runtime or not app._runtime.is_active("w"), "the run to stop")
+        assert app.steps("w") == []  # interrupted steps are not recorded as failures
+        gate.set()
+        assert app.resume("w").result(timeout=30) == ["a", "b"]
+    assert runs == {"a": 2, "b": 2}
+
+
+def test_resume_leaves_alone_a_child_its_parent_cancelled_itself(db_path):
+    clock = FakeClock()
+    app = ld.App(db_path, clock=clock, suspend_after=0.2)
+
+    @app.workflow(name="leaf")
+    def leaf() -> str:
+        ld.sleep(100)
+        return "leaf done"
+
+    @app.workflow(name="boss")
+    def boss() -> list[bool]:
+        fired = app.start(leaf, workflow_id="fired")
+        kept = app.start(leaf, workflow_id="kept")
+        first = fired.cancel()
+        ld.sleep(50)
+        return [first, kept.result() == "leaf done"]
+
+    with app:
+        handle = app.start(boss, workflow_id="boss", timeout=10)
+        eventually(lambda: sleeping(app, "boss", "kept"), "the parent and its child asleep")
+        clock.advance(11)
+        with pytest.raises(ld.WorkflowTimedOutError):
+            handle.result(timeout=30)
+        app.resume("boss")
+        assert app.handle("fired").status() is ld.Status.CANCELLED  # the parent's own decision
+        assert app.handle("kept").status() is ld.Status.PENDING  # cancelled by the timeout
+        clock.advance(100)
+        assert handle.result(timeout=30) == [True, True]
+        kinds = [s.kind for s in app.steps("boss")]
+    assert kinds == ["child", "child", "cancel", "sleep", "wait"]
+
+
+def test_offline_replay_follows_children_and_waits(db_path):
+    app = ld.App(db_path, clock=FakeClock())
+
+    @app.workflow(name="kid")
+    def kid(x: int) -> int:
+        return x + 1
+
+    @app.workflow(name="parent")
+    def parent() -> int:
+        child = app.start(kid, 1)
+        return child.result() + app.start(kid, 2).result()
+
+    with app:
+        assert app.run(parent, workflow_id="p") == 5
+    with Journal(db_path, readonly=True) as journal:
+        row = journal.get_workflow("p")
+        assert row is not None
+        assert replay_check(app, journal, row) is None
