@@ -725,9 +725,10 @@ class App:
 
         The status becomes ``cancelled`` at once. A run in this process stops at its next
         journaled call or wait, and running steps see ``ld.cancelled()``; a run in another
-        process gets the same within a few milliseconds (and is refused at its next write
-        regardless). Finished workflows are left as they are. Returns True if ``workflow_id``
-        was pending.
+        process gets the same within a few milliseconds (its commit watcher sees the change).
+        Steps that still return a value are recorded; steps interrupted by the cancellation
+        are not, so ``resume`` runs them again. Finished workflows are left as they are.
+        Returns True if ``workflow_id`` was pending.
         """
         _, runtime = self._parts()
         self._row(workflow_id)
