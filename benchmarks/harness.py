@@ -130,9 +130,11 @@ def isolated(
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         raw = pipe.read()
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
     if not raw:
-        raise WorkloadError("the workload's child process died without reporting")
+        how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exit status {os.WEXITSTATUS(status)}")
+        raise WorkloadError(f"the workload's child process died without reporting ({how})")
     payload = json.loads(raw)
     if not payload["ok"]:
         raise WorkloadError(payload["error"])
