@@ -13,9 +13,9 @@ The power goes off after the n-th mutating call (write, truncate or sync), or wh
 ``pull_plug`` is called; ``on_cut`` lets the test kill the App at that instant. Nothing the
 process does afterwards reaches stable storage (it still sees its own writes, so it winds down
 on its own), and ``power_cut`` restores every file as of the cut. The same ``Disk`` injects
-faults instead: a ``Fault`` (``SQLITE_IOERR`` or ``SQLITE_FULL``) at the k-th mutating call,
-optionally persisting. An ``fsync`` that lies (``honest_sync=False``) reports success and makes
-nothing durable: the negative control the power-loss suite must catch.
+faults instead: a ``Fault`` (``SQLITE_IOERR`` or ``SQLITE_FULL``) at the k-th mutating call.
+An ``fsync`` that lies (``honest_sync=False``) reports success and makes nothing durable: the
+negative control the power-loss suite must catch.
 
 Deleting a file is treated as durable at once (SQLite syncs what it must before it deletes a
 journal or WAL), and files opened without a name (temporary files) are not tracked.
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import apsw
 
-__all__ = ["Disk", "Fault", "Mode", "PowerLossVFS", "close_leaked", "mounted"]
+__all__ = ["CutReport", "Disk", "Fault", "Mode", "PowerLossVFS", "close_leaked", "mounted"]
 
 
 class Mode(enum.StrEnum):
@@ -52,7 +52,6 @@ class Fault:
 
     at: int
     error: type[apsw.Error]  # apsw.IOError (SQLITE_IOERR) or apsw.FullError (SQLITE_FULL)
-    persistent: bool = False  # every later mutating call fails too (a disk that stays full)
 
 
 @dataclass(frozen=True)
@@ -169,9 +168,7 @@ class Disk:
         self.calls += 1
         self.log.append((what, os.path.basename(path)))
         fault = self.fault
-        if fault is not None and (
-            self.calls == fault.at or (fault.persistent and self.calls > fault.at)
-        ):
+        if fault is not None and self.calls == fault.at:
             self.faults_injected += 1
             raise fault.error(
                 f"injected fault at mutating call {self.calls}: {what} of "

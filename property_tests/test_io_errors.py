@@ -65,7 +65,8 @@ CANONICAL = [
 
 
 def build(path: str, vfs: str | None) -> tuple[ld.App, dict[str, Callable[..., Any]]]:
-    # A short lease: a workflow stopped by a journal error is resumed within ~50 ms.
+    """The canonical workflows. A short lease: a workflow that stopped on a journal error is
+    resumed by the App's own recovery within ~50 ms."""
     app = ld.App(path, vfs=vfs, clock=FakeClock(), workers=2, lease=0.05,
                  app_version="io-errors")
     attempts: dict[str, int] = {}
@@ -81,10 +82,11 @@ def build(path: str, vfs: str | None) -> tuple[ld.App, dict[str, Callable[..., A
 
     @app.step(retries=ld.Retry(max_attempts=3, initial=0.0))
     def flaky(n: int) -> int:
+        key = ld.idempotency_key()
         with lock:
-            attempts[ld.idempotency_key()] = attempts.get(ld.idempotency_key(), 0) + 1
-            if attempts[ld.idempotency_key()] == 1:
-                raise ConnectionError("transient")
+            attempts[key] = attempts.get(key, 0) + 1
+            if attempts[key] == 1:
+                raise ConnectionError("transient: the first attempt of each run fails")
         return n
 
     @app.workflow(name="checkout")

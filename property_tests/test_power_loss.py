@@ -39,7 +39,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from known_bugs import short_database_with_wal_accepted
-from powerloss import Disk, Mode, close_leaked, mounted
+from powerloss import CutReport, Disk, Mode, close_leaked, mounted
 from scratch import scratch_dir
 
 import litedurable as ld
@@ -174,7 +174,8 @@ def run_until_cut(path: str, workload: Workload, durability: Durability, disk: D
                 raise
             with contextlib.suppress(*DIED):
                 app.close()
-        close_leaked(vfs)  # a process that lost power leaks nothing: its memory is gone
+        leaked = close_leaked(vfs)  # a process that lost power leaks nothing: it is gone
+        assert not (leaked and disk.powered), f"App.close() left connections open: {leaked}"
     return recorder
 
 
@@ -230,6 +231,7 @@ class Verdict:
     acks: int
     lost: int  # acknowledgements the cut took (-1: the file could not be inspected)
     mid_run: bool  # the power went off before the workload finished and the App closed
+    cut: CutReport  # what happened to the writes not yet synced
 
 
 def check_power_loss(workload: Workload, durability: Durability, cut_after: int | None,
@@ -245,10 +247,10 @@ def check_power_loss(workload: Workload, durability: Durability, cut_after: int 
             recorder = run_until_cut(path, workload, durability, disk, vfs, reboot_at,
                                      cut_before_close=cut_before_close)
             mid_run = not disk.powered
-            disk.power_cut(mode, random.Random(seed))
+            cut = disk.power_cut(mode, random.Random(seed))
         snapshot = inspect(path, durability, workflow_ids, problems, "after the cut")
         if snapshot is None:
-            return Verdict(problems, len(recorder.acks), -1, mid_run)
+            return Verdict(problems, len(recorder.acks), -1, mid_run, cut)
         lost = [a for a in recorder.acks if not survived(a, snapshot)]
         kept = [a for a in recorder.acks if survived(a, snapshot)]
         if durability == "full":
@@ -260,7 +262,7 @@ def check_power_loss(workload: Workload, durability: Durability, cut_after: int 
             ]
         problems += recover(path, workload, durability, snapshot)
         inspect(path, durability, workflow_ids, problems, "after recovery")
-    return Verdict(problems, len(recorder.acks), len(lost), mid_run)
+    return Verdict(problems, len(recorder.acks), len(lost), mid_run, cut)
 
 
 def recover(path: str, workload: Workload, durability: Durability,
@@ -307,6 +309,8 @@ def test_power_cut_keeps_the_documented_contract(
     verdict = check_power_loss(workload, durability, cut_after, mode, seed, reboot_at=reboot_at)
     event(f"power cut {'during the run' if verdict.mid_run else 'after the App closed'}")
     event(f"{durability}: acknowledgements lost: {'some' if verdict.lost > 0 else 'none'}")
+    event(f"unsynced writes at the cut: {'some lost' if verdict.cut.lost else 'none lost'}"
+          f"{', one torn' if verdict.cut.torn else ''}")
     assert verdict.problems == []
 
 
