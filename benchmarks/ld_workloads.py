@@ -125,10 +125,12 @@ class RawCommitter:
 
 
 def sequential_steps(path: str, durability: Durability, n: int) -> float:
-    """(a) Seconds per step of one workflow running ``n`` trivial steps in a row.
+    """Seconds per step of one workflow running ``n`` trivial steps in a row, end to end.
 
     Nothing overlaps, so each step pays its full journal write (one commit, one fsync at
-    FULL): the figure is the engine's per-step overhead on top of the raw commit.
+    FULL). The runner's (a) uses ``sequential_steps_interleaved`` (same workflow, baseline
+    interleaved); this plain form serves the big-journal comparison of peers that cannot
+    open two journals in one process.
     """
     app = ld.App(path, durability=durability)
 

@@ -6,6 +6,7 @@
     python benchmarks/run.py --only a,d       # a subset (raw baselines always run)
     python benchmarks/run.py --durability full   # one durability only
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
+    python benchmarks/profile_summary.py DIR/a-litedurable-full.pstats   # where time goes
 
 Every figure is a median over ``--repeat`` runs, each in a fresh forked process on a fresh
 file, printed next to a baseline measured in this same run and their ratio, because absolute
