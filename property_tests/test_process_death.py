@@ -291,7 +291,7 @@ def kill_and_recover(workload: list[int], schedule: list[Death], *,
     return problems, died
 
 
-@settings(max_examples=40 if LONG else 6)
+@settings(max_examples=40 if LONG else 8)
 @given(workload=st.lists(st.integers(1, 4), min_size=1, max_size=3), schedule=deaths)
 def test_killed_processes_never_rerun_committed_steps(workload: list[int],
                                                       schedule: list[Death]) -> None:
