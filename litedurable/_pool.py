@@ -21,7 +21,7 @@ log = logging.getLogger("litedurable")
 class WorkerPool:
     """Run submitted callables on at most ``size`` threads.
 
-    Threads start only when work is queued and no thread is idle, and exit after
+    Threads start only when more work is queued than threads are idle, and exit after
     ``idle_timeout`` seconds without work. A callable that raises is logged, never fatal to the
     thread (the engine catches its own errors; this is the last guard).
 
@@ -50,15 +50,17 @@ class WorkerPool:
             if self._closed:
                 return False
             self._queue.append(fn)
-            if self._idle == 0 and len(self._threads) < self.size:
+            if self._idle:
+                self._cond.notify()
+            # Count queued work against idle threads, not "is anyone idle": a notified thread
+            # stays counted idle until it runs, so a burst would otherwise start no threads.
+            if len(self._queue) > self._idle and len(self._threads) < self.size:
                 self._serial += 1
                 thread = threading.Thread(
                     target=self._work, name=f"{self.name}-{self._serial}", daemon=True
                 )
                 self._threads.add(thread)
                 thread.start()
-            else:
-                self._cond.notify()
             return True
 
     def discard_queued(self) -> int:

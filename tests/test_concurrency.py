@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import litedurable as ld
+from litedurable._pool import WorkerPool
 from litedurable.testing import FakeClock, crash_at
 
 HANG = 20.0  # seconds before a wait that should never take long is declared a hang
@@ -1005,3 +1006,26 @@ def test_close_interrupts_steps_without_recording_a_cancellation(db_path: str) -
     with app:
         assert app.handle("interrupted").result(HANG) == 3
         assert all(s.error is None for s in app.steps("interrupted"))
+
+
+def test_a_burst_of_work_grows_the_pool_to_its_size() -> None:
+    pool = WorkerPool(8, "litedurable-burst")
+    release = threading.Event()
+    running = threading.Semaphore(0)
+
+    def body() -> None:
+        running.release()
+        release.wait(30)
+
+    try:
+        warm = threading.Barrier(3)
+        for _ in range(2):  # two threads that then sit idle
+            pool.submit(lambda: warm.wait(30))
+        warm.wait(30)
+        for _ in range(20):  # more than the pool holds, submitted at once
+            pool.submit(body)
+        for _ in range(8):  # all eight run at the same time: a thread each
+            assert running.acquire(timeout=10), "the burst did not start a thread per slot"
+    finally:
+        release.set()
+        assert pool.shutdown(30) == []
