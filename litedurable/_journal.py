@@ -23,6 +23,7 @@ assumed lost.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -51,6 +52,8 @@ from ._errors import (
 )
 
 __all__ = ["Journal", "OwnerRow", "ScheduleRow", "StepRow", "WorkflowRow"]
+
+log = logging.getLogger("litedurable")
 
 APPLICATION_ID = 0x4C445552  # "LDUR"
 HOST = socket.gethostname()
@@ -335,7 +338,13 @@ class Journal:
                 )
             return
         sync = "FULL" if durability == "full" else "NORMAL"
-        conn.execute("PRAGMA journal_mode=WAL")
+        mode: str = _scalar(conn, "PRAGMA journal_mode=WAL")
+        if mode.lower() != "wal":
+            raise JournalError(
+                f"{self.path} could not be switched to WAL mode (SQLite kept {mode!r}); the "
+                "file system may not support the shared memory WAL needs (a network share?). "
+                "Put the journal on a local disk."
+            )
         conn.execute(f"PRAGMA synchronous={sync}")
         self._reader.execute(f"PRAGMA synchronous={sync}")
         if version < SCHEMA_VERSION:
@@ -354,16 +363,29 @@ class Journal:
                 raise
 
     def close(self) -> None:
-        """Close both connections; every later call raises ``AppClosedError``."""
+        """Close both connections; every later call raises ``AppClosedError``.
+
+        A checkpoint that fails as the last connection closes (disk full) loses nothing (the
+        WAL keeps every commit, and the next open replays it), so it is logged, not raised.
+        """
         with self._cond:
             while self._committing:
                 self._cond.wait()
             self._closed = True
+        failure: apsw.Error | None = None
         with self._read_lock:
             for conn in (self._writer, self._reader):
-                if conn is not None:
+                if conn is None:
+                    continue
+                try:
                     conn.close()
+                except apsw.Error as exc:
+                    failure = failure or exc
+                    conn.close(True)  # force: the handle is released whatever SQLite says
         _open_journals.discard(self)
+        if failure is not None:
+            log.warning("litedurable: the final checkpoint of %s failed (%s); nothing is lost, "
+                        "the next open replays the WAL", self.path, _translate(failure, self.path))
 
     def __enter__(self) -> Journal:
         return self
@@ -1066,7 +1088,11 @@ def _check_header(path: str) -> None:
     page_size = struct.unpack(">H", header[16:18])[0]
     page_size = 65536 if page_size == 1 else page_size
     pages = struct.unpack(">I", header[28:32])[0]
-    if (page_size and size % page_size) or pages * page_size > size:
+    # A checkpoint cut part-way leaves the header counting pages the file does not hold yet;
+    # the WAL (or a hot rollback journal) still has them, and SQLite restores them on open.
+    recoverable = any(os.path.exists(p) and os.path.getsize(p) > 0
+                      for p in (f"{path}-wal", f"{path}-journal"))
+    if not recoverable and ((page_size and size % page_size) or pages * page_size > size):
         raise JournalCorruptError(
             f"{path} is truncated: its header describes {pages} pages of {page_size} bytes but "
             f"the file holds {size} bytes. Restore a backup; this file was not modified."

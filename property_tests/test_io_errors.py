@@ -36,12 +36,11 @@ from typing import Any
 
 import apsw
 import pytest
-from known_bugs import short_database_with_wal_accepted
 from powerloss import Disk, Fault, close_leaked, mounted
 from scratch import scratch_dir
 
 import litedurable as ld
-from litedurable._errors import JournalCorruptError, JournalError
+from litedurable._errors import JournalError
 from litedurable._journal import Journal
 from litedurable.testing import FakeClock
 
@@ -170,13 +169,6 @@ class Watch:
             self.committed.add(key)
 
 
-# Engine bugs this loop finds, each pinned by a strict xfail test at the end of this file. The
-# loop tallies them instead of failing, so it goes on checking everything else.
-KNOWN_CLOSE = "known bug (test_close_reports_a_failed_checkpoint_as_a_journal_error)"
-KNOWN_WAL_SWITCH = "known bug (test_a_failed_switch_to_wal_is_reported)"
-KNOWN_SHORT_FILE = "known bug (test_reopen_after_a_failed_checkpoint_at_close)"
-
-
 def engine_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("litedurable")]
 
@@ -230,18 +222,13 @@ def faulty_phase(path: str, canonical: Canonical, disk: Disk, watch: Watch,
         finally:
             try:
                 app.close()
-            except apsw.Error as exc:
-                problems.append(f"{KNOWN_CLOSE}: close raised {type(exc).__name__}: {exc}")
             except Exception as exc:
                 problems.append(f"close raised {type(exc).__name__}: {exc}")
             leaked = close_leaked(vfs)
             if leaked:
                 problems.append(f"close left connections open on {leaked}")
     if swallowed:
-        switching = disk.fault is not None and not any(
-            name.endswith("-wal") for _, name in disk.log[:disk.fault.at])
-        problems.append(f"{KNOWN_WAL_SWITCH if switching else 'swallowed'}: the engine never "
-                        f"saw {swallowed}")
+        problems.append(f"swallowed: the engine never saw {swallowed}")
     return surfaced
 
 
@@ -263,14 +250,11 @@ def run(canonical: Canonical, fault: Fault | None, root: str) -> Run:
     surfaced = faulty_phase(path, canonical, disk, watch, problems)
     app, workflows = build(path, None)
     app.hooks.callback = watch
-    with short_database_with_wal_accepted() as spared:
-        with app:
-            handle = app.start(workflows[canonical.name], *canonical.args,
-                               workflow_id=WORKFLOW_ID)
-            result = outcome(handle, timeout=10)
-        with Journal(path) as journal:
-            shape = journal_shape(journal, problems)
-    problems += [f"{KNOWN_SHORT_FILE}: refused {os.path.basename(p)}" for p in spared]
+    with app:
+        handle = app.start(workflows[canonical.name], *canonical.args, workflow_id=WORKFLOW_ID)
+        result = outcome(handle, timeout=10)
+    with Journal(path) as journal:
+        shape = journal_shape(journal, problems)
     lost = {key for key in watch.committed if key[1] not in {s[0] for s in shape}}
     problems += [f"D4: acknowledged step {key[1]} is missing" for key in sorted(lost, key=str)]
     return Run(result, shape, disk.calls, disk.faults_injected, surfaced,
@@ -294,7 +278,6 @@ class Tally:
     runs: int = 0
     faults: int = 0
     surfaced: dict[str, int] = field(default_factory=dict)  # how the faults showed
-    known: dict[str, int] = field(default_factory=dict)  # known bugs hit, by xfail test
 
 
 def check_exhaustively(canonical: Canonical, errors: list[type[apsw.Error]]) -> Tally:
@@ -307,12 +290,7 @@ def check_exhaustively(canonical: Canonical, errors: list[type[apsw.Error]]) -> 
     tally = Tally()
     for k, got in fault_loop(canonical, errors):
         where = f"{canonical.name}, fault at call {k}"
-        for problem in got.problems:
-            if problem.startswith("known bug"):
-                bug = problem.split(":", 1)[0]
-                tally.known[bug] = tally.known.get(bug, 0) + 1
-            else:
-                failures.append(f"{where}: {problem}")
+        failures += [f"{where}: {problem}" for problem in got.problems]
         if got.outcome != reference.outcome:
             failures.append(f"{where}: D1: outcome {got.outcome} != {reference.outcome}")
         if got.shape != reference.shape:
@@ -364,13 +342,9 @@ def close_checkpoint_writes(canonical: Canonical) -> tuple[int, int]:
     return first + 1, first + 2
 
 
-@pytest.mark.xfail(strict=True, raises=apsw.Error, reason=(
-    "engine bug: Journal.close() lets the raw apsw error out when SQLite's checkpoint on the "
-    "last connection's close fails (disk full), skipping the rest of the close"))
-def test_close_reports_a_failed_checkpoint_as_a_journal_error() -> None:
-    """Disk full during the checkpoint at close loses nothing (the WAL keeps it all), so close()
-    may stay silent or raise a ``JournalError``; it raises ``apsw.FullError`` instead, and the
-    App and journal are left half closed (owner token still live, journal still registered).
+def test_a_failed_checkpoint_at_close_closes_cleanly() -> None:
+    """Disk full during the checkpoint at close loses nothing (the WAL keeps it all): close()
+    logs it and finishes closing, never letting a raw ``apsw`` error out half way.
     """
     refund = CANONICAL[1]
     first, _ = close_checkpoint_writes(refund)
@@ -389,14 +363,10 @@ def test_close_reports_a_failed_checkpoint_as_a_journal_error() -> None:
                     close_leaked(vfs)
 
 
-@pytest.mark.xfail(strict=True, raises=JournalCorruptError, reason=(
-    "engine bug: Journal._check_header refuses a database file shorter than its header's page "
-    "count before SQLite replays the WAL; a checkpoint that failed part-way (disk full at "
-    "close) leaves exactly that, and SQLite itself recovers it intact"))
 def test_reopen_after_a_failed_checkpoint_at_close() -> None:
     """The checkpoint at close wrote page 1 (its header now counts every page) and then the
-    disk was full. No power was lost; the WAL holds every page. SQLite opens the file with
-    integrity "ok"; litedurable says it is truncated and refuses it.
+    disk was full. No power was lost; the WAL holds every page, so the journal must open (as
+    SQLite alone does) rather than be refused as truncated.
     """
     checkout = CANONICAL[0]  # on a new file: before the checkpoint, the database is 1 page
     _, second = close_checkpoint_writes(checkout)
@@ -416,10 +386,6 @@ def test_reopen_after_a_failed_checkpoint_at_close() -> None:
             assert journal.integrity_check() == "ok"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: the result of PRAGMA journal_mode=WAL is neither read nor checked, so an I/O "
-    "error while switching a new file to WAL is swallowed (apsw can only pass it to "
-    "sys.unraisablehook) and a refused switch would go unnoticed"))
 def test_a_failed_switch_to_wal_is_reported() -> None:
     """A new journal file starts in rollback mode; SQLite switches it to WAL through a rollback
     journal. Failing that journal's sync must come out as a ``JournalError`` (or the switch

@@ -38,12 +38,11 @@ import apsw
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from known_bugs import short_database_with_wal_accepted
 from powerloss import CutReport, Disk, Mode, close_leaked, mounted
 from scratch import scratch_dir
 
 import litedurable as ld
-from litedurable._errors import DurableError, JournalCorruptError
+from litedurable._errors import DurableError
 from litedurable._journal import Journal
 from litedurable.testing import Crash, FakeClock
 
@@ -240,7 +239,7 @@ def check_power_loss(workload: Workload, durability: Durability, cut_after: int 
     """Run, cut the power, inspect, recover; return every broken invariant."""
     problems: list[str] = []
     workflow_ids = ids(workload)
-    with scratch_dir() as d, short_database_with_wal_accepted():
+    with scratch_dir() as d:
         path = os.path.join(d, "journal.db")
         disk = Disk(cut_after=cut_after, honest_sync=honest_sync)
         with mounted(disk) as vfs:
@@ -350,15 +349,11 @@ def test_negative_control_synchronous_off_is_caught(monkeypatch: pytest.MonkeyPa
     assert any(p.startswith("D4: acknowledged") for p in verdict.problems), verdict
 
 
-@pytest.mark.xfail(strict=True, raises=JournalCorruptError, reason=(
-    "engine bug: Journal._check_header refuses a database file shorter than its header's page "
-    "count before SQLite replays the WAL; a power cut during a checkpoint leaves exactly that, "
-    "and SQLite itself recovers it intact (G1)"))
 def test_reopen_after_a_cut_during_a_checkpoint() -> None:
     """The checkpoint at close wrote page 1 (the header, now counting every page) and the
     power went off before the other pages reached the disk. The WAL was synced and still holds
-    them all, so SQLite opens the file with integrity "ok" and every row; litedurable says it
-    is truncated.
+    them all, so SQLite opens the file with integrity "ok" and every row, and so must
+    litedurable (G1: no repair needed after a crash at any instant).
     """
     with scratch_dir() as d:
         path = os.path.join(d, "journal.db")
