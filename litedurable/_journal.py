@@ -937,6 +937,8 @@ class Journal:
                 "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL",
                 values,
             )
+            if conn.changes() == 0:
+                _refuse_stale_step(conn, row, total, owner)
 
         def verify(conn: apsw.Connection) -> bool:
             found = conn.execute(
@@ -1012,6 +1014,25 @@ class Journal:
 def _scalar(conn: apsw.Connection, sql: str) -> Any:
     """The first column of the first row of ``sql``."""
     return conn.execute(sql).fetchall()[0][0]
+
+
+def _refuse_stale_step(conn: apsw.Connection, row: StepRow, total: int, owner: str) -> None:
+    """A finished row already holds this step: refuse the write unless it is the same outcome.
+
+    The second fence: a process that lost a workflow and claimed it back keeps its owner token,
+    so its stale run passes the owner check; a step someone else completed meanwhile must not
+    be acknowledged to that run as if its own outcome had been written.
+    """
+    found = conn.execute(
+        "SELECT checksum FROM steps WHERE workflow_id = ? AND step = ?",
+        (row.workflow_id, row.step),
+    ).fetchall()
+    if found and found[0][0] != total:
+        raise OwnershipLostError(
+            f"step {row.step} of workflow {row.workflow_id!r} is already recorded with another "
+            f"outcome: this run of it is stale (its owner {owner!r} lost the workflow and took "
+            "it back meanwhile). The write was refused; the workflow continues from the journal."
+        )
 
 
 def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | None:

@@ -203,9 +203,11 @@ def decision_after_branch() -> None:
 
 
 def no_fence() -> None:
-    """The journal accepts writes from a former owner (no fencing on the owner token)."""
+    """The journal accepts writes from a former owner: no fencing on the owner token, and no
+    refusal of a step row someone else already completed."""
     _journal._fenced = lambda conn, workflow_id, owner: _journal._fetch_workflow(  # type: ignore[assignment]
         conn, workflow_id)
+    _journal._refuse_stale_step = lambda conn, row, total, owner: None  # type: ignore[assignment]
 
 
 BROKEN: dict[str, Callable[[], None]] = {

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from ledger_child import EXIT_CODE, Ledger, build, job_values, ledger_hook
@@ -424,13 +423,6 @@ def test_negative_control_a_journal_without_fencing_is_caught() -> None:
     assert any(p.startswith("D7: step 0 of w committed by") for p in problems), problems
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: fencing compares the App's owner token, which stays the same when a process "
-    "re-claims a workflow it had lost; its stale run (stopped past its lease mid-step) is "
-    "un-fenced, record_step's INSERT ... ON CONFLICT DO UPDATE ... WHERE finished_at IS NULL "
-    "silently ignores its write of a step another owner already completed and reports "
-    "success, and the run finishes the workflow with a value the journal does not hold (D1, "
-    "D7)"))
 def test_a_reclaimed_workflow_fences_the_stale_run_of_its_own_owner() -> None:
     problems, _ = stale_owner_problems(reclaim=True)
     assert problems == []

@@ -252,7 +252,7 @@ def test_a_running_step_sees_cancellation_and_waiting_on_a_cancelled_child_raise
         assert started.wait(30)
         app.cancel("kid")
         assert handle.result(timeout=30) == "child cancelled: workflow 'kid' was cancelled"
-        [step] = app.steps("kid")
+        [step] = eventually(lambda: app.steps("kid"), "the step's row, written after the cancel")
     assert step.output == "noticed"  # the inline step saw ld.cancelled() and returned
 
 
