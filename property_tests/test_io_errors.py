@@ -370,20 +370,36 @@ def test_reopen_after_a_failed_checkpoint_at_close() -> None:
     """
     checkout = CANONICAL[0]  # on a new file: before the checkpoint, the database is 1 page
     _, second = close_checkpoint_writes(checkout)
-    with scratch_dir() as root:
-        path = new_journal(root, "journal", checkout)
-        faulty_phase(path, checkout, Disk(fault=Fault(second, apsw.FullError)), Watch(), [])
-        copy = os.path.join(root, "copy.db")
-        for suffix in ("", "-wal"):
-            shutil.copyfile(path + suffix, copy + suffix)
-        raw = apsw.Connection(copy)  # SQLite alone, on a copy: it replays the WAL
-        try:
-            assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            assert raw.execute("SELECT status FROM workflows").fetchall() == [("succeeded",)]
-        finally:
-            raw.close()
-        with Journal(path) as journal:
-            assert journal.integrity_check() == "ok"
+    short_files = 0
+    # Background threads (heartbeat, watcher) can shift the call count by a few between runs,
+    # so try the calls around the one the dry run found, and count those that hit the spot.
+    for at in range(second - 2, second + 6):
+        with scratch_dir() as root:
+            path = new_journal(root, "journal", checkout)
+            faulty_phase(path, checkout, Disk(fault=Fault(at, apsw.FullError)), Watch(), [])
+            if not (os.path.exists(path + "-wal") and shorter_than_its_header(path)):
+                continue
+            short_files += 1
+            copy = os.path.join(root, "copy.db")
+            for suffix in ("", "-wal"):
+                shutil.copyfile(path + suffix, copy + suffix)
+            raw = apsw.Connection(copy)  # SQLite alone, on a copy: it replays the WAL
+            try:
+                assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+                assert raw.execute("SELECT status FROM workflows").fetchall() == [("succeeded",)]
+            finally:
+                raw.close()
+            with Journal(path) as journal:
+                assert journal.integrity_check() == "ok"
+    assert short_files, "no fault left the database shorter than its header with a WAL"
+
+
+def shorter_than_its_header(path: str) -> bool:
+    with open(path, "rb") as f:
+        header = f.read(100)
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size  # how SQLite stores 64 KiB
+    return int.from_bytes(header[28:32], "big") * page_size > os.path.getsize(path)
 
 
 def test_a_failed_switch_to_wal_is_reported() -> None:
