@@ -315,9 +315,16 @@ class Journal:
         conn = self._writer or self._reader
         if self._vfs is None:
             _check_header(self.path)
-        app_id: int = _scalar(conn, "PRAGMA application_id")
-        version: int = _scalar(conn, "PRAGMA user_version")
-        tables: int = _scalar(conn, "SELECT count(*) FROM sqlite_schema")
+        # One statement, so one snapshot: another process migrating a new file at this moment
+        # must not show us its tables without its application id.
+        app_id: int
+        version: int
+        tables: int
+        app_id, version, tables = conn.execute(  # type: ignore[assignment]
+            "SELECT (SELECT application_id FROM pragma_application_id), "
+            "(SELECT user_version FROM pragma_user_version), "
+            "(SELECT count(*) FROM sqlite_schema)"
+        ).fetchall()[0]
         if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise JournalVersionError(
                 f"{self.path} is an SQLite database of another program (application_id "
