@@ -10,6 +10,9 @@
   occurrence with a crash there followed by recovery, and check that every run ends with the
   same result and the same journal shape and that no step body ran after its completion was
   committed. The first failure is reported with a readable explanation.
+* ``crash_schedules()`` — a Hypothesis strategy of crash lists for ``crash_test(...,
+  crashes=...)``, so Hypothesis chooses (and shrinks) where a workflow crashes. Needs the
+  ``hypothesis`` package (a test dependency; everything else here works without it).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from ._app import App
 from ._clock import FakeClock
 from ._runtime import CRASH_POINTS
 
+try:  # optional: only crash_schedules() needs it
+    from hypothesis import strategies as _st
+except ImportError:  # pragma: no cover - exercised only without the test extras
+    _st = None  # type: ignore[assignment]
+
 __all__ = [
     "CRASH_POINTS",
     "Crash",
@@ -35,6 +43,7 @@ __all__ = [
     "CrashTestResult",
     "FakeClock",
     "crash_at",
+    "crash_schedules",
     "crash_test",
 ]
 
@@ -117,6 +126,7 @@ def crash_test(
     *,
     points: Sequence[str] = CRASH_POINTS,
     max_occurrences: int = 20,
+    crashes: Sequence[tuple[str, int]] | None = None,
     timeout: float = 30.0,
 ) -> CrashTestResult:
     """Crash-test one workflow at every crash point it passes.
@@ -130,13 +140,16 @@ def crash_test(
     exception type and message) and the journal's (kind, name) sequence equal the crash-free
     run's, and that no step body started after its completion row was committed.
 
+    ``crashes`` replaces that sweep with the given (point, occurrence) pairs, each tried in a
+    run of its own; one the workflow never reaches is skipped (see ``crash_schedules``).
+
     Raises:
         CrashTestError: naming the first crash point that broke an invariant, and how.
     """
     kwargs = dict(kwargs or {})
     root = tempfile.mkdtemp(prefix="litedurable-crash-")
     try:
-        counts: dict[str, int] = dict.fromkeys(points, 0)
+        counts: dict[str, int] = dict.fromkeys(CRASH_POINTS, 0)
 
         def count(at: str, _info: Mapping[str, object]) -> None:
             if at in counts:
@@ -144,32 +157,64 @@ def crash_test(
 
         reference = _one_run(make_app, os.path.join(root, "reference.db"), args, kwargs,
                              None, count, timeout)
-        crashes: list[tuple[str, int]] = []
-        for point in points:
-            for nth in range(1, min(counts[point], max_occurrences) + 1):
-                path = os.path.join(root, f"{point}-{nth}.db")
-                got = _one_run(make_app, path, args, kwargs, (point, nth), None, timeout)
-                crashes.append((point, nth))
-                where = f"crash at {point!r} (occurrence {nth})"
-                if got.problem:
-                    raise CrashTestError(f"{where}: {got.problem}")
-                if got.outcome != reference.outcome:
-                    raise CrashTestError(
-                        f"{where}: the recovered workflow ended with {got.outcome!r}, but the "
-                        f"crash-free run ended with {reference.outcome!r}. Something outside a "
-                        "step (time, randomness, I/O, global state) changed the workflow's path; "
-                        "move it into a step or use ld.now()/ld.random()."
-                    )
-                if got.shape != reference.shape:
-                    raise CrashTestError(
-                        f"{where}: the journal differs from the crash-free run's.\n"
-                        f"  crash-free: {reference.shape}\n  recovered:  {got.shape}\n"
-                        "The workflow took another path after recovery: a decision was made "
-                        "outside the journal."
-                    )
-        return CrashTestResult(reference.outcome, crashes)
+        if crashes is None:
+            sweep = [(point, nth) for point in points
+                     for nth in range(1, min(counts[point], max_occurrences) + 1)]
+        else:
+            sweep = [(point, nth) for point, nth in crashes
+                     if _known_point(point) and nth <= counts.get(point, 0)]
+        done: list[tuple[str, int]] = []
+        for index, (point, nth) in enumerate(sweep):
+            path = os.path.join(root, f"{index}-{point}-{nth}.db")
+            got = _one_run(make_app, path, args, kwargs, (point, nth), None, timeout)
+            done.append((point, nth))
+            where = f"crash at {point!r} (occurrence {nth})"
+            if got.problem:
+                raise CrashTestError(f"{where}: {got.problem}")
+            if got.outcome != reference.outcome:
+                raise CrashTestError(
+                    f"{where}: the recovered workflow ended with {got.outcome!r}, but the "
+                    f"crash-free run ended with {reference.outcome!r}. Something outside a "
+                    "step (time, randomness, I/O, global state) changed the workflow's path; "
+                    "move it into a step or use ld.now()/ld.random()."
+                )
+            if got.shape != reference.shape:
+                raise CrashTestError(
+                    f"{where}: the journal differs from the crash-free run's.\n"
+                    f"  crash-free: {reference.shape}\n  recovered:  {got.shape}\n"
+                    "The workflow took another path after recovery: a decision was made "
+                    "outside the journal."
+                )
+        return CrashTestResult(reference.outcome, done)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _known_point(point: str) -> bool:
+    if point not in CRASH_POINTS:
+        raise ValueError(f"unknown crash point {point!r}; choose one of {', '.join(CRASH_POINTS)}")
+    return True
+
+
+def crash_schedules(
+    *, points: Sequence[str] = CRASH_POINTS, max_occurrence: int = 8, max_crashes: int = 3
+) -> Any:
+    """A Hypothesis strategy of crash lists for ``crash_test(..., crashes=...)``.
+
+    Each list holds 1 to ``max_crashes`` (point, occurrence) pairs; occurrences a workflow
+    never reaches are skipped by ``crash_test``, so the strategy needs no knowledge of the
+    workflow. Hypothesis shrinks a failure to the simplest crash that shows it::
+
+        @given(crash_schedules())
+        def test_checkout_survives_crashes(crashes):
+            crash_test(make_app, ("order-7",), crashes=crashes)
+    """
+    if _st is None:
+        raise ImportError("crash_schedules() needs Hypothesis: pip install hypothesis")
+    for point in points:
+        _known_point(point)
+    pair = _st.tuples(_st.sampled_from(list(points)), _st.integers(1, max_occurrence))
+    return _st.lists(pair, min_size=1, max_size=max_crashes)
 
 
 @dataclass

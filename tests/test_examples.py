@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
     "bounded_concurrency.py": "decisions kept across the crash: True",
+    "crash_testing.py": "bug found by the crash test, fix passes: True",
     "fallback.py": "fallback decision kept across the crash: True",
     "fan_out_partial_failures.py": "same outcome as the crash-free run: True",
     "map_reduce.py": "completion order kept across the crash: True",

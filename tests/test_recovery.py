@@ -17,10 +17,18 @@ from pathlib import Path
 
 import apsw
 import pytest
+from hypothesis import given, settings
 
 import litedurable as ld
 from litedurable._journal import Journal
-from litedurable.testing import CrashTestError, FakeClock, crash_at, crash_test
+from litedurable.testing import (
+    CRASH_POINTS,
+    CrashTestError,
+    FakeClock,
+    crash_at,
+    crash_schedules,
+    crash_test,
+)
 
 
 def _stored_status(path: str, workflow_id: str) -> str:
@@ -336,6 +344,23 @@ def test_crash_test_passes_a_correct_workflow():
         "before_outcome",
     } <= points
     assert len(result.crashes) >= 10
+
+
+def test_crash_test_runs_the_crashes_it_is_given():
+    result = crash_test(_make_good, args=(5,),
+                        crashes=[("after_commit", 2), ("before_decision", 1), ("after_body", 99)])
+    assert result.crashes == [("after_commit", 2), ("before_decision", 1)]  # 99 never happens
+    with pytest.raises(ValueError, match="no_such_point"):
+        crash_test(_make_good, args=(5,), crashes=[("no_such_point", 1)])
+
+
+@settings(max_examples=5, derandomize=True, deadline=None, database=None)
+@given(crash_schedules(max_occurrence=3, max_crashes=2))
+def test_crash_schedules_drive_crash_test(crashes):
+    assert 1 <= len(crashes) <= 2
+    assert all(point in CRASH_POINTS and 1 <= nth <= 3 for point, nth in crashes)
+    assert crash_test(_make_good, args=(5,), crashes=crashes).outcome == (
+        "value", [10, 10, 12, 14])
 
 
 def test_crash_test_catches_a_broken_workflow():
