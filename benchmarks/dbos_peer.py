@@ -23,10 +23,7 @@ litedurable.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -35,7 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import apsw
-from ld_workloads import RawCommitter, wait_until_none_pending
+from ld_workloads import RawCommitter, kill_when_recorded, wait_until_none_pending
 
 SQLITE_NOTE = "WAL with synchronous matching durability, set by the runner"
 RECOVERY_VERSION = "bench-recovery"
@@ -242,41 +239,7 @@ def prepare_crashed(path: str, durability: str, n: int, steps: int, done: int,
     """Leave ``path`` as a DBOS process killed half-way (see ``ld_workloads.prepare_crashed``)."""
     cmd = [sys.executable, os.path.abspath(__file__), "victim", path, durability, str(n),
            str(steps), str(done)]
-    want = n * done
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors)
-        start = time.perf_counter()
-        conn: apsw.Connection | None = None
-        try:
-            while True:
-                if proc.poll() is not None:
-                    errors.seek(0)
-                    raise RuntimeError(f"the DBOS victim exited with {proc.returncode}:\n"
-                                       f"{errors.read().decode(errors='replace')[-3000:]}")
-                if time.perf_counter() - start > timeout:
-                    raise TimeoutError(f"the DBOS victim did not record {want} steps")
-                try:
-                    if conn is None:
-                        conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-                        conn.setbusytimeout(5_000)
-                    if _count_steps(conn) >= want:
-                        break
-                except apsw.Error:
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        victim_s = time.perf_counter() - start
-        assert conn is not None
-        found = _count_steps(conn)
-        conn.close()
-    return {"victim_s": victim_s, "step_rows": found}
+    return kill_when_recorded(cmd, path, n * done, _count_steps, timeout, "the DBOS victim")
 
 
 def recover_crashed(path: str, durability: str, n: int, steps: int,

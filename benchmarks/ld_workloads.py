@@ -321,7 +321,17 @@ def prepare_crashed(path: str, durability: str, n: int, steps: int, done: int,
     """
     cmd = [sys.executable, os.path.abspath(__file__), "victim", path, durability, str(n),
            str(steps), str(done)]
-    want = n * done
+    return kill_when_recorded(cmd, path, n * done, _count_steps, timeout, "the victim")
+
+
+def kill_when_recorded(cmd: list[str], path: str, want: int,
+                       count_steps: Callable[[apsw.Connection], int], timeout: float,
+                       label: str) -> dict[str, float]:
+    """Run ``cmd`` and SIGKILL it once ``count_steps`` finds ``want`` rows in ``path``.
+
+    Polls through a read-only connection of this process's own; returns how long the victim
+    ran and how many step rows the file holds after the kill.
+    """
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors)
         start = time.perf_counter()
@@ -330,15 +340,15 @@ def prepare_crashed(path: str, durability: str, n: int, steps: int, done: int,
             while True:
                 if proc.poll() is not None:
                     errors.seek(0)
-                    raise RuntimeError(f"the victim exited with {proc.returncode} before the "
-                                       f"kill:\n{errors.read().decode(errors='replace')}")
+                    raise RuntimeError(f"{label} exited with {proc.returncode} before the "
+                                       f"kill:\n{errors.read().decode(errors='replace')[-3000:]}")
                 if time.perf_counter() - start > timeout:
-                    raise TimeoutError(f"the victim did not record {want} steps in {timeout} s")
+                    raise TimeoutError(f"{label} did not record {want} steps in {timeout} s")
                 try:
                     if conn is None:
                         conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
                         conn.setbusytimeout(5_000)
-                    if _count_steps(conn) >= want:
+                    if count_steps(conn) >= want:
                         break
                 except apsw.Error:  # file or schema not there yet
                     if conn is not None:
@@ -353,7 +363,7 @@ def prepare_crashed(path: str, durability: str, n: int, steps: int, done: int,
                 proc.wait()
         victim_s = time.perf_counter() - start
         assert conn is not None
-        found = _count_steps(conn)
+        found = count_steps(conn)
         conn.close()
     return {"victim_s": victim_s, "step_rows": found}
 
