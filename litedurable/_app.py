@@ -125,12 +125,10 @@ class Handle(Generic[R]):
         app = self._app
         limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
         _, runtime = app._parts()
-        with runtime.finished:
-            runtime.result_waiters += 1  # the commit watcher looks often while we wait
-        runtime.watch_often()
+        outcome = runtime.expect_outcome(self.workflow_id)
         try:
             while True:
-                seen = runtime.finished_count  # read before the row: no wake-up is missed
+                outcome.clear()  # before the read: an outcome committed after it sets it again
                 row = app._row(self.workflow_id)
                 if row.status != Status.PENDING:
                     value: R = app._outcome(row)
@@ -141,14 +139,10 @@ class Handle(Generic[R]):
                         f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; "
                         "it keeps running. Call result() again to keep waiting."
                     )
-                with runtime.finished:
-                    if runtime.finished_count == seen:
-                        # Notified on every outcome here and every commit elsewhere; the cap
-                        # is only a safety net.
-                        runtime.finished.wait(1.0 if remaining is None else min(remaining, 1.0))
+                # Set by its outcome here or by the commit watcher; the cap is a safety net.
+                outcome.wait(1.0 if remaining is None else min(remaining, 1.0))
         finally:
-            with runtime.finished:
-                runtime.result_waiters -= 1
+            runtime.forget_outcome(self.workflow_id, outcome)
 
     def _await_in(self, run: WorkflowRun, timeout: float | timedelta | None) -> R:
         self._app._check_runtime(run, f"waits on workflow {self.workflow_id!r}")

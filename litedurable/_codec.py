@@ -25,6 +25,11 @@ from ._errors import RecordedError, SerializationError
 __all__ = ["Codec", "param_hints", "return_hint", "type_name"]
 
 _NONE_TYPES: tuple[object, ...] = (None, type(None))
+# Values JSON stores as themselves: no cattrs pass on the way in, and (with no hint, or a hint
+# of their own type) the recorded value reads back equal, so the hot path skips the decode.
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.JSONDecoder().decode
 
 
 def type_name(obj: object) -> str:
@@ -86,14 +91,17 @@ class Codec:
         self._converter = make_converter()
         # ``object`` (alone or nested, as in ``list[object]``) means "any JSON value", like Any.
         self._converter.register_structure_hook_func(lambda t: t is object, lambda v, _: v)
+        # Resolving a function's hints (inspect.signature, get_type_hints) costs more than the
+        # rest of starting a small workflow; functions do not change once registered.
+        self._param_hints: dict[Callable[..., Any], tuple[list[Any], Any, dict[str, Any], Any]] = {}
 
     # -- values ---------------------------------------------------------------------------
 
     def encode(self, value: object, what: str) -> bytes:
         """JSON bytes for ``value``; ``what`` names the value in error messages."""
         try:
-            plain = self._converter.unstructure(value)
-            data = json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode()
+            plain = value if type(value) in _PLAIN else self._converter.unstructure(value)
+            data = _dumps(plain).encode()
         except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
             raise SerializationError(
                 f"{what} has type {type_name(value)}, which litedurable cannot serialize to JSON "
@@ -111,8 +119,8 @@ class Codec:
 
     def decode(self, data: bytes, hint: Any, what: str) -> Any:
         """The value stored in ``data``, structured back to ``hint`` when one is given."""
-        plain = json.loads(data)
-        if hint is Any or (hint in _NONE_TYPES and plain is None):
+        plain = _loads(data.decode())
+        if hint is Any or type(plain) is hint or (hint in _NONE_TYPES and plain is None):
             return plain
         try:
             return self._converter.structure(plain, hint)
@@ -122,6 +130,20 @@ class Codec:
                 f"({exc}). Did its type change since it was recorded? Keep the old shape, or "
                 "fork the workflow from before that step."
             ) from None
+
+    def replayed(self, value: object, data: bytes, hint: Any, what: str) -> Any:
+        """``value`` as a replay will see it, given ``data``, its encoding.
+
+        A first run hands back the decoded value, not the original, so that the first run and
+        every replay agree (a tuple comes back a list, a dataclass is rebuilt through
+        ``hint``). Plain JSON scalars read back equal, so they skip the decode.
+        """
+        kind = type(value)
+        if kind in _PLAIN and (
+            hint is Any or hint is kind or (value is None and hint in _NONE_TYPES)
+        ):
+            return value
+        return self.decode(data, hint, what)
 
     def encode_args(
         self,
@@ -137,8 +159,11 @@ class Codec:
         self, fn: Callable[..., Any], data: bytes, what: str
     ) -> tuple[list[Any], dict[str, Any]]:
         """Inputs stored by ``encode_args``, each structured by its parameter's hint."""
-        plain = json.loads(data)
-        positional, star, named, star_star = param_hints(fn)
+        plain = _loads(data.decode())
+        hints = self._param_hints.get(fn)
+        if hints is None:
+            hints = self._param_hints[fn] = param_hints(fn)
+        positional, star, named, star_star = hints
         args = [
             self._structure(v, positional[i] if i < len(positional) else star, what)
             for i, v in enumerate(plain["args"])

@@ -33,7 +33,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import apsw
 
@@ -133,23 +133,42 @@ _DESCENDANTS = (
 _STEP_COLUMNS = (
     "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
 )
+# A step row, written only while the owner bound last still owns its workflow; a select's open
+# row (no finished_at yet) is completed, a finished row is never overwritten.
+_INSERT_STEP = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ? AND owner = ?) "
+    "ON CONFLICT(workflow_id, step) DO UPDATE SET output = excluded.output, "
+    "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
+    "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL"
+)
 
 
 def checksum(*parts: bytes | str | None) -> int:
     """CRC-32 over length-prefixed parts, so a flipped payload byte is noticed on read.
 
-    SQLite's ``integrity_check`` verifies pages and indexes, not the bytes of a value.
+    SQLite's ``integrity_check`` verifies pages and indexes, not the bytes of a value. The
+    parts are joined and hashed in one call (CRC-32 streams, so this equals hashing them one
+    by one, as files written by earlier versions were).
     """
-    crc = 0
+    chunks: list[bytes] = []
     for part in parts:
-        raw = part.encode() if isinstance(part, str) else (part or b"")
-        crc = zlib.crc32(struct.pack("<q", -1 if part is None else len(raw)), crc)
-        crc = zlib.crc32(raw, crc)
-    return crc
+        if part is None:
+            chunks.append(_NONE_LENGTH)
+            continue
+        raw = part.encode() if isinstance(part, str) else part
+        chunks.append(_pack_length(len(raw)))
+        chunks.append(raw)
+    return zlib.crc32(b"".join(chunks))
 
 
-@dataclass(frozen=True, slots=True)
-class WorkflowRow:
+_pack_length = struct.Struct("<q").pack
+_NONE_LENGTH = _pack_length(-1)
+
+
+# Rows are named tuples, not frozen dataclasses: one is built per step and per workflow read,
+# and a frozen dataclass's __init__ alone costs more than the rest of a row's Python.
+class WorkflowRow(NamedTuple):
     workflow_id: str
     name: str
     status: str
@@ -167,8 +186,7 @@ class WorkflowRow:
     detached: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StepRow:
+class StepRow(NamedTuple):
     workflow_id: str
     step: int
     kind: str
@@ -215,7 +233,7 @@ def _step_checksum(row: StepRow) -> int:
 class _Write:
     """One queued write: what to run inside the transaction, and how to re-check it."""
 
-    __slots__ = ("done", "error", "fn", "value", "verify")
+    __slots__ = ("done", "error", "fn", "value", "verify", "wake")
 
     def __init__(
         self,
@@ -227,6 +245,7 @@ class _Write:
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
+        self.wake: threading.Lock | None = None  # held while the writer waits its turn
 
 
 _open_journals: weakref.WeakSet[Journal] = weakref.WeakSet()
@@ -272,7 +291,8 @@ class Journal:
         self._forked = False
         self._frozen: Callable[[], BaseException] | None = None
         self._closed = False
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()  # guards the queue and the commit state below
+        self._cond = threading.Condition(self._mutex)  # for the rare waits: close(), watcher
         self._queue: list[_Write] = []
         self._committing = False
         self._read_lock = threading.Lock()
@@ -441,26 +461,55 @@ class Journal:
                 f"{self.path} was opened read-only; open it read-write to change it"
             )
         op = _Write(fn, verify)
-        with self._cond:
+        batch: list[_Write] | None = None
+        with self._mutex:
             self._usable()
-            self._queue.append(op)
-            while not op.done:
-                if self._committing:
-                    self._cond.wait()
-                    continue
-                self._usable()
+            if self._committing:  # follow: the committer wakes us when our batch is durable
+                op.wake = threading.Lock()
+                op.wake.acquire()
+                self._queue.append(op)
+            else:  # lead: commit our own write now, in this thread (the queue is empty)
                 self._committing = True
-                batch, self._queue = self._queue, []
-                self._cond.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._cond.acquire()
-                    self._committing = False
-                    self._cond.notify_all()
+                batch = [op]
+        if batch is None:
+            assert op.wake is not None
+            op.wake.acquire()
+            if not op.done:  # handed the lead: commit the whole queue, which starts with us
+                with self._mutex:
+                    batch, self._queue = self._queue, []
+                    try:
+                        self._usable()
+                    except BaseException as exc:
+                        for queued in batch:
+                            queued.error, queued.done = exc, True
+        if batch is not None:
+            self._lead(batch)
         if op.error is not None:
             raise op.error
         return op.value  # type: ignore[no-any-return]
+
+    def _lead(self, batch: list[_Write]) -> None:
+        """Commit ``batch``, then wake exactly its writers, handing the lead to the next one.
+
+        Writers that queued during the commit are left for the queue head, so a commit wakes
+        the writers it made durable plus one, never every waiting thread.
+        """
+        try:
+            if not batch[0].done:
+                self._commit(batch)
+        finally:
+            with self._mutex:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._committing = False
+                if successor is None or self._version_wanted:
+                    self._cond.notify_all()  # close() and changed_elsewhere() wait on these
+            for queued in batch[1:]:
+                assert queued.wake is not None
+                queued.wake.release()
+            if successor is not None:
+                assert successor.wake is not None
+                successor.wake.release()
 
     def _commit(self, batch: list[_Write]) -> None:
         conn = self._writer
@@ -932,19 +981,11 @@ class Journal:
                   row.extra, total, row.started_at, row.finished_at)
 
         def insert(conn: apsw.Connection) -> None:
-            found = conn.execute(
-                "SELECT owner FROM workflows WHERE workflow_id = ?", (row.workflow_id,)
-            ).fetchall()
-            if not found or found[0][0] != owner:
-                _fenced(conn, row.workflow_id, owner)  # raises the error that says which
-            conn.execute(
-                f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(workflow_id, step) DO UPDATE SET output = excluded.output, "
-                "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
-                "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL",
-                values,
-            )
+            # The fence is part of the INSERT: nothing is written unless ``owner`` still owns
+            # the workflow, and only a write that changed nothing needs to find out why.
+            conn.execute(_INSERT_STEP, (*values, row.workflow_id, owner))
             if conn.changes() == 0:
+                _fenced(conn, row.workflow_id, owner)  # raises the error that says which
                 _refuse_stale_step(conn, row, total, owner)
 
         def verify(conn: apsw.Connection) -> bool:

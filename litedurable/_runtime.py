@@ -119,6 +119,9 @@ class Outcome:
         return self.value
 
 
+_SCOPE_CONDS = threading.Lock()  # makes each StepScope's condition exactly once
+
+
 class StepScope(Scope):
     """The context inside a step body: its key, and whether cancellation was requested.
 
@@ -128,14 +131,25 @@ class StepScope(Scope):
     else is not, so a resumed workflow runs the step again instead of replaying a failure.
     """
 
-    __slots__ = ("abandoned", "cancel_requested", "cond", "step")
+    __slots__ = ("_cond", "abandoned", "cancel_requested", "step")
 
     def __init__(self, workflow_id: str, step: int) -> None:
         super().__init__(workflow_id)
         self.step = step
         self.cancel_requested = False
         self.abandoned = False
-        self.cond = threading.Condition()
+        self._cond: threading.Condition | None = None
+
+    @property
+    def cond(self) -> threading.Condition:
+        """Guards ``cancel_requested``; made on first use, as most steps never wait on it."""
+        cond = self._cond
+        if cond is None:
+            with _SCOPE_CONDS:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
 
     @property
     def key(self) -> str:
@@ -430,9 +444,7 @@ class Runtime:
         self.run_pool = WorkerPool(workflow_threads, "litedurable-workflow")
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
-        self.finished = threading.Condition()  # notified whenever a workflow gets an outcome
-        self.finished_count = 0  # bumped under ``finished`` at each notification
-        self.result_waiters = 0  # threads in Handle.result (changed under ``finished``)
+        self._result_events: dict[str, list[threading.Event]] = {}  # Handle.result waiters
         self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
@@ -610,17 +622,33 @@ class Runtime:
         )
         self.announce_finished([workflow_id])
 
-    def watch_often(self) -> None:
-        """Someone here started waiting: make the commit watcher look at its fast pace now."""
-        self._watch_wake.set()
+    def expect_outcome(self, workflow_id: str) -> threading.Event:
+        """An event set when ``workflow_id`` may have left ``pending``, here or elsewhere.
 
-    def announce_finished(self, workflow_ids: Sequence[str] = ()) -> None:
-        """Wake ``Handle.result`` waiters, and the workflows waiting on ``workflow_ids``."""
-        with self.finished:
-            self.finished_count += 1
-            self.finished.notify_all()
+        For ``Handle.result`` outside workflows: register, clear, read the row, then wait, and
+        no outcome is missed. Each outcome wakes only the threads waiting for that workflow.
+        Pair with ``forget_outcome``.
+        """
+        event = threading.Event()  # one per waiter: a waiter clears only its own
         with self._lock:
+            self._result_events.setdefault(workflow_id, []).append(event)
+        self._watch_wake.set()  # the commit watcher takes its fast pace now
+        return event
+
+    def forget_outcome(self, workflow_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._result_events[workflow_id]
+            events.remove(event)
+            if not events:
+                del self._result_events[workflow_id]
+
+    def announce_finished(self, workflow_ids: Sequence[str]) -> None:
+        """Wake the ``Handle.result`` waiters and the workflows waiting on ``workflow_ids``."""
+        with self._lock:
+            events = [e for wid in workflow_ids for e in self._result_events.get(wid, ())]
             waiting = {w for wid in workflow_ids for w in self._waiters.get(wid, ())}
+        for event in events:
+            event.set()
         for waiter in waiting:
             self.notify(waiter)
 
@@ -667,8 +695,10 @@ class Runtime:
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
+        hooks = self.hooks if self.hooks.callback is not None else None  # crash tests only
         info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
-        self.hooks.fire("before_step", **info)
+        if hooks:
+            hooks.fire("before_step", **info)
         started = self.clock.now()
         outcome = self._invoke(task)
         if task.scope.abandoned and outcome.error is not None:
@@ -676,9 +706,11 @@ class Runtime:
                 f"step {task.step} ({task.name}) of workflow {task.workflow_id!r} was abandoned "
                 "when its workflow ended; it is not recorded, so a resume runs it again"
             )
-        self.hooks.fire("after_body", **info)
+        if hooks:
+            hooks.fire("after_body", **info)
         outcome = self.record_outcome(task, outcome, started)
-        self.hooks.fire("after_commit", **info)
+        if hooks:
+            hooks.fire("after_commit", **info)
         return outcome
 
     def _invoke(self, task: StepTask) -> Outcome:
@@ -723,7 +755,7 @@ class Runtime:
                       started, self.clock.now())
         self.journal.record_step(row, self.owner)
         if output is not None:  # hand back what replay will hand back, so both runs agree
-            return Outcome(value=self.codec.decode(output, task.hint, what))
+            return Outcome(value=self.codec.replayed(outcome.value, output, task.hint, what))
         return outcome
 
     def record(self, run: WorkflowRun, step: int, kind: str, name: str, value: Any,
@@ -744,7 +776,7 @@ class Runtime:
             StepRow(run.workflow_id, step, kind, name, output, failure, extra, now, finished),
             self.owner,
         )
-        return None if output is None else self.codec.decode(output, hint, what)
+        return None if output is None else self.codec.replayed(value, output, hint, what)
 
     def replay(self, row: StepRow, hint: Any) -> Outcome:
         """The recorded outcome of a step row, rebuilt."""
@@ -813,7 +845,7 @@ class Runtime:
             self._watch_wake.clear()
             if self.closing:
                 return
-            busy = self.result_waiters or self._active or self._waiters
+            busy = self._result_events or self._active or self._waiters
             interval = WATCH_INTERVAL if busy else IDLE_WATCH_INTERVAL
             try:
                 if self.journal.changed_elsewhere():
@@ -833,11 +865,17 @@ class Runtime:
         with self._lock:
             running = [wid for wid, s in self._slots.items() if s.state != "suspended" or s.tasks]
             targets = list(self._waiters)
-        statuses = self.journal.statuses([*running, *targets])
+            awaited = list(self._result_events)
+        statuses = self.journal.statuses([*running, *targets, *awaited])
         gone = [w for w in running if statuses.get(w) == Status.CANCELLED]
         if gone:
             self.cancel_local(gone)
-        self.announce_finished([t for t in targets if statuses.get(t, "pending") in SETTLED])
+        # Workflows wait for a settled outcome; Handle.result returns on any non-pending status
+        # (and reports a workflow deleted meanwhile).
+        self.announce_finished(
+            [t for t in targets if statuses.get(t, "pending") in SETTLED]
+            + [a for a in awaited if statuses.get(a) != Status.PENDING]
+        )
 
     # -- cancellation and shutdown --------------------------------------------------------
 
@@ -897,8 +935,10 @@ class Runtime:
         stuck += self.step_pool.shutdown(max(0.0, deadline - time.monotonic()))
         self._timer_thread.join(max(0.1, deadline - time.monotonic()))
         self._watch_thread.join()
-        with self.finished:
-            self.finished.notify_all()
+        with self._lock:
+            events = [e for waiting in self._result_events.values() for e in waiting]
+        for event in events:  # Handle.result waiters read again, and learn the App closed
+            event.set()
         return stuck
 
 
