@@ -512,34 +512,32 @@ class Journal:
                 successor.wake.release()
 
     def _commit(self, batch: list[_Write]) -> None:
+        """One transaction for the whole batch, with no statement per write beyond its own.
+
+        A write refused with a ``DurableError`` (fenced, not found) fails alone: the
+        transaction is rolled back and the others run again without it. Refusals are rare,
+        and a savepoint around every write would cost two more statements each (each one a
+        release and re-take of the GIL while other threads compete for it).
+        """
         conn = self._writer
         assert conn is not None
-        savepoints = len(batch) > 1
+        todo = batch
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                if savepoints:
-                    conn.execute("SAVEPOINT w")
-                try:
-                    op.value = op.fn(conn)
-                except DurableError as exc:  # refused (fenced, not found): only this write
-                    op.error = exc
-                    if savepoints:
-                        conn.execute("ROLLBACK TO w")
-                    else:
-                        raise
-                if savepoints:
-                    conn.execute("RELEASE w")
-            if self._frozen is not None:
-                raise self._frozen()
-            conn.execute("COMMIT")
-            if self._version_wanted:  # the commit watcher is waiting for us (no lock needed)
-                self._version_sampled = _scalar(conn, "PRAGMA data_version")
-        except DurableError:
-            _rollback(conn)
+            while todo:
+                conn.execute("BEGIN IMMEDIATE")
+                refused = _apply(conn, todo)
+                if refused is None:
+                    if self._frozen is not None:
+                        raise self._frozen()
+                    conn.execute("COMMIT")
+                    if self._version_wanted:  # the commit watcher waits for us (no lock needed)
+                        self._version_sampled = _scalar(conn, "PRAGMA data_version")
+                    break
+                _rollback(conn)
+                todo = [op for op in todo if op is not refused]
         except apsw.Error as exc:
             _rollback(conn)
-            self._settle_unknown(batch, _translate(exc, self.path))
+            self._settle_unknown(todo, _translate(exc, self.path))
         except BaseException as exc:  # a simulated crash, KeyboardInterrupt: nothing settles
             _rollback(conn)
             for op in batch:
@@ -606,10 +604,14 @@ class Journal:
                 (workflow_id, name, inputs, total, now, now, app_version, parent_id, owner,
                  deadline, int(detached)),
             )
-            created = conn.changes() == 1
+            if conn.changes() == 1:  # created: the row is what we wrote, no need to read it
+                return True, WorkflowRow(
+                    workflow_id, name, "pending", inputs, None, None, now, now, app_version,
+                    parent_id, owner, 0, deadline, False, detached,
+                )
             row = _fetch_workflow(conn, workflow_id)
             assert row is not None
-            return created, row
+            return False, row
 
         def verify(conn: apsw.Connection) -> bool:
             return _fetch_workflow(conn, workflow_id) is not None
@@ -630,14 +632,29 @@ class Journal:
         output: bytes | None,
         error: bytes | None,
         now: float,
+        known: WorkflowRow | None = None,
     ) -> bool:
         """Record the workflow's final status and outcome (fenced on ``owner`` when given).
 
         Returns False, writing nothing, when the workflow is no longer pending (it was
         cancelled, or timed out, while its run was finishing): the first outcome stays.
+        ``known``, the row as the run loaded it, saves reading it back: a workflow's name and
+        inputs never change, so its checksum can be computed up front and the write is one
+        fenced ``UPDATE``.
         """
 
         def finish(conn: apsw.Connection) -> bool:
+            if known is not None:
+                total = _workflow_checksum(workflow_id, known.name, known.inputs, output, error)
+                conn.execute(
+                    "UPDATE workflows SET status = ?, output = ?, error = ?, checksum = ?, "
+                    "updated_at = ? WHERE workflow_id = ? AND status = 'pending' "
+                    "AND (? IS NULL OR owner = ?) AND name = ? AND inputs = ?",
+                    (status, output, error, total, now, workflow_id, owner, owner, known.name,
+                     known.inputs),
+                )
+                if conn.changes() == 1:
+                    return True
             row = _fenced(conn, workflow_id, owner)
             if row.status != "pending":
                 return False
@@ -1057,6 +1074,17 @@ class Journal:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _apply(conn: apsw.Connection, ops: list[_Write]) -> _Write | None:
+    """Run each write's statements; stop at the first one refused and return it."""
+    for op in ops:
+        try:
+            op.value = op.fn(conn)
+        except DurableError as exc:
+            op.error = exc
+            return op
+    return None
 
 
 def _scalar(conn: apsw.Connection, sql: str) -> Any:

@@ -589,21 +589,26 @@ class Runtime:
         if isinstance(fatal, _Unwind):
             return  # suspended or closing: still pending
         if isinstance(fatal, NonDeterminismError):
-            self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), None)
+            self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), None,
+                        run.row)
             run.ended = True
             return
         if fatal is not None:
             raise fatal
         assert outcome is not None
         self.hooks.fire("before_outcome", workflow_id=run.workflow_id)
-        self.finish(run.workflow_id, None, outcome, definition.return_hint)
+        self.finish(run.workflow_id, None, outcome, definition.return_hint, run.row)
         run.ended = True
         self.hooks.fire("after_outcome", workflow_id=run.workflow_id)
 
     def finish(
-        self, workflow_id: str, status: Status | None, outcome: Outcome, hint: Any
+        self, workflow_id: str, status: Status | None, outcome: Outcome, hint: Any,
+        row: WorkflowRow | None = None,
     ) -> None:
-        """Record the workflow's outcome (status defaults from the outcome) and wake waiters."""
+        """Record the workflow's outcome (status defaults from the outcome) and wake waiters.
+
+        ``row``, the workflow as its run loaded it, makes the write a single statement.
+        """
         output = error = None
         if outcome.error is None:
             try:
@@ -618,7 +623,7 @@ class Runtime:
             status = Status.SUCCEEDED if outcome.error is None else Status.FAILED
         self.journal.finish_workflow(
             workflow_id, self.owner, status=status, output=output, error=error,
-            now=self.clock.now(),
+            now=self.clock.now(), known=row,
         )
         self.announce_finished([workflow_id])
 

@@ -1,0 +1,106 @@
+"""Group commit in the journal: batching, waking each writer with its own result, refusals."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from litedurable._errors import OwnershipLostError
+from litedurable._journal import Journal
+
+
+def _hold_the_lead(journal: Journal) -> tuple[threading.Event, threading.Thread]:
+    """Start a write that keeps the lead (and the commit) until the returned event is set."""
+    release = threading.Event()
+
+    def blocking(conn: apsw.Connection) -> str:
+        release.wait(30)
+        return "leader"
+
+    leader = threading.Thread(target=journal.write, args=(blocking,))
+    leader.start()
+    return release, leader
+
+
+def _wait_queued(journal: Journal, count: int) -> None:
+    for _ in range(3000):
+        with journal._mutex:
+            if len(journal._queue) >= count:
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{count} writers never queued")
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Any:
+    with Journal(str(tmp_path / "j.db"), durability="normal") as journal:
+        journal.write(lambda conn: conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
+        yield journal
+
+
+def test_writers_that_queue_during_a_commit_share_the_next_one_and_each_gets_its_value(
+    journal: Journal,
+) -> None:
+    batches: list[int] = []
+    commit = journal._commit
+
+    def counting(batch: Any) -> None:
+        batches.append(len(batch))
+        commit(batch)
+
+    journal._commit = counting  # type: ignore[method-assign]
+    release, leader = _hold_the_lead(journal)
+    results: dict[int, Any] = {}
+
+    def writer(k: int) -> None:
+        def insert(conn: apsw.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (k,))
+            return k * 10
+
+        results[k] = journal.write(insert)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(7)]
+    for t in threads:
+        t.start()
+    _wait_queued(journal, 7)
+    release.set()
+    for t in [leader, *threads]:
+        t.join(30)
+    assert batches == [1, 7]  # one transaction for everyone who waited
+    assert results == {k: k * 10 for k in range(7)}
+    count = journal.read(lambda conn: conn.execute("SELECT count(*) FROM t").fetchall()[0][0])
+    assert count == 7
+    assert not journal._committing and not journal._queue
+
+
+def test_a_refused_write_fails_alone_and_leaves_nothing_behind(journal: Journal) -> None:
+    release, leader = _hold_the_lead(journal)
+    outcomes: dict[int, Any] = {}
+
+    def writer(k: int) -> None:
+        def insert(conn: apsw.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (k,))
+            if k == 1:  # refused after writing: its row must not survive the batch
+                raise OwnershipLostError(f"write {k} refused")
+            return k
+
+        try:
+            outcomes[k] = journal.write(insert)
+        except OwnershipLostError as exc:
+            outcomes[k] = exc
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    _wait_queued(journal, 3)
+    release.set()
+    for t in [leader, *threads]:
+        t.join(30)
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], OwnershipLostError)
+    rows = journal.read(lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")])
+    assert rows == [0, 2]
