@@ -29,6 +29,14 @@ _NONE_TYPES: tuple[object, ...] = (None, type(None))
 # of their own type) the recorded value reads back equal, so the hot path skips the decode.
 _PLAIN = frozenset({int, float, str, bool, type(None)})
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# The JSON text of the commonest step results, without the encoder's per-call set-up; each
+# gives exactly what ``_dumps`` gives.
+_SCALAR_JSON: dict[type, Callable[[Any], str]] = {
+    int: int.__repr__,
+    str: json.encoder.encode_basestring,
+    bool: lambda v: "true" if v else "false",
+    type(None): lambda v: "null",
+}
 _loads = json.JSONDecoder().decode
 
 
@@ -100,8 +108,12 @@ class Codec:
     def encode(self, value: object, what: str) -> bytes:
         """JSON bytes for ``value``; ``what`` names the value in error messages."""
         try:
-            plain = value if type(value) in _PLAIN else self._converter.unstructure(value)
-            data = _dumps(plain).encode()
+            scalar = _SCALAR_JSON.get(type(value))
+            if scalar is not None:
+                data = scalar(value).encode()
+            else:
+                plain = value if type(value) in _PLAIN else self._converter.unstructure(value)
+                data = _dumps(plain).encode()
         except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
             raise SerializationError(
                 f"{what} has type {type_name(value)}, which litedurable cannot serialize to JSON "

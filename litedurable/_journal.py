@@ -226,8 +226,19 @@ def _workflow_checksum(
 
 
 def _step_checksum(row: StepRow) -> int:
-    return checksum(row.workflow_id, str(row.step), row.kind, row.name, row.output, row.error,
-                    row.extra)
+    """``checksum`` of a step row's parts, spelled out: it runs once per step written or read."""
+    wid, step, kind, name = (
+        row.workflow_id.encode(), str(row.step).encode(), row.kind.encode(), row.name.encode()
+    )
+    chunks = [_pack_length(len(wid)), wid, _pack_length(len(step)), step,
+              _pack_length(len(kind)), kind, _pack_length(len(name)), name]
+    for part in (row.output, row.error, row.extra):
+        if part is None:
+            chunks.append(_NONE_LENGTH)
+        else:
+            chunks.append(_pack_length(len(part)))
+            chunks.append(part)
+    return zlib.crc32(b"".join(chunks))
 
 
 class _Write:
@@ -295,6 +306,7 @@ class Journal:
         self._cond = threading.Condition(self._mutex)  # for the rare waits: close(), watcher
         self._queue: list[_Write] = []
         self._committing = False
+        self._closing = False  # close() waits for the commit in flight
         self._read_lock = threading.Lock()
         self._busy_ms = int(busy_timeout * 1000)
         self._data_version: int | None = None
@@ -396,6 +408,7 @@ class Journal:
         WAL keeps every commit, and the next open replays it), so it is logged, not raised.
         """
         with self._cond:
+            self._closing = True
             while self._committing:
                 self._cond.wait()
             self._closed = True
@@ -502,8 +515,8 @@ class Journal:
                 successor = self._queue[0] if self._queue else None
                 if successor is None:
                     self._committing = False
-                if successor is None or self._version_wanted:
-                    self._cond.notify_all()  # close() and changed_elsewhere() wait on these
+                if self._version_wanted or (successor is None and self._closing):
+                    self._cond.notify_all()  # changed_elsewhere() and close() wait on these
             for queued in batch[1:]:
                 assert queued.wake is not None
                 queued.wake.release()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import apsw
 import pytest
 
 from litedurable._errors import OwnershipLostError
-from litedurable._journal import Journal
+from litedurable._journal import Journal, StepRow, _step_checksum, checksum
 
 
 def _hold_the_lead(journal: Journal) -> tuple[threading.Event, threading.Thread]:
@@ -104,3 +106,20 @@ def test_a_refused_write_fails_alone_and_leaves_nothing_behind(journal: Journal)
     assert isinstance(outcomes[1], OwnershipLostError)
     rows = journal.read(lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")])
     assert rows == [0, 2]
+
+
+def test_the_step_checksum_is_the_one_earlier_versions_wrote() -> None:
+    # Files written before the spelled-out version must still verify: same CRC, part by part.
+    for row in [
+        StepRow("wf-1", 0, "step", "inc", b"1", None, None, 1.0, 2.0),
+        StepRow("wf/é", 12, "select", "select", None, b'{"type":"E"}', b"[1,2]", 1.0, None),
+        StepRow("", 3, "now", "now", b"", None, b"", 0.0, 0.0),
+    ]:
+        parts = (row.workflow_id, str(row.step), row.kind, row.name, row.output, row.error,
+                 row.extra)
+        crc = 0
+        for part in parts:  # the original loop, one part at a time
+            raw = part.encode() if isinstance(part, str) else (part or b"")
+            crc = zlib.crc32(struct.pack("<q", -1 if part is None else len(raw)), crc)
+            crc = zlib.crc32(raw, crc)
+        assert _step_checksum(row) == crc == checksum(*parts)
