@@ -644,8 +644,8 @@ class Journal:
         def verify(conn: apsw.Connection) -> bool:
             return _fetch_workflow(conn, workflow_id) is not None
 
-        created, row = self.write(insert, verify)
-        return created, row
+        # A child's start reads its parent first, so it needs the explicit transaction.
+        return self.write(insert, verify, one_statement=parent_id is None)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
         """The workflow's row, checksum verified, or None."""
