@@ -471,7 +471,9 @@ class Journal:
         """Run ``fn`` inside a write transaction, committed before this returns.
 
         ``verify`` re-checks, after a commit that raised, whether ``fn``'s effect is in the
-        file; without it such a write is reported as failed (``JournalError``).
+        file; without it such a write is reported as failed (``JournalError``). A write the
+        re-check finds in the file returns what ``fn`` returned, or None if the failing
+        statement was ``fn``'s own (see ``one_statement``).
         ``one_statement`` promises that ``fn`` changes the file with at most one statement
         (any other only reads): alone in its batch, it then runs in SQLite's autocommit mode,
         where that statement is its own transaction, with the write lock taken before it
@@ -644,8 +646,9 @@ class Journal:
         def verify(conn: apsw.Connection) -> bool:
             return _fetch_workflow(conn, workflow_id) is not None
 
-        # A child's start reads its parent first, so it needs the explicit transaction.
-        return self.write(insert, verify, one_statement=parent_id is None)
+        # Not ``one_statement``: after a commit that raised, the re-read can tell that the row
+        # is there but not whether this call created it, which the caller needs.
+        return self.write(insert, verify)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
         """The workflow's row, checksum verified, or None."""
@@ -700,7 +703,8 @@ class Journal:
             row = _fetch_workflow(conn, workflow_id)
             return row is not None and row.status == status
 
-        return self.write(finish, verify, one_statement=known is not None)
+        # None: an autocommit statement raised and the re-read found the outcome written.
+        return self.write(finish, verify, one_statement=known is not None) is not False
 
     def resume(self, workflow_id: str, now: float, *, owner: str | None) -> list[str]:
         """Make a finished workflow pending again, with the descendants its cancel reached.
