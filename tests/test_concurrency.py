@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import litedurable as ld
+from litedurable._clock import SystemClock
 from litedurable._pool import WorkerPool
 from litedurable.testing import FakeClock, crash_at
 
@@ -1144,3 +1145,35 @@ def test_a_refused_thread_start_leaves_the_pool_able_to_start_the_next(
     finally:
         assert pool.shutdown(30) == []
 
+
+def test_wait_all_wakes_the_workflow_once_not_once_per_step(db_path: str) -> None:
+    # Each wake-up of the workflow thread is a GIL hand-off the finishing steps wait behind;
+    # wait_all can only return when the last step settles, so only that one wakes it.
+    wakes = Counter[str]()
+
+    class CountingClock(SystemClock):
+        def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+            if threading.current_thread().name.startswith("litedurable-workflow"):
+                wakes["workflow"] += 1
+            super().wait(cond, deadline)
+
+    app = ld.App(db_path, clock=CountingClock(), suspend_after=HANG * 3)
+    gates = Gates()
+
+    @app.step()
+    def work(i: int) -> int:
+        gates.wait(f"step-{i}")
+        return i
+
+    @app.workflow()
+    def fan() -> int:
+        return sum(ld.wait_all([ld.go(work, i) for i in range(6)]))
+
+    with app:
+        handle = app.start(fan)
+        for i in range(6):
+            gates.open(f"step-{i}")
+            wait_row(app, handle.workflow_id, i)
+            time.sleep(0.02)  # let an eager wake-up happen (only the old code's failure needs it)
+        assert handle.result(HANG) == 15
+    assert wakes["workflow"] == 1
