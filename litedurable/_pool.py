@@ -125,7 +125,8 @@ class WorkerPool:
         me = threading.current_thread()
         with self._cond:
             self._starting -= 1
-            self._cond.notify_all()  # shutdown() may wait for starts to finish
+            if self._closed:  # shutdown() waits for starts to finish (not idle threads: no herd)
+                self._cond.notify_all()
         while True:
             with self._cond:
                 deadline = time.monotonic() + self._idle_timeout
