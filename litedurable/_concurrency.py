@@ -402,6 +402,10 @@ def _wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: bo
     clock = wf_run.runtime.clock
     check = all if all_settled else any
     timer_only = all(isinstance(f, _TimerFuture) for f in futs)
+    steps = [f for f in futs if isinstance(f, _StepFuture)]
+    # Only "all" waits are filtered: an "any" wait is ready at the first settled candidate,
+    # so a filter would save nothing and cost a scan per finishing step.
+    steps_ready = _AllSettled(steps) if all_settled and steps else None
 
     def ready() -> bool:
         return check(f._settled() for f in futs)
@@ -409,9 +413,32 @@ def _wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: bo
     while not ready():
         pending = [d for f in futs if not f._settled() and (d := f._deadline()) is not None]
         wake = min([*pending, *([] if deadline is None else [deadline])], default=None)
-        wf_run.wait(ready, wake, timer_only=timer_only)
+        wf_run.wait(ready, wake, timer_only=timer_only, steps_ready=steps_ready)
         if deadline is not None and clock.now() >= deadline:
             return
+
+
+class _AllSettled:
+    """True once every one of ``futures`` has settled: the wake-up filter of an "all" wait.
+
+    Called by finishing steps (under the run's condition, so one at a time) to decide whether
+    to wake the workflow. Settling is permanent, so it resumes from the first future not yet
+    seen settled: all calls together cost one pass over the list plus one look per call, not
+    a pass per finishing step.
+    """
+
+    __slots__ = ("_futures", "_next")
+
+    def __init__(self, futures: list[_StepFuture[Any]]) -> None:
+        self._futures = futures
+        self._next = 0
+
+    def __call__(self) -> bool:
+        futures, i = self._futures, self._next
+        while i < len(futures) and futures[i]._settled():
+            i += 1
+        self._next = i
+        return i == len(futures)
 
 
 def _choose(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,

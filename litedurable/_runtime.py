@@ -232,7 +232,7 @@ class WorkflowRun(Scope):
 
     __slots__ = (
         "cond", "definition", "ended", "fatal", "inline", "next_step", "recorded", "replay_only",
-        "row", "runtime", "thread", "wake_deadline", "wake_ready",
+        "row", "runtime", "steps_ready", "thread", "wake_deadline", "wake_ready",
     )
 
     def __init__(
@@ -252,6 +252,7 @@ class WorkflowRun(Scope):
         self.replay_only = False  # offline replay: stop where the journal ends
         self.ended = False  # the workflow reached a terminal status during this run
         self.inline: StepTask | None = None  # the inline step running now (for cancellation)
+        self.steps_ready: Callable[[], bool] | None = None  # the filter of the wait in progress
 
     # -- numbering and replay -------------------------------------------------------------
 
@@ -345,40 +346,63 @@ class WorkflowRun(Scope):
 
     # -- waiting --------------------------------------------------------------------------
 
-    def wait(self, ready: Callable[[], bool], deadline: float | None, *, timer_only: bool) -> bool:
+    def wait(self, ready: Callable[[], bool], deadline: float | None, *, timer_only: bool,
+             steps_ready: Callable[[], bool] | None = None) -> bool:
         """Block until ``ready()`` or the clock reaches ``deadline``; True if ready.
 
         Unwinds (suspends the workflow, freeing this thread) when the wait outlasts
         ``suspend_after``; a pure timer wait that long unwinds at once.
+
+        Args:
+            steps_ready: a cheap check, safe to call from any thread holding ``cond``, that
+                must hold whenever ``ready()`` does as far as ``go`` steps are concerned (for
+                ``wait_all``: every step waited on has settled). A finishing step wakes this
+                run only if it holds, so ``wait_all`` over 100 steps wakes once, not 100
+                times, each wake-up a GIL hand-off the finishing steps also wait for. Other
+                wake-ups (cancellation, close, timers, other workflows) are not filtered.
         """
         runtime = self.runtime
         clock = runtime.clock
         hold_until = time.monotonic() + runtime.suspend_after
         with self.cond:
-            while True:
-                self.check_interrupts()
-                if ready():
-                    return True
-                now = clock.now()
-                if deadline is not None and now >= deadline:
-                    return False
-                if self.replay_only:
-                    self.fatal = _Unwind("offline replay reached a wait the journal did not finish")
-                    raise self.fatal
-                long_timer = (
-                    timer_only and deadline is not None
-                    and deadline - now > runtime.suspend_after
-                )
-                if long_timer or time.monotonic() >= hold_until:
-                    self.wake_ready, self.wake_deadline = ready, deadline
-                    self.fatal = _Unwind("suspended")
-                    raise self.fatal
-                until = now + max(0.0, hold_until - time.monotonic())
-                clock.wait(self.cond, until if deadline is None else min(until, deadline))
+            self.steps_ready = steps_ready
+            try:
+                while True:
+                    self.check_interrupts()
+                    if ready():
+                        return True
+                    now = clock.now()
+                    if deadline is not None and now >= deadline:
+                        return False
+                    if self.replay_only:
+                        self.fatal = _Unwind(
+                            "offline replay reached a wait the journal did not finish"
+                        )
+                        raise self.fatal
+                    long_timer = (
+                        timer_only and deadline is not None
+                        and deadline - now > runtime.suspend_after
+                    )
+                    if long_timer or time.monotonic() >= hold_until:
+                        self.wake_ready, self.wake_deadline = ready, deadline
+                        self.fatal = _Unwind("suspended")
+                        raise self.fatal
+                    until = now + max(0.0, hold_until - time.monotonic())
+                    clock.wait(self.cond, until if deadline is None else min(until, deadline))
+            finally:
+                self.steps_ready = None
 
-    def notify(self) -> None:
+    def notify(self, *, step_settled: bool = False) -> None:
+        """Wake the run's wait; for a settled ``go`` step, only if the wait's filter allows.
+
+        The filter is checked under ``cond`` after the step's outcome was set, and the wait
+        checks ``ready()`` under ``cond`` before sleeping, so no wake-up is lost: either the
+        wait saw the outcome, or it is asleep now and the filter sees it.
+        """
         with self.cond:
-            self.cond.notify_all()
+            check = self.steps_ready
+            if not step_settled or check is None or check():
+                self.cond.notify_all()
 
 
 def current_run(call: str) -> WorkflowRun:
@@ -480,14 +504,17 @@ class Runtime:
                 self._watch_wake.set()  # from the idle pace to the fast one
         self.run_pool.submit(lambda: self._drive(workflow_id))
 
-    def notify(self, workflow_id: str) -> None:
-        """Something a workflow may wait for happened: wake its run, or resume it."""
+    def notify(self, workflow_id: str, *, step_settled: bool = False) -> None:
+        """Something a workflow may wait for happened: wake its run, or resume it.
+
+        ``step_settled``: it was one of its ``go`` steps settling (see ``WorkflowRun.notify``).
+        """
         with self._lock:
             slot = self._slots.get(workflow_id)
             run = slot.run if slot is not None else None
             suspended = slot is not None and slot.state == "suspended"
         if run is not None:
-            run.notify()
+            run.notify(step_settled=step_settled)
         elif suspended:
             self.schedule(workflow_id)
 
@@ -696,7 +723,7 @@ class Runtime:
                 log.exception("litedurable: step %s of %r failed to record", task.step,
                               task.workflow_id)
         finally:
-            self.notify(task.workflow_id)
+            self.notify(task.workflow_id, step_settled=True)
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
