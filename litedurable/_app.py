@@ -204,12 +204,7 @@ class App:
         durability: ``"full"`` (default): ``synchronous=FULL``, every acknowledged step
             survives power loss. ``"normal"``: survives process crashes only; a power cut may
             roll back the last commits, so a step may run again or a select be re-decided.
-        workers: step pool size (threads running ``go`` bodies), default 256. Steps are
-            mostly I/O-bound, and a workflow that fans out a few hundred of them expects
-            them to overlap (Temporal and DBOS users do); with 64, a fan-out of 100 ran in
-            two waves. Threads start only when work is queued and exit after 30 s idle, so
-            the bound costs nothing unused (an idle thread holds ~16 KiB resident); it
-            still stops a runaway ``go`` loop from starting thousands of threads.
+        workers: step pool size (threads running ``go`` bodies), default 64.
         workflow_threads: how many workflow functions run at once, default 64. Waiting
             workflows give their thread back, so this bounds threads, not workflows.
         app_version: the version recorded on workflows; launch recovers only its own. Default:
@@ -229,7 +224,7 @@ class App:
         path: str | os.PathLike[str] = "litedurable.db",
         *,
         durability: Durability = "full",
-        workers: int = 256,
+        workers: int = 64,
         workflow_threads: int = 64,
         app_version: str | None = None,
         clock: Clock | None = None,
