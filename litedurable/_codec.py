@@ -105,15 +105,20 @@ class Codec:
 
     # -- values ---------------------------------------------------------------------------
 
-    def encode(self, value: object, what: str) -> bytes:
-        """JSON bytes for ``value``; ``what`` names the value in error messages."""
+    def encode(self, value: object, what: str, *, plain: bool = False) -> bytes:
+        """JSON bytes for ``value``; ``what`` names the value in error messages.
+
+        ``plain`` says ``value`` is already made of JSON types only, so cattrs is skipped.
+        """
         try:
             scalar = _SCALAR_JSON.get(type(value))
             if scalar is not None:
                 data = scalar(value).encode()
             else:
-                plain = value if type(value) in _PLAIN else self._converter.unstructure(value)
-                data = _dumps(plain).encode()
+                if not plain and type(value) not in _PLAIN:
+                    data = _dumps(self._converter.unstructure(value)).encode()
+                else:
+                    data = _dumps(value).encode()
         except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
             raise SerializationError(
                 f"{what} has type {type_name(value)}, which litedurable cannot serialize to JSON "
@@ -165,7 +170,8 @@ class Codec:
         what: str,
     ) -> bytes:
         """Workflow inputs as one payload: ``{"args": [...], "kwargs": {...}}``."""
-        return self.encode({"args": list(args), "kwargs": dict(kwargs)}, what)
+        plain = all(type(v) in _PLAIN for v in (*args, *kwargs.values()))
+        return self.encode({"args": list(args), "kwargs": dict(kwargs)}, what, plain=plain)
 
     def decode_args(
         self, fn: Callable[..., Any], data: bytes, what: str
@@ -186,7 +192,7 @@ class Codec:
         return args, kwargs
 
     def _structure(self, plain: Any, hint: Any, what: str) -> Any:
-        if hint is Any:
+        if hint is Any or type(plain) is hint:
             return plain
         try:
             return self._converter.structure(plain, hint)

@@ -663,8 +663,10 @@ class Runtime:
         """
         event = threading.Event()  # one per waiter: a waiter clears only its own
         with self._lock:
+            idle = not (self._result_events or self._active or self._waiters)
             self._result_events.setdefault(workflow_id, []).append(event)
-        self._watch_wake.set()  # the commit watcher takes its fast pace now
+        if idle:
+            self._watch_wake.set()  # the commit watcher leaves its idle pace now
         return event
 
     def forget_outcome(self, workflow_id: str, event: threading.Event) -> None:
