@@ -23,6 +23,8 @@ assumed lost.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 import os
 import socket
@@ -135,13 +137,31 @@ _STEP_COLUMNS = (
 )
 # A step row, written only while the owner bound last still owns its workflow; a select's open
 # row (no finished_at yet) is completed, a finished row is never overwritten.
-_INSERT_STEP = (
-    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-    "WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ? AND owner = ?) "
+_UPSERT_STEP = (
     "ON CONFLICT(workflow_id, step) DO UPDATE SET output = excluded.output, "
     "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
     "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL"
 )
+_INSERT_STEP = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    f"WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ? AND owner = ?) {_UPSERT_STEP}"
+)
+_STEP_ROW_WIDTH = 12  # the 10 columns, then the fence: workflow id and owner
+# Many rows in one statement, padded to a bucket size so a handful of statements stay prepared
+# (a padding row has a NULL workflow id, so its fence fails and it is never written).
+_STEP_ROW_BUCKETS = (2, 4, 8, 16, 32, 64, 128, 256)
+_ROWS_PER_INSERT = _STEP_ROW_BUCKETS[-1]
+
+
+@functools.cache
+def _insert_steps_sql(rows: int) -> str:
+    values = ", ".join(["(" + ", ".join("?" * _STEP_ROW_WIDTH) + ")"] * rows)
+    columns = ", ".join(f"column{i}" for i in range(1, 11))
+    return (
+        f"INSERT INTO steps ({_STEP_COLUMNS}) SELECT {columns} FROM (VALUES {values}) "
+        "WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = column11 "
+        f"AND owner = column12) {_UPSERT_STEP}"
+    )
 
 
 def checksum(*parts: bytes | str | None) -> int:
@@ -244,17 +264,19 @@ def _step_checksum(row: StepRow) -> int:
 class _Write:
     """One queued write: what to run inside the transaction, and how to re-check it."""
 
-    __slots__ = ("done", "error", "fn", "one_statement", "value", "verify", "wake")
+    __slots__ = ("done", "error", "fn", "one_statement", "step_row", "value", "verify", "wake")
 
     def __init__(
         self,
         fn: Callable[[apsw.Connection], Any],
         verify: Callable[[apsw.Connection], bool] | None,
         one_statement: bool,
+        step_row: tuple[Any, ...] | None,
     ) -> None:
         self.fn = fn
         self.verify = verify
         self.one_statement = one_statement
+        self.step_row = step_row
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
@@ -467,6 +489,7 @@ class Journal:
         verify: Callable[[apsw.Connection], bool] | None = None,
         *,
         one_statement: bool = False,
+        step_row: tuple[Any, ...] | None = None,
     ) -> T:
         """Run ``fn`` inside a write transaction, committed before this returns.
 
@@ -477,13 +500,15 @@ class Journal:
         ``one_statement`` promises that ``fn`` changes the file with at most one statement
         (any other only reads): alone in its batch, it then runs in SQLite's autocommit mode,
         where that statement is its own transaction, with the write lock taken before it
-        reads, and no ``BEGIN``/``COMMIT`` round trips.
+        reads, and no ``BEGIN``/``COMMIT`` round trips. ``step_row`` (the parameters of one
+        ``_INSERT_STEP`` row plus its fence: workflow id and owner) lets a batch write all its
+        step rows in one statement; ``fn`` must then be that insert.
         """
         if self._writer is None:
             raise JournalReadOnlyError(
                 f"{self.path} was opened read-only; open it read-write to change it"
             )
-        op = _Write(fn, verify, one_statement)
+        op = _Write(fn, verify, one_statement, step_row)
         batch: list[_Write] | None = None
         with self._mutex:
             self._usable()
@@ -545,6 +570,7 @@ class Journal:
         conn = self._writer
         assert conn is not None
         todo = batch
+        grouped = True
         try:
             if len(batch) == 1 and batch[0].one_statement:
                 if self._frozen is not None:
@@ -555,7 +581,12 @@ class Journal:
                     self._version_sampled = _scalar(conn, "PRAGMA data_version")
             while todo:
                 conn.execute("BEGIN IMMEDIATE")
-                refused = _apply(conn, todo)
+                rest = _insert_step_rows(conn, todo) if grouped else todo
+                if rest is None:  # a row was fenced or already there: find which, one by one
+                    _rollback(conn)
+                    grouped = False
+                    continue
+                refused = _apply(conn, rest)
                 if refused is None:
                     if self._frozen is not None:
                         raise self._frozen()
@@ -1027,13 +1058,13 @@ class Journal:
         Refused with ``OwnershipLostError`` when ``owner`` no longer owns the workflow.
         """
         total = _step_checksum(row)
-        values = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
-                  row.extra, total, row.started_at, row.finished_at)
+        fenced_row = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
+                      row.extra, total, row.started_at, row.finished_at, row.workflow_id, owner)
 
         def insert(conn: apsw.Connection) -> None:
             # The fence is part of the INSERT: nothing is written unless ``owner`` still owns
             # the workflow, and only a write that changed nothing needs to find out why.
-            conn.execute(_INSERT_STEP, (*values, row.workflow_id, owner))
+            conn.execute(_INSERT_STEP, fenced_row)
             if conn.changes() == 0:
                 _fenced(conn, row.workflow_id, owner)  # raises the error that says which
                 _refuse_stale_step(conn, row, total, owner)
@@ -1045,7 +1076,7 @@ class Journal:
             ).fetchall()
             return bool(found) and found[0][0] == total
 
-        self.write(insert, verify, one_statement=True)
+        self.write(insert, verify, one_statement=True, step_row=fenced_row)
 
     def fork(self, source: WorkflowRow, target_id: str, below: int, *, now: float,
              app_version: str, owner: str | None) -> int:
@@ -1107,6 +1138,29 @@ class Journal:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _insert_step_rows(conn: apsw.Connection, ops: list[_Write]) -> list[_Write] | None:
+    """Write the step rows of ``ops`` in one statement; return the other ops, still to run.
+
+    Every statement gives the GIL up and must take it back while the batch's writers and
+    everyone else compete for it, so a batch of step rows costs one statement, not one each.
+    Rows go before the batch's other writes, which cannot need them: a workflow's steps are
+    written only after its start is durable, and nothing else reads step rows. None (the
+    caller rolls back) when a row was not written as such: fenced, or already recorded.
+    """
+    rows = [op for op in ops if op.step_row is not None]
+    if len(rows) < 2:
+        return ops
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start:start + _ROWS_PER_INSERT]
+        size = _STEP_ROW_BUCKETS[bisect.bisect_left(_STEP_ROW_BUCKETS, len(chunk))]
+        params = [value for op in chunk for value in op.step_row]  # type: ignore[union-attr]
+        params += [None] * (_STEP_ROW_WIDTH * (size - len(chunk)))  # padding: never written
+        conn.execute(_insert_steps_sql(size), params)
+        if conn.changes() != len(chunk):
+            return None
+    return [op for op in ops if op.step_row is None]
 
 
 def _apply(conn: apsw.Connection, ops: list[_Write]) -> _Write | None:

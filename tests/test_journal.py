@@ -12,7 +12,7 @@ import apsw
 import pytest
 
 from litedurable._errors import OwnershipLostError
-from litedurable._journal import Journal, StepRow, _step_checksum, checksum
+from litedurable._journal import Journal, StepRow, _insert_steps_sql, _step_checksum, checksum
 
 
 def _hold_the_lead(journal: Journal) -> tuple[threading.Event, threading.Thread]:
@@ -123,3 +123,44 @@ def test_the_step_checksum_is_the_one_earlier_versions_wrote() -> None:
             crc = zlib.crc32(struct.pack("<q", -1 if part is None else len(raw)), crc)
             crc = zlib.crc32(raw, crc)
         assert _step_checksum(row) == crc == checksum(*parts)
+
+
+def _steps_in_a_batch(journal: Journal, owners: dict[str, str]) -> dict[str, Any]:
+    """Record step 0 of each workflow in ``owners`` (as the given owner) in one batch."""
+    for wid in owners:
+        journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"{}", now=1.0,
+                                app_version="v", parent_id=None, owner="me")
+    release, leader = _hold_the_lead(journal)
+    outcomes: dict[str, Any] = {}
+
+    def writer(wid: str) -> None:
+        row = StepRow(wid, 0, "step", "inc", b"1", None, None, 1.0, 2.0)
+        try:
+            outcomes[wid] = journal.record_step(row, owners[wid])
+        except OwnershipLostError as exc:
+            outcomes[wid] = exc
+
+    threads = [threading.Thread(target=writer, args=(wid,)) for wid in owners]
+    for t in threads:
+        t.start()
+    _wait_queued(journal, len(owners))
+    release.set()
+    for t in [leader, *threads]:
+        t.join(30)
+    return outcomes
+
+
+def test_a_batch_writes_its_step_rows_in_one_statement(journal: Journal) -> None:
+    before = _insert_steps_sql.cache_info()
+    outcomes = _steps_in_a_batch(journal, {"a": "me", "b": "me", "c": "me"})
+    assert outcomes == {"a": None, "b": None, "c": None}
+    used = _insert_steps_sql.cache_info()
+    assert used.hits + used.misses == before.hits + before.misses + 1
+    assert [len(journal.load_steps(w)) for w in "abc"] == [1, 1, 1]
+
+
+def test_a_fenced_row_in_a_grouped_insert_fails_alone(journal: Journal) -> None:
+    outcomes = _steps_in_a_batch(journal, {"a": "me", "b": "someone-else", "c": "me"})
+    assert outcomes["a"] is None and outcomes["c"] is None
+    assert isinstance(outcomes["b"], OwnershipLostError)
+    assert [len(journal.load_steps(w)) for w in "abc"] == [1, 0, 1]
