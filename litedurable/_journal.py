@@ -23,6 +23,7 @@ assumed lost.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -129,6 +130,24 @@ _WORKFLOW_COLUMNS = (
 _DESCENDANTS = (
     "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT w.workflow_id FROM workflows w "
     "JOIN tree ON w.parent_id = tree.id WHERE w.detached = 0)"
+)
+# Claim every (workflow_id, expected owner) pair of the JSON array :claims for :new at once.
+# ``mark`` is the workflow's highest recorded step, found by one index seek per workflow (the
+# min/max optimization needs the bare aggregate, hence coalesce outside the subquery) and
+# materialized so both SET terms see the same value. The owner compare-and-swap and the
+# pending check sit in the WHERE clause, as in the one-row UPDATE this replaced.
+_CLAIM = (
+    "WITH wanted AS MATERIALIZED ("
+    "SELECT value ->> 0 AS id, value ->> 1 AS old, "
+    "coalesce((SELECT max(step) FROM steps WHERE steps.workflow_id = value ->> 0), -1) AS mark "
+    "FROM json_each(:claims)) "
+    "UPDATE workflows SET owner = :new, "
+    "recovery_attempts = CASE WHEN progress_mark = wanted.mark "
+    "THEN recovery_attempts + 1 ELSE 1 END, "
+    "progress_mark = wanted.mark "
+    "FROM wanted WHERE workflows.workflow_id = wanted.id AND workflows.owner IS wanted.old "
+    "AND workflows.status = 'pending' "
+    "RETURNING workflows.workflow_id, workflows.recovery_attempts"
 )
 _STEP_COLUMNS = (
     "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
@@ -725,27 +744,25 @@ class Journal:
 
         Each claim counts a recovery attempt, reset to 1 when the workflow recorded new steps
         since its last claim (progress is not a crash loop). Returns the claimed ids with
-        their attempt counts; an id whose owner changed meanwhile is left out.
+        their attempt counts, in the order of ``claims``; an id whose owner changed meanwhile
+        is left out.
+
+        One set-based UPDATE for all of them: recovering a thousand workflows is one
+        statement, not a thousand, so the first resumed step is not kept waiting for it.
         """
         claims = list(claims)
+        if not claims:
+            return {}
+        # JSON carries the (id, expected owner) pairs into SQL in one parameter; a JSON null
+        # comes out of ->> as SQL NULL, which the IS comparison matches.
+        wanted = json.dumps(claims)
 
         def take(conn: apsw.Connection) -> dict[str, int]:
-            taken: dict[str, int] = {}
-            for wid, old in claims:
-                rows = conn.execute(
-                    "UPDATE workflows SET owner = :new, "
-                    "recovery_attempts = CASE WHEN progress_mark = "
-                    "(SELECT coalesce(max(step), -1) FROM steps WHERE workflow_id = :id) "
-                    "THEN recovery_attempts + 1 ELSE 1 END, "
-                    "progress_mark = "
-                    "(SELECT coalesce(max(step), -1) FROM steps WHERE workflow_id = :id) "
-                    "WHERE workflow_id = :id AND owner IS :old AND status = 'pending' "
-                    "RETURNING recovery_attempts",
-                    {"new": owner, "id": wid, "old": old},
-                ).fetchall()
-                if rows:
-                    taken[wid] = int(rows[0][0])  # type: ignore[arg-type]
-            return taken
+            found = {
+                wid: int(attempts)
+                for wid, attempts in conn.execute(_CLAIM, {"new": owner, "claims": wanted})
+            }
+            return {wid: found[wid] for wid, _ in claims if wid in found}
 
         return self.write(take)
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 
 import litedurable as ld
-from litedurable._journal import Journal
+from litedurable._journal import Journal, StepRow
 from litedurable.testing import (
     CRASH_POINTS,
     CrashTestError,
@@ -246,6 +246,79 @@ def test_recovery_limit_parks_the_workflow_as_exhausted(db_path):
         [info] = app.list_workflows(status=ld.Status.EXHAUSTED)
         assert info.workflow_id == "loop"
     assert counts == {"fine": 1}
+
+
+# -- the claim itself -----------------------------------------------------------------------
+
+
+def _seed(journal: Journal, ids: list[str], owner: str | None) -> None:
+    """Pending workflows owned by ``owner``, each with one recorded step (step 0)."""
+    for wid in ids:
+        journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"[]", now=1.0,
+                                app_version="v1", parent_id=None, owner=owner or "seed")
+        journal.record_step(StepRow(wid, 0, "step", "s", b"1", None, None, 1.0, 1.0),
+                            owner or "seed")
+    if owner is None:
+        journal.release("seed")
+
+
+def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_path):
+    with Journal(db_path) as journal:
+        _seed(journal, ["a", "b", "c", "d"], "dead")
+        _seed(journal, ["e"], None)  # released by a clean close: owner NULL
+        assert journal.claim([("b", "dead")], "other") == {"b": 1}  # b changed owner meanwhile
+        journal.finish_workflow("c", "dead", status="succeeded", output=b"1", error=None,
+                                now=2.0)
+        taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
+                               ("a", "dead")], "me")
+        assert list(taken) == ["e", "d", "a"]  # in the order asked for; b and c left out
+        assert taken == {"e": 1, "d": 1, "a": 1}
+        owners = {wid: journal.get_workflow(wid).owner for wid in "abcde"}  # type: ignore[union-attr]
+        assert owners == {"a": "me", "b": "other", "c": "dead", "d": "me", "e": "me"}
+        assert journal.claim([("a", "dead")], "late") == {}  # a stale expectation takes nothing
+
+
+def test_claim_counts_only_recoveries_without_progress(db_path):
+    with Journal(db_path) as journal:
+        _seed(journal, ["stuck", "moving"], "dead")
+        journal.insert_workflow(workflow_id="empty", name="wf", inputs=b"[]", now=1.0,
+                                app_version="v1", parent_id=None, owner="dead")
+        both = [("stuck", "dead"), ("moving", "dead"), ("empty", "dead")]
+        assert journal.claim(both, "r1") == {"stuck": 1, "moving": 1, "empty": 1}
+        journal.record_step(StepRow("moving", 1, "step", "s", b"2", None, None, 2.0, 2.0), "r1")
+        again = [("stuck", "r1"), ("moving", "r1"), ("empty", "r1")]
+        assert journal.claim(again, "r2") == {"stuck": 2, "moving": 1, "empty": 2}
+        journal.record_step(StepRow("empty", 0, "step", "s", b"1", None, None, 3.0, 3.0), "r2")
+        third = [("stuck", "r2"), ("moving", "r2"), ("empty", "r2")]
+        assert journal.claim(third, "r3") == {"stuck": 3, "moving": 2, "empty": 1}
+
+
+def test_two_journals_claiming_at_once_never_both_take_a_workflow(db_path):
+    ids = [f"wf-{i}" for i in range(300)]
+    with Journal(db_path) as journal:
+        _seed(journal, ids, "dead")
+    barrier = threading.Barrier(2)
+    taken: dict[str, dict[str, int]] = {}
+
+    def race(me: str) -> None:
+        with Journal(db_path, busy_timeout=30) as mine:
+            barrier.wait()
+            # Each claims in its own order, so neither simply finds the other done first.
+            order = ids if me == "x" else ids[::-1]
+            taken[me] = {}
+            for start in range(0, len(order), 50):
+                taken[me].update(mine.claim([(w, "dead") for w in order[start:start + 50]], me))
+
+    threads = [threading.Thread(target=race, args=(me,)) for me in ("x", "y")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not set(taken["x"]) & set(taken["y"])
+    assert set(taken["x"]) | set(taken["y"]) == set(ids)
+    with Journal(db_path, readonly=True) as journal:
+        for me, claimed in taken.items():
+            assert all(journal.get_workflow(w).owner == me for w in claimed)  # type: ignore[union-attr]
 
 
 # -- no leaked threads ----------------------------------------------------------------------
