@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -248,7 +249,7 @@ def test_recovery_limit_parks_the_workflow_as_exhausted(db_path):
     assert counts == {"fine": 1}
 
 
-# -- the claim itself -----------------------------------------------------------------------
+# -- the journal side of recovery: claims and reads ------------------------------------------
 
 
 def _seed(journal: Journal, ids: list[str], owner: str | None) -> None:
@@ -319,6 +320,83 @@ def test_two_journals_claiming_at_once_never_both_take_a_workflow(db_path):
     with Journal(db_path, readonly=True) as journal:
         for me, claimed in taken.items():
             assert all(journal.get_workflow(w).owner == me for w in claimed)  # type: ignore[union-attr]
+
+
+def test_load_workflow_reads_the_row_and_its_steps_together(db_path):
+    with Journal(db_path) as journal:
+        _seed(journal, ["a"], "me")
+        journal.record_step(StepRow("a", 1, "step", "s", b"2", None, None, 2.0, 2.0), "me")
+        row, steps = journal.load_workflow("a")
+        assert row == journal.get_workflow("a")
+        assert steps == journal.load_steps("a") and [s.step for s in steps] == [0, 1]
+        assert journal.load_workflow("missing") == (None, [])
+
+
+def _blocked_reads(journal: Journal, count: int) -> tuple[list[threading.Thread], Any, Any]:
+    """``count`` reads that each hold their connection until ``release`` is set."""
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+    used: list[int] = []
+
+    def hold(conn: apsw.Connection) -> None:
+        used.append(id(conn))
+        entered.release()
+        assert release.wait(30)
+
+    threads = [threading.Thread(target=journal.read, args=(hold,)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, (entered, release), used
+
+
+def test_concurrent_reads_run_on_connections_of_their_own_up_to_a_limit(db_path):
+    with Journal(db_path) as journal:
+        limit = journal._max_readers
+        assert limit >= 2
+        threads, (entered, release), used = _blocked_reads(journal, limit + 2)
+        for _ in range(limit):  # with one shared connection only the first would get in
+            assert entered.acquire(timeout=10), "concurrent reads queued on one connection"
+        assert not entered.acquire(timeout=0.2), "more readers than the limit were opened"
+        assert len(set(used)) == limit
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(used) == limit + 2 and len(set(used)) == limit  # the late ones reused them
+
+
+def test_close_waits_for_reads_in_flight_and_refuses_later_ones(db_path):
+    journal = Journal(db_path)
+    threads, (entered, release), _ = _blocked_reads(journal, 2)
+    assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
+    closer = threading.Thread(target=journal.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close() did not wait for the reads in flight"
+    release.set()
+    closer.join(10)
+    for thread in threads:
+        thread.join(10)
+    assert not closer.is_alive()
+    with pytest.raises(ld.AppClosedError):
+        journal.read(lambda conn: None)
+
+
+def test_a_reader_that_cannot_be_opened_leaves_reads_sharing_the_open_one(db_path, monkeypatch):
+    journal = Journal(db_path)
+    try:
+        def refuse(*args: object, **kwargs: object) -> apsw.Connection:
+            raise apsw.CantOpenError("no more file descriptors")
+
+        monkeypatch.setattr(journal, "_connect", refuse)
+        threads, (entered, release), used = _blocked_reads(journal, 3)
+        assert entered.acquire(timeout=10)
+        assert not entered.acquire(timeout=0.2)  # the others wait for the one reader
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(used) == 3 and set(used) == {id(journal._reader)}
+    finally:
+        journal.close()
 
 
 # -- no leaked threads ----------------------------------------------------------------------
