@@ -814,19 +814,23 @@ class Journal:
 
         return self.write(update)
 
-    def claim(self, claims: Iterable[tuple[str, str | None]], owner: str) -> dict[str, int]:
+    def claim(
+        self, claims: Iterable[tuple[str, str | None]], owner: str, *, forget: Sequence[str] = ()
+    ) -> dict[str, int]:
         """Take over workflows from presumed-dead owners (compare-and-swap on the owner).
 
         Each claim counts a recovery attempt, reset to 1 when the workflow recorded new steps
         since its last claim (progress is not a crash loop). Returns the claimed ids with
         their attempt counts, in the order of ``claims``; an id whose owner changed meanwhile
-        is left out.
+        is left out. The owner rows named in ``forget`` (owners found dead) are deleted in
+        the same transaction.
 
-        One set-based UPDATE for all of them: recovering a thousand workflows is one
-        statement, not a thousand, so the first resumed step is not kept waiting for it.
+        One set-based UPDATE for all of them, and one commit: recovering a thousand
+        workflows is one statement, not a thousand, so the first resumed step is not kept
+        waiting for it.
         """
         claims = list(claims)
-        if not claims:
+        if not claims and not forget:
             return {}
         # JSON carries the (id, expected owner) pairs into SQL in one parameter; a JSON null
         # comes out of ->> as SQL NULL, which the IS comparison matches.
@@ -837,6 +841,8 @@ class Journal:
                 wid: int(attempts)
                 for wid, attempts in conn.execute(_CLAIM, {"new": owner, "claims": wanted})
             }
+            for dead in forget:
+                conn.execute("DELETE FROM owners WHERE owner = ?", (dead,))
             return {wid: found[wid] for wid, _ in claims if wid in found}
 
         return self.write(take)
@@ -981,15 +987,6 @@ class Journal:
                 for r in conn.execute("SELECT owner, host, pid, heartbeat FROM owners")
             }
         )
-
-    def forget_owners(self, owners: Sequence[str]) -> None:
-        """Delete the rows of owners found dead."""
-
-        def drop(conn: apsw.Connection) -> None:
-            for owner in owners:
-                conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
-
-        self.write(drop)
 
     # -- steps ----------------------------------------------------------------------------
 

@@ -270,8 +270,11 @@ def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_pat
         assert journal.claim([("b", "dead")], "other") == {"b": 1}  # b changed owner meanwhile
         journal.finish_workflow("c", "dead", status="succeeded", output=b"1", error=None,
                                 now=2.0)
+        journal.heartbeat("dead", 1.0)
+        journal.heartbeat("other", 1.0)
         taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
-                               ("a", "dead")], "me")
+                               ("a", "dead")], "me", forget=["dead"])
+        assert set(journal.owners()) == {"other"}  # the dead owner's row went with the claim
         assert list(taken) == ["e", "d", "a"]  # in the order asked for; b and c left out
         assert taken == {"e": 1, "d": 1, "a": 1}
         owners = {wid: journal.get_workflow(wid).owner for wid in "abcde"}  # type: ignore[union-attr]
