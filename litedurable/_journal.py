@@ -566,7 +566,12 @@ class Journal:
             with self._read_cond:
                 self._idle_readers.append(conn)
                 self._lent -= 1
-                self._read_cond.notify()
+                if self._closed:
+                    # close() waits on this condition too: a single notify could wake a read
+                    # that then refuses to start, and close() would wait forever.
+                    self._read_cond.notify_all()
+                else:
+                    self._read_cond.notify()  # one reader returned: one waiting read can go
 
     def _take_reader(self) -> apsw.Connection:
         """An idle reader; a new one if all are busy and fewer than the most are open.

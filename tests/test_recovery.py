@@ -384,6 +384,38 @@ def test_close_waits_for_reads_in_flight_and_refuses_later_ones(db_path):
         journal.read(lambda conn: None)
 
 
+@pytest.mark.parametrize("readers", ["one", "many"])
+def test_close_while_a_read_waits_for_a_reader_returns_and_refuses_that_read(
+        db_path, monkeypatch, readers):
+    journal = Journal(db_path)
+    if readers == "one":  # the last read's return is then the only wake-up close() gets
+        monkeypatch.setattr(journal, "_max_readers", 1)
+    limit = journal._max_readers
+    threads, (entered, release), _ = _blocked_reads(journal, limit)
+    for _ in range(limit):
+        assert entered.acquire(timeout=10)
+    refused: list[BaseException] = []
+
+    def late_read() -> None:
+        try:
+            journal.read(lambda conn: None)
+        except ld.AppClosedError as exc:
+            refused.append(exc)
+
+    waiter = threading.Thread(target=late_read)
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # every reader is lent: it waits for one
+    closer = threading.Thread(target=journal.close)
+    closer.start()
+    closer.join(0.2)
+    release.set()
+    for thread in (*threads, waiter, closer):
+        thread.join(10)
+    assert not closer.is_alive(), "close() missed the wake-up of the last read's return"
+    assert not waiter.is_alive() and len(refused) == 1
+
+
 def test_a_reader_that_cannot_be_opened_leaves_reads_sharing_the_open_one(db_path, monkeypatch):
     journal = Journal(db_path)
     try:
