@@ -282,6 +282,15 @@ def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_pat
         assert journal.claim([("a", "dead")], "late") == {}  # a stale expectation takes nothing
 
 
+def test_claim_carries_any_workflow_id_and_owner_through_sql_intact(db_path):
+    odd = ['quote"s', "back\\slash", "emoji \U0001f600 and \u00e9", "[1, 2]", "null", " "]
+    with Journal(db_path) as journal:
+        for i, wid in enumerate(odd):
+            _seed(journal, [wid], odd[-1 - i])
+        taken = journal.claim([(wid, odd[-1 - i]) for i, wid in enumerate(odd)], "me")
+        assert taken == dict.fromkeys(odd, 1)
+
+
 def test_claim_counts_only_recoveries_without_progress(db_path):
     with Journal(db_path) as journal:
         _seed(journal, ["stuck", "moving"], "dead")
