@@ -454,8 +454,14 @@ class App:
         journal, runtime = self._parts()
         owners = journal.owners()
         now = time.time()
+        verdicts: dict[str | None, bool] = {}  # per owner: a thousand workflows, one kill(0)
 
         def gone(owner: str | None) -> bool:
+            if owner not in verdicts:
+                verdicts[owner] = presumed_dead(owner)
+            return verdicts[owner]
+
+        def presumed_dead(owner: str | None) -> bool:
             if owner is None:
                 return True
             if owner in _LIVE_OWNERS:
@@ -472,10 +478,8 @@ class App:
         names = {wid: name for wid, name, _ in pending}
         claims = [(wid, owner) for wid, _, owner in pending
                   if owner != self._owner and gone(owner)]
-        taken = journal.claim(claims, self._owner) if claims else {}
         dead = sorted({o for _, o in claims if o is not None and o in owners})
-        if dead:
-            journal.forget_owners(dead)
+        taken = journal.claim(claims, self._owner, forget=dead) if claims else {}
         if taken:
             self.hooks.fire("recovery", workflow_ids=sorted(taken))
         for wid, attempts in taken.items():

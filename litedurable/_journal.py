@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import json
 import logging
 import os
 import socket
@@ -62,6 +63,12 @@ HOST = socket.gethostname()
 
 Durability = Literal["full", "normal"]
 T = TypeVar("T")
+
+# Most reader connections one journal opens. WAL readers do not block one another, so a few
+# let concurrent reads (a recovery resuming workflows on many run threads) proceed in
+# parallel instead of queueing on one connection; more than the cores the GIL leaves
+# SQLite to run on buys nothing.
+MAX_READERS = 4
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -131,6 +138,24 @@ _WORKFLOW_COLUMNS = (
 _DESCENDANTS = (
     "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT w.workflow_id FROM workflows w "
     "JOIN tree ON w.parent_id = tree.id WHERE w.detached = 0)"
+)
+# Claim every (workflow_id, expected owner) pair of the JSON array :claims for :new at once.
+# ``mark`` is the workflow's highest recorded step, found by one index seek per workflow (the
+# min/max optimization needs the bare aggregate, hence coalesce outside the subquery) and
+# materialized so both SET terms see the same value. The owner compare-and-swap and the
+# pending check sit in the WHERE clause, as in the one-row UPDATE this replaced.
+_CLAIM = (
+    "WITH wanted AS MATERIALIZED ("
+    "SELECT value ->> 0 AS id, value ->> 1 AS old, "
+    "coalesce((SELECT max(step) FROM steps WHERE steps.workflow_id = value ->> 0), -1) AS mark "
+    "FROM json_each(:claims)) "
+    "UPDATE workflows SET owner = :new, "
+    "recovery_attempts = CASE WHEN progress_mark = wanted.mark "
+    "THEN recovery_attempts + 1 ELSE 1 END, "
+    "progress_mark = wanted.mark "
+    "FROM wanted WHERE workflows.workflow_id = wanted.id AND workflows.owner IS wanted.old "
+    "AND workflows.status = 'pending' "
+    "RETURNING workflows.workflow_id, workflows.recovery_attempts"
 )
 _STEP_COLUMNS = (
     "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
@@ -331,7 +356,15 @@ class Journal:
         self._queue: list[_Write] = []
         self._committing = False
         self._closing = False  # close() waits for the commit in flight
-        self._read_lock = threading.Lock()
+        # Reader connections: ``_reader`` is the first; more open on demand up to
+        # ``_max_readers`` (see ``_take_reader``). ``_lent`` counts readers in use or opening.
+        self._read_cond = threading.Condition()
+        self._idle_readers: list[apsw.Connection] = []
+        self._extra_readers: list[apsw.Connection] = []
+        self._max_readers = MAX_READERS
+        self._lent = 0
+        self._opening = 0
+        self._sync: str | None = None
         self._busy_ms = int(busy_timeout * 1000)
         self._data_version: int | None = None
         self._version_wanted = False  # changed_elsewhere() waits for the committer to sample
@@ -347,6 +380,7 @@ class Journal:
                 reader = self._connect(readonly=readonly)
                 self._writer, self._reader = writer, reader
                 self._check_and_migrate(durability)
+                self._idle_readers.append(reader)
         except BaseException:
             # A refused file (foreign, newer, damaged, locked) is left with no handle open on it.
             for conn in (writer, reader):
@@ -410,6 +444,7 @@ class Journal:
             )
         conn.execute(f"PRAGMA synchronous={sync}")
         self._reader.execute(f"PRAGMA synchronous={sync}")
+        self._sync = sync  # for the readers opened later
         if version < SCHEMA_VERSION:
             # One IMMEDIATE transaction, version re-read inside it: two processes opening a new
             # file at once migrate it once, and a crash mid-migration leaves the old version.
@@ -426,7 +461,7 @@ class Journal:
                 raise
 
     def close(self) -> None:
-        """Close both connections; every later call raises ``AppClosedError``.
+        """Close every connection; every later call raises ``AppClosedError``.
 
         A checkpoint that fails as the last connection closes (disk full) loses nothing (the
         WAL keeps every commit, and the next open replays it), so it is logged, not raised.
@@ -437,8 +472,12 @@ class Journal:
                 self._cond.wait()
             self._closed = True
         failure: apsw.Error | None = None
-        with self._read_lock:
-            for conn in (self._writer, self._reader):
+        with self._read_cond:
+            while self._lent:  # reads that began before the close finish first
+                self._read_cond.wait()
+            # The first reader closes last, as it did when it was the only one: the last
+            # connection to close checkpoints the WAL.
+            for conn in (*self._extra_readers, self._writer, self._reader):
                 if conn is None:
                     continue
                 try:
@@ -622,11 +661,71 @@ class Journal:
                 op.value, op.error = None, error
 
     def read(self, fn: Callable[[apsw.Connection], T]) -> T:
-        """Run ``fn`` on the reader connection (sees only committed data)."""
-        with self._read_lock:
-            self._usable()
+        """Run ``fn`` on a reader connection of its own (sees only committed data).
+
+        Each statement ``fn`` runs is its own read transaction, as on any autocommit
+        connection.
+        """
+        conn = self._take_reader()
+        try:
             with _translated(self.path):
-                return fn(self._reader)
+                return fn(conn)
+        finally:
+            with self._read_cond:
+                self._idle_readers.append(conn)
+                self._lent -= 1
+                if self._closed:
+                    # close() waits on this condition too: a single notify could wake a read
+                    # that then refuses to start, and close() would wait forever.
+                    self._read_cond.notify_all()
+                else:
+                    self._read_cond.notify()  # one reader returned: one waiting read can go
+
+    def _take_reader(self) -> apsw.Connection:
+        """An idle reader; a new one if all are busy and fewer than the most are open.
+
+        A reader that cannot be opened (file descriptors exhausted, an I/O fault) is not an
+        error: the reads share the connections already open, as they would at the limit.
+        """
+        with self._read_cond:
+            while True:
+                self._usable()
+                if self._idle_readers:
+                    self._lent += 1
+                    return self._idle_readers.pop()  # the most recently used: warm cache
+                if 1 + len(self._extra_readers) + self._opening < self._max_readers:
+                    self._lent += 1
+                    self._opening += 1
+                    break
+                self._read_cond.wait()
+        conn: apsw.Connection | None = None
+        try:
+            conn = self._connect(readonly=self.readonly)
+            if self._sync is not None:
+                conn.execute(f"PRAGMA synchronous={self._sync}")
+        except apsw.Error as exc:
+            if conn is not None:
+                conn.close()
+            conn = None
+            log.debug("litedurable: no extra reader on %s (%s); sharing the open ones",
+                      self.path, exc)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            with self._read_cond:
+                self._opening -= 1
+                self._lent -= 1
+                self._read_cond.notify_all()
+            raise
+        with self._read_cond:
+            self._opening -= 1
+            if conn is not None:
+                self._extra_readers.append(conn)
+                return conn
+            self._max_readers = 1 + len(self._extra_readers) + self._opening
+            self._lent -= 1
+            self._read_cond.notify_all()
+        return self._take_reader()
 
     # -- workflows ------------------------------------------------------------------------
 
@@ -850,32 +949,36 @@ class Journal:
 
         return self.write(update)
 
-    def claim(self, claims: Iterable[tuple[str, str | None]], owner: str) -> dict[str, int]:
+    def claim(
+        self, claims: Iterable[tuple[str, str | None]], owner: str, *, forget: Sequence[str] = ()
+    ) -> dict[str, int]:
         """Take over workflows from presumed-dead owners (compare-and-swap on the owner).
 
         Each claim counts a recovery attempt, reset to 1 when the workflow recorded new steps
         since its last claim (progress is not a crash loop). Returns the claimed ids with
-        their attempt counts; an id whose owner changed meanwhile is left out.
+        their attempt counts, in the order of ``claims``; an id whose owner changed meanwhile
+        is left out. The owner rows named in ``forget`` (owners found dead) are deleted in
+        the same transaction.
+
+        One set-based UPDATE for all of them, and one commit: recovering a thousand
+        workflows is one statement, not a thousand, so the first resumed step is not kept
+        waiting for it.
         """
         claims = list(claims)
+        if not claims and not forget:
+            return {}
+        # JSON carries the (id, expected owner) pairs into SQL in one parameter; a JSON null
+        # comes out of ->> as SQL NULL, which the IS comparison matches.
+        wanted = json.dumps(claims)
 
         def take(conn: apsw.Connection) -> dict[str, int]:
-            taken: dict[str, int] = {}
-            for wid, old in claims:
-                rows = conn.execute(
-                    "UPDATE workflows SET owner = :new, "
-                    "recovery_attempts = CASE WHEN progress_mark = "
-                    "(SELECT coalesce(max(step), -1) FROM steps WHERE workflow_id = :id) "
-                    "THEN recovery_attempts + 1 ELSE 1 END, "
-                    "progress_mark = "
-                    "(SELECT coalesce(max(step), -1) FROM steps WHERE workflow_id = :id) "
-                    "WHERE workflow_id = :id AND owner IS :old AND status = 'pending' "
-                    "RETURNING recovery_attempts",
-                    {"new": owner, "id": wid, "old": old},
-                ).fetchall()
-                if rows:
-                    taken[wid] = int(rows[0][0])  # type: ignore[arg-type]
-            return taken
+            found = {
+                wid: int(attempts)
+                for wid, attempts in conn.execute(_CLAIM, {"new": owner, "claims": wanted})
+            }
+            for dead in forget:
+                conn.execute("DELETE FROM owners WHERE owner = ?", (dead,))
+            return {wid: found[wid] for wid, _ in claims if wid in found}
 
         return self.write(take)
 
@@ -1020,35 +1123,23 @@ class Journal:
             }
         )
 
-    def forget_owners(self, owners: Sequence[str]) -> None:
-        """Delete the rows of owners found dead."""
-
-        def drop(conn: apsw.Connection) -> None:
-            for owner in owners:
-                conn.execute("DELETE FROM owners WHERE owner = ?", (owner,))
-
-        self.write(drop)
-
     # -- steps ----------------------------------------------------------------------------
 
     def load_steps(self, workflow_id: str) -> list[StepRow]:
         """Every step row of the workflow, in step order, checksums verified (one query)."""
+        return self.read(lambda conn: _fetch_steps(conn, workflow_id, self.path))
 
-        def load(conn: apsw.Connection) -> list[StepRow]:
-            rows = []
-            for r in conn.execute(
-                f"SELECT {_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step",
-                (workflow_id,),
-            ):
-                row = StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
-                if _step_checksum(row) != r[7]:
-                    raise JournalCorruptError(
-                        f"step {row.step} of workflow {workflow_id!r} in {self.path} fails its "
-                        "checksum: the file was modified outside SQLite or the disk is failing. "
-                        "Restore a backup, or fork the workflow from before that step."
-                    )
-                rows.append(row)
-            return rows
+    def load_workflow(self, workflow_id: str) -> tuple[WorkflowRow | None, list[StepRow]]:
+        """The workflow's row and every step row, as ``get_workflow`` and ``load_steps`` give.
+
+        One read (one reader taken, one round of locking) for what a run needs to resume: a
+        recovery drives a thousand of these at once. The row is read first, as separately:
+        steps only ever grow, so steps read after it are never older than it.
+        """
+
+        def load(conn: apsw.Connection) -> tuple[WorkflowRow | None, list[StepRow]]:
+            row = _fetch_workflow(conn, workflow_id)
+            return row, [] if row is None else _fetch_steps(conn, workflow_id, self.path)
 
         return self.read(load)
 
@@ -1203,6 +1294,22 @@ def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | No
         f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,)
     ).fetchall()
     return _workflow_row(found[0]) if found else None
+
+
+def _fetch_steps(conn: apsw.Connection, workflow_id: str, path: str) -> list[StepRow]:
+    rows = []
+    for r in conn.execute(
+        f"SELECT {_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step", (workflow_id,)
+    ):
+        row = StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
+        if _step_checksum(row) != r[7]:
+            raise JournalCorruptError(
+                f"step {row.step} of workflow {workflow_id!r} in {path} fails its checksum: the "
+                "file was modified outside SQLite or the disk is failing. Restore a backup, or "
+                "fork the workflow from before that step."
+            )
+        rows.append(row)
+    return rows
 
 
 def _workflow_row(r: Sequence[Any]) -> WorkflowRow:

@@ -529,8 +529,11 @@ class Runtime:
             row, slot.row = slot.row, None
         run: WorkflowRun | None = None
         try:
-            fresh = row is not None
-            row = row or self.journal.get_workflow(workflow_id)
+            # A freshly started workflow has its row and no steps; any other is read back,
+            # row and steps in one read.
+            steps: list[StepRow] = []
+            if row is None:
+                row, steps = self.journal.load_workflow(workflow_id)
             if row is None or row.status != Status.PENDING or row.owner != self.owner:
                 return
             if row.deadline is not None and not self._arm_deadline(slot, row):
@@ -541,7 +544,6 @@ class Runtime:
                     "litedurable: workflow %r is a %r, which this App does not register; it "
                     "stays pending for an App that does", workflow_id, row.name)
                 return
-            steps = [] if fresh else self.journal.load_steps(workflow_id)
             run = WorkflowRun(self, definition, row, steps)
             with self._lock:
                 slot.run = run
