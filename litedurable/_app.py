@@ -493,7 +493,7 @@ class App:
                     f"new step (limit {limit}); it is parked in status 'exhausted'. Fix the "
                     "cause, then app.resume(id)."
                 )
-                runtime.finish(wid, Status.EXHAUSTED, Outcome(error=error), None)
+                runtime.finish(wid, Status.EXHAUSTED, Outcome(error=error))
             else:
                 runtime.schedule(wid)
         return sorted(taken)

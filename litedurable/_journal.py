@@ -15,10 +15,13 @@ finds. Layout (schema version in ``PRAGMA user_version``, ``application_id`` = `
 
 Writes use group commit without a hand-off on the quiet path (leader/follower, as databases
 flush their logs): a writer that finds no commit in flight commits its own write at once in its
-own thread; writers arriving meanwhile queue, and the next to take the lock commits the whole
-queue in one ``BEGIN IMMEDIATE`` transaction, each write in its own savepoint. A commit that
-raised is "outcome unknown": each write in it is re-read and reported written or not, never
-assumed lost.
+own thread; writers arriving meanwhile queue, and when that commit ends the queue's head is
+woken to commit the whole queue in one ``BEGIN IMMEDIATE`` transaction (its step rows in one
+statement), and only the writers each commit made durable are woken. A write refused inside a
+batch (fenced) fails alone; the others are written again without it. A commit that raised is
+"outcome unknown": each write in it is re-read and reported written or not, never assumed lost.
+The statements per commit are kept few on purpose: each one releases the GIL and must win it
+back from every other thread, which under load costs more than the statement itself.
 """
 
 from __future__ import annotations

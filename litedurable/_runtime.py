@@ -618,20 +618,19 @@ class Runtime:
         if isinstance(fatal, _Unwind):
             return  # suspended or closing: still pending
         if isinstance(fatal, NonDeterminismError):
-            self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), None,
-                        run.row)
+            self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), run.row)
             run.ended = True
             return
         if fatal is not None:
             raise fatal
         assert outcome is not None
         self.hooks.fire("before_outcome", workflow_id=run.workflow_id)
-        self.finish(run.workflow_id, None, outcome, definition.return_hint, run.row)
+        self.finish(run.workflow_id, None, outcome, run.row)
         run.ended = True
         self.hooks.fire("after_outcome", workflow_id=run.workflow_id)
 
     def finish(
-        self, workflow_id: str, status: Status | None, outcome: Outcome, hint: Any,
+        self, workflow_id: str, status: Status | None, outcome: Outcome,
         row: WorkflowRow | None = None,
     ) -> None:
         """Record the workflow's outcome (status defaults from the outcome) and wake waiters.
