@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +17,38 @@ from litedurable._errors import OwnershipLostError
 from litedurable._journal import Journal, StepRow, _insert_steps_sql, _step_checksum, checksum
 
 
-def _hold_the_lead(journal: Journal) -> tuple[threading.Event, threading.Thread]:
-    """Start a write that keeps the lead (and the commit) until the returned event is set."""
+def _one_batch(journal: Journal, writers: list[Callable[[], None]]) -> None:
+    """Run ``writers`` in threads so that all their writes share one commit.
+
+    A first write holds the lead (and the transaction) until every writer has queued behind
+    it; then it is let go, and the queue is committed as one batch.
+    """
     release = threading.Event()
 
     def blocking(conn: apsw.Connection) -> str:
         release.wait(30)
         return "leader"
 
-    leader = threading.Thread(target=journal.write, args=(blocking,))
-    leader.start()
-    return release, leader
-
-
-def _wait_queued(journal: Journal, count: int) -> None:
+    threads = [threading.Thread(target=journal.write, args=(blocking,))]
+    threads[0].start()
+    for _ in range(3000):  # the leader first, so the writers queue behind it
+        with journal._mutex:
+            if journal._committing:
+                break
+        time.sleep(0.01)
+    threads += [threading.Thread(target=writer) for writer in writers]
+    for t in threads[1:]:
+        t.start()
     for _ in range(3000):
         with journal._mutex:
-            if len(journal._queue) >= count:
-                return
-        threading.Event().wait(0.01)
-    raise AssertionError(f"{count} writers never queued")
+            if len(journal._queue) >= len(writers):
+                break
+        time.sleep(0.01)
+    else:
+        raise AssertionError(f"{len(writers)} writers never queued")
+    release.set()
+    for t in threads:
+        t.join(30)
 
 
 @pytest.fixture
@@ -55,23 +69,16 @@ def test_writers_that_queue_during_a_commit_share_the_next_one_and_each_gets_its
         commit(batch)
 
     journal._commit = counting  # type: ignore[method-assign]
-    release, leader = _hold_the_lead(journal)
     results: dict[int, Any] = {}
 
-    def writer(k: int) -> None:
+    def writer(k: int) -> Callable[[], None]:
         def insert(conn: apsw.Connection) -> int:
             conn.execute("INSERT INTO t VALUES (?)", (k,))
             return k * 10
 
-        results[k] = journal.write(insert)
+        return lambda: results.__setitem__(k, journal.write(insert))
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(7)]
-    for t in threads:
-        t.start()
-    _wait_queued(journal, 7)
-    release.set()
-    for t in [leader, *threads]:
-        t.join(30)
+    _one_batch(journal, [writer(k) for k in range(7)])
     assert batches == [1, 7]  # one transaction for everyone who waited
     assert results == {k: k * 10 for k in range(7)}
     count = journal.read(lambda conn: conn.execute("SELECT count(*) FROM t").fetchall()[0][0])
@@ -80,28 +87,24 @@ def test_writers_that_queue_during_a_commit_share_the_next_one_and_each_gets_its
 
 
 def test_a_refused_write_fails_alone_and_leaves_nothing_behind(journal: Journal) -> None:
-    release, leader = _hold_the_lead(journal)
     outcomes: dict[int, Any] = {}
 
-    def writer(k: int) -> None:
+    def writer(k: int) -> Callable[[], None]:
         def insert(conn: apsw.Connection) -> int:
             conn.execute("INSERT INTO t VALUES (?)", (k,))
             if k == 1:  # refused after writing: its row must not survive the batch
                 raise OwnershipLostError(f"write {k} refused")
             return k
 
-        try:
-            outcomes[k] = journal.write(insert)
-        except OwnershipLostError as exc:
-            outcomes[k] = exc
+        def write() -> None:
+            try:
+                outcomes[k] = journal.write(insert)
+            except OwnershipLostError as exc:
+                outcomes[k] = exc
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
-    for t in threads:
-        t.start()
-    _wait_queued(journal, 3)
-    release.set()
-    for t in [leader, *threads]:
-        t.join(30)
+        return write
+
+    _one_batch(journal, [writer(k) for k in range(3)])
     assert outcomes[0] == 0 and outcomes[2] == 2
     assert isinstance(outcomes[1], OwnershipLostError)
     rows = journal.read(lambda conn: [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")])
@@ -130,23 +133,19 @@ def _steps_in_a_batch(journal: Journal, owners: dict[str, str]) -> dict[str, Any
     for wid in owners:
         journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"{}", now=1.0,
                                 app_version="v", parent_id=None, owner="me")
-    release, leader = _hold_the_lead(journal)
     outcomes: dict[str, Any] = {}
 
-    def writer(wid: str) -> None:
-        row = StepRow(wid, 0, "step", "inc", b"1", None, None, 1.0, 2.0)
-        try:
-            outcomes[wid] = journal.record_step(row, owners[wid])
-        except OwnershipLostError as exc:
-            outcomes[wid] = exc
+    def writer(wid: str) -> Callable[[], None]:
+        def write() -> None:
+            row = StepRow(wid, 0, "step", "inc", b"1", None, None, 1.0, 2.0)
+            try:
+                outcomes[wid] = journal.record_step(row, owners[wid])
+            except OwnershipLostError as exc:
+                outcomes[wid] = exc
 
-    threads = [threading.Thread(target=writer, args=(wid,)) for wid in owners]
-    for t in threads:
-        t.start()
-    _wait_queued(journal, len(owners))
-    release.set()
-    for t in [leader, *threads]:
-        t.join(30)
+        return write
+
+    _one_batch(journal, [writer(wid) for wid in owners])
     return outcomes
 
 
