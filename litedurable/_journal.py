@@ -275,18 +275,17 @@ def _workflow_checksum(
 
 def _step_checksum(row: StepRow) -> int:
     """``checksum`` of a step row's parts, spelled out: it runs once per step written or read."""
+    pack = _pack_length
     wid, step, kind, name = (
         row.workflow_id.encode(), str(row.step).encode(), row.kind.encode(), row.name.encode()
     )
-    chunks = [_pack_length(len(wid)), wid, _pack_length(len(step)), step,
-              _pack_length(len(kind)), kind, _pack_length(len(name)), name]
-    for part in (row.output, row.error, row.extra):
-        if part is None:
-            chunks.append(_NONE_LENGTH)
-        else:
-            chunks.append(_pack_length(len(part)))
-            chunks.append(part)
-    return zlib.crc32(b"".join(chunks))
+    output, error, extra = row.output, row.error, row.extra
+    return zlib.crc32(b"".join((
+        pack(len(wid)), wid, pack(len(step)), step, pack(len(kind)), kind, pack(len(name)), name,
+        _NONE_LENGTH if output is None else pack(len(output)) + output,
+        _NONE_LENGTH if error is None else pack(len(error)) + error,
+        _NONE_LENGTH if extra is None else pack(len(extra)) + extra,
+    )))
 
 
 class _Write:
@@ -617,7 +616,11 @@ class Journal:
             if len(batch) == 1 and batch[0].one_statement:
                 if self._frozen is not None:
                     raise self._frozen()
-                _apply(conn, batch)  # a refusal changed nothing: there is nothing to undo
+                op = batch[0]
+                try:
+                    op.value = op.fn(conn)
+                except DurableError as exc:  # refused: the statement changed nothing
+                    op.error = exc
                 todo = []
                 if self._version_wanted:
                     self._version_sampled = _scalar(conn, "PRAGMA data_version")

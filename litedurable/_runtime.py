@@ -134,7 +134,7 @@ class StepScope(Scope):
     __slots__ = ("_cond", "abandoned", "cancel_requested", "step")
 
     def __init__(self, workflow_id: str, step: int) -> None:
-        super().__init__(workflow_id)
+        self.workflow_id = workflow_id  # Scope's one field, set here: one per step, hot path
         self.step = step
         self.cancel_requested = False
         self.abandoned = False
@@ -731,8 +731,9 @@ class Runtime:
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
         hooks = self.hooks if self.hooks.callback is not None else None  # crash tests only
-        info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
+        info: dict[str, object] = {}
         if hooks:
+            info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
             hooks.fire("before_step", **info)
         started = self.clock.now()
         outcome = self._invoke(task)
