@@ -38,9 +38,18 @@ from ._errors import (
 )
 from ._journal import HOST, Durability, Journal, ScheduleRow, StepRow, WorkflowRow
 from ._registry import Registry, WorkflowDef
-from ._runtime import Hooks, Outcome, Runtime, WorkflowRun, replay_journal
+from ._runtime import Hooks, Outcome, Runtime, StepScope, WorkflowRun, replay_journal
 from ._schedule import Cron, Scheduler
-from ._types import Retry, ScheduleInfo, Status, StepInfo, StepKind, WorkflowInfo, to_seconds
+from ._types import (
+    Retry,
+    ScheduleInfo,
+    Status,
+    StepInfo,
+    StepKind,
+    WorkflowInfo,
+    check_seconds,
+    to_seconds,
+)
 
 __all__ = ["App", "ChildHandle", "Handle"]
 
@@ -50,6 +59,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_ID_LENGTH = 512
+MAX_SETTING = 1e6
+"""The largest duration setting of an App, in seconds (about 11.5 days): each one becomes a
+thread's wait or join, which no platform accepts past ``threading.TIMEOUT_MAX``."""
 
 # Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
 # of this pid that is not here belongs to an App that closed or crashed, and is free to take.
@@ -122,6 +134,12 @@ class Handle(Generic[R]):
         scope = current()
         if isinstance(scope, WorkflowRun):
             return self._await_in(scope, timeout)
+        if isinstance(scope, StepScope) and scope.workflow_id == self.workflow_id:
+            raise UsageError(
+                f"step {scope.step} of workflow {self.workflow_id!r} waits for the result of its "
+                "own workflow, which cannot finish before the step does (a deadlock). Return "
+                "the value from the step and use it in the workflow instead."
+            )
         app = self._app
         limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
         _, runtime = app._parts()
@@ -242,6 +260,12 @@ class App:
                               ("max_recovery_attempts", max_recovery_attempts)):
             if not isinstance(number, int) or isinstance(number, bool) or number < 1:
                 raise ValueError(f"{label} must be an int >= 1, got {number!r}")
+        # Each of these becomes a thread's wait or a deadline: NaN or infinity would stop a
+        # thread (OverflowError) or make it spin, far from where the mistake was made.
+        check_seconds(grace, "App(grace=...)", maximum=MAX_SETTING)
+        check_seconds(busy_timeout, "App(busy_timeout=...)", maximum=MAX_SETTING)
+        check_seconds(lease, "App(lease=...)", positive=True, maximum=MAX_SETTING)
+        check_seconds(suspend_after, "App(suspend_after=...)", maximum=MAX_SETTING)
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self.workers = workers
@@ -472,13 +496,14 @@ class App:
             return row.host == HOST and (row.pid == os.getpid() or not _pid_alive(row.pid))
 
         pending = journal.pending(runtime.app_version)
-        for wid, _, owner in pending:  # ours but not running: its run stopped on a journal error
-            if owner == self._owner and not runtime.is_active(wid):
-                runtime.schedule(wid)
         names = {wid: name for wid, name, _ in pending}
+        # Ours but not running means its run stopped without recording an outcome (a journal
+        # error, say): claiming it from ourselves counts the attempt like any recovery, so a
+        # run that fails the same way every time ends `exhausted` instead of looping.
         claims = [(wid, owner) for wid, _, owner in pending
-                  if owner != self._owner and gone(owner)]
-        dead = sorted({o for _, o in claims if o is not None and o in owners})
+                  if (owner == self._owner and not runtime.is_active(wid))
+                  or (owner != self._owner and gone(owner))]
+        dead = sorted({o for _, o in claims if o is not None and o != self._owner and o in owners})
         taken = journal.claim(claims, self._owner, forget=dead) if claims else {}
         if taken:
             self.hooks.fire("recovery", workflow_ids=sorted(taken))
@@ -631,6 +656,13 @@ class App:
     ) -> ChildHandle[Any]:
         """Start a child workflow as step ``child`` of ``run`` (replayed: the recorded id)."""
         self._check_runtime(run, f"starts a {definition.name!r} child")
+        if workflow_id is not None and workflow_id in (run.workflow_id, run.row.parent_id):
+            whose = "its own" if workflow_id == run.workflow_id else "its parent's"
+            raise UsageError(
+                f"workflow {run.workflow_id!r} starts a {definition.name!r} child with {whose} "
+                f"id {workflow_id!r}: the two would wait on each other forever. Give the child "
+                "another workflow_id= (or none: the default is derived from the parent's)."
+            )
         runtime = run.runtime
         step, recorded = run.take(StepKind.CHILD, definition.name)
         if recorded is not None:

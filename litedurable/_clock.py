@@ -7,13 +7,21 @@ every waiter when a test moves time forward instead of sleeping.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "to_datetime"]
+__all__ = ["MAX_WAIT", "Clock", "FakeClock", "SystemClock", "to_datetime"]
+
+MAX_WAIT = 3600.0
+"""The longest single ``Condition.wait`` litedurable makes, in seconds.
+
+A far-future deadline (``ld.sleep(1e12)``) would otherwise overflow the C timeout of
+``Condition.wait`` (``OverflowError``). Every waiter loops on its own predicate and deadline,
+so waking once an hour to look again costs nothing and keeps any deadline representable."""
 
 
 @runtime_checkable
@@ -42,7 +50,7 @@ class SystemClock:
         if deadline is None:
             cond.wait()
         else:
-            cond.wait(max(0.0, deadline - time.time()))
+            cond.wait(min(max(0.0, deadline - time.time()), MAX_WAIT))
 
 
 class FakeClock:
@@ -76,16 +84,21 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every waiter."""
-        if seconds < 0:
-            raise ValueError("FakeClock.advance() takes a non-negative number of seconds")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(
+                f"FakeClock.advance() takes finite, non-negative seconds, not {seconds!r}"
+            )
         with self._lock:
             self._now += seconds
         self._wake()
 
     def set(self, when: float | datetime) -> None:
         """Jump to ``when`` (epoch seconds or aware datetime) and wake every waiter."""
+        epoch = when.timestamp() if isinstance(when, datetime) else float(when)
+        if not math.isfinite(epoch):
+            raise ValueError(f"FakeClock.set() takes a finite time, not {when!r}")
         with self._lock:
-            self._now = when.timestamp() if isinstance(when, datetime) else float(when)
+            self._now = epoch
         self._wake()
 
     def _wake(self) -> None:

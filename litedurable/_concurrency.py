@@ -289,6 +289,11 @@ def cancel_workflow(wf_run: WorkflowRun, target: str) -> bool:
 def await_workflow(wf_run: WorkflowRun, target: str, hint: Any,
                    future: WorkflowFuture[Any] | None = None) -> Outcome:
     """Wait durably for workflow ``target``'s outcome: a ``wait`` step that records it."""
+    if target == wf_run.workflow_id:
+        raise UsageError(
+            f"workflow {wf_run.workflow_id!r} waits for its own result, which it can only have "
+            "once it returns (a deadlock). Wait on other workflows (children) only."
+        )
     step, row = wf_run.take(StepKind.WAIT, target)
     runtime = wf_run.runtime
     if row is not None:

@@ -607,7 +607,10 @@ class Runtime:
             outcome = Outcome(value=definition.fn(*args, **kwargs))
         except _Unwind:
             outcome = None
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt raised by the workflow's code (or by a step and
+            # let through) is its outcome like any error: left unrecorded, the workflow would
+            # stay pending and run again at every recovery.
             outcome = Outcome(error=exc)
         finally:
             leave(token)
@@ -759,7 +762,7 @@ class Runtime:
                     return Outcome(error=_step_cancelled(task))
                 try:
                     return Outcome(value=task.fn(*task.args, **task.kwargs))
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit too: it is the body's outcome
                     if scope.cancel_requested:
                         return Outcome(error=_step_cancelled(task))
                     if task.retry is None or not task.retry.should_retry(attempt, exc):
@@ -831,22 +834,44 @@ class Runtime:
             self._timer_cond.notify()
 
     def _timer_loop(self) -> None:
-        while True:
-            due: list[Callable[[], None]] = []
-            with self._timer_cond:
-                if self.closing:
+        """Fire due timers until the App closes; no exception ends the thread.
+
+        Every sleep, select timeout, deadline and suspended wake-up of the App rides on this one
+        thread, so a failure here (a timer action, or a custom ``Clock`` that raises) is
+        logged and the loop goes on; a second failure in a row backs off briefly so that a
+        clock that always raises costs a log line per second, not a busy CPU.
+        """
+        failures = 0
+        while not self.closing:
+            try:
+                self._fire_due_timers()
+                failures = 0
+            except BaseException as exc:
+                if self.journal_frozen:
                     return
-                now = self.clock.now()
-                while self._timers and self._timers[0][0] <= now:
-                    due.append(heapq.heappop(self._timers)[2])
-                if not due:
-                    self.clock.wait(self._timer_cond, self._timers[0][0] if self._timers else None)
-            for action in due:
-                try:
-                    action()
-                except BaseException as exc:
-                    if not self.journal_frozen and not isinstance(exc, AppClosedError):
-                        log.warning("litedurable: a timer action failed: %s", exc)
+                failures += 1
+                log.error("litedurable: the timer thread hit an error and carries on: %r", exc,
+                          exc_info=failures == 1)
+                if failures > 1:
+                    time.sleep(min(1.0, 0.01 * failures))
+
+    def _fire_due_timers(self) -> None:
+        """Wait for the earliest timer (or a new one), then run every action that is due."""
+        due: list[Callable[[], None]] = []
+        with self._timer_cond:
+            if self.closing:
+                return
+            now = self.clock.now()
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+            if not due:
+                self.clock.wait(self._timer_cond, self._timers[0][0] if self._timers else None)
+        for action in due:
+            try:
+                action()
+            except BaseException as exc:
+                if not self.journal_frozen and not isinstance(exc, AppClosedError):
+                    log.warning("litedurable: a timer action failed: %r", exc)
 
     # -- deadlines ------------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ Standard library only, so the journal, the runtime and the CLI can all speak the
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
-    "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind", "WorkflowInfo", "to_seconds",
+    "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind", "WorkflowInfo", "check_seconds",
+    "to_seconds",
 ]
 
 
@@ -57,18 +59,56 @@ class StepKind(enum.StrEnum):
 
 
 def to_seconds(delay: float | timedelta, what: str = "delay") -> float:
-    """Normalize a user delay to float seconds, refusing negatives and non-numbers."""
+    """Normalize a user delay to float seconds, refusing negatives, NaN and infinity.
+
+    Infinity is refused rather than read as "forever": every delay becomes an absolute
+    deadline stored in the journal, and "no deadline" is spelled ``None`` where it is allowed.
+    """
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
     elif isinstance(delay, int | float) and not isinstance(delay, bool):
-        seconds = float(delay)
+        try:
+            seconds = float(delay)
+        except OverflowError:  # an int too big for a float
+            seconds = math.inf
     else:
         raise TypeError(
             f"{what} must be float seconds or a datetime.timedelta, not {type(delay).__name__}"
         )
-    if seconds != seconds or seconds < 0:  # NaN or negative
-        raise ValueError(f"{what} must be a non-negative number of seconds, got {delay!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            f"{what} must be a finite, non-negative number of seconds, got {delay!r:.40}"
+            + ("; pass None for no limit where one is optional" if seconds == math.inf else "")
+        )
     return seconds
+
+
+def _as_float(value: object) -> float:
+    """``value`` as a float; NaN for anything that is not a real number (bools included)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int too big for a float
+            return math.inf
+    return math.nan
+
+
+def check_seconds(
+    value: object, what: str, *, positive: bool = False, maximum: float = math.inf
+) -> None:
+    """Refuse a duration that is not a finite real number of seconds in range.
+
+    ``positive`` refuses 0 as well; ``maximum`` bounds settings that become a thread's wait,
+    since no platform waits longer than ``threading.TIMEOUT_MAX`` in one call.
+    """
+    seconds = _as_float(value)
+    if (not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0)
+            or seconds > maximum):
+        bound = "> 0" if positive else ">= 0"
+        limit = "" if maximum == math.inf else f" and at most {maximum:,.0f}"
+        raise ValueError(
+            f"{what} must be a finite number of seconds {bound}{limit}, got {value!r:.40}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,22 +135,32 @@ class Retry:
     retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"Retry.max_attempts must be an int >= 1, got {self.max_attempts!r}")
-        if self.initial < 0 or self.max_interval < 0:
-            raise ValueError("Retry.initial and Retry.max_interval must be >= 0 seconds")
-        if self.backoff < 1:
-            raise ValueError(f"Retry.backoff must be >= 1, got {self.backoff!r}")
+        attempts = self.max_attempts
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+            raise ValueError(f"Retry.max_attempts must be an int >= 1, got {attempts!r}")
+        check_seconds(self.initial, "Retry.initial")
+        check_seconds(self.max_interval, "Retry.max_interval")
+        backoff = _as_float(self.backoff)
+        if not math.isfinite(backoff) or backoff < 1:
+            raise ValueError(
+                f"Retry.backoff must be a finite number >= 1, got {self.backoff!r:.40}"
+            )
         retry_on = self.retry_on
         if isinstance(retry_on, type):
             retry_on = (retry_on,)
             object.__setattr__(self, "retry_on", retry_on)
-        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in retry_on):
+        if not isinstance(retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in retry_on
+        ):
             raise TypeError("Retry.retry_on must be a tuple of exception classes")
 
     def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
-        return float(min(self.initial * self.backoff ** (attempt - 1), self.max_interval))
+        """Seconds to wait after failed attempt ``attempt`` (1-based); never NaN or infinite."""
+        try:
+            grown = self.initial * self.backoff ** (attempt - 1)
+        except OverflowError:  # backoff ** attempt past the float range: the cap applies
+            return 0.0 if self.initial == 0 else float(self.max_interval)
+        return float(min(grown, self.max_interval))
 
     def should_retry(self, attempt: int, error: BaseException) -> bool:
         """Whether failed attempt ``attempt`` earns another try."""

@@ -1,0 +1,317 @@
+"""Hangs and endless re-runs (issue 12, items 1-4): far-future and non-finite delays, a timer
+thread that must outlive any error, ``BaseException``s from workflow code, runs that cannot
+record their outcome, ``Retry`` fields that would spin, and workflows that wait on themselves.
+
+Each test finishes in well under a second when the engine is right; the ``HANG`` timeouts only
+turn a regression (a hang) into a failure instead of a stuck run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+import litedurable as ld
+from litedurable._clock import SystemClock
+from litedurable.testing import FakeClock
+
+HANG = 30.0  # seconds: a guard against hangs, never a performance expectation
+
+def _wait_until(predicate, what: str) -> None:
+    give_up = time.monotonic() + HANG
+    while not predicate():
+        if time.monotonic() > give_up:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+# -- item 1: far-future deadlines and the timer thread -------------------------------------
+
+
+def test_far_future_deadlines_leave_the_timer_thread_working(db_path):
+    """Issue 12 item 1: a 1e12 s sleep, deadline or select timeout used to raise
+    ``OverflowError`` in the timer thread, and no timer of the App fired again."""
+    app = ld.App(db_path, suspend_after=0.0)
+
+    @app.workflow()
+    def sleeps_forever() -> None:
+        ld.sleep(1e12)
+
+    @app.workflow()
+    def selects_forever() -> str:
+        ld.select([ld.after(1e12)], timeout=1e12)
+        return "late"
+
+    @app.workflow()
+    def naps() -> str:
+        ld.sleep(0.05)
+        return "woke"
+
+    with app:
+        far = app.start(sleeps_forever)
+        app.start(selects_forever)
+        app.start(naps, timeout=1e12)
+        _wait_until(lambda: len(app.steps(far.workflow_id)) == 1, "the far sleep's row")
+        # Every far timer is armed by now; a short one must still fire.
+        assert app.run(naps) == "woke"
+        assert app.start(naps, timeout=1e12).result(timeout=HANG) == "woke"
+        assert far.status() is ld.Status.PENDING
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -1.0], ids=["inf", "nan", "negative"])
+def test_non_finite_delays_are_value_errors_everywhere(db_path, bad):
+    """Issue 12 item 1: ``inf``/NaN delays are refused with a ``ValueError`` that names the
+    call, in every place a delay is taken (inside a workflow, the workflow fails with it)."""
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def sleeps(how: str) -> None:
+        if how == "sleep":
+            ld.sleep(bad)
+        elif how == "after":
+            ld.after(bad)
+        else:
+            ld.select([ld.after(1)], timeout=bad)
+
+    with app:
+        for how, call in (("sleep", "ld.sleep"), ("after", "ld.after"), ("select", "select")):
+            with pytest.raises(ValueError, match=call):
+                app.start(sleeps, how).result(timeout=HANG)
+        with pytest.raises(ValueError, match="timeout"):
+            app.start(sleeps, "sleep", timeout=bad)
+        done = app.start(sleeps, "never mind")
+        with pytest.raises(ValueError, match="timeout"):
+            done.result(timeout=bad)
+    with pytest.raises(ValueError, match="timeout"):
+        app.workflow(timeout=bad)
+
+
+@pytest.mark.parametrize("setting", ["grace", "busy_timeout", "lease", "suspend_after"])
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -1.0, 1e12], ids=["inf", "nan", "neg", "huge"])
+def test_app_duration_settings_are_checked(db_path, setting, bad):
+    """Issue 12 item 1 (sibling): each App duration becomes a thread's wait; a NaN, infinite
+    or huge one stopped the heartbeat or close() with an ``OverflowError`` far from its cause."""
+    with pytest.raises(ValueError, match=rf"App\({setting}="):
+        ld.App(db_path, **{setting: bad})
+
+
+def test_fake_clock_refuses_non_finite_time():
+    """Issue 12 item 1 (sibling): a NaN FakeClock time made every deadline check false."""
+    clock = FakeClock()
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite"):
+            clock.advance(bad)
+        with pytest.raises(ValueError, match="finite"):
+            clock.set(bad)
+
+
+class _FlakyClock(SystemClock):
+    """A real clock whose ``wait`` raises the first time the timer thread calls it."""
+
+    def __init__(self) -> None:
+        self.failed = threading.Event()
+
+    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        if threading.current_thread().name == "litedurable-timer" and not self.failed.is_set():
+            self.failed.set()
+            raise RuntimeError("a clock that fails once")
+        super().wait(cond, deadline)
+
+
+def test_timer_thread_survives_an_error(db_path, caplog):
+    """Issue 12 item 1: the timer thread must survive any exception raised inside it."""
+    clock = _FlakyClock()
+    app = ld.App(db_path, clock=clock, suspend_after=0.0)
+
+    @app.workflow()
+    def naps() -> str:
+        ld.sleep(0.05)
+        return "woke"
+
+    with app:
+        assert clock.failed.wait(HANG)
+        assert app.start(naps).result(timeout=HANG) == "woke"
+    assert "timer thread hit an error" in caplog.text
+
+
+# -- item 2: BaseException from workflow code, and runs that cannot record ----------------
+
+
+def test_system_exit_in_an_inline_step_fails_the_workflow_once(db_path):
+    """Issue 12 item 2: ``SystemExit`` from an inline step left the workflow pending and
+    re-ran it at every lease, without bound."""
+    app = ld.App(db_path, lease=0.3)
+    runs: list[int] = []
+
+    @app.step()
+    def quits() -> None:
+        runs.append(1)
+        raise SystemExit(3)
+
+    @app.workflow()
+    def wf() -> None:
+        quits()
+
+    with app:
+        handle = app.start(wf)
+        with pytest.raises(SystemExit):
+            handle.result(timeout=HANG)
+        assert handle.status() is ld.Status.FAILED
+        assert [s.error for s in app.steps(handle.workflow_id)] == ["SystemExit: 3"]
+        assert app.recover() == []
+    assert runs == [1]
+
+
+def test_keyboard_interrupt_in_a_go_step_fails_the_workflow_once(db_path):
+    """Issue 12 item 2: ``KeyboardInterrupt`` in a ``go`` body broke its future for good."""
+    app = ld.App(db_path, lease=0.3)
+    runs: list[int] = []
+
+    def interrupted() -> None:
+        runs.append(1)
+        raise KeyboardInterrupt
+
+    @app.workflow()
+    def wf() -> str:
+        future = ld.go(interrupted)
+        try:
+            future.result()
+        except KeyboardInterrupt:
+            return "caught"
+        return "not raised"
+
+    with app:
+        handle = app.start(wf)
+        assert handle.result(timeout=HANG) == "caught"
+        assert app.steps(handle.workflow_id)[0].error == "KeyboardInterrupt: "
+    assert runs == [1]
+
+
+def test_a_run_that_cannot_record_counts_as_a_recovery_attempt(db_path, monkeypatch):
+    """Issue 12 item 2: a run that stops without recording (here every step write fails) was
+    re-driven by its own App at every lease, running the step body again each time, and was
+    never counted against ``max_recovery_attempts``. Now it ends ``exhausted``."""
+    app = ld.App(db_path, lease=0.2, max_recovery_attempts=2)
+    runs: list[int] = []
+
+    @app.step()
+    def work() -> int:
+        runs.append(1)
+        return 1
+
+    @app.workflow()
+    def wf() -> int:
+        return work()
+
+    with app:
+        journal = app._journal
+
+        def locked(*args: object, **kwargs: object) -> None:
+            raise ld.JournalLockedError("simulated: the write lock stayed taken")
+
+        monkeypatch.setattr(journal, "record_step", locked)
+        handle = app.start(wf)
+        _wait_until(lambda: handle.status() is not ld.Status.PENDING, "the workflow to give up")
+        assert handle.status() is ld.Status.EXHAUSTED
+        with pytest.raises(ld.WorkflowExhaustedError):
+            handle.result(timeout=HANG)
+    # The first run, then one per counted recovery up to the limit.
+    assert len(runs) == 3
+
+
+# -- item 3: Retry fields --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field", ["initial", "backoff", "max_interval"]
+)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "1", True, 10**400],
+                         ids=["nan", "inf", "str", "bool", "bigint"])
+def test_retry_refuses_non_finite_fields(field, bad):
+    """Issue 12 item 3: ``Retry(initial=nan)`` / ``Retry(backoff=nan)`` were accepted and a
+    failing step then retried in a busy loop forever."""
+    with pytest.raises(ValueError, match=f"Retry.{field}"):
+        ld.Retry(**{field: bad})
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
+def test_retry_refuses_bad_attempt_counts(bad):
+    with pytest.raises(ValueError, match="max_attempts"):
+        ld.Retry(max_attempts=bad)
+
+
+def test_retry_delay_never_overflows(db_path):
+    """Issue 12 item 3 (sibling): ``backoff ** attempt`` past the float range raised
+    ``OverflowError`` out of the retry loop after ~300 attempts of a fast-failing step."""
+    app = ld.App(db_path)
+    attempts: list[int] = []
+
+    @app.step(retries=ld.Retry(max_attempts=400, initial=0.0, backoff=10.0, max_interval=0.0))
+    def flaky() -> int:
+        attempts.append(1)
+        if len(attempts) < 400:
+            raise ConnectionError("not yet")
+        return len(attempts)
+
+    @app.workflow()
+    def wf() -> int:
+        return flaky()
+
+    assert ld.Retry(initial=0.1, backoff=10.0, max_interval=7.0).delay(10_000) == 7.0
+    with app:
+        assert app.start(wf).result(timeout=HANG) == 400
+
+
+# -- item 4: waiting on yourself ----------------------------------------------------------
+
+
+def test_a_workflow_waiting_on_its_own_handle_is_a_usage_error(db_path):
+    """Issue 12 item 4: ``app.handle(ld.workflow_id()).result()`` inside the workflow hung."""
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def selfish() -> None:
+        app.handle(ld.workflow_id()).result()
+
+    with app, pytest.raises(ld.UsageError, match="its own result"):
+        app.start(selfish).result(timeout=HANG)
+
+
+def test_a_child_with_its_own_or_its_parents_id_is_a_usage_error(db_path):
+    """Issue 12 item 4: starting a child under the workflow's own id (or its parent's) gave a
+    handle to itself, and waiting on it hung."""
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def child_of(target: str) -> str:
+        wid = ld.workflow_id() if target == "self" else target
+        return str(app.start(child_of, "self", workflow_id=wid).result())
+
+    @app.workflow()
+    def parent() -> str:
+        return str(app.start(child_of, ld.workflow_id()).result())
+
+    with app:
+        with pytest.raises(ld.UsageError, match="its own id"):
+            app.start(child_of, "self", workflow_id="loop").result(timeout=HANG)
+        with pytest.raises(ld.UsageError, match="its parent's id"):
+            app.start(parent, workflow_id="top").result(timeout=HANG)
+
+
+def test_a_step_waiting_on_its_own_workflow_is_a_usage_error(db_path):
+    """Issue 12 item 4 (sibling): a step blocking on its own workflow's result deadlocked."""
+    app = ld.App(db_path)
+
+    @app.step()
+    def peek() -> None:
+        app.handle(ld.workflow_id()).result()
+
+    @app.workflow()
+    def wf() -> None:
+        peek()
+
+    with app, pytest.raises(ld.UsageError, match="own workflow"):
+        app.start(wf).result(timeout=HANG)
