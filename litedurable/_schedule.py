@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -172,27 +173,32 @@ class Scheduler:
         return cron
 
     def _loop(self) -> None:
+        """Fire due schedules until stopped; no exception ends the thread (it is logged, and
+        the next look comes a second later)."""
         wake: float | None = None
         while True:
-            with self._cond:
-                while not self._poked and not self._stopping:
-                    if wake is not None and self._clock.now() >= wake:
-                        break
-                    self._clock.wait(self._cond, wake)
-                if self._stopping:
-                    return
-                self._poked = False
             try:
+                with self._cond:
+                    while not self._poked and not self._stopping:
+                        if wake is not None and self._clock.now() >= wake:
+                            break
+                        self._clock.wait(self._cond, wake)
+                    if self._stopping:
+                        return
+                    self._poked = False
                 wake = self._tick()
             except AppClosedError:
                 return
             except BaseException as exc:
                 if self._journal.frozen:  # a simulated crash: this App is dead
                     return
-                if not isinstance(exc, Exception):
-                    raise
-                log.warning("litedurable: the scheduler could not read or fire schedules: %s", exc)
-                wake = self._clock.now() + 1.0
+                log.warning("litedurable: the scheduler could not read or fire schedules: %r",
+                            exc)
+                try:
+                    wake = self._clock.now() + 1.0
+                except BaseException:  # a clock that raises: look again in a second anyway
+                    wake = None
+                    time.sleep(1.0)
 
     def _tick(self) -> float | None:
         """Start every firing that is due; return when the next one is."""

@@ -109,13 +109,14 @@ def test_fake_clock_refuses_non_finite_time():
 
 
 class _FlakyClock(SystemClock):
-    """A real clock whose ``wait`` raises the first time the timer thread calls it."""
+    """A real clock whose ``wait`` raises the first time one engine thread calls it."""
 
-    def __init__(self) -> None:
+    def __init__(self, thread: str) -> None:
+        self.thread = thread
         self.failed = threading.Event()
 
     def wait(self, cond: threading.Condition, deadline: float | None) -> None:
-        if threading.current_thread().name == "litedurable-timer" and not self.failed.is_set():
+        if threading.current_thread().name == self.thread and not self.failed.is_set():
             self.failed.set()
             raise RuntimeError("a clock that fails once")
         super().wait(cond, deadline)
@@ -123,7 +124,7 @@ class _FlakyClock(SystemClock):
 
 def test_timer_thread_survives_an_error(db_path, caplog):
     """Issue 12 item 1: the timer thread must survive any exception raised inside it."""
-    clock = _FlakyClock()
+    clock = _FlakyClock("litedurable-timer")
     app = ld.App(db_path, clock=clock, suspend_after=0.0)
 
     @app.workflow()
@@ -135,6 +136,21 @@ def test_timer_thread_survives_an_error(db_path, caplog):
         assert clock.failed.wait(HANG)
         assert app.start(naps).result(timeout=HANG) == "woke"
     assert "timer thread hit an error" in caplog.text
+
+
+def test_scheduler_thread_survives_an_error(db_path, caplog):
+    """Issue 12 item 1 (sibling): the scheduler thread died on an error from the clock."""
+    clock = _FlakyClock("litedurable-scheduler")
+    app = ld.App(db_path, clock=clock)
+
+    @app.workflow(schedule="* * * * * *")
+    def tick(fire_at: object) -> None:
+        pass
+
+    with app:
+        assert clock.failed.wait(HANG)
+        _wait_until(lambda: app.list_workflows(), "a firing after the error")
+    assert "scheduler could not read or fire" in caplog.text
 
 
 # -- item 2: BaseException from workflow code, and runs that cannot record ----------------
