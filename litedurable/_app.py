@@ -257,7 +257,8 @@ class App:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         for label, number in (("workers", workers), ("workflow_threads", workflow_threads),
-                              ("max_recovery_attempts", max_recovery_attempts)):
+                              ("max_recovery_attempts", max_recovery_attempts),
+                              ("max_payload_bytes", max_payload_bytes)):
             if not isinstance(number, int) or isinstance(number, bool) or number < 1:
                 raise ValueError(f"{label} must be an int >= 1, got {number!r}")
         # Each of these becomes a thread's wait or a deadline: NaN or infinity would stop a

@@ -98,6 +98,15 @@ def test_app_duration_settings_are_checked(db_path, setting, bad):
         ld.App(db_path, **{setting: bad})
 
 
+@pytest.mark.parametrize("setting", ["workers", "workflow_threads", "max_recovery_attempts",
+                                     "max_payload_bytes"])
+@pytest.mark.parametrize("bad", [0, math.nan, 2.5, True], ids=["zero", "nan", "float", "bool"])
+def test_app_count_settings_are_checked(db_path, setting, bad):
+    """Issue 12 item 1 (sibling): ``max_payload_bytes=nan`` disabled the size limit."""
+    with pytest.raises(ValueError, match=setting):
+        ld.App(db_path, **{setting: bad})
+
+
 def test_fake_clock_refuses_non_finite_time():
     """Issue 12 item 1 (sibling): a NaN FakeClock time made every deadline check false."""
     clock = FakeClock()
