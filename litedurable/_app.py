@@ -380,6 +380,7 @@ class App:
         with self._lock:
             if self._runtime is not None:
                 raise UsageError("this App is already launched; close() it before launching again")
+            self.hooks.crashed = None  # a crash simulated in an earlier launch is over
             journal = Journal(self.path, durability=self.durability,
                               busy_timeout=self.busy_timeout, vfs=self.vfs)
             try:

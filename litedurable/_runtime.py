@@ -87,16 +87,23 @@ CRASH_POINTS: tuple[str, ...] = (
 class Hooks:
     """Named crash points; a test installs ``callback(point, info)`` to raise at one.
 
-    The callback may raise any ``BaseException``; the engine lets it through untouched.
+    The callback may raise any ``BaseException``; the engine lets it through untouched, and
+    ``crashed`` remembers it: from then on the App counts as dead, so a workflow function that
+    the exception unwinds is not recorded as failed by it (what a real crash would leave).
     """
 
     def __init__(self) -> None:
         self.callback: Callable[[str, Mapping[str, object]], None] | None = None
+        self.crashed: BaseException | None = None
 
     def fire(self, point: str, **info: object) -> None:
         callback = self.callback
         if callback is not None:
-            callback(point, info)
+            try:
+                callback(point, info)
+            except BaseException as exc:
+                self.crashed = exc
+                raise
 
 
 class _Unwind(BaseException):
@@ -549,7 +556,7 @@ class Runtime:
                 slot.run = run
             self._run(run)
         except BaseException as exc:
-            if self.journal_frozen:
+            if self.journal_frozen or self.hooks.crashed is not None:
                 return
             if isinstance(exc, JournalError | AppClosedError):
                 log.warning("litedurable: workflow %r stopped: %s", workflow_id, exc)
@@ -614,6 +621,8 @@ class Runtime:
             outcome = Outcome(error=exc)
         finally:
             leave(token)
+        if self.hooks.crashed is not None:
+            raise self.hooks.crashed  # a simulated crash unwound the run: record nothing
         fatal = run.fatal
         if isinstance(fatal, WorkflowCancelledError):
             run.ended = True  # already recorded by cancel()

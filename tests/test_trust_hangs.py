@@ -215,6 +215,41 @@ def test_keyboard_interrupt_in_a_go_step_fails_the_workflow_once(db_path):
     assert runs == [1]
 
 
+class _Died(BaseException):
+    """What a test's crash hook raises to stop the engine where it stands."""
+
+
+def test_a_crash_hook_unwinding_the_workflow_is_not_its_outcome(db_path):
+    """Issue 12 item 2 (the other side): with ``BaseException``s from workflow code now being
+    recorded outcomes, one raised by a test's crash hook must still leave nothing recorded,
+    as a real crash would, so the next App resumes the workflow."""
+    app = ld.App(db_path)
+    runs: list[int] = []
+
+    @app.step()
+    def work() -> int:
+        runs.append(1)
+        return 7
+
+    @app.workflow()
+    def wf() -> int:
+        return work()
+
+    def die(point: str, info: object) -> None:
+        if point == "after_commit":
+            raise _Died
+
+    app.hooks.callback = die
+    with app:
+        handle = app.start(wf, workflow_id="crashy")
+        _wait_until(lambda: app.hooks.crashed is not None, "the hook to fire")
+        assert handle.status() is ld.Status.PENDING
+    app.hooks.callback = None
+    with app:
+        assert app.handle("crashy").result(timeout=HANG) == 7
+    assert runs == [1]
+
+
 def test_a_run_that_cannot_record_counts_as_a_recovery_attempt(db_path, monkeypatch):
     """Issue 12 item 2: a run that stops without recording (here every step write fails) was
     re-driven by its own App at every lease, running the step body again each time, and was
