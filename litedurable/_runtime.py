@@ -168,12 +168,13 @@ class StepTask:
     A ``go`` task is owned by the runtime (keyed by workflow id and step number) so a replay of
     its workflow attaches to it rather than running the body twice. ``broken`` holds an engine
     failure (journal error, lost ownership, simulated crash): such a task never settles and
-    its workflow run is abandoned.
+    its workflow run is abandoned. ``successor``: the task of a later run of the workflow that
+    waits for this abandoned one to end (see ``Runtime.start_task``).
     """
 
     __slots__ = (
         "args", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome", "retry", "scope",
-        "step", "workflow_id",
+        "step", "successor", "workflow_id",
     )
 
     def __init__(
@@ -200,6 +201,7 @@ class StepTask:
         self.scope = StepScope(workflow_id, step)
         self.outcome: Outcome | None = None
         self.broken: BaseException | None = None
+        self.successor: StepTask | None = None
 
     @property
     def settled(self) -> bool:
@@ -566,6 +568,13 @@ class Runtime:
         again = False
         with self._lock:
             slot.run = None
+            if run is not None and run.ended:
+                # Futures still running when their workflow ended are cancelled cooperatively,
+                # and marked abandoned before a resumed run (``again``) can look at them. Not
+                # on close or a lost journal: the workflow is still pending and its steps are
+                # not cancelled, only interrupted (queued ones are dropped, unrecorded).
+                for task in slot.tasks.values():
+                    task.scope.request_cancel(abandon=True)
             if suspended:
                 slot.state = "suspended"
                 self._active -= 1
@@ -589,12 +598,6 @@ class Runtime:
                 self.add_timer(run.wake_deadline, lambda: self.notify(workflow_id))
             if run.wake_ready():  # it happened while we were unwinding
                 self.schedule(workflow_id)
-        elif run is not None and run.ended:
-            # Futures still running when their workflow ended are cancelled cooperatively. Not
-            # on close or a lost journal: the workflow is still pending and its steps are not
-            # cancelled, only interrupted (queued ones are dropped, unrecorded).
-            for task in slot.tasks.values():
-                task.scope.request_cancel(abandon=True)
 
     def _run(self, run: WorkflowRun) -> None:
         definition = run.definition
@@ -703,15 +706,28 @@ class Runtime:
     # -- steps ----------------------------------------------------------------------------
 
     def start_task(self, task: StepTask) -> StepTask:
-        """Run a ``go`` task on the step pool, or return the one already in flight."""
+        """Run a ``go`` task on the step pool, or return the one already in flight.
+
+        A task left by an earlier run that ended (cancelled, failed) is *abandoned*, and a run
+        resumed since must not attach to it: unless its body still returns a value, it ends
+        unrecorded and would leave the new run stalled until a recovery. So an abandoned task
+        that recorded its value is used; one that ended unrecorded is replaced by ``task``;
+        one whose body still runs (it ignores cancellation) is replaced too, but ``task`` only
+        starts when that body ends, and takes over its value if it records one: a step body
+        never runs twice at once, and never again once its value is recorded.
+        """
         with self._lock:
             slot = self._slots.get(task.workflow_id)
             if slot is None:
                 raise AppClosedError(f"workflow {task.workflow_id!r} is not running here")
             existing = slot.tasks.get(task.step)
-            if existing is not None:
+            if existing is not None and (not existing.scope.abandoned
+                                         or existing.outcome is not None):
                 return existing
             slot.tasks[task.step] = task
+            if existing is not None and existing.broken is None:
+                existing.successor = task  # ``_hand_over`` starts it when ``existing`` ends
+                return task
         if not self.step_pool.submit(lambda: self._run_task(task)):
             raise AppClosedError("the App is closing; no new steps start")
         return task
@@ -726,7 +742,23 @@ class Runtime:
                 log.exception("litedurable: step %s of %r failed to record", task.step,
                               task.workflow_id)
         finally:
+            # Settled above, before the lock ``_hand_over`` takes, so ``start_task`` either
+            # sees it settled or leaves a successor that ``_hand_over`` finds. Only abandoned
+            # tasks get successors: the common path takes no extra lock.
+            if task.scope.abandoned:
+                self._hand_over(task)
             self.notify(task.workflow_id, step_settled=True)
+
+    def _hand_over(self, task: StepTask) -> None:
+        """An abandoned task ended: give its recorded value to, or start, its successor."""
+        with self._lock:
+            successor, task.successor = task.successor, None
+        if successor is None:
+            return
+        if task.outcome is not None:  # its value is recorded: the resumed run replays it
+            successor.outcome = task.outcome
+        elif not self.step_pool.submit(lambda: self._run_task(successor)):
+            successor.broken = AppClosedError("the App is closing; no new steps start")
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
