@@ -1153,9 +1153,10 @@ class Journal:
 
     # -- owners ---------------------------------------------------------------------------
 
-    def heartbeat(self, owner: str, now: float, *, lease: float) -> None:
+    def heartbeat(self, owner: str, now: float, *, lease: float | None = None) -> None:
         """Create or refresh ``owner``'s lease row: this process's host, pid, pid namespace,
-        and ``lease``, the seconds after ``now`` until which the owner vouches for itself."""
+        and ``lease``, the seconds after a heartbeat for which the owner vouches for itself
+        (None: readers judge it by their own lease, as rows from before schema 3)."""
         identity = (owner, HOST, os.getpid(), now, lease, pid_namespace())
         self.write(
             lambda conn: conn.execute(

@@ -470,6 +470,10 @@ class Runtime:
         self.run_pool = WorkerPool(workflow_threads, "litedurable-workflow")
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
+        # ``go`` tasks of ended runs whose bodies still run (they ignore cancellation), by
+        # workflow id and step, kept past their slot so a later resume waits for them instead
+        # of running the same body beside them (see ``start_task``).
+        self._abandoned: dict[str, dict[int, StepTask]] = {}
         self._result_events: dict[str, list[threading.Event]] = {}  # Handle.result waiters
         self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -495,6 +499,7 @@ class Runtime:
             slot = self._slots.get(workflow_id)
             if slot is None:
                 slot = self._slots[workflow_id] = _Slot(row)
+                slot.tasks.update(self._abandoned.pop(workflow_id, ()))
             elif slot.state == "running":
                 slot.again = True  # e.g. resumed while its cancelled run unwinds
                 return
@@ -574,7 +579,8 @@ class Runtime:
                 # on close or a lost journal: the workflow is still pending and its steps are
                 # not cancelled, only interrupted (queued ones are dropped, unrecorded).
                 for task in slot.tasks.values():
-                    task.scope.request_cancel(abandon=True)
+                    if task.outcome is None and task.broken is None:
+                        task.scope.request_cancel(abandon=True)
             if suspended:
                 slot.state = "suspended"
                 self._active -= 1
@@ -582,6 +588,10 @@ class Runtime:
                 slot.again, slot.state, again = False, "queued", True
             else:
                 del self._slots[workflow_id]
+                running = {step: task for step, task in slot.tasks.items() if task.scope.abandoned
+                           and task.outcome is None and task.broken is None}
+                if running:
+                    self._abandoned[workflow_id] = running
                 self._active -= 1
                 self.cancelled.pop(workflow_id, None)
                 for target in slot.watching:
@@ -753,10 +763,17 @@ class Runtime:
         """An abandoned task ended: give its recorded value to, or start, its successor."""
         with self._lock:
             successor, task.successor = task.successor, None
+            kept = self._abandoned.get(task.workflow_id)
+            if kept is not None and kept.get(task.step) is task:
+                del kept[task.step]
+                if not kept:
+                    del self._abandoned[task.workflow_id]
         if successor is None:
             return
         if task.outcome is not None:  # its value is recorded: the resumed run replays it
             successor.outcome = task.outcome
+            if successor.scope.abandoned:  # resumed and cancelled again: pass the value on
+                self._hand_over(successor)
         elif not self.step_pool.submit(lambda: self._run_task(successor)):
             successor.broken = AppClosedError("the App is closing; no new steps start")
 

@@ -172,8 +172,11 @@ def test_a_shorter_lease_never_takes_over_a_live_owner_running_a_long_step(tmp_p
 
             def heartbeat_age() -> float:
                 with Journal(db_path, readonly=True) as journal:
-                    [a_row] = [r for r in journal.owners().values() if r.pid == a.pid]
-                return time.time() - a_row.heartbeat
+                    rows = [r for r in journal.owners().values() if r.pid == a.pid]
+                # A claim deletes the owner rows it found dead: B's own heartbeat loop (it
+                # recovers every 0.5 s) may have got there first.
+                assert rows, "B presumed A dead and took its workflow over"
+                return time.time() - rows[0].heartbeat
 
             # A beats every lease/3 (3.3 s): wait for a moment its heartbeat is older than
             # B's lease, then let B judge it (several times, so a beat in between cannot hide it).
@@ -578,3 +581,46 @@ def test_resume_right_after_cancel_keeps_what_a_late_step_body_returned(unwindin
     state["gate"].set()
     assert resumed.result(timeout=60) == ["a", "b"]
     assert state["runs"]["b"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_resume_after_the_cancelled_run_stopped_still_waits_for_its_running_body(
+        unwinding_app):
+    """Issue 12 item 8: the cancelled run has ended and its slot is gone, but a body that
+    ignores cancellation still runs; a resume then must not start that step beside it."""
+    app, state = unwinding_app
+    state["ignore_cancel"].add("b")
+    state["release"].set()  # the cancelled run ends at once
+    handle = app.start(state["both"], workflow_id="w")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    handle.cancel()
+    runtime = app._runtime
+    assert runtime is not None
+    eventually(lambda: not runtime.is_active("w"), "the cancelled run to stop")
+    resumed = app.resume("w")
+    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a")
+    assert state["runs"]["b"] == 1  # b's first body is still running: not started again
+    state["gate"].set()
+    assert resumed.result(timeout=60) == ["a", "b"]
+    assert state["runs"] == {"a": 2, "b": 2}
+    assert state["most"] == {"a": 1, "b": 1}
+
+
+@pytest.mark.timeout(120)
+def test_resume_cancel_resume_passes_a_late_value_to_the_last_run(unwinding_app):
+    """Issue 12 item 8: resumed, cancelled and resumed again while b's first body runs on;
+    when that body finally returns a value, the last run gets it and b never runs again."""
+    app, state = unwinding_app
+    state["ignore_cancel"].add("b")
+    state["release"].set()
+    both = state["both"]
+    handle = app.start(both, workflow_id="w")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    for round_ in (2, 3):
+        handle.cancel()
+        resumed = app.resume("w")
+        eventually(lambda r=round_: state["runs"]["a"] == r, f"run {round_} to rerun step a")
+    state["late_value"] = True  # b's first body returns its value instead of raising
+    state["gate"].set()
+    assert resumed.result(timeout=60) == ["a", "b"]
+    assert state["runs"] == {"a": 3, "b": 1}
