@@ -2,9 +2,10 @@
 recovers, lists and cancels workflows; ``Handle`` waits on one.
 
 Ownership across processes is a lease: each launched App has an owner token and a heartbeat
-row. A pending workflow whose owner is gone (no row, a lapsed heartbeat, a dead pid on this
-host, or a closed App in this very process) is claimed by compare-and-swap on its owner
-column; the former owner's late writes are then refused by the journal's fence.
+row stating its own lease. A pending workflow whose owner is gone (no row, a heartbeat older
+than the owner's own lease, a dead pid in this very pid namespace, or a closed App in this very
+process) is claimed by compare-and-swap on its owner column; the former owner's late writes are
+then refused by the journal's fence.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import inspect
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -36,7 +38,16 @@ from ._errors import (
     WorkflowExhaustedError,
     WorkflowNotFoundError,
 )
-from ._journal import HOST, Durability, Journal, ScheduleRow, StepRow, WorkflowRow
+from ._journal import (
+    HOST,
+    Durability,
+    Journal,
+    OwnerRow,
+    ScheduleRow,
+    StepRow,
+    WorkflowRow,
+    pid_namespace,
+)
 from ._registry import Registry, WorkflowDef
 from ._runtime import Hooks, Outcome, Runtime, StepScope, WorkflowRun, replay_journal
 from ._schedule import Cron, Scheduler
@@ -66,6 +77,16 @@ thread's wait or join, which no platform accepts past ``threading.TIMEOUT_MAX``.
 # Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
 # of this pid that is not here belongs to an App that closed or crashed, and is free to take.
 _LIVE_OWNERS: set[str] = set()
+# A child of fork() runs none of its parent's Apps (their threads did not cross the fork, their
+# journals refuse it): were the parent's tokens kept, the child would never take over the
+# workflows of a parent that died.
+os.register_at_fork(after_in_child=_LIVE_OWNERS.clear)
+
+# The heartbeat is written every lease/3 seconds, but never more often than MIN_BEAT (a write
+# per beat) nor less often than MAX_BEAT (longer waits overflow the platform's timeouts). The
+# lease an owner states in its row is the one it can keep: at least three beats.
+MIN_BEAT = 0.05
+MAX_BEAT = 3600.0
 
 
 def check_workflow_id(workflow_id: object) -> str:
@@ -275,7 +296,8 @@ class App:
         self.vfs = vfs
         self.grace = grace
         self.busy_timeout = busy_timeout
-        self.lease = lease
+        self.lease = float(lease)
+        self._beat = min(max(MIN_BEAT, self.lease / 3), MAX_BEAT)
         self.max_recovery_attempts = max_recovery_attempts
         self.suspend_after = suspend_after
         self.hooks = Hooks()
@@ -385,7 +407,7 @@ class App:
                               busy_timeout=self.busy_timeout, vfs=self.vfs)
             try:
                 owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-                journal.heartbeat(owner, time.time())
+                journal.heartbeat(owner, time.time(), lease=self._stated_lease)
                 version = self._app_version or self.registry.version()
                 runtime = Runtime(
                     journal=journal, codec=self.codec, clock=self.clock, registry=self.registry,
@@ -480,6 +502,7 @@ class App:
         journal, runtime = self._parts()
         owners = journal.owners()
         now = time.time()
+        namespace = pid_namespace()
         verdicts: dict[str | None, bool] = {}  # per owner: a thousand workflows, one kill(0)
 
         def gone(owner: str | None) -> bool:
@@ -493,9 +516,15 @@ class App:
             if owner in _LIVE_OWNERS:
                 return False
             row = owners.get(owner)
-            if row is None or now - row.heartbeat > self.lease:
+            if row is None or now - row.heartbeat > self._lease_of(row):
                 return True
-            return row.host == HOST and (row.pid == os.getpid() or not _pid_alive(row.pid))
+            # The heartbeat is fresh. Only a pid check that can be trusted may still prove the
+            # owner dead: one in the owner's own pid namespace on this host. Elsewhere (another
+            # container sharing host name and volume, an old row that does not say) the pid
+            # means nothing here, and the lease alone decides.
+            if row.host != HOST or row.pid_namespace is None or row.pid_namespace != namespace:
+                return False
+            return row.pid == os.getpid() or not _pid_alive(row.pid)
 
         pending = journal.pending(runtime.app_version)
         names = {wid: name for wid, name, _ in pending}
@@ -525,13 +554,26 @@ class App:
                 runtime.schedule(wid)
         return sorted(taken)
 
+    @property
+    def _stated_lease(self) -> float:
+        """The lease written in this App's owner row: ``lease``, or three beats if longer."""
+        return max(self.lease, 3 * self._beat)
+
+    def _lease_of(self, row: OwnerRow) -> float:
+        """How long ``row``'s owner may stay silent: the lease it stated, if it stated a usable
+        one (rows written before schema 3 did not), else this App's."""
+        lease = row.lease
+        if lease is None or not math.isfinite(lease) or lease <= 0:  # not one an App states
+            return self.lease
+        return lease
+
     def _heartbeat_loop(self) -> None:
-        beat = max(0.05, self.lease / 3)
+        beat = self._beat
         last_recovery = time.monotonic()
         while not self._heartbeat_stop.wait(beat):
             try:
                 journal, _ = self._parts()
-                journal.heartbeat(self._owner, time.time())
+                journal.heartbeat(self._owner, time.time(), lease=self._stated_lease)
                 if time.monotonic() - last_recovery >= self.lease:
                     last_recovery = time.monotonic()
                     self.recover()

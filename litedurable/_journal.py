@@ -9,7 +9,7 @@ finds. Layout (schema version in ``PRAGMA user_version``, ``application_id`` = `
               deadline, cancel_requested, detached)
     steps(workflow_id, step, kind, name, output, error, extra, checksum, started_at,
           finished_at)  PK (workflow_id, step), WITHOUT ROWID
-    owners(owner PK, host, pid, heartbeat)
+    owners(owner PK, host, pid, heartbeat, lease, pid_namespace)    (the last two: schema 3)
     schedules(name PK, workflow, cron, tz, catch_up, paused, last_fire, created_at,
               updated_at)                                        (schema 2)
 
@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -63,6 +64,36 @@ log = logging.getLogger("litedurable")
 
 APPLICATION_ID = 0x4C445552  # "LDUR"
 HOST = socket.gethostname()
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_namespace() -> str | None:
+    """Which pid space this process's pids belong to, or None when that cannot be told.
+
+    Containers sharing a volume can share a host name too, and a pid in one container's
+    namespace says nothing about a process in another's: ``kill(pid, 0)`` there may find no
+    such process while the owner is alive. The namespace's inode alone is not enough either:
+    the initial namespace has the same inode on every Linux boot, so the kernel's boot id is
+    part of the name. Read on each call, not once: a child of ``fork()`` after ``unshare``
+    lives in another namespace than its parent. Outside Linux there are no pid namespaces, so
+    the platform stands for one (as the host name did alone before).
+    """
+    if not sys.platform.startswith("linux"):
+        return sys.platform
+    boot = _boot_id()
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return None if boot is None else f"{boot}/{link}"
 
 Durability = Literal["full", "normal"]
 T = TypeVar("T")
@@ -129,6 +160,13 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );
+    """,
+    # Each owner states its own lease (judged by it, not by a reader with a shorter one) and
+    # its pid namespace (a pid is only checked by a reader in that same namespace). Rows an
+    # older litedurable writes leave both NULL: the reader's lease, and no pid check.
+    """
+    ALTER TABLE owners ADD COLUMN lease REAL;
+    ALTER TABLE owners ADD COLUMN pid_namespace TEXT;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -261,10 +299,15 @@ class ScheduleRow:
 
 @dataclass(frozen=True, slots=True)
 class OwnerRow:
+    """An owner's lease row. ``lease`` and ``pid_namespace`` are None in rows an older
+    litedurable wrote (before schema 3)."""
+
     owner: str
     host: str
     pid: int
     heartbeat: float
+    lease: float | None = None
+    pid_namespace: str | None = None
 
 
 def _workflow_checksum(
@@ -1110,13 +1153,17 @@ class Journal:
 
     # -- owners ---------------------------------------------------------------------------
 
-    def heartbeat(self, owner: str, now: float) -> None:
-        """Create or refresh ``owner``'s lease row."""
+    def heartbeat(self, owner: str, now: float, *, lease: float | None = None) -> None:
+        """Create or refresh ``owner``'s lease row: this process's host, pid, pid namespace,
+        and ``lease``, the seconds after a heartbeat for which the owner vouches for itself
+        (None: readers judge it by their own lease, as rows from before schema 3)."""
+        identity = (owner, HOST, os.getpid(), now, lease, pid_namespace())
         self.write(
             lambda conn: conn.execute(
-                "INSERT INTO owners (owner, host, pid, heartbeat) VALUES (?, ?, ?, ?) "
+                "INSERT INTO owners (owner, host, pid, heartbeat, lease, pid_namespace) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat",
-                (owner, HOST, os.getpid(), now),
+                identity,
             )
         )
 
@@ -1125,7 +1172,9 @@ class Journal:
         return self.read(
             lambda conn: {
                 r[0]: OwnerRow(*r)
-                for r in conn.execute("SELECT owner, host, pid, heartbeat FROM owners")
+                for r in conn.execute(
+                    "SELECT owner, host, pid, heartbeat, lease, pid_namespace FROM owners"
+                )
             }
         )
 

@@ -175,12 +175,13 @@ class StepTask:
     A ``go`` task is owned by the runtime (keyed by workflow id and step number) so a replay of
     its workflow attaches to it rather than running the body twice. ``broken`` holds an engine
     failure (journal error, lost ownership, simulated crash): such a task never settles and
-    its workflow run is abandoned.
+    its workflow run is abandoned. ``successor``: the task of a later run of the workflow that
+    waits for this abandoned one to end (see ``Runtime.start_task``).
     """
 
     __slots__ = (
         "args", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome", "retry", "scope",
-        "step", "workflow_id",
+        "step", "successor", "workflow_id",
     )
 
     def __init__(
@@ -207,6 +208,7 @@ class StepTask:
         self.scope = StepScope(workflow_id, step)
         self.outcome: Outcome | None = None
         self.broken: BaseException | None = None
+        self.successor: StepTask | None = None
 
     @property
     def settled(self) -> bool:
@@ -475,6 +477,10 @@ class Runtime:
         self.run_pool = WorkerPool(workflow_threads, "litedurable-workflow")
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {}
+        # ``go`` tasks of ended runs whose bodies still run (they ignore cancellation), by
+        # workflow id and step, kept past their slot so a later resume waits for them instead
+        # of running the same body beside them (see ``start_task``).
+        self._abandoned: dict[str, dict[int, StepTask]] = {}
         self._result_events: dict[str, list[threading.Event]] = {}  # Handle.result waiters
         self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -500,6 +506,7 @@ class Runtime:
             slot = self._slots.get(workflow_id)
             if slot is None:
                 slot = self._slots[workflow_id] = _Slot(row)
+                slot.tasks.update(self._abandoned.pop(workflow_id, ()))
             elif slot.state == "running":
                 slot.again = True  # e.g. resumed while its cancelled run unwinds
                 return
@@ -573,6 +580,14 @@ class Runtime:
         again = False
         with self._lock:
             slot.run = None
+            if run is not None and run.ended:
+                # Futures still running when their workflow ended are cancelled cooperatively,
+                # and marked abandoned before a resumed run (``again``) can look at them. Not
+                # on close or a lost journal: the workflow is still pending and its steps are
+                # not cancelled, only interrupted (queued ones are dropped, unrecorded).
+                for task in slot.tasks.values():
+                    if task.outcome is None and task.broken is None:
+                        task.scope.request_cancel(abandon=True)
             if suspended:
                 slot.state = "suspended"
                 self._active -= 1
@@ -580,6 +595,10 @@ class Runtime:
                 slot.again, slot.state, again = False, "queued", True
             else:
                 del self._slots[workflow_id]
+                running = {step: task for step, task in slot.tasks.items() if task.scope.abandoned
+                           and task.outcome is None and task.broken is None}
+                if running:
+                    self._abandoned[workflow_id] = running
                 self._active -= 1
                 self.cancelled.pop(workflow_id, None)
                 for target in slot.watching:
@@ -596,12 +615,6 @@ class Runtime:
                 self.add_timer(run.wake_deadline, lambda: self.notify(workflow_id))
             if run.wake_ready():  # it happened while we were unwinding
                 self.schedule(workflow_id)
-        elif run is not None and run.ended:
-            # Futures still running when their workflow ended are cancelled cooperatively. Not
-            # on close or a lost journal: the workflow is still pending and its steps are not
-            # cancelled, only interrupted (queued ones are dropped, unrecorded).
-            for task in slot.tasks.values():
-                task.scope.request_cancel(abandon=True)
 
     def _run(self, run: WorkflowRun) -> None:
         definition = run.definition
@@ -715,15 +728,28 @@ class Runtime:
     # -- steps ----------------------------------------------------------------------------
 
     def start_task(self, task: StepTask) -> StepTask:
-        """Run a ``go`` task on the step pool, or return the one already in flight."""
+        """Run a ``go`` task on the step pool, or return the one already in flight.
+
+        A task left by an earlier run that ended (cancelled, failed) is *abandoned*, and a run
+        resumed since must not attach to it: unless its body still returns a value, it ends
+        unrecorded and would leave the new run stalled until a recovery. So an abandoned task
+        that recorded its value is used; one that ended unrecorded is replaced by ``task``;
+        one whose body still runs (it ignores cancellation) is replaced too, but ``task`` only
+        starts when that body ends, and takes over its value if it records one: a step body
+        never runs twice at once, and never again once its value is recorded.
+        """
         with self._lock:
             slot = self._slots.get(task.workflow_id)
             if slot is None:
                 raise AppClosedError(f"workflow {task.workflow_id!r} is not running here")
             existing = slot.tasks.get(task.step)
-            if existing is not None:
+            if existing is not None and (not existing.scope.abandoned
+                                         or existing.outcome is not None):
                 return existing
             slot.tasks[task.step] = task
+            if existing is not None and existing.broken is None:
+                existing.successor = task  # ``_hand_over`` starts it when ``existing`` ends
+                return task
         if not self.step_pool.submit(lambda: self._run_task(task)):
             raise AppClosedError("the App is closing; no new steps start")
         return task
@@ -738,7 +764,30 @@ class Runtime:
                 log.exception("litedurable: step %s of %r failed to record", task.step,
                               task.workflow_id)
         finally:
+            # Settled above, before the lock ``_hand_over`` takes, so ``start_task`` either
+            # sees it settled or leaves a successor that ``_hand_over`` finds. Only abandoned
+            # tasks get successors: the common path takes no extra lock.
+            if task.scope.abandoned:
+                self._hand_over(task)
             self.notify(task.workflow_id, step_settled=True)
+
+    def _hand_over(self, task: StepTask) -> None:
+        """An abandoned task ended: give its recorded value to, or start, its successor."""
+        with self._lock:
+            successor, task.successor = task.successor, None
+            kept = self._abandoned.get(task.workflow_id)
+            if kept is not None and kept.get(task.step) is task:
+                del kept[task.step]
+                if not kept:
+                    del self._abandoned[task.workflow_id]
+        if successor is None:
+            return
+        if task.outcome is not None:  # its value is recorded: the resumed run replays it
+            successor.outcome = task.outcome
+            if successor.scope.abandoned:  # resumed and cancelled again: pass the value on
+                self._hand_over(successor)
+        elif not self.step_pool.submit(lambda: self._run_task(successor)):
+            successor.broken = AppClosedError("the App is closing; no new steps start")
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
