@@ -381,7 +381,7 @@ class Journal:
                 writer = None if readonly else self._connect(readonly=False)
                 reader = self._connect(readonly=readonly)
                 self._writer, self._reader = writer, reader
-                self._check_and_migrate(durability)
+                self._check_and_migrate_patiently(durability, busy_timeout)
                 self._idle_readers.append(reader)
         except BaseException:
             # A refused file (foreign, newer, damaged, locked) is left with no handle open on it.
@@ -402,6 +402,26 @@ class Journal:
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         conn.config(apsw.SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0)
         return conn
+
+    def _check_and_migrate_patiently(self, durability: Durability, busy_timeout: float) -> None:
+        """``_check_and_migrate``, again on SQLITE_BUSY until ``busy_timeout`` has passed.
+
+        Some statements of a first open get SQLITE_BUSY at once, without SQLite's busy handler:
+        ``PRAGMA journal_mode=WAL`` while another process is switching the same new file to
+        WAL, or reading the schema while it runs WAL recovery. Every step of the check re-reads
+        what it decides on, so running it again is safe.
+        """
+        deadline = time.monotonic() + busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                self._check_and_migrate(durability)
+                return
+            except apsw.BusyError:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _check_and_migrate(self, durability: Durability) -> None:
         conn = self._writer or self._reader
@@ -1387,13 +1407,20 @@ def _check_header(path: str) -> None:
     pages = struct.unpack(">I", header[28:32])[0]
     # A checkpoint cut part-way leaves the header counting pages the file does not hold yet;
     # the WAL (or a hot rollback journal) still has them, and SQLite restores them on open.
-    recoverable = any(os.path.exists(p) and os.path.getsize(p) > 0
-                      for p in (f"{path}-wal", f"{path}-journal"))
+    recoverable = any(_size(p) > 0 for p in (f"{path}-wal", f"{path}-journal"))
     if not recoverable and ((page_size and size % page_size) or pages * page_size > size):
         raise JournalCorruptError(
             f"{path} is truncated: its header describes {pages} pages of {page_size} bytes but "
             f"the file holds {size} bytes. Restore a backup; this file was not modified."
         )
+
+
+def _size(path: str) -> int:
+    """The size of ``path``, 0 if it is missing (another process may delete it meanwhile)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _translate(exc: apsw.Error, path: str) -> JournalError:
