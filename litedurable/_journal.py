@@ -372,6 +372,12 @@ class Journal:
         self._version_wanted = False  # changed_elsewhere() waits for the committer to sample
         self._version_sampled: int | None = None
         self._vfs = vfs
+        # The (device, inode) the path named when it was opened, to notice it deleted or
+        # replaced under us (None: not a plain file path, nothing to compare). ``_gone`` is
+        # the refusal every write gets once that happened.
+        self._abspath = os.path.abspath(path)
+        self._identity: tuple[int, int] | None = None
+        self._gone: str | None = None
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
         try:
@@ -383,6 +389,8 @@ class Journal:
                 self._writer, self._reader = writer, reader
                 self._check_and_migrate_patiently(durability, busy_timeout)
                 self._idle_readers.append(reader)
+                if writer is not None:
+                    self._identity = _identity(self._abspath)
         except BaseException:
             # A refused file (foreign, newer, damaged, locked) is left with no handle open on it.
             for conn in (writer, reader):
@@ -493,6 +501,7 @@ class Journal:
             while self._committing:
                 self._cond.wait()
             self._closed = True
+        self._drain_wal_if_gone()
         failure: apsw.Error | None = None
         with self._read_cond:
             while self._lent:  # reads that began before the close finish first
@@ -511,6 +520,52 @@ class Journal:
         if failure is not None:
             log.warning("litedurable: the final checkpoint of %s failed (%s); nothing is lost, "
                         "the next open replays the WAL", self.path, _translate(failure, self.path))
+
+    def _drain_wal_if_gone(self) -> None:
+        """Empty the WAL into the file we opened if the path now names another file (or none).
+
+        SQLite does not checkpoint on close once the file has moved, and leaves the WAL behind:
+        the next open of the path would replay this file's pages over the one now there (a
+        backup restored while the App ran). A ``TRUNCATE`` checkpoint writes them into the
+        file they belong to, wherever it went, and leaves an empty WAL. A frozen journal (a
+        simulated crash) writes nothing, as a dead process would not.
+        """
+        if self._writer is None or self._frozen is not None or self._forked:
+            return
+        if self._gone is None and self._moved() is None:
+            return
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except apsw.Error as exc:
+            log.warning("litedurable: %s was deleted or replaced while open, and its WAL could "
+                        "not be emptied (%s); delete %s-wal before opening the path again",
+                        self.path, _translate(exc, self.path), self.path)
+
+    def _moved(self) -> str | None:
+        """Why the path no longer names the file this journal opened, or None if it does.
+
+        One ``stat`` of the path (what ``SQLITE_FCNTL_HAS_MOVED`` does in SQLite's unix VFS,
+        without a C pointer round trip); run once per commit, next to a commit's own system
+        calls it is noise.
+        """
+        if self._identity is None:
+            return None
+        try:
+            now = os.stat(self._abspath)
+        except FileNotFoundError:
+            what = "deleted"
+        except OSError:
+            return None  # cannot tell (a permission change on the directory): not evidence
+        else:
+            if (now.st_dev, now.st_ino) == self._identity:
+                return None
+            what = "replaced by another file (a backup restored, or the file moved away)"
+        return (
+            f"the journal file {self.path} was {what} while this App had it open. The write "
+            "was refused: nothing this App writes can reach the file now at that path. Close "
+            "this App and launch a new one on the file you mean to use (restore a backup "
+            "first if the file was deleted by mistake)."
+        )
 
     def __enter__(self) -> Journal:
         return self
@@ -630,6 +685,10 @@ class Journal:
         """
         conn = self._writer
         assert conn is not None
+        if self._gone is not None:  # refused before it reaches the WAL of a file no one sees
+            for op in batch:
+                op.error, op.done = JournalReadOnlyError(self._gone), True
+            return
         todo = batch
         grouped = True
         try:
@@ -670,6 +729,12 @@ class Journal:
                 op.error = op.error or exc
                 op.done = True
             raise
+        gone = self._moved()
+        if gone is not None:  # committed to a file deleted or replaced: not acknowledged
+            self._gone = gone
+            for op in batch:
+                if op.error is None:
+                    op.value, op.error = None, JournalReadOnlyError(gone)
         for op in batch:
             op.done = True
 
@@ -1413,6 +1478,15 @@ def _check_header(path: str) -> None:
             f"{path} is truncated: its header describes {pages} pages of {page_size} bytes but "
             f"the file holds {size} bytes. Restore a backup; this file was not modified."
         )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, or None if it is not a file we can stat."""
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (found.st_dev, found.st_ino)
 
 
 def _size(path: str) -> int:

@@ -3,12 +3,18 @@ the ``litedurable`` command's edges (items 13, 14, 15, 16, 23)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import litedurable as ld
+from litedurable._journal import Journal
 
 # Several processes open one brand-new path at the same moment, many rounds over. Forked from a
 # fresh interpreter (no threads there, so fork is safe), each child reports what it raised.
@@ -53,3 +59,66 @@ def test_processes_opening_a_new_journal_at_once_all_succeed(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     count, *messages = done.stdout.splitlines()
     assert count == "0", messages
+
+
+def _doubling_app(path: Path) -> tuple[ld.App, Any]:
+    app = ld.App(path)
+
+    @app.step(name="double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @app.workflow(name="twice")
+    def twice(x: int) -> int:
+        return double(double(x))
+
+    return app, twice
+
+
+def _ids(path: Path) -> set[str]:
+    with Journal(str(path), readonly=True) as journal:
+        return {row.workflow_id for row in journal.list_workflows(limit=1000)}
+
+
+def test_a_journal_deleted_under_a_running_app_refuses_the_next_write(tmp_path: Path) -> None:
+    """Issue 12 item 14: after ``os.remove(db)`` a start is refused, not acknowledged and then
+    lost with the unlinked file."""
+    db = tmp_path / "gone.db"
+    app, twice = _doubling_app(db)
+    with app:
+        assert app.run(twice, 1, workflow_id="before") == 4
+        os.remove(db)
+        with pytest.raises(ld.JournalError, match="gone.db") as refused:
+            app.start(twice, 2, workflow_id="after").result(timeout=60)
+        assert "deleted" in str(refused.value) or "replaced" in str(refused.value)
+        # Every later write is refused too, without touching the file.
+        with pytest.raises(ld.JournalError, match="gone.db"):
+            app.start(twice, 3, workflow_id="later")
+    app, twice = _doubling_app(db)
+    with app:  # a new file at the path, with nothing of the deleted one replayed into it
+        assert app.run(twice, 4, workflow_id="fresh") == 16
+    assert _ids(db) == {"fresh"}
+
+
+def test_a_backup_restored_under_a_running_app_is_not_overwritten(tmp_path: Path) -> None:
+    """Issue 12 item 14: after ``os.replace(backup, db)`` the App refuses to write, and the WAL
+    it leaves is not replayed over the restored file."""
+    db = tmp_path / "live.db"
+    backup = tmp_path / "backup.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="in-backup")
+    shutil.copyfile(db, backup)  # closed: everything is checkpointed into the main file
+    app, twice = _doubling_app(db)
+    with app:
+        assert app.run(twice, 2, workflow_id="after-backup") == 8
+        os.replace(backup, db)
+        with pytest.raises(ld.JournalError, match="live.db"):
+            app.start(twice, 3, workflow_id="after-restore").result(timeout=60)
+    assert _ids(db) == {"in-backup"}
+    with Journal(str(db)) as journal:
+        assert journal.integrity_check() == "ok"
+    app, twice = _doubling_app(db)
+    with app:  # the restored file works as a journal again
+        assert app.run(twice, 4, workflow_id="on-restored") == 16
+    assert _ids(db) == {"in-backup", "on-restored"}
