@@ -88,11 +88,11 @@ def test_a_journal_deleted_under_a_running_app_refuses_the_next_write(tmp_path: 
     with app:
         assert app.run(twice, 1, workflow_id="before") == 4
         os.remove(db)
-        with pytest.raises(ld.JournalError, match="gone.db") as refused:
+        with pytest.raises(ld.JournalError, match=r"gone\.db") as refused:
             app.start(twice, 2, workflow_id="after").result(timeout=60)
         assert "deleted" in str(refused.value) or "replaced" in str(refused.value)
         # Every later write is refused too, without touching the file.
-        with pytest.raises(ld.JournalError, match="gone.db"):
+        with pytest.raises(ld.JournalError, match=r"gone\.db"):
             app.start(twice, 3, workflow_id="later")
     app, twice = _doubling_app(db)
     with app:  # a new file at the path, with nothing of the deleted one replayed into it
@@ -113,7 +113,7 @@ def test_a_backup_restored_under_a_running_app_is_not_overwritten(tmp_path: Path
     with app:
         assert app.run(twice, 2, workflow_id="after-backup") == 8
         os.replace(backup, db)
-        with pytest.raises(ld.JournalError, match="live.db"):
+        with pytest.raises(ld.JournalError, match=r"live\.db"):
             app.start(twice, 3, workflow_id="after-restore").result(timeout=60)
     assert _ids(db) == {"in-backup"}
     with Journal(str(db)) as journal:
