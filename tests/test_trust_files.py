@@ -122,3 +122,216 @@ def test_a_backup_restored_under_a_running_app_is_not_overwritten(tmp_path: Path
     with app:  # the restored file works as a journal again
         assert app.run(twice, 4, workflow_id="on-restored") == 16
     assert _ids(db) == {"in-backup", "on-restored"}
+
+
+# -- the litedurable command ------------------------------------------------------------------
+
+
+def _cli(*args: str) -> int:
+    from litedurable._cli import main
+
+    return main(list(args))
+
+
+def test_fork_onto_an_existing_id_is_a_conflict(tmp_path: Path) -> None:
+    """Issue 12 item 16: ``App.fork(new_id=<taken>)`` raises ``WorkflowConflictError`` naming
+    the id, not SQLite's ``ConstraintError``; the workflow holding the id is untouched."""
+    db = tmp_path / "fork.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="source")
+        app.run(twice, 2, workflow_id="taken")
+        with pytest.raises(ld.WorkflowConflictError, match="'taken'"):
+            app.fork("source", 1, new_id="taken")
+        assert app.handle("taken").result(timeout=60) == 8
+        assert [s.step for s in app.steps("taken")] == [0, 1]
+
+
+def test_cli_fork_refuses_a_taken_id_and_a_bad_from_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 item 16: the CLI's ``fork`` says the id is taken (exit 1), and validates
+    ``from_step`` and ``--new-id`` like the API (exit 2), changing nothing."""
+    db = tmp_path / "fork.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="source")
+        app.run(twice, 2, workflow_id="taken")
+    assert _cli("--db", str(db), "fork", "source", "1", "--new-id", "taken") == 1
+    err = capsys.readouterr().err
+    assert "'taken'" in err and "already" in err and "Traceback" not in err
+    assert _cli("--db", str(db), "fork", "source", "-1", "--new-id", "neg") == 2
+    assert "from_step" in capsys.readouterr().err
+    assert _cli("--db", str(db), "fork", "source", "1", "--new-id", "") == 2
+    assert "empty" in capsys.readouterr().err
+    assert _ids(db) == {"source", "taken"}
+
+
+def _damage_schedules_page(db: Path) -> None:
+    """Overwrite the root page of the (unused) schedules table: damage ``quick_check`` sees,
+    on a page ``gc`` never reads."""
+    with Journal(str(db), readonly=True) as journal:
+        root, page_size = journal.read(lambda conn: conn.execute(
+            "SELECT (SELECT rootpage FROM sqlite_schema WHERE name = 'schedules'), "
+            "(SELECT page_size FROM pragma_page_size)").fetchall()[0])
+    assert not Path(f"{db}-wal").exists()  # closed: every page is in the main file
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+
+
+def test_cli_write_commands_refuse_a_damaged_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 item 15: ``gc`` (and every command that writes) checks the file first and
+    refuses a damaged one, exit 4, leaving it byte for byte as it was."""
+    db = tmp_path / "damaged.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="old")
+    _damage_schedules_page(db)
+    before = db.read_bytes()
+    assert _cli("--db", str(db), "gc", "--older-than", "0") == 4
+    err = capsys.readouterr().err
+    assert "damaged" in err and "Traceback" not in err
+    assert _cli("--db", str(db), "cancel", "old") == 4
+    assert "damaged" in capsys.readouterr().err
+    assert db.read_bytes() == before
+
+
+def test_cli_read_commands_say_the_file_is_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 item 15: a read command on a damaged file says so (stderr, exit 4), even when
+    the rows it shows are readable, instead of a traceback or a silent success."""
+    db = tmp_path / "damaged.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="old")
+    _damage_schedules_page(db)
+    assert _cli("--db", str(db), "list") == 4
+    captured = capsys.readouterr()
+    assert "damaged" in captured.err and "old" in captured.out
+    assert _cli("--db", str(db), "schedules") == 4
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_cli_exit_codes_tell_outcomes_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 item 23: not found is 3 (not the usage code 2); cancel and resume of a
+    finished workflow change nothing and exit 1."""
+    db = tmp_path / "codes.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="done")
+    assert _cli("--db", str(tmp_path / "missing.db"), "list") == 3
+    assert "no journal file" in capsys.readouterr().err
+    assert _cli("--db", str(db), "show", "nope") == 3
+    assert _cli("--db", str(db), "cancel", "done") == 1
+    assert "succeeded" in capsys.readouterr().err
+    assert _cli("--db", str(db), "resume", "done") == 1
+    assert "succeeded" in capsys.readouterr().err
+    with Journal(str(db), readonly=True) as journal:
+        row = journal.get_workflow("done")
+        assert row is not None and row.status == "succeeded"
+
+
+def test_cli_help_documents_every_command_and_the_exit_codes(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 item 23: ``--help`` works for every command the parser has, and the top-level
+    help lists the exit codes."""
+    from litedurable import _cli
+
+    sub = next(a for a in _cli.build_parser()._actions if a.dest == "command")
+    for command in sub.choices:  # type: ignore[union-attr]
+        with pytest.raises(SystemExit) as exit_info:
+            _cli.main([command, "--help"])
+        assert exit_info.value.code == 0, command
+        assert f"usage: litedurable {command}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        _cli.main(["--help"])
+    out = capsys.readouterr().out
+    for code in ("0", "1", "2", "3", "4", "141"):
+        assert f"\n  {code} " in out, code
+    assert all(f"  {code} " in (_cli.__doc__ or "") for code in ("0", "1", "2", "3", "4", "141"))
+
+
+def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """Issue 12 item 23: ``litedurable list | head`` does not print a ``BrokenPipeError``
+    traceback; it stops with the status of a process killed by SIGPIPE (141)."""
+    db = tmp_path / "pipe.db"
+    app, twice = _doubling_app(db)
+    with app:
+        for i in range(5):
+            app.run(twice, i, workflow_id=f"wf-{i}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "litedurable", "--db", str(db), "list"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before the command prints its first line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+_OTHER_MODULE = '''
+import litedurable as ld
+
+app = ld.App({path!r})
+
+@app.step(name={step!r})
+def double(x: int) -> int:
+    return 2 * x
+
+@app.workflow(name="twice")
+def twice(x: int) -> int:
+    return double(double(x))
+'''
+
+
+def test_cli_replay_reports_bad_modules_and_skips_unregistered_workflows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 item 23: a module that cannot be imported is a usage error (exit 2, no
+    traceback); with no ids, workflows the App does not register are skipped, not failed; a
+    difference is reported without claiming the workflow was parked (replay writes nothing)."""
+    db = tmp_path / "replay.db"
+    app, twice = _doubling_app(db)
+    other = ld.App(db)
+
+    @other.workflow(name="unrelated")
+    def unrelated() -> int:
+        return 1
+
+    with app:
+        app.run(twice, 1, workflow_id="t-1")
+    with other:
+        other.run(unrelated, workflow_id="u-1")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "same_jobs.py").write_text(_OTHER_MODULE.format(path=str(db), step="double"))
+    (tmp_path / "renamed_jobs.py").write_text(_OTHER_MODULE.format(path=str(db), step="dbl"))
+    (tmp_path / "broken_jobs.py").write_text("import no_such_module_anywhere\n")
+
+    assert _cli("--db", str(db), "replay", "no_such_jobs:app") == 2
+    assert "no_such_jobs" in capsys.readouterr().err
+    assert _cli("--db", str(db), "replay", "broken_jobs:app") == 2
+    assert "no_such_module_anywhere" in capsys.readouterr().err
+    assert _cli("--db", str(db), "replay", "same_jobs:nothing_here") == 2
+    assert "nothing_here" in capsys.readouterr().err
+
+    assert _cli("--db", str(db), "replay", "same_jobs:app") == 0
+    out = capsys.readouterr().out
+    assert "t-1: ok" in out and not any(line.startswith("u-1") for line in out.splitlines())
+    assert "skipped 1" in out
+    assert _cli("--db", str(db), "replay", "renamed_jobs:app") == 1
+    out = capsys.readouterr().out
+    assert "step 0" in out and "parked" not in out
+    assert _cli("--db", str(db), "replay", "same_jobs:app", "u-1") == 1  # asked by id: a problem
+    assert "not registered" in capsys.readouterr().out
+    with Journal(str(db), readonly=True) as journal:
+        assert {r.workflow_id: r.status for r in journal.list_workflows()} == {
+            "t-1": "succeeded", "u-1": "succeeded"}
