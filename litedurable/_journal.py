@@ -55,6 +55,7 @@ from ._errors import (
     JournalVersionError,
     OwnershipLostError,
     WorkflowCancelledError,
+    WorkflowConflictError,
     WorkflowNotFoundError,
 )
 
@@ -1268,6 +1269,16 @@ class Journal:
         total = _workflow_checksum(target_id, source.name, source.inputs, None, None)
 
         def copy(conn: apsw.Connection) -> int:
+            # Checked inside the write transaction, so no start can take the id in between.
+            taken: list[Any] = conn.execute(
+                "SELECT name, status FROM workflows WHERE workflow_id = ?", (target_id,)
+            ).fetchall()
+            if taken:
+                raise WorkflowConflictError(
+                    f"cannot fork {source_id!r} into {target_id!r}: that id is already taken by "
+                    f"a {taken[0][0]!r} workflow ({taken[0][1]}), which was left as it is. Pass "
+                    "another new id, or none for a random one."
+                )
             conn.execute(
                 "INSERT INTO workflows (workflow_id, name, status, inputs, checksum, created_at, "
                 "updated_at, app_version, parent_id, owner) "
@@ -1308,6 +1319,20 @@ class Journal:
             return len(ids)
 
         return self.write(delete)
+
+    def quick_check(self) -> str:
+        """SQLite's ``PRAGMA quick_check`` result ("ok" when sound), damage as an answer.
+
+        Damage bad enough that SQLite refuses to run the check (the schema page itself) is
+        reported as text too, so a caller deciding "may I write?" needs one test.
+        """
+        def check(conn: apsw.Connection) -> str:
+            try:
+                return "\n".join(r[0] for r in conn.execute("PRAGMA quick_check"))
+            except (apsw.CorruptError, apsw.NotADBError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        return self.read(check)
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""

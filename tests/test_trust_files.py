@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 import litedurable as ld
@@ -170,11 +171,14 @@ def test_cli_fork_refuses_a_taken_id_and_a_bad_from_step(
 def _damage_schedules_page(db: Path) -> None:
     """Overwrite the root page of the (unused) schedules table: damage ``quick_check`` sees,
     on a page ``gc`` never reads."""
-    with Journal(str(db), readonly=True) as journal:
-        root, page_size = journal.read(lambda conn: conn.execute(
+    conn = apsw.Connection(str(db))  # read-write, so closing it checkpoints and drops the WAL
+    try:
+        root, page_size = conn.execute(
             "SELECT (SELECT rootpage FROM sqlite_schema WHERE name = 'schedules'), "
-            "(SELECT page_size FROM pragma_page_size)").fetchall()[0])
-    assert not Path(f"{db}-wal").exists()  # closed: every page is in the main file
+            "(SELECT page_size FROM pragma_page_size)").fetchall()[0]
+    finally:
+        conn.close()
+    assert not Path(f"{db}-wal").exists()  # every page is in the main file
     with open(db, "r+b") as f:
         f.seek((root - 1) * page_size)
         f.write(b"\xa5" * page_size)
