@@ -228,7 +228,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     module_name, _, attr = args.app.partition(":")
     if not attr:
         raise DurableError("replay needs MODULE:APP, e.g. `litedurable replay myjobs:app`")
-    sys.path.insert(0, ".")
+    # The directory itself, not ".": a finder cached for "." may list another directory.
+    sys.path.insert(0, os.getcwd())
+    importlib.invalidate_caches()  # a module written a moment ago must be found
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # anything the user's module raises while importing is theirs
