@@ -135,7 +135,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _find(journal: Journal, workflow_id: str) -> Any:
-    row = journal.get_workflow(workflow_id)
+    row = journal.get_workflow(check_workflow_id(workflow_id))
     if row is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}; see `litedurable list`")
     return row
@@ -277,6 +277,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.db)
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: seconds >= 0 (``inf`` allowed: "never"), not NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value != value or value < 0:
+        raise argparse.ArgumentTypeError(f"seconds must be >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: an int >= 0, capped at SQLite's largest integer (which means "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return min(value, 2**63 - 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="litedurable", description="Inspect and manage a litedurable journal file.",
@@ -284,14 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--db", default="litedurable.db",
                         help="journal file (default: litedurable.db)")
-    parser.add_argument("--busy-timeout", type=float, default=5.0,
+    parser.add_argument("--busy-timeout", type=_seconds, default=5.0,
                         help="seconds to wait for another process's lock")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list workflows, newest first")
     p.add_argument("--status", choices=[s.value for s in Status])
     p.add_argument("--name")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_count, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_list)
 
@@ -317,12 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fork", help="copy a workflow's steps below N into a new workflow")
     p.add_argument("workflow_id")
-    p.add_argument("from_step", type=int)
+    p.add_argument("from_step", type=_count)
     p.add_argument("--new-id", help="id of the new workflow (default: a random UUID)")
     p.set_defaults(fn=cmd_fork)
 
     p = sub.add_parser("gc", help="delete finished workflows older than a given age")
-    p.add_argument("--older-than", type=float, required=True, metavar="SECONDS")
+    p.add_argument("--older-than", type=_seconds, required=True, metavar="SECONDS")
     p.set_defaults(fn=cmd_gc)
 
     p = sub.add_parser("replay", help="replay recorded workflows against code, offline "

@@ -350,6 +350,9 @@ class Journal:
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        if (not isinstance(busy_timeout, int | float) or isinstance(busy_timeout, bool)
+                or not busy_timeout >= 0):  # also refuses NaN
+            raise ValueError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
         self.path = path
         self.readonly = readonly
         self._forked = False
@@ -369,7 +372,7 @@ class Journal:
         self._lent = 0
         self._opening = 0
         self._sync: str | None = None
-        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_ms = int(min(busy_timeout * 1000, 2**31 - 1))  # SQLite takes a C int
         self._data_version: int | None = None
         self._version_wanted = False  # changed_elsewhere() waits for the committer to sample
         self._version_sampled: int | None = None
@@ -1267,6 +1270,7 @@ class Journal:
         """
         source_id = source.workflow_id
         total = _workflow_checksum(target_id, source.name, source.inputs, None, None)
+        below = min(below, 2**63 - 1)  # past SQLite's integers means every step, as it says
 
         def copy(conn: apsw.Connection) -> int:
             # Checked inside the write transaction, so no start can take the id in between.

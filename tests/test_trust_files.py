@@ -339,3 +339,41 @@ def test_cli_replay_reports_bad_modules_and_skips_unregistered_workflows(
     with Journal(str(db), readonly=True) as journal:
         assert {r.workflow_id: r.status for r in journal.list_workflows()} == {
             "t-1": "succeeded", "u-1": "succeeded"}
+
+
+@pytest.mark.parametrize("argv", [
+    ["gc", "--older-than", "nan"], ["gc", "--older-than", "-5"],
+    ["--busy-timeout", "nan", "list"], ["--busy-timeout", "-1", "list"],
+    ["list", "--limit", "-1"], ["fork", "done", "x"], ["show", "bad\udc80id"],
+])
+def test_cli_numbers_and_ids_out_of_range_are_usage_errors(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12 items 16 and 23: NaN, negative and non-numeric arguments, and ids that cannot
+    be stored, are usage errors (exit 2) with a message, never a raw ValueError/OverflowError
+    and never a deletion (``gc --older-than -5`` used to delete every finished workflow)."""
+    db = tmp_path / "args.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="done")
+    try:
+        code = _cli("--db", str(db), *argv)
+    except SystemExit as exit_info:  # argparse refuses its own arguments this way
+        code = exit_info.code  # type: ignore[assignment]
+    assert code == 2
+    assert "error" in capsys.readouterr().err
+    assert _ids(db) == {"done"}
+
+
+def test_fork_from_a_step_past_sqlites_integers_copies_every_step(tmp_path: Path) -> None:
+    """Issue 12 item 16: a ``from_step`` too big for SQLite means "every step" (API and CLI
+    alike), not an ``OverflowError``."""
+    db = tmp_path / "huge.db"
+    app, twice = _doubling_app(db)
+    with app:
+        app.run(twice, 1, workflow_id="done")
+        forked = app.fork("done", 10**30, new_id="api-fork")
+        assert forked.result(timeout=60) == 4
+        assert [s.step for s in app.steps("api-fork")] == [0, 1]
+    assert _cli("--db", str(db), "fork", "done", str(10**30), "--new-id", "cli-fork") == 0
+    assert _ids(db) == {"done", "api-fork", "cli-fork"}
