@@ -36,6 +36,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -382,6 +383,7 @@ class Journal:
         self._has_moved = ctypes.c_int(0)
         self._has_moved_at = ctypes.addressof(self._has_moved)
         self._gone: str | None = None
+        self._immutable = False  # read-only file system: see ``_may_read_immutable``
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
         try:
@@ -391,7 +393,15 @@ class Journal:
                 writer = None if readonly else self._connect(readonly=False)
                 reader = self._connect(readonly=readonly)
                 self._writer, self._reader = writer, reader
-                self._check_and_migrate_patiently(durability, busy_timeout)
+                try:
+                    self._check_and_migrate_patiently(durability, busy_timeout)
+                except apsw.CantOpenError:
+                    if writer is not None or not self._may_read_immutable():
+                        raise
+                    reader.close()
+                    self._immutable = True
+                    reader = self._reader = self._connect(readonly=True)
+                    self._check_and_migrate_patiently(durability, busy_timeout)
                 self._idle_readers.append(reader)
         except BaseException:
             # A refused file (foreign, newer, damaged, locked) is left with no handle open on it.
@@ -407,11 +417,29 @@ class Journal:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         )
-        conn = apsw.Connection(self.path, flags=flags, vfs=self._vfs, statementcachesize=64)
+        name = self.path
+        if self._immutable:
+            name = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?immutable=1"
+            flags |= apsw.SQLITE_OPEN_URI
+        conn = apsw.Connection(name, flags=flags, vfs=self._vfs, statementcachesize=64)
         conn.setbusytimeout(self._busy_ms)
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         conn.config(apsw.SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0)
         return conn
+
+    def _may_read_immutable(self) -> bool:
+        """Whether a read-only open that SQLite could not make may read the file as immutable.
+
+        A WAL file read-only needs its ``-shm`` (and ``-wal``) to exist or be creatable; on a
+        read-only file system, after a clean close removed them, neither holds, and SQLite
+        refuses. Nothing can write the file there, so reading it as immutable (no locks, no
+        WAL) is sound, if no WAL holds commits that reading would miss. A directory we could
+        write to means the refusal had another cause: not this case.
+        """
+        if self._vfs is not None or self.path == ":memory:" or self.path.startswith("file:"):
+            return False
+        folder = os.path.dirname(os.path.abspath(self.path))
+        return _size(f"{self.path}-wal") == 0 and not os.access(folder, os.W_OK)
 
     def _check_and_migrate_patiently(self, durability: Durability, busy_timeout: float) -> None:
         """``_check_and_migrate``, again on SQLITE_BUSY until ``busy_timeout`` has passed.
