@@ -1503,6 +1503,17 @@ def _create_private(path: str) -> None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
+    except OSError as exc:  # a journal error naming the fix, never a raw OS error
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise JournalReadOnlyError(
+                f"cannot create the journal {path}: its directory {folder} does not exist. "
+                "Create the directory, or point the App at a path in an existing one."
+            ) from exc
+        raise JournalReadOnlyError(
+            f"cannot create the journal {path} ({exc.strerror or exc}). Check that its "
+            "directory is writable, or point the App at another path."
+        ) from exc
     os.close(fd)
 
 

@@ -408,3 +408,26 @@ def test_cli_reads_a_journal_on_a_read_only_file_system(tmp_path: Path) -> None:
     assert "kept" in done.stdout and "double" in done.stdout
     assert "gc=4" in done.stdout and "Traceback" not in done.stderr
     assert _ids(db) == {"kept"}
+
+
+def test_a_journal_in_a_missing_directory_is_a_journal_error(tmp_path: Path) -> None:
+    """Issue 12 item 13 (same family: never a raw OS error from opening): a path whose
+    directory does not exist raises ``JournalReadOnlyError`` naming the directory."""
+    missing = tmp_path / "no" / "such" / "dir"
+    with pytest.raises(ld.JournalReadOnlyError, match="does not exist"):
+        Journal(str(missing / "j.db"))
+    assert not missing.exists()
+
+
+def test_header_check_survives_a_rollback_journal_deleted_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 13: the header check looked for ``-wal``/``-journal`` files, then read
+    their size; another process deleting one in between raised a raw ``FileNotFoundError``.
+    Here every such file "exists" when asked and is gone when measured."""
+    db = tmp_path / "race.db"
+    Journal(str(db)).close()
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists",
+                        lambda p: True if str(p).endswith(("-wal", "-journal")) else real_exists(p))
+    Journal(str(db)).close()
