@@ -129,9 +129,14 @@ def test_a_backup_restored_under_a_running_app_is_not_overwritten(tmp_path: Path
 
 
 def _cli(*args: str) -> int:
+    """The command's exit status, whether ``main`` returns it or argparse exits with it."""
     from litedurable._cli import main
 
-    return main(list(args))
+    try:
+        return main(list(args))
+    except SystemExit as exit_info:  # argparse refuses its own arguments this way
+        assert isinstance(exit_info.code, int)
+        return exit_info.code
 
 
 def test_fork_onto_an_existing_id_is_a_conflict(tmp_path: Path) -> None:
@@ -356,11 +361,7 @@ def test_cli_numbers_and_ids_out_of_range_are_usage_errors(
     app, twice = _doubling_app(db)
     with app:
         app.run(twice, 1, workflow_id="done")
-    try:
-        code = _cli("--db", str(db), *argv)
-    except SystemExit as exit_info:  # argparse refuses its own arguments this way
-        code = exit_info.code  # type: ignore[assignment]
-    assert code == 2
+    assert _cli("--db", str(db), *argv) == 2
     assert "error" in capsys.readouterr().err
     assert _ids(db) == {"done"}
 
