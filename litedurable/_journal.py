@@ -337,7 +337,13 @@ class Journal:
             ``JournalLockedError``.
         vfs: an apsw VFS name to open the file through (fault injection, power-loss tests).
         readonly: open with ``SQLITE_OPEN_READONLY``; every write raises
-            ``JournalReadOnlyError``.
+            ``JournalReadOnlyError``. On a read-only file system the file is read as
+            immutable (SQLite cannot create the ``-shm`` a WAL file otherwise needs).
+
+    Every commit asks SQLite whether the path still names the file it opened; once it does
+    not (deleted, or replaced by a restored backup), the commit is not acknowledged and every
+    later write raises ``JournalReadOnlyError``, and ``close`` empties the WAL into the file
+    it belongs to, so the next open of the path does not replay it over another file.
     """
 
     def __init__(
