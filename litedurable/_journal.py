@@ -389,6 +389,7 @@ class Journal:
         self._has_moved = ctypes.c_int(0)
         self._has_moved_at = ctypes.addressof(self._has_moved)
         self._gone: str | None = None
+        self._abspath = os.path.abspath(path)  # the message must not follow a later chdir
         self._immutable = False  # read-only file system: see ``_may_read_immutable``
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
@@ -425,7 +426,7 @@ class Journal:
         )
         name = self.path
         if self._immutable:
-            name = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?immutable=1"
+            name = f"file:{urllib.parse.quote(self._abspath)}?immutable=1"
             flags |= apsw.SQLITE_OPEN_URI
         conn = apsw.Connection(name, flags=flags, vfs=self._vfs, statementcachesize=64)
         conn.setbusytimeout(self._busy_ms)
@@ -444,7 +445,7 @@ class Journal:
         """
         if self._vfs is not None or self.path == ":memory:" or self.path.startswith("file:"):
             return False
-        folder = os.path.dirname(os.path.abspath(self.path))
+        folder = os.path.dirname(self._abspath)
         return _size(f"{self.path}-wal") == 0 and not os.access(folder, os.W_OK)
 
     def _check_and_migrate_patiently(self, durability: Durability, busy_timeout: float) -> None:
@@ -591,7 +592,7 @@ class Journal:
             return None
         if not self._has_moved.value:
             return None
-        if os.path.lexists(self.path):
+        if os.path.lexists(self._abspath):
             what = "replaced by another file (a backup restored, or the file moved away)"
         else:
             what = "deleted"

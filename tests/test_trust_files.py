@@ -432,3 +432,18 @@ def test_header_check_survives_a_rollback_journal_deleted_meanwhile(
     monkeypatch.setattr(os.path, "exists",
                         lambda p: True if str(p).endswith(("-wal", "-journal")) else real_exists(p))
     Journal(str(db)).close()
+
+
+def test_a_relative_journal_path_is_not_taken_for_moved_after_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12 item 14, the other direction: the moved-file check must not refuse a file that
+    is still there because the process changed directory after opening it by a relative path."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    app, twice = _doubling_app(Path("relative.db"))
+    with app:
+        assert app.run(twice, 1, workflow_id="before") == 4
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert app.run(twice, 2, workflow_id="after-chdir") == 8
+    assert _ids(tmp_path / "relative.db") == {"before", "after-chdir"}
