@@ -4,6 +4,23 @@ Every command but ``replay`` works on the file alone and never imports user code
 be inspected on a machine that does not have the application. ``resume`` and ``fork`` mark
 workflows for the application's next recovery (at its next launch, or within one lease period
 if it is running).
+
+Commands that write (``cancel``, ``resume``, ``fork``, ``gc``) run SQLite's ``quick_check``
+first and refuse a damaged file; the read commands check it too and say so on stderr (exit 4)
+after showing what they could read.
+
+Exit status (also in ``litedurable --help``)::
+
+  0    done
+  1    refused or found a problem: cancel/resume of a workflow in a state that does not
+       allow it, fork onto a taken id, replay found a difference; nothing was changed
+  2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
+       imported
+  3    not found: no journal file at --db, or no workflow with that id
+  4    the journal cannot be used: damaged, locked past --busy-timeout, read-only, or
+       written by another program or a newer litedurable
+  141  the output was closed early (``litedurable list | head``); stops quietly, as a
+       process killed by SIGPIPE would
 """
 
 from __future__ import annotations
@@ -18,11 +35,17 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._app import App, replay_check, step_info, workflow_info
+from ._app import App, check_workflow_id, replay_check, step_info, workflow_info
 from ._clock import to_datetime
 from ._codec import Codec
 from ._demo import main as demo
-from ._errors import DurableError
+from ._errors import (
+    DurableError,
+    JournalCorruptError,
+    JournalError,
+    WorkflowConflictError,
+    WorkflowNotFoundError,
+)
 from ._journal import Journal
 from ._runtime import cancel_tree
 from ._types import Status
@@ -30,10 +53,67 @@ from ._types import Status
 __all__ = ["main"]
 
 
+EXIT_STATUS = """exit status:
+  0    done
+  1    refused or found a problem (cancel/resume of a workflow in a state that does not
+       allow it, fork onto a taken id, replay found a difference); nothing was changed
+  2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
+       imported
+  3    not found: no journal file at --db, or no workflow with that id
+  4    the journal cannot be used: damaged, locked past --busy-timeout, read-only, or
+       written by another program or a newer litedurable
+  141  the output was closed early (litedurable list | head)
+"""
+
+
+class _Refused(DurableError):
+    """The command ran and changed nothing, because the workflow's state does not allow it."""
+
+
+class _Usage(DurableError):
+    """An argument the parser accepted but the command cannot use."""
+
+
+class _NoJournal(DurableError, LookupError):
+    """No file at ``--db``: the command must not create one."""
+
+
+def _exit_code(exc: DurableError) -> int:
+    # Conflict before usage: WorkflowConflictError is a ValueError, as InvalidIdError is.
+    if isinstance(exc, JournalError):
+        return 4
+    if isinstance(exc, WorkflowNotFoundError | _NoJournal):
+        return 3
+    if isinstance(exc, WorkflowConflictError | _Refused):
+        return 1
+    return 2
+
+
 def _journal(args: argparse.Namespace, *, write: bool = False) -> Journal:
+    """Open ``--db``, after SQLite's ``quick_check``: a command that writes refuses a damaged
+    file (writing could spread the damage, or delete rows it misreads); one that reads goes on
+    but says so and exits 4, so a script does not take a partial answer for the whole."""
     if not os.path.exists(args.db):
-        raise DurableError(f"no journal file at {args.db!r}; pass its path with --db PATH")
-    return Journal(args.db, readonly=not write, busy_timeout=args.busy_timeout)
+        raise _NoJournal(f"no journal file at {args.db!r}; pass its path with --db PATH")
+    journal = Journal(args.db, readonly=not write, busy_timeout=args.busy_timeout)
+    try:
+        problem = journal.quick_check()
+    except BaseException:
+        journal.close()
+        raise
+    if problem != "ok":
+        summary = "; ".join(problem.splitlines()[:3])
+        if write:
+            journal.close()
+            raise JournalCorruptError(
+                f"{args.db} is damaged (SQLite quick_check: {summary}); this command writes, "
+                "so it refused and changed nothing. Restore a backup; the read commands "
+                "(list, show, steps) still show what is readable."
+            )
+        args.damaged = True
+        print(f"litedurable: warning: {args.db} is damaged (SQLite quick_check: {summary}); "
+              "what is shown may be incomplete. Restore a backup.", file=sys.stderr)
+    return journal
 
 
 def _print_json(value: Any) -> None:
@@ -55,9 +135,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _find(journal: Journal, workflow_id: str) -> Any:
-    row = journal.get_workflow(workflow_id)
+    row = journal.get_workflow(check_workflow_id(workflow_id))
     if row is None:
-        raise DurableError(f"no workflow with id {workflow_id!r}; see `litedurable list`")
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}; see `litedurable list`")
     return row
 
 
@@ -101,9 +181,12 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _journal(args, write=True) as journal:
-        _find(journal, args.workflow_id)
+        row = _find(journal, args.workflow_id)
         done = cancel_tree(journal, Codec(1 << 30), args.workflow_id, time.time())
-    print(f"cancelled {len(done)} workflow(s): {', '.join(done) or 'none were pending'}")
+    if not done:
+        raise _Refused(f"workflow {args.workflow_id!r} is {row.status} and none of its children "
+                       "is pending: nothing to cancel, nothing was changed")
+    print(f"cancelled {len(done)} workflow(s): {', '.join(done)}")
     return 0
 
 
@@ -111,8 +194,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
         if row.status in (Status.PENDING, Status.SUCCEEDED):
-            print(f"workflow {args.workflow_id!r} is {row.status}; nothing to resume")
-            return 0
+            raise _Refused(f"workflow {args.workflow_id!r} is {row.status}: nothing to resume, "
+                           "nothing was changed (resume makes a cancelled, failed, exhausted or "
+                           "nondeterministic workflow pending again)")
         journal.resume(args.workflow_id, time.time(), owner=None)
     print(f"workflow {args.workflow_id!r} is pending again; the application resumes it at its "
           "next launch (or within one lease period if it is running)")
@@ -120,9 +204,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
+    # The checks of App.fork, made before the file is opened.
+    if args.from_step < 0:
+        raise _Usage(f"from_step must be an int >= 0, got {args.from_step}")
+    target = str(uuid.uuid4()) if args.new_id is None else check_workflow_id(args.new_id)
     with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
-        target = args.new_id or str(uuid.uuid4())
         copied = journal.fork(row, target, args.from_step, now=time.time(),
                               app_version=row.app_version, owner=None)
     print(f"forked {args.workflow_id!r} into {target!r} ({copied} step rows copied); the "
@@ -141,38 +228,92 @@ def cmd_replay(args: argparse.Namespace) -> int:
     module_name, _, attr = args.app.partition(":")
     if not attr:
         raise DurableError("replay needs MODULE:APP, e.g. `litedurable replay myjobs:app`")
-    sys.path.insert(0, ".")
-    app = getattr(importlib.import_module(module_name), attr)
+    # The directory itself, not ".": a finder cached for "." may list another directory.
+    sys.path.insert(0, os.getcwd())
+    importlib.invalidate_caches()  # a module written a moment ago must be found
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # anything the user's module raises while importing is theirs
+        raise _Usage(f"cannot import {module_name!r} (from {args.app!r}): {_describe(exc)}. "
+                     "Run replay from the directory the module is in, or fix the module.") from exc
+    app = getattr(module, attr, None)
     if not isinstance(app, App):
-        raise DurableError(f"{args.app} is a {type(app).__name__}, not a litedurable.App")
+        found = "nothing" if app is None else f"a {type(app).__name__}"
+        raise _Usage(f"{args.app}: {module_name}.{attr} is {found}, not a litedurable.App; "
+                     "name the App object, e.g. `litedurable replay myjobs:app`")
     with _journal(args) as journal:
-        ids = args.workflow_ids or [r.workflow_id for r in journal.list_workflows()]
+        if args.workflow_ids:
+            rows = [_find(journal, wid) for wid in args.workflow_ids]
+        else:  # every workflow this App's code can replay; the others are not its own
+            everything = journal.list_workflows()
+            rows = [r for r in everything if r.name in app.registry.workflows]
+            others = sorted({r.name for r in everything} - set(app.registry.workflows))
+            if others:
+                print(f"skipped {len(everything) - len(rows)} workflow(s) of names {args.app} "
+                      f"does not register: {', '.join(others)}")
         failures = 0
-        for wid in ids:
-            problem = replay_check(app, journal, _find(journal, wid))
+        for row in rows:
+            problem = replay_check(app, journal, row)
             failures += problem is not None
-            print(f"{wid}: {'ok' if problem is None else problem}")
+            print(f"{row.workflow_id}: {'ok' if problem is None else problem}")
     return 1 if failures else 0
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` itself raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<its message cannot be printed>"
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception from user code, for one line of an error message."""
+    text = _text(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.db)
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: seconds >= 0 (``inf`` allowed: "never"), not NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value != value or value < 0:
+        raise argparse.ArgumentTypeError(f"seconds must be >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: an int >= 0, capped at SQLite's largest integer (which means "all")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return min(value, 2**63 - 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="litedurable", description="Inspect and manage a litedurable journal file."
+        prog="litedurable", description="Inspect and manage a litedurable journal file.",
+        epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--db", default="litedurable.db",
                         help="journal file (default: litedurable.db)")
-    parser.add_argument("--busy-timeout", type=float, default=5.0,
+    parser.add_argument("--busy-timeout", type=_seconds, default=5.0,
                         help="seconds to wait for another process's lock")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list workflows, newest first")
     p.add_argument("--status", choices=[s.value for s in Status])
     p.add_argument("--name")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_count, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_list)
 
@@ -198,12 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fork", help="copy a workflow's steps below N into a new workflow")
     p.add_argument("workflow_id")
-    p.add_argument("from_step", type=int)
+    p.add_argument("from_step", type=_count)
     p.add_argument("--new-id", help="id of the new workflow (default: a random UUID)")
     p.set_defaults(fn=cmd_fork)
 
     p = sub.add_parser("gc", help="delete finished workflows older than a given age")
-    p.add_argument("--older-than", type=float, required=True, metavar="SECONDS")
+    p.add_argument("--older-than", type=_seconds, required=True, metavar="SECONDS")
     p.set_defaults(fn=cmd_gc)
 
     p = sub.add_parser("replay", help="replay recorded workflows against code, offline "
@@ -218,10 +359,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (see ``EXIT_STATUS``)."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.fn(args)
-        return code
+        sys.stdout.flush()  # here, not at exit: a closed pipe must be seen by the handler below
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except DurableError as exc:
-        print(f"litedurable: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"litedurable: error: {_text(exc)}", file=sys.stderr)
+        return _exit_code(exc)
+    if code == 0 and getattr(args, "damaged", False):
+        return 4
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again and
+    print the ``BrokenPipeError`` traceback this is avoiding (Python ignores SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # no real stdout descriptor (captured in a test): nothing will flush to it

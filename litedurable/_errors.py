@@ -180,7 +180,8 @@ class JournalFullError(JournalError):
 
 
 class JournalReadOnlyError(JournalError):
-    """The journal was opened read-only, or its file or directory cannot be written."""
+    """The journal was opened read-only, its file or directory cannot be written, or the file
+    was deleted or replaced while open (writes after that cannot reach the file at the path)."""
 
 
 class OwnershipLostError(JournalError):

@@ -27,6 +27,7 @@ back from every other thread, which under load costs more than the statement its
 from __future__ import annotations
 
 import bisect
+import ctypes
 import functools
 import json
 import logging
@@ -36,6 +37,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -55,6 +57,7 @@ from ._errors import (
     JournalVersionError,
     OwnershipLostError,
     WorkflowCancelledError,
+    WorkflowConflictError,
     WorkflowNotFoundError,
 )
 
@@ -377,7 +380,13 @@ class Journal:
             ``JournalLockedError``.
         vfs: an apsw VFS name to open the file through (fault injection, power-loss tests).
         readonly: open with ``SQLITE_OPEN_READONLY``; every write raises
-            ``JournalReadOnlyError``.
+            ``JournalReadOnlyError``. On a read-only file system the file is read as
+            immutable (SQLite cannot create the ``-shm`` a WAL file otherwise needs).
+
+    Every commit asks SQLite whether the path still names the file it opened; once it does
+    not (deleted, or replaced by a restored backup), the commit is not acknowledged and every
+    later write raises ``JournalReadOnlyError``, and ``close`` empties the WAL into the file
+    it belongs to, so the next open of the path does not replay it over another file.
     """
 
     def __init__(
@@ -391,6 +400,9 @@ class Journal:
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        if (not isinstance(busy_timeout, int | float) or isinstance(busy_timeout, bool)
+                or not busy_timeout >= 0):  # also refuses NaN
+            raise ValueError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
         self.path = path
         self.readonly = readonly
         self._forked = False
@@ -410,11 +422,18 @@ class Journal:
         self._lent = 0
         self._opening = 0
         self._sync: str | None = None
-        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_ms = int(min(busy_timeout * 1000, 2**31 - 1))  # SQLite takes a C int
         self._data_version: int | None = None
         self._version_wanted = False  # changed_elsewhere() waits for the committer to sample
         self._version_sampled: int | None = None
         self._vfs = vfs
+        # SQLITE_FCNTL_HAS_MOVED writes its answer here (see ``_moved``); ``_gone`` is the
+        # refusal every write gets once the file was deleted or replaced under us.
+        self._has_moved = ctypes.c_int(0)
+        self._has_moved_at = ctypes.addressof(self._has_moved)
+        self._gone: str | None = None
+        self._abspath = os.path.abspath(path)  # the message must not follow a later chdir
+        self._immutable = False  # read-only file system: see ``_may_read_immutable``
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
         try:
@@ -424,7 +443,15 @@ class Journal:
                 writer = None if readonly else self._connect(readonly=False)
                 reader = self._connect(readonly=readonly)
                 self._writer, self._reader = writer, reader
-                self._check_and_migrate(durability)
+                try:
+                    self._check_and_migrate_patiently(durability, busy_timeout)
+                except apsw.CantOpenError:
+                    if writer is not None or not self._may_read_immutable():
+                        raise
+                    reader.close()
+                    self._immutable = True
+                    reader = self._reader = self._connect(readonly=True)
+                    self._check_and_migrate_patiently(durability, busy_timeout)
                 self._idle_readers.append(reader)
         except BaseException:
             # A refused file (foreign, newer, damaged, locked) is left with no handle open on it.
@@ -440,11 +467,49 @@ class Journal:
         flags = apsw.SQLITE_OPEN_READONLY if readonly else (
             apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
         )
-        conn = apsw.Connection(self.path, flags=flags, vfs=self._vfs, statementcachesize=64)
+        name = self.path
+        if self._immutable:
+            name = f"file:{urllib.parse.quote(self._abspath)}?immutable=1"
+            flags |= apsw.SQLITE_OPEN_URI
+        conn = apsw.Connection(name, flags=flags, vfs=self._vfs, statementcachesize=64)
         conn.setbusytimeout(self._busy_ms)
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         conn.config(apsw.SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0)
         return conn
+
+    def _may_read_immutable(self) -> bool:
+        """Whether a read-only open that SQLite could not make may read the file as immutable.
+
+        A WAL file read-only needs its ``-shm`` (and ``-wal``) to exist or be creatable; on a
+        read-only file system, after a clean close removed them, neither holds, and SQLite
+        refuses. Nothing can write the file there, so reading it as immutable (no locks, no
+        WAL) is sound, if no WAL holds commits that reading would miss. A directory we could
+        write to means the refusal had another cause: not this case.
+        """
+        if self._vfs is not None or self.path == ":memory:" or self.path.startswith("file:"):
+            return False
+        folder = os.path.dirname(self._abspath)
+        return _size(f"{self.path}-wal") == 0 and not os.access(folder, os.W_OK)
+
+    def _check_and_migrate_patiently(self, durability: Durability, busy_timeout: float) -> None:
+        """``_check_and_migrate``, again on SQLITE_BUSY until ``busy_timeout`` has passed.
+
+        Some statements of a first open get SQLITE_BUSY at once, without SQLite's busy handler:
+        ``PRAGMA journal_mode=WAL`` while another process is switching the same new file to
+        WAL, or reading the schema while it runs WAL recovery. Every step of the check re-reads
+        what it decides on, so running it again is safe.
+        """
+        deadline = time.monotonic() + busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                self._check_and_migrate(durability)
+                return
+            except apsw.BusyError:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _check_and_migrate(self, durability: Durability) -> None:
         conn = self._writer or self._reader
@@ -516,6 +581,7 @@ class Journal:
             while self._committing:
                 self._cond.wait()
             self._closed = True
+        self._drain_wal_if_gone()
         failure: apsw.Error | None = None
         with self._read_cond:
             while self._lent:  # reads that began before the close finish first
@@ -534,6 +600,51 @@ class Journal:
         if failure is not None:
             log.warning("litedurable: the final checkpoint of %s failed (%s); nothing is lost, "
                         "the next open replays the WAL", self.path, _translate(failure, self.path))
+
+    def _drain_wal_if_gone(self) -> None:
+        """Empty the WAL into the file we opened if the path now names another file (or none).
+
+        SQLite does not checkpoint on close once the file has moved, and leaves the WAL behind:
+        the next open of the path would replay this file's pages over the one now there (a
+        backup restored while the App ran). A ``TRUNCATE`` checkpoint writes them into the
+        file they belong to, wherever it went, and leaves an empty WAL. A frozen journal (a
+        simulated crash) writes nothing, as a dead process would not.
+        """
+        if self._writer is None or self._frozen is not None or self._forked:
+            return
+        if self._gone is None and self._moved() is None:
+            return
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except apsw.Error as exc:
+            log.warning("litedurable: %s was deleted or replaced while open, and its WAL could "
+                        "not be emptied (%s); delete %s-wal before opening the path again",
+                        self.path, _translate(exc, self.path), self.path)
+
+    def _moved(self) -> str | None:
+        """Why the path no longer names the file this journal opened, or None if it does.
+
+        Asked of SQLite (``SQLITE_FCNTL_HAS_MOVED``: the unix VFS compares the inode it opened
+        with a ``stat`` of the path it opened, made absolute at open, so a later ``chdir`` does
+        not matter). It runs once per commit, about 1 us, half of an ``os.stat`` from Python.
+        A VFS that does not answer (a test's in-memory one) is taken as "not moved".
+        """
+        writer = self._writer
+        assert writer is not None
+        if not writer.file_control("main", apsw.SQLITE_FCNTL_HAS_MOVED, self._has_moved_at):
+            return None
+        if not self._has_moved.value:
+            return None
+        if os.path.lexists(self._abspath):
+            what = "replaced by another file (a backup restored, or the file moved away)"
+        else:
+            what = "deleted"
+        return (
+            f"the journal file {self.path} was {what} while this App had it open. The write "
+            "was refused: nothing this App writes can reach the file now at that path. Close "
+            "this App and launch a new one on the file you mean to use (restore a backup "
+            "first if the file was deleted by mistake)."
+        )
 
     def __enter__(self) -> Journal:
         return self
@@ -653,6 +764,10 @@ class Journal:
         """
         conn = self._writer
         assert conn is not None
+        if self._gone is not None:  # refused before it reaches the WAL of a file no one sees
+            for op in batch:
+                op.error, op.done = JournalReadOnlyError(self._gone), True
+            return
         todo = batch
         grouped = True
         try:
@@ -693,6 +808,12 @@ class Journal:
                 op.error = op.error or exc
                 op.done = True
             raise
+        gone = self._moved()
+        if gone is not None:  # committed to a file deleted or replaced: not acknowledged
+            self._gone = gone
+            for op in batch:
+                if op.error is None:
+                    op.value, op.error = None, JournalReadOnlyError(gone)
         for op in batch:
             op.done = True
 
@@ -1233,8 +1354,19 @@ class Journal:
         """
         source_id = source.workflow_id
         total = _workflow_checksum(target_id, source.name, source.inputs, None, None)
+        below = min(below, 2**63 - 1)  # past SQLite's integers means every step, as it says
 
         def copy(conn: apsw.Connection) -> int:
+            # Checked inside the write transaction, so no start can take the id in between.
+            taken: list[Any] = conn.execute(
+                "SELECT name, status FROM workflows WHERE workflow_id = ?", (target_id,)
+            ).fetchall()
+            if taken:
+                raise WorkflowConflictError(
+                    f"cannot fork {source_id!r} into {target_id!r}: that id is already taken by "
+                    f"a {taken[0][0]!r} workflow ({taken[0][1]}), which was left as it is. Pass "
+                    "another new id, or none for a random one."
+                )
             conn.execute(
                 "INSERT INTO workflows (workflow_id, name, status, inputs, checksum, created_at, "
                 "updated_at, app_version, parent_id, owner) "
@@ -1275,6 +1407,20 @@ class Journal:
             return len(ids)
 
         return self.write(delete)
+
+    def quick_check(self) -> str:
+        """SQLite's ``PRAGMA quick_check`` result ("ok" when sound), damage as an answer.
+
+        Damage bad enough that SQLite refuses to run the check (the schema page itself) is
+        reported as text too, so a caller deciding "may I write?" needs one test.
+        """
+        def check(conn: apsw.Connection) -> str:
+            try:
+                return "\n".join(r[0] for r in conn.execute("PRAGMA quick_check"))
+            except (apsw.CorruptError, apsw.NotADBError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        return self.read(check)
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""
@@ -1413,6 +1559,17 @@ def _create_private(path: str) -> None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
+    except OSError as exc:  # a journal error naming the fix, never a raw OS error
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise JournalReadOnlyError(
+                f"cannot create the journal {path}: its directory {folder} does not exist. "
+                "Create the directory, or point the App at a path in an existing one."
+            ) from exc
+        raise JournalReadOnlyError(
+            f"cannot create the journal {path} ({exc.strerror or exc}). Check that its "
+            "directory is writable, or point the App at another path."
+        ) from exc
     os.close(fd)
 
 
@@ -1436,13 +1593,20 @@ def _check_header(path: str) -> None:
     pages = struct.unpack(">I", header[28:32])[0]
     # A checkpoint cut part-way leaves the header counting pages the file does not hold yet;
     # the WAL (or a hot rollback journal) still has them, and SQLite restores them on open.
-    recoverable = any(os.path.exists(p) and os.path.getsize(p) > 0
-                      for p in (f"{path}-wal", f"{path}-journal"))
+    recoverable = any(_size(p) > 0 for p in (f"{path}-wal", f"{path}-journal"))
     if not recoverable and ((page_size and size % page_size) or pages * page_size > size):
         raise JournalCorruptError(
             f"{path} is truncated: its header describes {pages} pages of {page_size} bytes but "
             f"the file holds {size} bytes. Restore a backup; this file was not modified."
         )
+
+
+def _size(path: str) -> int:
+    """The size of ``path``, 0 if it is missing (another process may delete it meanwhile)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _translate(exc: apsw.Error, path: str) -> JournalError:

@@ -1085,7 +1085,14 @@ def replay_journal(
             return None
         except Exception as exc:
             if isinstance(run.fatal, NonDeterminismError):
-                return str(run.fatal)
+                # Its own message says the workflow was parked; offline replay parks nothing.
+                step = run.fatal.step
+                return (
+                    f"not deterministic: step {step} was recorded as {run.fatal.recorded} but "
+                    f"the code now calls {run.fatal.called} (replay changed nothing). Restore the "
+                    f"code that started it, or fork it from before step {step} "
+                    f"(app.fork(id, from_step={step}))."
+                )
             if row.status == Status.FAILED:
                 return None
             return f"replay raised {type(exc).__name__}: {exc}, but the workflow is {row.status}"

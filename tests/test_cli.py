@@ -96,9 +96,9 @@ def test_unknown_id_and_missing_file_are_clear_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, _ = _make_journal(tmp_path)
-    assert main(["--db", str(db), "show", "nope"]) == 2
+    assert main(["--db", str(db), "show", "nope"]) == 3  # not found (issue 12 item 23)
     assert "no workflow with id 'nope'" in capsys.readouterr().err
-    assert main(["--db", str(tmp_path / "missing.db"), "list"]) == 2
+    assert main(["--db", str(tmp_path / "missing.db"), "list"]) == 3
     assert "no journal file" in capsys.readouterr().err
     assert not (tmp_path / "missing.db").exists()
 
