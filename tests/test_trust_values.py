@@ -167,7 +167,7 @@ def test_live_run_sees_the_exception_replay_will_see(db_path: str) -> None:
 
 def test_unreadable_go_output_fails_at_result_on_replay(db_path: str) -> None:
     """Issue 12 item 10: the SerializationError comes from ``f.result()``, not ``ld.go()``."""
-    first = ld.App(db_path)
+    first = ld.App(db_path, app_version="v1")
 
     @first.step(name="s")
     def s_old():  # type: ignore[no-untyped-def]
@@ -186,7 +186,7 @@ def test_unreadable_go_output_fails_at_result_on_replay(db_path: str) -> None:
             if len(first.steps("w")) >= 2:
                 break
             time.sleep(0.01)
-    second = ld.App(db_path)
+    second = ld.App(db_path, app_version="v1")
 
     @second.step(name="s")
     def s_new() -> int:
