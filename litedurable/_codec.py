@@ -138,8 +138,10 @@ def _mismatch(a: object, b: object) -> tuple[object, object] | None:
     """The first part of ``a`` that ``b`` (its read-back) does not equal with the same type."""
     kind = type(a)
     if kind is not type(b):
-        if kind is int and type(b) is float and a == b:
-            return None  # an int where the hint says float: the hint is honoured, not a loss
+        if (kind is int and type(b) is float or kind is bool and type(b) is int) and a == b:
+            # An int where the hint says float, a bool where it says int: the hint is
+            # honoured, the value kept; both runs see the hint's type.
+            return None
         return a, b
     if kind is list or kind is tuple:
         assert isinstance(a, list | tuple) and isinstance(b, list | tuple)
@@ -423,7 +425,7 @@ class Codec:
             return
         part, read = found
         kind = type(part)
-        whole = "" if part is value else f" (in {what}, a value of type {type_name(value)})"
+        whole = "" if part is value else f" inside a {type_name(value)}"
         if dataclasses.is_dataclass(part) or attrs.has(kind) or isinstance(part, enum_type):
             raise SerializationError(
                 f"{what}: a {type_name(part)}{whole} would read back as a "
