@@ -138,7 +138,7 @@ def _mismatch(a: object, b: object) -> tuple[object, object] | None:
     """The first part of ``a`` that ``b`` (its read-back) does not equal with the same type."""
     kind = type(a)
     if kind is not type(b):
-        if (kind is int and type(b) is float or kind is bool and type(b) is int) and a == b:
+        if ((kind is int and type(b) is float) or (kind is bool and type(b) is int)) and a == b:
             # An int where the hint says float, a bool where it says int: the hint is
             # honoured, the value kept; both runs see the hint's type.
             return None
@@ -163,6 +163,8 @@ def _mismatch(a: object, b: object) -> tuple[object, object] | None:
         return None
     if kind is float:
         return None if a == b or (a != a and b != b) else (a, b)  # NaN reads back as NaN
+    if kind is Decimal:
+        return None if str(a) == str(b) else (a, b)  # exact digits; NaN, as text, equals NaN
     if dataclasses.is_dataclass(a) or attrs.has(kind):
         # Field by field: a class with eq=False compares by identity, which a copy never is.
         names = (
