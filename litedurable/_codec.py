@@ -376,7 +376,7 @@ class Codec:
         if _TAG_TEXT in text and type(plain) in (dict, list):
             try:
                 plain = _untag(plain)
-            except (TypeError, ValueError, KeyError, ArithmeticError) as exc:
+            except (TypeError, ValueError, KeyError, ArithmeticError, RecursionError) as exc:
                 raise SerializationError(
                     f"{what} was recorded as {data[:80]!r}, which holds a tagged value "
                     f"litedurable cannot read ({exc}). Was the file written by another program?"
@@ -591,7 +591,7 @@ class Codec:
             args = record.get("args")
             rebuilt_args = tuple(_untag(args)) if args is not None else (record["message"],)
             state = _untag(record.get("state") or {})
-        except (TypeError, ValueError, KeyError, ArithmeticError):
+        except (TypeError, ValueError, KeyError, ArithmeticError, RecursionError):
             rebuilt_args, state = (record["message"],), {}
         exc: BaseException
         try:

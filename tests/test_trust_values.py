@@ -164,6 +164,22 @@ def test_live_run_sees_the_exception_replay_will_see(db_path: str) -> None:
     ]
 
 
+def test_a_failure_read_back_by_a_fresh_app_keeps_its_attributes(db_path: str) -> None:
+    """Issue 12 item 9: ``Handle.result()`` from another App rebuilds ``HttpError.status``."""
+    app = ld.App(db_path)
+
+    @app.workflow(name="wf")
+    def wf() -> None:
+        raise HttpError(503)
+
+    with app, pytest.raises(HttpError):
+        app.run(wf, workflow_id="w")
+    fresh = ld.App(db_path)
+    with fresh, pytest.raises(HttpError) as info:
+        fresh.handle("w").result(timeout=WAIT)
+    assert info.value.status == 503 and str(info.value) == "HTTP status 503"
+
+
 # -- item 10: an unreadable go output fails at result() on replay, as live -----------------
 
 
