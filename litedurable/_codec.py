@@ -430,7 +430,7 @@ class Codec:
         whole = "" if part is value else f" inside a {type_name(value)}"
         if dataclasses.is_dataclass(part) or attrs.has(kind) or isinstance(part, enum_type):
             raise SerializationError(
-                f"{what}: a {type_name(part)}{whole} would read back as a "
+                f"{what}: a {type_name(part)}{whole} would read back as "
                 f"{type_name(read)}, because no type hint names {kind.__qualname__}. "
                 f"Dataclasses, attrs classes and enums are stored through hints: annotate the "
                 f"return or parameter type (e.g. `-> {kind.__qualname__}` or "
@@ -462,10 +462,10 @@ class Codec:
             positional, star, named, star_star = self._hints_of(fn)
             for i, (value, back) in enumerate(zip(args, back_args, strict=True)):
                 hint = positional[i] if i < len(positional) else star
-                self._check_same(value, back, hint, f"argument {i} of {what}")
+                self._check_same(value, back, hint, f"{what}, argument {i}")
             for key, value in kwargs.items():
                 hint = named.get(key, star_star)
-                self._check_same(value, back_kwargs[key], hint, f"argument {key!r} of {what}")
+                self._check_same(value, back_kwargs[key], hint, f"{what}, argument {key!r}")
         return data
 
     def _hints_of(self, fn: Callable[..., Any]) -> tuple[list[Any], Any, dict[str, Any], Any]:
