@@ -463,8 +463,8 @@ def test_result_reraises_with_the_recorded_traceback_attached(db_path: str) -> N
     def wf() -> None:
         failing()
 
-    with app:
-        app.start(wf, workflow_id="w")
+    with app, pytest.raises(KeyError):
+        app.run(wf, workflow_id="w")
     again = ld.App(db_path)
     with again, pytest.raises(KeyError) as info:
         again.handle("w").result(timeout=WAIT)
