@@ -981,11 +981,11 @@ def workflow_info(row: WorkflowRow, codec: Codec) -> WorkflowInfo:
 
 
 def step_info(row: StepRow, codec: Codec) -> StepInfo:
-    """A journal step row as the public record (output as plain JSON)."""
+    """A journal step row as the public record (output as plain JSON, tags made readable)."""
     extra = json.loads(row.extra) if row.extra else {}
     return StepInfo(
         workflow_id=row.workflow_id, step=row.step, kind=row.kind, name=row.name,
-        output=None if row.output is None else json.loads(row.output),
+        output=None if row.output is None else codec.display(row.output),
         error=None if row.error is None else codec.error_summary(row.error),
         started_at=to_datetime(row.started_at),
         finished_at=None if row.finished_at is None else to_datetime(row.finished_at),

@@ -144,11 +144,14 @@ def _find(journal: Journal, workflow_id: str) -> Any:
 def cmd_show(args: argparse.Namespace) -> int:
     with _journal(args) as journal:
         row = _find(journal, args.workflow_id)
-    info = workflow_info(row, Codec(1 << 30))
+    codec = Codec(1 << 30)
+    info = workflow_info(row, codec)
     fields = {k: getattr(info, k) for k in info.__dataclass_fields__}
-    fields["inputs"] = json.loads(row.inputs)
-    fields["output"] = None if row.output is None else json.loads(row.output)
+    fields["inputs"] = codec.display(row.inputs)
+    fields["output"] = None if row.output is None else codec.display(row.output)
     _print_json(fields)
+    if row.error is not None and (tb := codec.error_traceback(row.error)):
+        print(tb.rstrip())
     return 0
 
 

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._codec import return_hint
@@ -34,6 +34,10 @@ def callable_name(fn: Callable[..., Any]) -> str:
     return type(fn).__qualname__
 
 
+# The return hint of a definition not yet asked for it.
+_UNRESOLVED: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class StepDef:
     """A function decorated with ``@app.step()``."""
@@ -41,7 +45,16 @@ class StepDef:
     name: str
     fn: Callable[..., Any]
     retry: Retry | None
-    return_hint: Any
+    _hint: Any = field(default=_UNRESOLVED, init=False, repr=False, compare=False)
+
+    @property
+    def return_hint(self) -> Any:
+        """The return annotation, resolved at first use (see ``_codec.return_hint``).
+
+        Not at decoration: under ``from __future__ import annotations`` the type may be
+        defined below the function. A hint that cannot be resolved then is a ``UsageError``.
+        """
+        return _resolved_hint(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +64,22 @@ class WorkflowDef:
     name: str
     fn: Callable[..., Any]
     max_recovery_attempts: int | None
-    return_hint: Any
     timeout: float | None = None
     """Seconds from start to the workflow's deadline (``@app.workflow(timeout=...)``)."""
+    _hint: Any = field(default=_UNRESOLVED, init=False, repr=False, compare=False)
+
+    @property
+    def return_hint(self) -> Any:
+        """The return annotation, resolved at first use (as ``StepDef.return_hint``)."""
+        return _resolved_hint(self)
+
+
+def _resolved_hint(definition: StepDef | WorkflowDef) -> Any:
+    hint = definition._hint
+    if hint is _UNRESOLVED:
+        hint = return_hint(definition.fn)
+        object.__setattr__(definition, "_hint", hint)  # frozen: a cache, not a change
+    return hint
 
 
 class Registry:
@@ -71,7 +97,7 @@ class Registry:
         timeout: float | None = None,
     ) -> WorkflowDef:
         definition = WorkflowDef(
-            name or callable_name(fn), fn, max_recovery_attempts, return_hint(fn), timeout
+            name or callable_name(fn), fn, max_recovery_attempts, timeout
         )
         _check_name(definition.name, "workflow")
         if definition.name in self.workflows:
@@ -83,7 +109,7 @@ class Registry:
         return definition
 
     def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry | None) -> StepDef:
-        definition = StepDef(name or callable_name(fn), fn, retry, return_hint(fn))
+        definition = StepDef(name or callable_name(fn), fn, retry)
         _check_name(definition.name, "step")
         if definition.name in self.steps:
             raise UsageError(

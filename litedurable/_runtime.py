@@ -620,10 +620,12 @@ class Runtime:
         definition = run.definition
         token = enter(run)
         outcome: Outcome | None
+        hint: Any = Any
         try:
             args, kwargs = self.codec.decode_args(
                 definition.fn, run.row.inputs, f"inputs of workflow {run.workflow_id!r}"
             )
+            hint = definition.return_hint  # resolved now: an unresolvable hint fails the run
             outcome = Outcome(value=definition.fn(*args, **kwargs))
         except _Unwind:
             outcome = None
@@ -650,26 +652,31 @@ class Runtime:
             raise fatal
         assert outcome is not None
         self.hooks.fire("before_outcome", workflow_id=run.workflow_id)
-        self.finish(run.workflow_id, None, outcome, run.row)
+        self.finish(run.workflow_id, None, outcome, run.row, hint=hint)
         run.ended = True
         self.hooks.fire("after_outcome", workflow_id=run.workflow_id)
 
     def finish(
         self, workflow_id: str, status: Status | None, outcome: Outcome,
         row: WorkflowRow | None = None,
+        *,
+        hint: Any = None,
     ) -> None:
         """Record the workflow's outcome (status defaults from the outcome) and wake waiters.
 
         ``row``, the workflow as its run loaded it, makes the write a single statement.
+        ``hint``, the workflow's return type, checks that its result reads back as itself
+        (else the workflow fails now, not its callers later).
         """
         output = error = None
         if outcome.error is None:
+            what = f"the result of workflow {workflow_id!r}"
             try:
-                output = self.codec.encode(
-                    outcome.value, f"the result of workflow {workflow_id!r}"
-                )
+                output = self.codec.encode(outcome.value, what)
+                if hint is not None:
+                    self.codec.replayed(outcome.value, output, hint, what)
             except SerializationError as exc:
-                outcome = Outcome(error=exc)
+                output, outcome = None, Outcome(error=exc)
         if outcome.error is not None:
             error = self.codec.encode_error(outcome.error)
         if status is None:
@@ -841,19 +848,26 @@ class Runtime:
         """Write the step row; return the outcome exactly as a replay will see it."""
         what = f"the result of step {task.step} ({task.name}) of workflow {task.workflow_id!r}"
         output = error = None
+        value: Any = None
         if outcome.error is None:
             try:
                 output = self.codec.encode(outcome.value, what)
+                # Read back before writing: a value that would not come back as itself fails
+                # now, recorded as the step's error, instead of differently on replay.
+                value = self.codec.replayed(outcome.value, output, task.hint, what)
             except SerializationError as exc:
-                outcome = Outcome(error=exc)
+                output, outcome = None, Outcome(error=exc)
         if outcome.error is not None:
             error = self.codec.encode_error(outcome.error)
         row = StepRow(task.workflow_id, task.step, task.kind, task.name, output, error, None,
                       started, self.clock.now())
         self.journal.record_step(row, self.owner)
-        if output is not None:  # hand back what replay will hand back, so both runs agree
-            return Outcome(value=self.codec.replayed(outcome.value, output, task.hint, what))
-        return outcome
+        # Hand back what replay will hand back, so both runs agree: the value as decoded, the
+        # exception as rebuilt from its record (its class, args and attributes as stored).
+        if output is not None:
+            return Outcome(value=value)
+        assert error is not None
+        return Outcome(error=self.codec.decode_error(error))
 
     def record(self, run: WorkflowRun, step: int, kind: str, name: str, value: Any,
                hint: Any, *, extra: bytes | None = None, open_row: bool = False,
@@ -881,7 +895,12 @@ class Runtime:
             return Outcome(error=self.codec.decode_error(row.error))
         assert row.output is not None
         what = f"the recorded result of step {row.step} ({row.name}) of {row.workflow_id!r}"
-        return Outcome(value=self.codec.decode(row.output, hint, what))
+        try:
+            return Outcome(value=self.codec.decode(row.output, hint, what))
+        except SerializationError as exc:
+            # An outcome, not a raise: it surfaces where the value is taken (``f.result()``
+            # for a ``go`` step), the same call that fails on a first run.
+            return Outcome(error=exc)
 
     # -- timers ---------------------------------------------------------------------------
 
