@@ -38,7 +38,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._journal import StepRow
-from ._registry import StepDef, callable_name
+from ._registry import StepDef, callable_name, refuse_async
 from ._runtime import (
     SETTLED,
     Outcome,
@@ -326,6 +326,7 @@ def _step_parts(fn: Callable[..., Any]) -> tuple[str, Callable[..., Any], Any, A
         )
     if not callable(fn):
         raise TypeError(f"expected a callable, got {type(fn).__name__}")
+    refuse_async(fn, "step")
     return callable_name(fn), fn, None, return_hint(fn)
 
 
