@@ -51,6 +51,9 @@ R = TypeVar("R")
 
 MAX_ID_LENGTH = 512
 
+UNVERSIONED = "unversioned"
+"""The version recorded on workflows started by an App without ``app_version=``."""
+
 # Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
 # of this pid that is not here belongs to an App that closed or crashed, and is free to take.
 _LIVE_OWNERS: set[str] = set()
@@ -207,8 +210,12 @@ class App:
         workers: step pool size (threads running ``go`` bodies), default 64.
         workflow_threads: how many workflow functions run at once, default 64. Waiting
             workflows give their thread back, so this bounds threads, not workflows.
-        app_version: the version recorded on workflows; launch recovers only its own. Default:
-            a hash of the registered workflows' source code.
+        app_version: None (default): recover every pending workflow on the file, whatever
+            version it records; replay's per-step check (``NonDeterminismError``) is what
+            catches code that changed under a workflow. New workflows record the literal
+            ``"unversioned"``. A string opts into gating: it is recorded on new workflows,
+            and launch and recovery take only that version's workflows (the others are
+            logged with their count and versions, left for an App of their version).
         clock: injected time (``litedurable.testing.FakeClock`` in tests).
         vfs: an apsw VFS name the journal is opened through.
         grace: seconds ``close()`` waits for running step bodies.
@@ -256,6 +263,8 @@ class App:
         self.hooks = Hooks()
         self.registry = Registry()
         self.codec = Codec(max_payload_bytes)
+        if app_version is not None:
+            _check_version(app_version)
         self._app_version = app_version
         self._journal: Journal | None = None
         self._runtime: Runtime | None = None
@@ -351,7 +360,8 @@ class App:
     # -- lifecycle ------------------------------------------------------------------------
 
     def launch(self) -> App:
-        """Open the journal, start the threads, and resume this version's pending workflows."""
+        """Open the journal, start the threads, and resume the pending workflows it may run
+        (all of them, or only its ``app_version``'s when one is given)."""
         with self._lock:
             if self._runtime is not None:
                 raise UsageError("this App is already launched; close() it before launching again")
@@ -360,7 +370,7 @@ class App:
             try:
                 owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
                 journal.heartbeat(owner, time.time())
-                version = self._app_version or self.registry.version()
+                version = UNVERSIONED if self._app_version is None else self._app_version
                 runtime = Runtime(
                     journal=journal, codec=self.codec, clock=self.clock, registry=self.registry,
                     owner=owner, app_version=version, workers=self.workers,
@@ -373,7 +383,7 @@ class App:
             self._journal, self._runtime, self._owner = journal, runtime, owner
             _LIVE_OWNERS.add(owner)
         others = {v: n for v, n in journal.pending_by_version().items() if v != version}
-        if others:
+        if others and self._app_version is not None:  # unversioned Apps recover them all
             log.warning(
                 "litedurable: %d pending workflow(s) belong to other app versions (%s); this App "
                 "is version %s and leaves them for an App of their version",
@@ -446,7 +456,8 @@ class App:
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Claim pending workflows of this version whose owner is gone, and resume them.
+        """Claim pending workflows whose owner is gone (of this ``app_version`` if one was
+        given), and resume them.
 
         ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
         dead process's workflows are taken over. Returns the ids claimed.
@@ -471,7 +482,7 @@ class App:
                 return True
             return row.host == HOST and (row.pid == os.getpid() or not _pid_alive(row.pid))
 
-        pending = journal.pending(runtime.app_version)
+        pending = journal.pending(self._app_version)
         for wid, _, owner in pending:  # ours but not running: its run stopped on a journal error
             if owner == self._owner and not runtime.is_active(wid):
                 runtime.schedule(wid)
@@ -735,34 +746,63 @@ class App:
         )
         return workflow_id in done
 
-    def resume(self, workflow_id: str) -> Handle[Any]:
+    def resume(self, workflow_id: str, *, app_version: str | None = None) -> Handle[Any]:
         """Run a cancelled, failed, exhausted or nondeterministic workflow again from its journal.
 
         Recorded steps replay; the run continues live from the first unrecorded step. The
         children its cancellation reached are resumed too. A resumed workflow has no deadline
-        (resuming is how a timed-out workflow is given more time). A pending or succeeded
-        workflow is left alone.
+        (resuming is how a timed-out workflow is given more time). A succeeded workflow is
+        left alone; so is a pending one, unless ``app_version`` moves it.
+
+        Args:
+            app_version: move the workflow (and the children resumed with it) to this version,
+                e.g. to let a gated App of a new version take over a workflow another version
+                left pending. A version this App does not run (it is gated to another one) is
+                left pending for an App of that version instead of running here.
         """
         journal, runtime = self._parts()
-        self._row(workflow_id)
-        for wid in journal.resume(workflow_id, self.clock.now(), owner=self._owner):
-            runtime.resume_local(wid)
+        row = self._row(workflow_id)
+        if app_version is not None:
+            _check_version(app_version)
+        here = self._runs_version(row.app_version if app_version is None else app_version)
+        resumed = journal.resume(workflow_id, self.clock.now(), owner=self._owner if here else None,
+                                 app_version=app_version)
+        if here:
+            for wid in resumed:
+                runtime.resume_local(wid)
+            if not resumed and row.status == Status.PENDING and app_version is not None:
+                self.recover()  # an orphan this App may now take
         return Handle(self, workflow_id)
 
-    def fork(self, workflow_id: str, from_step: int, *, new_id: str | None = None) -> Handle[Any]:
+    def _runs_version(self, app_version: str) -> bool:
+        """Whether this App runs (and recovers) workflows recording ``app_version``."""
+        return self._app_version is None or app_version == self._app_version
+
+    def fork(
+        self,
+        workflow_id: str,
+        from_step: int,
+        *,
+        new_id: str | None = None,
+        app_version: str | None = None,
+    ) -> Handle[Any]:
         """A new workflow with ``workflow_id``'s inputs and journal rows below ``from_step``.
 
         The fork replays those rows (select decisions included) and runs live from
-        ``from_step``.
+        ``from_step``. It records ``app_version`` (default: this App's version); a version a
+        gated App does not run is left pending for an App of that version.
         """
         journal, runtime = self._parts()
         row = self._row(workflow_id)
         if not isinstance(from_step, int) or from_step < 0:
             raise ValueError(f"from_step must be an int >= 0, got {from_step!r}")
+        version = runtime.app_version if app_version is None else _check_version(app_version)
         target = check_workflow_id(new_id) if new_id is not None else str(uuid.uuid4())
+        here = self._runs_version(version)
         journal.fork(row, target, from_step, now=self.clock.now(),
-                     app_version=runtime.app_version, owner=self._owner)
-        runtime.schedule(target)
+                     app_version=version, owner=self._owner if here else None)
+        if here:
+            runtime.schedule(target)
         return Handle(self, target)
 
     def gc(self, older_than: float | timedelta) -> int:
@@ -872,6 +912,16 @@ class App:
         self._insert(definition, f"{row.name}@{fire.isoformat()}", (fire,), {},
                      deadline=deadline)
         journal.schedule_fired(row.name, fire.timestamp())
+
+
+def _check_version(app_version: object) -> str:
+    """Return ``app_version`` if it can be stored and shown; else ``UsageError``."""
+    if not isinstance(app_version, str) or not app_version or "\0" in app_version:
+        raise UsageError(
+            f"app_version must be a non-empty str without NUL characters, not {app_version!r:.80}"
+            "; pass a label such as app_version=\"v7\", or None to recover every version"
+        )
+    return app_version
 
 
 def _conflict(workflow_id: str, row: WorkflowRow, definition: WorkflowDef) -> WorkflowConflictError:

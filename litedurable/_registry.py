@@ -1,14 +1,12 @@
 """Workflow and step definitions, by name, for one App.
 
 A name is what the journal records and what replay checks, so names are unique per App and
-default to the function's qualified name. The default app version is a hash of the registered
-workflows' source: pending workflows are recovered only by code that can replay them.
+default to the function's qualified name.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,19 +96,6 @@ class Registry:
             )
         self.steps[definition.name] = definition
         return definition
-
-    def version(self) -> str:
-        """A short hash of every registered workflow's name and source code."""
-        digest = hashlib.sha256()
-        for name in sorted(self.workflows):
-            fn = self.workflows[name].fn
-            try:
-                source = inspect.getsource(fn)
-            except (OSError, TypeError):
-                code = getattr(fn, "__code__", None)
-                source = repr(code.co_code) if code is not None else name
-            digest.update(name.encode() + b"\0" + source.encode() + b"\0")
-        return digest.hexdigest()[:16]
 
 
 def refuse_async(fn: Callable[..., Any], what: str) -> None:

@@ -4,10 +4,12 @@ names (19), ``async def`` refusal (20), replay-aware logging (22)."""
 from __future__ import annotations
 
 import functools
+import logging
 
 import pytest
 
 import litedurable as ld
+import litedurable.testing
 
 # -- item 19: a workflow parameter that app.start would consume -----------------------------
 
@@ -114,3 +116,140 @@ def test_async_callables_in_go_and_run_are_refused(db_path, call):
     with app:
         message = app.run(wf)
     assert "_async_body" in message and "asyncio support is planned" in message
+
+
+# -- item 17: app_version=None recovers everything; explicit versions gate -------------------
+
+
+def _counting_app(path: str, counts: dict[str, int], *, extra: bool = False,
+                  **options: object) -> tuple[ld.App, object]:
+    """An App with one two-step workflow ``job``; ``extra`` adds an unrelated workflow, the
+    kind of edit that used to change the default (source hash) version."""
+    app = ld.App(path, **options)  # type: ignore[arg-type]
+
+    @app.step(name="first")
+    def first(x: int) -> int:
+        counts["first"] = counts.get("first", 0) + 1
+        return x + 1
+
+    @app.step(name="second")
+    def second(x: int) -> int:
+        counts["second"] = counts.get("second", 0) + 1
+        return x * 10
+
+    @app.workflow(name="job")
+    def job(x: int) -> int:
+        return second(first(x))
+
+    if extra:
+
+        @app.workflow(name="unrelated")
+        def unrelated() -> str:
+            # a comment and a new workflow: the code changed, the job did not
+            return "new"
+
+    return app, job
+
+
+def _crash_after_first_step(app: ld.App, job: object, workflow_id: str) -> None:
+    switch = ld.testing.crash_at(app, "before_step", nth=2)  # "first" recorded, "second" not
+    with app:
+        app.start(job, 4, workflow_id=workflow_id)  # type: ignore[arg-type]
+        assert switch.wait(30), "the crash point was never reached"
+
+
+def test_default_version_recovers_after_an_unrelated_code_edit(db_path):
+    """Issue 12 item 17: with the default ``app_version=None`` an edit elsewhere in the code no
+    longer orphans a pending workflow: the next launch recovers it and ``result()`` returns."""
+    counts: dict[str, int] = {}
+    app, job = _counting_app(db_path, counts)
+    _crash_after_first_step(app, job, "orphan-1")
+    assert counts == {"first": 1}
+    app, _ = _counting_app(db_path, counts, extra=True)
+    with app:
+        assert app.handle("orphan-1").result(timeout=60) == 50  # the timeout is a hang guard
+    assert counts == {"first": 1, "second": 1}
+
+
+def test_default_version_recovers_workflows_of_any_recorded_version(db_path, caplog):
+    """Issue 12 item 17: an unversioned App recovers workflows an explicitly versioned App left
+    pending, logs no "other versions" warning, and records the documented literal on new ones."""
+    counts: dict[str, int] = {}
+    app, job = _counting_app(db_path, counts, app_version="v6")
+    _crash_after_first_step(app, job, "from-v6")
+    app, job = _counting_app(db_path, counts)
+    with caplog.at_level(logging.WARNING, logger="litedurable"), app:
+        assert app.handle("from-v6").result(timeout=60) == 50
+        assert app.start(job, 1, workflow_id="new-one").result(timeout=60) == 20  # type: ignore[arg-type]
+        versions = {i.workflow_id: i.app_version for i in app.list_workflows()}
+    assert "other app versions" not in caplog.text
+    assert versions == {"from-v6": "v6", "new-one": "unversioned"}
+
+
+def test_explicit_version_gates_recovery_and_logs_the_others(db_path, caplog):
+    """Issue 12 item 17: ``app_version="v7"`` opts into gating: a pending v6 workflow is left
+    alone and the launch logs the count and versions; ``resume(id, app_version="v7")`` moves it
+    to v7, and this App then recovers it."""
+    counts: dict[str, int] = {}
+    app, job = _counting_app(db_path, counts, app_version="v6")
+    _crash_after_first_step(app, job, "old")
+    app, _ = _counting_app(db_path, counts, app_version="v7")
+    with caplog.at_level(logging.WARNING, logger="litedurable"), app:
+        assert "1 pending workflow(s) belong to other app versions (v6: 1)" in caplog.text
+        assert app.recover() == []
+        assert counts == {"first": 1}
+        assert app.handle("old").status() == ld.Status.PENDING
+        app.resume("old", app_version="v7")
+        assert app.handle("old").result(timeout=60) == 50
+        assert [i.app_version for i in app.list_workflows()] == ["v7"]
+    assert counts == {"first": 1, "second": 1}
+
+
+def test_resume_and_fork_move_a_finished_workflow_to_another_version(db_path):
+    """Issue 12 item 17: ``resume``/``fork`` take ``app_version=``; a version this gated App
+    does not run is left pending for an App of that version (not run here)."""
+    counts: dict[str, int] = {}
+    app, job = _counting_app(db_path, counts, app_version="v1")
+    with app:
+        handle = app.start(job, 1, workflow_id="w")  # type: ignore[arg-type]
+        assert handle.result(timeout=60) == 20
+        app.fork("w", 1, new_id="w-v2", app_version="v2")
+        app.fork("w", 1, new_id="w-v1")
+        assert app.handle("w-v1").result(timeout=60) == 20
+        assert app.handle("w-v2").status() == ld.Status.PENDING  # left for a v2 App
+        app.cancel("w-v2")
+        app.resume("w-v2", app_version="v2")
+        assert app.handle("w-v2").status() == ld.Status.PENDING  # still not run here
+        versions = {i.workflow_id: i.app_version for i in app.list_workflows()}
+    assert versions == {"w": "v1", "w-v1": "v1", "w-v2": "v2"}
+    app, _ = _counting_app(db_path, counts, app_version="v2")
+    with app:
+        assert app.handle("w-v2").result(timeout=60) == 20
+    assert counts == {"first": 1, "second": 3}
+
+
+def test_cli_resume_and_fork_take_app_version(db_path, capsys):
+    """Issue 12 item 17: ``litedurable resume/fork --app-version V`` set the recorded version."""
+    from litedurable._cli import main
+
+    counts: dict[str, int] = {}
+    app, job = _counting_app(db_path, counts, app_version="v1")
+    with app:
+        app.start(job, 1, workflow_id="w").result(timeout=60)  # type: ignore[arg-type]
+        app.fork("w", 1, new_id="w2")
+        app.cancel("w2")
+    assert main(["--db", db_path, "fork", "w", "1", "--new-id", "w3", "--app-version", "v9"]) == 0
+    assert main(["--db", db_path, "resume", "w2", "--app-version", "v9"]) == 0
+    app, _ = _counting_app(db_path, counts, app_version="v9")
+    with app:
+        assert app.handle("w2").result(timeout=60) == 20
+        assert app.handle("w3").result(timeout=60) == 20
+        versions = {i.workflow_id: i.app_version for i in app.list_workflows()}
+    assert versions == {"w": "v1", "w2": "v9", "w3": "v9"}
+
+
+@pytest.mark.parametrize("bad", ["", 7, "a\0b"])
+def test_bad_app_version_is_refused(db_path, bad):
+    """Issue 12 item 17: a version that cannot be stored or shown is refused where it is given."""
+    with pytest.raises((ld.UsageError, ValueError), match="app_version"):
+        ld.App(db_path, app_version=bad)
