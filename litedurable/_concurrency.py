@@ -17,8 +17,10 @@ workflow thread at call time:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -60,6 +62,8 @@ __all__ = [
     "cancelled",
     "go",
     "idempotency_key",
+    "is_replaying",
+    "logger",
     "named",
     "now",
     "random",
@@ -122,7 +126,8 @@ class Future(Generic[T]):
         if timeout is not None:
             select([self], timeout=timeout)
         else:
-            _wait_until(run, [self], all_settled=True)
+            with _wait_point(run):
+                _wait_until(run, [self], all_settled=True)
         value: T = self._outcome().get()
         return value
 
@@ -294,7 +299,8 @@ def await_workflow(wf_run: WorkflowRun, target: str, hint: Any,
     if row is not None:
         return runtime.replay(row, hint)
     future = future or WorkflowFuture(wf_run, step, target, hint)
-    _wait_until(wf_run, [future], all_settled=True)
+    with _wait_point(wf_run):
+        _wait_until(wf_run, [future], all_settled=True)
     found = runtime.journal.get_workflow(target)
     if found is None:
         raise WorkflowNotFoundError(
@@ -445,6 +451,12 @@ class _AllSettled:
 def _choose(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
             kind: StepKind) -> Future[Any]:
     """One durable decision: which of ``futs`` settled first (a select or an as_completed yield)."""
+    with _wait_point(wf_run):
+        return _decide(wf_run, futs, timeout, kind)
+
+
+def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
+            kind: StepKind) -> Future[Any]:
     runtime = wf_run.runtime
     step, row = wf_run.take(kind, kind)
     candidates = [f.step for f in futs]
@@ -543,7 +555,8 @@ def wait_all(futures: Iterable[Future[T]]) -> list[T]:
     """
     wf_run = current_run("wait_all")
     futs = _check_futures(wf_run, futures, "wait_all")
-    _wait_until(wf_run, futs, all_settled=True)
+    with _wait_point(wf_run):
+        _wait_until(wf_run, futs, all_settled=True)
     outcomes = [f._outcome() for f in futs]
     return [o.get() for o in outcomes]
 
@@ -578,9 +591,10 @@ def sleep(delay: float | timedelta) -> None:
     """
     wf_run, _, deadline = _deadline(StepKind.SLEEP, delay)
     clock = wf_run.runtime.clock
-    while not wf_run.wait(lambda: clock.now() >= deadline, deadline, timer_only=True):
-        if clock.now() >= deadline:
-            return
+    with _wait_point(wf_run):
+        while not wf_run.wait(lambda: clock.now() >= deadline, deadline, timer_only=True):
+            if clock.now() >= deadline:
+                return
 
 
 def now() -> datetime:
@@ -624,6 +638,51 @@ def idempotency_key() -> str:
             "with @app.step(), or run with ld.run() or ld.go())"
         )
     return scope.key
+
+
+@contextlib.contextmanager
+def _wait_point(wf_run: WorkflowRun) -> Iterator[None]:
+    """Count a blocking call that returned (or raised its own outcome) for ``is_replaying``.
+
+    Waits that take no step number (``Future.result``, ``wait_all``) are invisible to step
+    numbering, so a suspended run's position is (next step, waits passed). Every run counts
+    the same calls whether they actually blocked or not, so replay reaches the same counts;
+    an unwinding run (``fatal`` set) has not passed the wait and does not count it.
+    """
+    try:
+        yield
+    finally:
+        if wf_run.fatal is None:
+            wf_run.waits += 1
+
+
+def is_replaying() -> bool:
+    """Whether the calling workflow code is re-executing what an earlier run already executed.
+
+    Workflow code outside steps runs again on every replay: after a crash, and whenever a
+    suspended workflow is resumed. This is True from the start of such a run until it passes
+    the last step an earlier run took (its recorded steps, and in this process the wait it
+    suspended in), and False from then on. False outside a workflow and inside step bodies
+    (a step body only runs live, never on replay), and True throughout an offline replay.
+    """
+    scope = current()
+    if not isinstance(scope, WorkflowRun):
+        return False
+    return (scope.replay_only or scope.next_step < scope.replay_until
+            or (scope.next_step, scope.waits) <= scope.resumed_from)
+
+
+class _LiveOnly(logging.Filter):
+    """Drops records emitted while the calling workflow is replaying (see ``is_replaying``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_replaying()
+
+
+logger = logging.getLogger("litedurable.workflow")
+"""A logger for workflow code: records made while the workflow replays are dropped, so each
+message appears once per live execution. Outside a workflow and in steps it logs normally."""
+logger.addFilter(_LiveOnly())
 
 
 def cancelled() -> bool:

@@ -253,3 +253,84 @@ def test_bad_app_version_is_refused(db_path, bad):
     """Issue 12 item 17: a version that cannot be stored or shown is refused where it is given."""
     with pytest.raises((ld.UsageError, ValueError), match="app_version"):
         ld.App(db_path, app_version=bad)
+
+
+# -- item 22: replay-aware logging ---------------------------------------------------------
+
+
+def _suspended(app: ld.App, workflow_id: str) -> bool:
+    runtime = app._runtime
+    assert runtime is not None
+    with runtime._lock:
+        slot = runtime._slots.get(workflow_id)
+        return slot is not None and slot.state == "suspended"
+
+
+def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``condition``; the long limit only guards against a hang."""
+    import time
+
+    limit = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < limit, f"never happened: {what}"
+        time.sleep(0.005)
+
+
+def test_logger_drops_records_while_a_resumed_workflow_replays(db_path, caplog):
+    """Issue 12 item 22: a suspended workflow resumed by replay runs its code outside steps
+    again (the body below runs 3 times); ``ld.logger`` logs each message once and
+    ``ld.is_replaying()`` says which executions were replays."""
+    import threading
+
+    gates = {"a": threading.Event(), "b": threading.Event()}
+    bodies: list[str] = []
+    seen: list[tuple[str, bool]] = []
+    app = ld.App(db_path, app_version="v1", suspend_after=0.01)
+
+    @app.step(name="gate")
+    def gate(name: str) -> str:
+        assert not ld.is_replaying()  # a step body only runs live
+        assert gates[name].wait(60)
+        return name
+
+    @app.workflow(name="logged")
+    def logged() -> str:
+        bodies.append("start")
+        seen.append(("start", ld.is_replaying()))
+        ld.logger.info("start")
+        first = ld.go(gate, "a")
+        ld.logger.info("before a")
+        seen.append(("before a", ld.is_replaying()))
+        first.result()  # no step number: suspends here
+        ld.logger.info("after a")
+        seen.append(("after a", ld.is_replaying()))
+        second = ld.go(gate, "b")
+        ld.logger.info("before b")
+        done = ld.wait_all([second])[0]
+        ld.logger.info("done")
+        seen.append(("done", ld.is_replaying()))
+        return done
+
+    assert not ld.is_replaying()  # outside a workflow
+    with caplog.at_level(logging.INFO, logger="litedurable.workflow"), app:
+        handle = app.start(logged, workflow_id="log-1")
+        _until(lambda: _suspended(app, "log-1"), "the workflow suspended on step a")
+        gates["a"].set()
+        _until(lambda: ("after a", False) in seen and _suspended(app, "log-1"),
+               "the workflow suspended on step b")
+        gates["b"].set()
+        assert handle.result(timeout=60) == "b"
+    assert bodies == ["start"] * 3  # the model: code outside steps runs again on each replay
+    messages = [r.getMessage() for r in caplog.records if r.name == "litedurable.workflow"]
+    assert messages == ["start", "before a", "after a", "before b", "done"]
+    assert seen == [("start", False), ("before a", False),
+                    ("start", True), ("before a", True), ("after a", False),
+                    ("start", True), ("before a", True), ("after a", True), ("done", False)]
+
+
+def test_logger_logs_normally_outside_workflows(caplog):
+    """Issue 12 item 22: outside a workflow ``ld.logger`` is an ordinary logger."""
+    with caplog.at_level(logging.INFO, logger="litedurable.workflow"):
+        ld.logger.info("plain %d", 1)
+    assert [r.getMessage() for r in caplog.records] == ["plain 1"]
+    assert isinstance(ld.logger, logging.Logger) and ld.logger.name == "litedurable.workflow"
