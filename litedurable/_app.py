@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._codec import Codec
@@ -544,12 +544,27 @@ class App:
             )
         return definition
 
-    def start(
-        self,
-        wf: Callable[P, R],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> Handle[R]:
+    # The overloads exist for static checkers: a ParamSpec cannot be extended with keyword
+    # parameters (PEP 612), so a call passing workflow_id=, timeout= or detached= is matched
+    # by a signature that checks the return type but not the workflow's own arguments; a call
+    # without them falls through to the last one, checked against the workflow's signature.
+    @overload
+    def start(self, wf: Callable[..., R], *args: Any, workflow_id: str | None,
+              timeout: float | timedelta | None = None, detached: bool = False,
+              **kwargs: Any) -> Handle[R]: ...
+
+    @overload
+    def start(self, wf: Callable[..., R], *args: Any, timeout: float | timedelta | None,
+              detached: bool = False, **kwargs: Any) -> Handle[R]: ...
+
+    @overload
+    def start(self, wf: Callable[..., R], *args: Any, detached: bool,
+              **kwargs: Any) -> Handle[R]: ...
+
+    @overload
+    def start(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+
+    def start(self, wf: Callable[..., R], *args: Any, **kwargs: Any) -> Handle[R]:
         """Start ``wf(*args, **kwargs)`` durably and return its handle at once.
 
         Keywords consumed here, not passed to ``wf``:
@@ -667,9 +682,23 @@ class App:
             raise conflict
         return ChildHandle(self, run, step, child_id, definition.return_hint)
 
-    def run(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """``start(...)`` then ``result()``: run a workflow to its end and return its value."""
-        handle = self.start(wf, *args, **kwargs)
+    @overload
+    def run(self, wf: Callable[..., R], *args: Any, workflow_id: str | None,
+            timeout: float | timedelta | None = None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, wf: Callable[..., R], *args: Any, timeout: float | timedelta | None,
+            **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def run(self, wf: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """``start(...)`` then ``result()``: run a workflow to its end and return its value.
+
+        Takes ``workflow_id=`` and ``timeout=`` like ``start`` (the overloads: see there).
+        """
+        handle: Handle[R] = self.start(wf, *args, **kwargs)
         return handle.result()
 
     def handle(self, workflow_id: str) -> Handle[Any]:

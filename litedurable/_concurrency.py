@@ -25,7 +25,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._clock import to_datetime
 from ._codec import return_hint
@@ -76,7 +76,22 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
+
+
+class Waitable(Protocol[T_co]):
+    """What ``select``/``as_completed``/``wait_all`` accept, for static checkers.
+
+    At run time they take ``Future``s only, but ``app.start`` inside a workflow returns a
+    ``ChildHandle`` (a ``Future``) whose static type is ``Handle[R]`` (the same call outside a
+    workflow returns a plain handle). Both have this shape, so a child handle type-checks in
+    ``ld.select([child, ld.after(5)])``; a plain handle is refused when the call runs.
+    """
+
+    def result(self, timeout: float | timedelta | None = None) -> T_co: ...
+
+    def cancel(self) -> bool: ...
 
 
 class Future(Generic[T]):
@@ -389,12 +404,17 @@ def named(name: str, fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def _check_futures(
-    wf_run: WorkflowRun, futures: Iterable[Future[Any]], call: str
+    wf_run: WorkflowRun, futures: Iterable[Waitable[Any]], call: str
 ) -> list[Future[Any]]:
-    futs = list(futures)
-    for f in futs:
+    futs: list[Future[Any]] = []
+    for f in futures:
         if not isinstance(f, Future):
-            raise TypeError(f"ld.{call}() takes litedurable futures, got {type(f).__name__}")
+            raise TypeError(
+                f"ld.{call}() takes litedurable futures (from ld.go, ld.after, or app.start "
+                f"of a child inside this workflow), got a {type(f).__name__}"
+            )
+        futs.append(f)
+    for f in futs:
         if f._run is not wf_run:
             raise UsageError(
                 f"ld.{call}() got a future from another workflow run (step {f.step} of "
@@ -510,7 +530,17 @@ def _decided(wf_run: WorkflowRun, futs: list[Future[Any]], step: int, winner: in
     return futs[winner]
 
 
-def select(futures: Iterable[Future[Any]], timeout: float | timedelta | None = None) -> Future[Any]:
+@overload
+def select(futures: Iterable[Future[T]], timeout: float | timedelta | None = None) -> Future[T]: ...
+
+
+@overload
+def select(futures: Iterable[Waitable[Any]],
+           timeout: float | timedelta | None = None) -> Waitable[Any]: ...
+
+
+def select(futures: Iterable[Waitable[Any]],
+           timeout: float | timedelta | None = None) -> Waitable[Any]:
     """Wait for the first of ``futures`` to settle (value or error) and return that very future.
 
     The decision is a journal row committed before this returns; replay returns the same
@@ -529,7 +559,15 @@ def select(futures: Iterable[Future[Any]], timeout: float | timedelta | None = N
     return _choose(wf_run, futs, seconds, StepKind.SELECT)
 
 
-def as_completed(futures: Iterable[Future[Any]]) -> Iterator[Future[Any]]:
+@overload
+def as_completed(futures: Iterable[Future[T]]) -> Iterator[Future[T]]: ...
+
+
+@overload
+def as_completed(futures: Iterable[Waitable[Any]]) -> Iterator[Waitable[Any]]: ...
+
+
+def as_completed(futures: Iterable[Waitable[Any]]) -> Iterator[Waitable[Any]]:
     """Yield ``futures`` in durable completion order; each yield is a recorded decision.
 
     Duplicates are yielded once. The step number of each decision is taken when the next
@@ -538,7 +576,7 @@ def as_completed(futures: Iterable[Future[Any]]) -> Iterator[Future[Any]]:
     wf_run = current_run("as_completed")
     remaining = list(dict.fromkeys(_check_futures(wf_run, futures, "as_completed")))
 
-    def completions() -> Iterator[Future[Any]]:
+    def completions() -> Iterator[Waitable[Any]]:
         while remaining:
             chosen = _choose(wf_run, remaining, None, StepKind.AS_COMPLETED)
             remaining.remove(chosen)
@@ -547,7 +585,7 @@ def as_completed(futures: Iterable[Future[Any]]) -> Iterator[Future[Any]]:
     return completions()
 
 
-def wait_all(futures: Iterable[Future[T]]) -> list[T]:
+def wait_all(futures: Iterable[Waitable[T]]) -> list[T]:
     """Wait for every future; their values in argument order.
 
     After all have settled, the first failure in argument order is raised. Takes no step

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import pathlib
 
 import pytest
 
@@ -334,3 +336,43 @@ def test_logger_logs_normally_outside_workflows(caplog):
         ld.logger.info("plain %d", 1)
     assert [r.getMessage() for r in caplog.records] == ["plain 1"]
     assert isinstance(ld.logger, logging.Logger) and ld.logger.name == "litedurable.workflow"
+
+
+# -- item 18: the documented calls pass mypy --strict ----------------------------------------
+
+_HERE = pathlib.Path(__file__).parent
+
+
+def _mypy(*paths: str) -> tuple[str, int]:
+    mypy_api = pytest.importorskip("mypy.api")
+    out, err, status = mypy_api.run(["--strict", "--no-incremental", "--cache-dir", os.devnull,
+                                     *paths])
+    return out + err, status
+
+
+def test_documented_calls_type_check_strictly():
+    """Issue 12 item 18: ``app.start(wf, x, workflow_id=...)`` (also ``timeout=``,
+    ``detached=``), ``app.run(..., workflow_id=...)`` and ``ld.select([child, ld.after(5)])``
+    used to be mypy errors; tests/typing_check.py and the examples must now pass strict mypy."""
+    report, status = _mypy(str(_HERE / "typing_check.py"), str(_HERE.parent / "examples"))
+    assert status == 0, report
+
+
+def test_wrong_workflow_arguments_and_results_are_still_type_errors(tmp_path):
+    """Issue 12 item 18, negative control: the workflow's argument types are still checked
+    when no start keyword is passed, and the return type always is."""
+    bad = tmp_path / "bad_calls.py"
+    bad.write_text(
+        "import litedurable as ld\n"
+        "app = ld.App('x.db')\n"
+        "@app.workflow()\n"
+        "def wf(n: int) -> int:\n"
+        "    return n\n"
+        "a = app.start(wf, 'not an int')\n"
+        "b: str = app.start(wf, 1, workflow_id='x').result()\n"
+        "c: str = app.run(wf, 1, timeout=3)\n"
+    )
+    report, status = _mypy(str(bad))
+    assert status == 1
+    assert "bad_calls.py:6: error" in report and "bad_calls.py:7: error" in report
+    assert "bad_calls.py:8: error" in report
