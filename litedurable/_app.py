@@ -945,10 +945,13 @@ class App:
 
 def _check_version(app_version: object) -> str:
     """Return ``app_version`` if it can be stored and shown; else ``UsageError``."""
-    if not isinstance(app_version, str) or not app_version or "\0" in app_version:
+    if (not isinstance(app_version, str) or not app_version or "\0" in app_version
+            or not app_version.encode("utf-8", "surrogatepass").decode("utf-8", "ignore")
+            == app_version):  # a lone surrogate cannot be stored as text
         raise UsageError(
-            f"app_version must be a non-empty str without NUL characters, not {app_version!r:.80}"
-            "; pass a label such as app_version=\"v7\", or None to recover every version"
+            "app_version must be a non-empty str of valid text without NUL characters, not "
+            f"{app_version!r:.80}; pass a label such as app_version=\"v7\", or None to "
+            "recover every version"
         )
     return app_version
 

@@ -250,7 +250,7 @@ def test_cli_resume_and_fork_take_app_version(db_path, capsys):
     assert versions == {"w": "v1", "w2": "v9", "w3": "v9"}
 
 
-@pytest.mark.parametrize("bad", ["", 7, "a\0b"])
+@pytest.mark.parametrize("bad", ["", 7, "a\0b", "v\ud800"])
 def test_bad_app_version_is_refused(db_path, bad):
     """Issue 12 item 17: a version that cannot be stored or shown is refused where it is given."""
     with pytest.raises((ld.UsageError, ValueError), match="app_version"):
