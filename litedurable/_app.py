@@ -457,7 +457,7 @@ class App:
 
     def recover(self) -> list[str]:
         """Claim pending workflows whose owner is gone (of this ``app_version`` if one was
-        given), and resume them.
+        given, and only of workflow names registered here), and resume them.
 
         ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
         dead process's workflows are taken over. Returns the ids claimed.
@@ -487,8 +487,10 @@ class App:
             if owner == self._owner and not runtime.is_active(wid):
                 runtime.schedule(wid)
         names = {wid: name for wid, name, _ in pending}
-        claims = [(wid, owner) for wid, _, owner in pending
-                  if owner != self._owner and gone(owner)]
+        # Only workflows this App can run: without version gating, another program's
+        # workflows on the same file are pending too, and claiming them would strand them.
+        claims = [(wid, owner) for wid, name, owner in pending
+                  if owner != self._owner and name in self.registry.workflows and gone(owner)]
         dead = sorted({o for _, o in claims if o is not None and o in owners})
         taken = journal.claim(claims, self._owner, forget=dead) if claims else {}
         if taken:

@@ -376,3 +376,25 @@ def test_wrong_workflow_arguments_and_results_are_still_type_errors(tmp_path):
     assert status == 1
     assert "bad_calls.py:6: error" in report and "bad_calls.py:7: error" in report
     assert "bad_calls.py:8: error" in report
+
+
+def test_unversioned_app_leaves_workflows_it_does_not_register(db_path):
+    """Issue 12 item 17, found while attacking the fix: without version gating, an App must
+    not claim an orphaned workflow whose name it does not register (another program on the
+    same file does); it stays pending, unowned by it, for an App that registers it."""
+    counts: dict[str, int] = {}
+    app, job = _counting_app(db_path, counts)
+    _crash_after_first_step(app, job, "theirs")
+    other = ld.App(db_path)
+
+    @other.workflow(name="something_else")
+    def something_else() -> int:
+        return 1
+
+    with other:
+        assert other.recover() == []
+        info = {i.workflow_id: i for i in other.list_workflows()}["theirs"]
+        assert info.status == ld.Status.PENDING and info.owner != other._owner
+    app, _ = _counting_app(db_path, counts)
+    with app:
+        assert app.handle("theirs").result(timeout=60) == 50
