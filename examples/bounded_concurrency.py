@@ -43,7 +43,8 @@ def make_app(path: str) -> tuple[ld.App, Callable[[list[str]], list[str]]]:
 
     @app.workflow(name="upload_all")
     def upload_all(items: list[str]) -> list[str]:
-        waiting, running, done = list(items), [], []
+        waiting, done = list(items), []
+        running: list[ld.Future[str]] = []
         while waiting or running:
             while waiting and len(running) < LIMIT:  # fill the free slots
                 running.append(ld.go(upload, waiting.pop(0)))

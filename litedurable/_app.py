@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._clock import Clock, SystemClock, to_datetime
 from ._codec import Codec
@@ -73,6 +73,9 @@ MAX_ID_LENGTH = 512
 MAX_SETTING = 1e6
 """The largest duration setting of an App, in seconds (about 11.5 days): each one becomes a
 thread's wait or join, which no platform accepts past ``threading.TIMEOUT_MAX``."""
+
+UNVERSIONED = "unversioned"
+"""The version recorded on workflows started by an App without ``app_version=``."""
 
 # Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
 # of this pid that is not here belongs to an App that closed or crashed, and is free to take.
@@ -246,8 +249,12 @@ class App:
         workers: step pool size (threads running ``go`` bodies), default 64.
         workflow_threads: how many workflow functions run at once, default 64. Waiting
             workflows give their thread back, so this bounds threads, not workflows.
-        app_version: the version recorded on workflows; launch recovers only its own. Default:
-            a hash of the registered workflows' source code.
+        app_version: None (default): recover every pending workflow on the file, whatever
+            version it records; replay's per-step check (``NonDeterminismError``) is what
+            catches code that changed under a workflow. New workflows record the literal
+            ``"unversioned"``. A string opts into gating: it is recorded on new workflows,
+            and launch and recovery take only that version's workflows (the others are
+            logged with their count and versions, left for an App of their version).
         clock: injected time (``litedurable.testing.FakeClock`` in tests).
         vfs: an apsw VFS name the journal is opened through.
         grace: seconds ``close()`` waits for running step bodies.
@@ -303,6 +310,8 @@ class App:
         self.hooks = Hooks()
         self.registry = Registry()
         self.codec = Codec(max_payload_bytes)
+        if app_version is not None:
+            _check_version(app_version)
         self._app_version = app_version
         self._journal: Journal | None = None
         self._runtime: Runtime | None = None
@@ -398,7 +407,8 @@ class App:
     # -- lifecycle ------------------------------------------------------------------------
 
     def launch(self) -> App:
-        """Open the journal, start the threads, and resume this version's pending workflows."""
+        """Open the journal, start the threads, and resume the pending workflows it may run
+        (all of them, or only its ``app_version``'s when one is given)."""
         with self._lock:
             if self._runtime is not None:
                 raise UsageError("this App is already launched; close() it before launching again")
@@ -408,7 +418,7 @@ class App:
             try:
                 owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
                 journal.heartbeat(owner, time.time(), lease=self._stated_lease)
-                version = self._app_version or self.registry.version()
+                version = UNVERSIONED if self._app_version is None else self._app_version
                 runtime = Runtime(
                     journal=journal, codec=self.codec, clock=self.clock, registry=self.registry,
                     owner=owner, app_version=version, workers=self.workers,
@@ -421,7 +431,7 @@ class App:
             self._journal, self._runtime, self._owner = journal, runtime, owner
             _LIVE_OWNERS.add(owner)
         others = {v: n for v, n in journal.pending_by_version().items() if v != version}
-        if others:
+        if others and self._app_version is not None:  # unversioned Apps recover them all
             log.warning(
                 "litedurable: %d pending workflow(s) belong to other app versions (%s); this App "
                 "is version %s and leaves them for an App of their version",
@@ -494,7 +504,8 @@ class App:
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Claim pending workflows of this version whose owner is gone, and resume them.
+        """Claim pending workflows whose owner is gone (of this ``app_version`` if one was
+        given, and only of workflow names registered here), and resume them.
 
         ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
         dead process's workflows are taken over. Returns the ids claimed.
@@ -526,14 +537,17 @@ class App:
                 return False
             return row.pid == os.getpid() or not _pid_alive(row.pid)
 
-        pending = journal.pending(runtime.app_version)
+        pending = journal.pending(self._app_version)
         names = {wid: name for wid, name, _ in pending}
         # Ours but not running means its run stopped without recording an outcome (a journal
         # error, say): claiming it from ourselves counts the attempt like any recovery, so a
-        # run that fails the same way every time ends `exhausted` instead of looping.
-        claims = [(wid, owner) for wid, _, owner in pending
-                  if (owner == self._owner and not runtime.is_active(wid))
-                  or (owner != self._owner and gone(owner))]
+        # run that fails the same way every time ends `exhausted` instead of looping. Only
+        # workflows this App can run: without version gating, another program's workflows on
+        # the same file are pending too, and claiming them would strand them.
+        claims = [(wid, owner) for wid, name, owner in pending
+                  if name in self.registry.workflows
+                  and ((owner == self._owner and not runtime.is_active(wid))
+                       or (owner != self._owner and gone(owner)))]
         dead = sorted({o for _, o in claims if o is not None and o != self._owner and o in owners})
         taken = journal.claim(claims, self._owner, forget=dead) if claims else {}
         if taken:
@@ -602,12 +616,27 @@ class App:
             )
         return definition
 
-    def start(
-        self,
-        wf: Callable[P, R],
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> Handle[R]:
+    # The overloads exist for static checkers: a ParamSpec cannot be extended with keyword
+    # parameters (PEP 612), so a call passing workflow_id=, timeout= or detached= is matched
+    # by a signature that checks the return type but not the workflow's own arguments; a call
+    # without them falls through to the last one, checked against the workflow's signature.
+    @overload
+    def start(self, wf: Callable[..., R], *args: Any, workflow_id: str | None,
+              timeout: float | timedelta | None = None, detached: bool = False,
+              **kwargs: Any) -> Handle[R]: ...
+
+    @overload
+    def start(self, wf: Callable[..., R], *args: Any, timeout: float | timedelta | None,
+              detached: bool = False, **kwargs: Any) -> Handle[R]: ...
+
+    @overload
+    def start(self, wf: Callable[..., R], *args: Any, detached: bool,
+              **kwargs: Any) -> Handle[R]: ...
+
+    @overload
+    def start(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Handle[R]: ...
+
+    def start(self, wf: Callable[..., R], *args: Any, **kwargs: Any) -> Handle[R]:
         """Start ``wf(*args, **kwargs)`` durably and return its handle at once.
 
         Keywords consumed here, not passed to ``wf``:
@@ -732,9 +761,23 @@ class App:
             raise conflict
         return ChildHandle(self, run, step, child_id, definition.return_hint)
 
-    def run(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """``start(...)`` then ``result()``: run a workflow to its end and return its value."""
-        handle = self.start(wf, *args, **kwargs)
+    @overload
+    def run(self, wf: Callable[..., R], *args: Any, workflow_id: str | None,
+            timeout: float | timedelta | None = None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, wf: Callable[..., R], *args: Any, timeout: float | timedelta | None,
+            **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, wf: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def run(self, wf: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """``start(...)`` then ``result()``: run a workflow to its end and return its value.
+
+        Takes ``workflow_id=`` and ``timeout=`` like ``start`` (the overloads: see there).
+        """
+        handle: Handle[R] = self.start(wf, *args, **kwargs)
         return handle.result()
 
     def handle(self, workflow_id: str) -> Handle[Any]:
@@ -811,34 +854,63 @@ class App:
         )
         return workflow_id in done
 
-    def resume(self, workflow_id: str) -> Handle[Any]:
+    def resume(self, workflow_id: str, *, app_version: str | None = None) -> Handle[Any]:
         """Run a cancelled, failed, exhausted or nondeterministic workflow again from its journal.
 
         Recorded steps replay; the run continues live from the first unrecorded step. The
         children its cancellation reached are resumed too. A resumed workflow has no deadline
-        (resuming is how a timed-out workflow is given more time). A pending or succeeded
-        workflow is left alone.
+        (resuming is how a timed-out workflow is given more time). A succeeded workflow is
+        left alone; so is a pending one, unless ``app_version`` moves it.
+
+        Args:
+            app_version: move the workflow (and the children resumed with it) to this version,
+                e.g. to let a gated App of a new version take over a workflow another version
+                left pending. A version this App does not run (it is gated to another one) is
+                left pending for an App of that version instead of running here.
         """
         journal, runtime = self._parts()
-        self._row(workflow_id)
-        for wid in journal.resume(workflow_id, self.clock.now(), owner=self._owner):
-            runtime.resume_local(wid)
+        row = self._row(workflow_id)
+        if app_version is not None:
+            _check_version(app_version)
+        here = self._runs_version(row.app_version if app_version is None else app_version)
+        resumed = journal.resume(workflow_id, self.clock.now(), owner=self._owner if here else None,
+                                 app_version=app_version)
+        if here:
+            for wid in resumed:
+                runtime.resume_local(wid)
+            if not resumed and row.status == Status.PENDING and app_version is not None:
+                self.recover()  # an orphan this App may now take
         return Handle(self, workflow_id)
 
-    def fork(self, workflow_id: str, from_step: int, *, new_id: str | None = None) -> Handle[Any]:
+    def _runs_version(self, app_version: str) -> bool:
+        """Whether this App runs (and recovers) workflows recording ``app_version``."""
+        return self._app_version is None or app_version == self._app_version
+
+    def fork(
+        self,
+        workflow_id: str,
+        from_step: int,
+        *,
+        new_id: str | None = None,
+        app_version: str | None = None,
+    ) -> Handle[Any]:
         """A new workflow with ``workflow_id``'s inputs and journal rows below ``from_step``.
 
         The fork replays those rows (select decisions included) and runs live from
-        ``from_step``.
+        ``from_step``. It records ``app_version`` (default: this App's version); a version a
+        gated App does not run is left pending for an App of that version.
         """
         journal, runtime = self._parts()
         row = self._row(workflow_id)
         if not isinstance(from_step, int) or from_step < 0:
             raise ValueError(f"from_step must be an int >= 0, got {from_step!r}")
+        version = runtime.app_version if app_version is None else _check_version(app_version)
         target = check_workflow_id(new_id) if new_id is not None else str(uuid.uuid4())
+        here = self._runs_version(version)
         journal.fork(row, target, from_step, now=self.clock.now(),
-                     app_version=runtime.app_version, owner=self._owner)
-        runtime.schedule(target)
+                     app_version=version, owner=self._owner if here else None)
+        if here:
+            runtime.schedule(target)
         return Handle(self, target)
 
     def gc(self, older_than: float | timedelta) -> int:
@@ -948,6 +1020,19 @@ class App:
         self._insert(definition, f"{row.name}@{fire.isoformat()}", (fire,), {},
                      deadline=deadline)
         journal.schedule_fired(row.name, fire.timestamp())
+
+
+def _check_version(app_version: object) -> str:
+    """Return ``app_version`` if it can be stored and shown; else ``UsageError``."""
+    if (not isinstance(app_version, str) or not app_version or "\0" in app_version
+            or not app_version.encode("utf-8", "surrogatepass").decode("utf-8", "ignore")
+            == app_version):  # a lone surrogate cannot be stored as text
+        raise UsageError(
+            "app_version must be a non-empty str of valid text without NUL characters, not "
+            f"{app_version!r:.80}; pass a label such as app_version=\"v7\", or None to "
+            "recover every version"
+        )
+    return app_version
 
 
 def _conflict(workflow_id: str, row: WorkflowRow, definition: WorkflowDef) -> WorkflowConflictError:

@@ -196,14 +196,29 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
+        version = _app_version(args)
+        if row.status == Status.PENDING and version is not None:
+            journal.resume(args.workflow_id, time.time(), owner=None, app_version=version)
+            print(f"workflow {args.workflow_id!r} is pending and now records app version "
+                  f"{version!r}; an application of that version recovers it once its owner is "
+                  "gone")
+            return 0
         if row.status in (Status.PENDING, Status.SUCCEEDED):
             raise _Refused(f"workflow {args.workflow_id!r} is {row.status}: nothing to resume, "
                            "nothing was changed (resume makes a cancelled, failed, exhausted or "
                            "nondeterministic workflow pending again)")
-        journal.resume(args.workflow_id, time.time(), owner=None)
+        journal.resume(args.workflow_id, time.time(), owner=None, app_version=version)
     print(f"workflow {args.workflow_id!r} is pending again; the application resumes it at its "
           "next launch (or within one lease period if it is running)")
     return 0
+
+
+def _app_version(args: argparse.Namespace) -> str | None:
+    """``--app-version``, refused here if it could not be stored or shown."""
+    version: str | None = args.app_version
+    if version is not None and (not version or "\0" in version):
+        raise _Usage(f"--app-version must be a non-empty label, not {version!r}")
+    return version
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
@@ -213,8 +228,10 @@ def cmd_fork(args: argparse.Namespace) -> int:
     target = str(uuid.uuid4()) if args.new_id is None else check_workflow_id(args.new_id)
     with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
+        version = _app_version(args)
         copied = journal.fork(row, target, args.from_step, now=time.time(),
-                              app_version=row.app_version, owner=None)
+                              app_version=row.app_version if version is None else version,
+                              owner=None)
     print(f"forked {args.workflow_id!r} into {target!r} ({copied} step rows copied); the "
           "application runs it at its next recovery")
     return 0
@@ -338,12 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="make a cancelled/failed/exhausted workflow pending again")
     p.add_argument("workflow_id")
+    p.add_argument("--app-version", help="record this app version on it (and on the children "
+                   "resumed with it); moves a pending workflow too")
     p.set_defaults(fn=cmd_resume)
 
     p = sub.add_parser("fork", help="copy a workflow's steps below N into a new workflow")
     p.add_argument("workflow_id")
     p.add_argument("from_step", type=_count)
     p.add_argument("--new-id", help="id of the new workflow (default: a random UUID)")
+    p.add_argument("--app-version",
+                   help="app version of the new workflow (default: the source's)")
     p.set_defaults(fn=cmd_fork)
 
     p = sub.add_parser("gc", help="delete finished workflows older than a given age")

@@ -17,13 +17,15 @@ workflow thread at call time:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._clock import to_datetime
 from ._codec import return_hint
@@ -38,7 +40,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._journal import StepRow
-from ._registry import StepDef, callable_name
+from ._registry import StepDef, callable_name, refuse_async
 from ._runtime import (
     SETTLED,
     Outcome,
@@ -60,6 +62,8 @@ __all__ = [
     "cancelled",
     "go",
     "idempotency_key",
+    "is_replaying",
+    "logger",
     "named",
     "now",
     "random",
@@ -72,7 +76,22 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
+
+
+class Waitable(Protocol[T_co]):
+    """What ``select``/``as_completed``/``wait_all`` accept, for static checkers.
+
+    At run time they take ``Future``s only, but ``app.start`` inside a workflow returns a
+    ``ChildHandle`` (a ``Future``) whose static type is ``Handle[R]`` (the same call outside a
+    workflow returns a plain handle). Both have this shape, so a child handle type-checks in
+    ``ld.select([child, ld.after(5)])``; a plain handle is refused when the call runs.
+    """
+
+    def result(self, timeout: float | timedelta | None = None) -> T_co: ...
+
+    def cancel(self) -> bool: ...
 
 
 class Future(Generic[T]):
@@ -122,7 +141,8 @@ class Future(Generic[T]):
         if timeout is not None:
             select([self], timeout=timeout)
         else:
-            _wait_until(run, [self], all_settled=True)
+            with _wait_point(run):
+                _wait_until(run, [self], all_settled=True)
         value: T = self._outcome().get()
         return value
 
@@ -299,7 +319,8 @@ def await_workflow(wf_run: WorkflowRun, target: str, hint: Any,
     if row is not None:
         return runtime.replay(row, hint)
     future = future or WorkflowFuture(wf_run, step, target, hint)
-    _wait_until(wf_run, [future], all_settled=True)
+    with _wait_point(wf_run):
+        _wait_until(wf_run, [future], all_settled=True)
     found = runtime.journal.get_workflow(target)
     if found is None:
         raise WorkflowNotFoundError(
@@ -331,6 +352,7 @@ def _step_parts(fn: Callable[..., Any]) -> tuple[str, Callable[..., Any], Any, A
         )
     if not callable(fn):
         raise TypeError(f"expected a callable, got {type(fn).__name__}")
+    refuse_async(fn, "step")
     return callable_name(fn), fn, None, return_hint(fn)
 
 
@@ -387,12 +409,17 @@ def named(name: str, fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def _check_futures(
-    wf_run: WorkflowRun, futures: Iterable[Future[Any]], call: str
+    wf_run: WorkflowRun, futures: Iterable[Waitable[Any]], call: str
 ) -> list[Future[Any]]:
-    futs = list(futures)
-    for f in futs:
+    futs: list[Future[Any]] = []
+    for f in futures:
         if not isinstance(f, Future):
-            raise TypeError(f"ld.{call}() takes litedurable futures, got {type(f).__name__}")
+            raise TypeError(
+                f"ld.{call}() takes litedurable futures (from ld.go, ld.after, or app.start "
+                f"of a child inside this workflow), got a {type(f).__name__}"
+            )
+        futs.append(f)
+    for f in futs:
         if f._run is not wf_run:
             raise UsageError(
                 f"ld.{call}() got a future from another workflow run (step {f.step} of "
@@ -449,6 +476,12 @@ class _AllSettled:
 def _choose(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
             kind: StepKind) -> Future[Any]:
     """One durable decision: which of ``futs`` settled first (a select or an as_completed yield)."""
+    with _wait_point(wf_run):
+        return _decide(wf_run, futs, timeout, kind)
+
+
+def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
+            kind: StepKind) -> Future[Any]:
     runtime = wf_run.runtime
     step, row = wf_run.take(kind, kind)
     candidates = [f.step for f in futs]
@@ -502,7 +535,17 @@ def _decided(wf_run: WorkflowRun, futs: list[Future[Any]], step: int, winner: in
     return futs[winner]
 
 
-def select(futures: Iterable[Future[Any]], timeout: float | timedelta | None = None) -> Future[Any]:
+@overload
+def select(futures: Iterable[Future[T]], timeout: float | timedelta | None = None) -> Future[T]: ...
+
+
+@overload
+def select(futures: Iterable[Waitable[Any]],
+           timeout: float | timedelta | None = None) -> Waitable[Any]: ...
+
+
+def select(futures: Iterable[Waitable[Any]],
+           timeout: float | timedelta | None = None) -> Waitable[Any]:
     """Wait for the first of ``futures`` to settle (value or error) and return that very future.
 
     The decision is a journal row committed before this returns; replay returns the same
@@ -521,7 +564,15 @@ def select(futures: Iterable[Future[Any]], timeout: float | timedelta | None = N
     return _choose(wf_run, futs, seconds, StepKind.SELECT)
 
 
-def as_completed(futures: Iterable[Future[Any]]) -> Iterator[Future[Any]]:
+@overload
+def as_completed(futures: Iterable[Future[T]]) -> Iterator[Future[T]]: ...
+
+
+@overload
+def as_completed(futures: Iterable[Waitable[Any]]) -> Iterator[Waitable[Any]]: ...
+
+
+def as_completed(futures: Iterable[Waitable[Any]]) -> Iterator[Waitable[Any]]:
     """Yield ``futures`` in durable completion order; each yield is a recorded decision.
 
     Duplicates are yielded once. The step number of each decision is taken when the next
@@ -530,7 +581,7 @@ def as_completed(futures: Iterable[Future[Any]]) -> Iterator[Future[Any]]:
     wf_run = current_run("as_completed")
     remaining = list(dict.fromkeys(_check_futures(wf_run, futures, "as_completed")))
 
-    def completions() -> Iterator[Future[Any]]:
+    def completions() -> Iterator[Waitable[Any]]:
         while remaining:
             chosen = _choose(wf_run, remaining, None, StepKind.AS_COMPLETED)
             remaining.remove(chosen)
@@ -539,7 +590,7 @@ def as_completed(futures: Iterable[Future[Any]]) -> Iterator[Future[Any]]:
     return completions()
 
 
-def wait_all(futures: Iterable[Future[T]]) -> list[T]:
+def wait_all(futures: Iterable[Waitable[T]]) -> list[T]:
     """Wait for every future; their values in argument order.
 
     After all have settled, the first failure in argument order is raised. Takes no step
@@ -547,7 +598,8 @@ def wait_all(futures: Iterable[Future[T]]) -> list[T]:
     """
     wf_run = current_run("wait_all")
     futs = _check_futures(wf_run, futures, "wait_all")
-    _wait_until(wf_run, futs, all_settled=True)
+    with _wait_point(wf_run):
+        _wait_until(wf_run, futs, all_settled=True)
     outcomes = [f._outcome() for f in futs]
     return [o.get() for o in outcomes]
 
@@ -582,9 +634,10 @@ def sleep(delay: float | timedelta) -> None:
     """
     wf_run, _, deadline = _deadline(StepKind.SLEEP, delay)
     clock = wf_run.runtime.clock
-    while not wf_run.wait(lambda: clock.now() >= deadline, deadline, timer_only=True):
-        if clock.now() >= deadline:
-            return
+    with _wait_point(wf_run):
+        while not wf_run.wait(lambda: clock.now() >= deadline, deadline, timer_only=True):
+            if clock.now() >= deadline:
+                return
 
 
 def now() -> datetime:
@@ -628,6 +681,51 @@ def idempotency_key() -> str:
             "with @app.step(), or run with ld.run() or ld.go())"
         )
     return scope.key
+
+
+@contextlib.contextmanager
+def _wait_point(wf_run: WorkflowRun) -> Iterator[None]:
+    """Count a blocking call that returned (or raised its own outcome) for ``is_replaying``.
+
+    Waits that take no step number (``Future.result``, ``wait_all``) are invisible to step
+    numbering, so a suspended run's position is (next step, waits passed). Every run counts
+    the same calls whether they actually blocked or not, so replay reaches the same counts;
+    an unwinding run (``fatal`` set) has not passed the wait and does not count it.
+    """
+    try:
+        yield
+    finally:
+        if wf_run.fatal is None:
+            wf_run.waits += 1
+
+
+def is_replaying() -> bool:
+    """Whether the calling workflow code is re-executing what an earlier run already executed.
+
+    Workflow code outside steps runs again on every replay: after a crash, and whenever a
+    suspended workflow is resumed. This is True from the start of such a run until it passes
+    the last step an earlier run took (its recorded steps, and in this process the wait it
+    suspended in), and False from then on. False outside a workflow and inside step bodies
+    (a step body only runs live, never on replay), and True throughout an offline replay.
+    """
+    scope = current()
+    if not isinstance(scope, WorkflowRun):
+        return False
+    return (scope.replay_only or scope.next_step < scope.replay_until
+            or (scope.next_step, scope.waits) <= scope.resumed_from)
+
+
+class _LiveOnly(logging.Filter):
+    """Drops records emitted while the calling workflow is replaying (see ``is_replaying``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_replaying()
+
+
+logger = logging.getLogger("litedurable.workflow")
+"""A logger for workflow code: records made while the workflow replays are dropped, so each
+message appears once per live execution. Outside a workflow and in steps it logs normally."""
+logger.addFilter(_LiveOnly())
 
 
 def cancelled() -> bool:

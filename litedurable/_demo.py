@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from ._app import App
@@ -25,7 +26,7 @@ STEPS = ("reserve stock", "charge card", "print label", "book courier", "email r
 KILL_AFTER = 2  # the child is killed once this many steps are recorded
 
 
-def build(path: str, ledger: str, pace: float) -> tuple[App, object]:
+def build(path: str, ledger: str, pace: float) -> tuple[App, Callable[[str], list[str]]]:
     """The demo App and its workflow, writing one ledger line per step body execution."""
     app = App(path)
 
@@ -48,7 +49,7 @@ def build(path: str, ledger: str, pace: float) -> tuple[App, object]:
 def _child(path: str, ledger: str, workflow_id: str) -> None:
     app, order = build(path, ledger, pace=0.4)
     with app:
-        app.run(order, workflow_id, workflow_id=workflow_id)  # type: ignore[arg-type]
+        app.run(order, workflow_id, workflow_id=workflow_id)
 
 
 def _wait_for_steps(app_path: str, workflow_id: str, count: int, child: subprocess.Popen[bytes],

@@ -1006,19 +1006,27 @@ class Journal:
         # None: an autocommit statement raised and the re-read found the outcome written.
         return self.write(finish, verify, one_statement=known is not None) is not False
 
-    def resume(self, workflow_id: str, now: float, *, owner: str | None) -> list[str]:
+    def resume(self, workflow_id: str, now: float, *, owner: str | None,
+               app_version: str | None = None) -> list[str]:
         """Make a finished workflow pending again, with the descendants its cancel reached.
 
         The workflow (any status but pending or succeeded) and its non-detached descendants
         that were cancelled together with it (same recorded cancellation) become pending under
         ``owner`` with no deadline and a fresh recovery count; a child cancelled on its own
-        stays cancelled. Returns the ids changed (empty when there was nothing to resume).
+        stays cancelled. ``app_version``, if given, is recorded on each of them (and on the
+        workflow alone if it is pending: that moves it without disturbing its owner).
+        Returns the ids made pending (empty when there was nothing to resume).
         """
 
         def update(conn: apsw.Connection) -> list[str]:
             row = _fetch_workflow(conn, workflow_id)
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+            if row.status == "pending" and app_version is not None:
+                conn.execute(
+                    "UPDATE workflows SET app_version = ?, updated_at = ? WHERE workflow_id = ?",
+                    (app_version, now, workflow_id),
+                )
             if row.status in ("pending", "succeeded"):
                 return []
             ids = [workflow_id] + [
@@ -1032,8 +1040,9 @@ class Journal:
             for wid in ids:
                 conn.execute(
                     "UPDATE workflows SET status = 'pending', updated_at = ?, owner = ?, "
-                    "deadline = NULL, recovery_attempts = 0 WHERE workflow_id = ?",
-                    (now, owner, wid),
+                    "deadline = NULL, recovery_attempts = 0, "
+                    "app_version = coalesce(?, app_version) WHERE workflow_id = ?",
+                    (now, owner, app_version, wid),
                 )
             return ids
 
@@ -1073,14 +1082,15 @@ class Journal:
             }
         )
 
-    def pending(self, app_version: str) -> list[tuple[str, str, str | None]]:
-        """(workflow_id, name, owner) of each pending workflow of ``app_version``, oldest first."""
+    def pending(self, app_version: str | None) -> list[tuple[str, str, str | None]]:
+        """(workflow_id, name, owner) of each pending workflow of ``app_version`` (of every
+        version when None), oldest first."""
         return self.read(
             lambda conn: [
                 (wid, name, owner)
                 for wid, name, owner in conn.execute(
                     "SELECT workflow_id, name, owner FROM workflows WHERE status = 'pending' "
-                    "AND app_version = ? ORDER BY created_at",
+                    "AND (?1 IS NULL OR app_version = ?1) ORDER BY created_at",
                     (app_version,),
                 )
             ]

@@ -1,14 +1,12 @@
 """Workflow and step definitions, by name, for one App.
 
 A name is what the journal records and what replay checks, so names are unique per App and
-default to the function's qualified name. The default app version is a hash of the registered
-workflows' source: pending workflows are recovered only by code that can replay them.
+default to the function's qualified name.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +16,10 @@ from ._codec import return_hint
 from ._errors import UsageError
 from ._types import Retry
 
-__all__ = ["Registry", "StepDef", "WorkflowDef", "callable_name"]
+__all__ = ["START_KEYWORDS", "Registry", "StepDef", "WorkflowDef", "callable_name", "refuse_async"]
+
+START_KEYWORDS = ("workflow_id", "timeout", "detached")
+"""Keywords ``app.start``/``app.run`` consume; a workflow parameter of these names is refused."""
 
 
 def callable_name(fn: Callable[..., Any]) -> str:
@@ -96,6 +97,8 @@ class Registry:
         max_recovery_attempts: int | None,
         timeout: float | None = None,
     ) -> WorkflowDef:
+        refuse_async(fn, "workflow")
+        _check_start_keywords(fn)
         definition = WorkflowDef(
             name or callable_name(fn), fn, max_recovery_attempts, timeout
         )
@@ -109,6 +112,7 @@ class Registry:
         return definition
 
     def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry | None) -> StepDef:
+        refuse_async(fn, "step")
         definition = StepDef(name or callable_name(fn), fn, retry)
         _check_name(definition.name, "step")
         if definition.name in self.steps:
@@ -119,18 +123,46 @@ class Registry:
         self.steps[definition.name] = definition
         return definition
 
-    def version(self) -> str:
-        """A short hash of every registered workflow's name and source code."""
-        digest = hashlib.sha256()
-        for name in sorted(self.workflows):
-            fn = self.workflows[name].fn
-            try:
-                source = inspect.getsource(fn)
-            except (OSError, TypeError):
-                code = getattr(fn, "__code__", None)
-                source = repr(code.co_code) if code is not None else name
-            digest.update(name.encode() + b"\0" + source.encode() + b"\0")
-        return digest.hexdigest()[:16]
+
+def refuse_async(fn: Callable[..., Any], what: str) -> None:
+    """Refuse an ``async def`` (or async generator, or async ``__call__``) as a ``what``.
+
+    Calling one returns a coroutine, which is neither run nor serializable, so every run would
+    fail later with a puzzling SerializationError; say it here, where the function is given.
+    """
+    target: Any = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    call = None if inspect.isroutine(target) or not callable(target) else type(target).__call__
+    if any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+           for f in (target, call) if f is not None):
+        raise UsageError(
+            f"{callable_name(fn)} is an async function and cannot be a litedurable {what}: "
+            "asyncio support is planned; until then write it as a plain def (call async "
+            "libraries from it with asyncio.run(...) if you must)"
+        )
+
+
+def _check_start_keywords(fn: Callable[..., Any]) -> None:
+    """Refuse a workflow parameter that ``app.start`` would take for itself.
+
+    ``app.start(wf, x, timeout=5)`` consumes ``timeout``; a workflow parameter of that name
+    would silently never receive it, so the collision is an error at decoration time.
+    """
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): nothing to check
+        return
+    for parameter in parameters:
+        if parameter.name in START_KEYWORDS and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+        ):
+            raise UsageError(
+                f"workflow {callable_name(fn)} has a parameter named {parameter.name!r}, but "
+                f"app.start() and app.run() take {', '.join(START_KEYWORDS)} for themselves, so "
+                f"it would never receive that argument; rename the parameter (for example "
+                f"{parameter.name + '_'!r})"
+            )
 
 
 def _check_name(name: object, what: str) -> None:

@@ -218,7 +218,7 @@ class StepTask:
 class _Slot:
     """What the runtime knows about a workflow it owns and has not finished."""
 
-    __slots__ = ("again", "deadline_armed", "row", "run", "state", "tasks", "watching")
+    __slots__ = ("again", "deadline_armed", "reached", "row", "run", "state", "tasks", "watching")
 
     def __init__(self, row: WorkflowRow | None) -> None:
         self.state = "queued"  # queued | running | suspended
@@ -228,6 +228,8 @@ class _Slot:
         self.watching: set[str] = set()  # workflows whose outcome this one waits for
         self.deadline_armed = False  # a timer for the workflow's deadline is set
         self.again = False  # scheduled while running: drive once more after this run
+        # The furthest (next step, waits passed) an earlier run here got to (ld.is_replaying).
+        self.reached = (-1, 0)
 
 
 class WorkflowRun(Scope):
@@ -241,7 +243,8 @@ class WorkflowRun(Scope):
 
     __slots__ = (
         "cond", "definition", "ended", "fatal", "inline", "next_step", "recorded", "replay_only",
-        "row", "runtime", "steps_ready", "thread", "wake_deadline", "wake_ready",
+        "replay_until", "resumed_from", "row", "runtime", "steps_ready", "thread", "waits",
+        "wake_deadline", "wake_ready",
     )
 
     def __init__(
@@ -253,6 +256,11 @@ class WorkflowRun(Scope):
         self.row = row
         self.recorded = {s.step: s for s in steps}
         self.next_step = 0
+        # Code before the last recorded step, or at or before the (step, waits) position a
+        # suspended run of this process reached, already ran once: ld.is_replaying() is True.
+        self.replay_until = max(self.recorded, default=-1) + 1
+        self.resumed_from = (-1, 0)
+        self.waits = 0  # blocking calls passed, counted by litedurable._concurrency
         self.thread = threading.get_ident()
         self.cond = threading.Condition()
         self.fatal: BaseException | None = None
@@ -561,6 +569,7 @@ class Runtime:
             run = WorkflowRun(self, definition, row, steps)
             with self._lock:
                 slot.run = run
+                run.resumed_from = slot.reached
             self._run(run)
         except BaseException as exc:
             if self.journal_frozen or self.hooks.crashed is not None:
@@ -588,6 +597,8 @@ class Runtime:
                 for task in slot.tasks.values():
                     if task.outcome is None and task.broken is None:
                         task.scope.request_cancel(abandon=True)
+            if run is not None:
+                slot.reached = max(slot.reached, (run.next_step, run.waits))
             if suspended:
                 slot.state = "suspended"
                 self._active -= 1

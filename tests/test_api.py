@@ -52,6 +52,8 @@ EXPECTED_ALL = [
     "cancelled",
     "go",
     "idempotency_key",
+    "is_replaying",
+    "logger",
     "named",
     "now",
     "random",
