@@ -953,15 +953,19 @@ def test_future_result_and_exception_with_timeout_are_journaled(db_path: str) ->
 
 
 def test_a_loser_that_finishes_after_its_workflow_is_still_recorded(db_path: str) -> None:
-    gate = threading.Event()
+    gate, slow_started = threading.Event(), threading.Event()
     app = ld.App(db_path)
 
     @app.step()
     def fast() -> str:
+        # A loser still queued when its workflow ends is cancelled before it starts (never
+        # recorded); this test is about one already running, so let it start first.
+        slow_started.wait(HANG)
         return "fast"
 
     @app.step()
     def slow() -> str:
+        slow_started.set()
         gate.wait(HANG)
         return "slow"
 

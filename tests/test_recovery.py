@@ -468,7 +468,8 @@ def _build_fanout(path: str, clock: FakeClock):
     def fanout(n: int) -> int:
         futures = [ld.go(square, i) for i in range(n)]
         first = ld.select([*futures, ld.after(3600)])
-        return first.result() + sum(ld.wait_all(futures))
+        # Any step may win under load; the timer cannot (the clock is fake), so this is 55.
+        return sum(ld.wait_all(futures)) + (0 if first in futures else 1)
 
     @app.workflow(name="sleeper")
     def sleeper() -> str:
