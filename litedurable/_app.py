@@ -30,6 +30,7 @@ from ._context import current
 from ._errors import (
     AppClosedError,
     InvalidIdError,
+    JournalReadOnlyError,
     ScheduleNotFoundError,
     UsageError,
     WaitTimeoutError,
@@ -175,6 +176,9 @@ class Handle(Generic[R]):
                 if row.status != Status.PENDING:
                     value: R = app._outcome(row)
                     return value
+                journal, _ = app._parts()
+                if journal.gone is not None:  # no outcome can be recorded any more: say why
+                    raise JournalReadOnlyError(journal.gone)
                 remaining = None if limit is None else limit - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise WaitTimeoutError(

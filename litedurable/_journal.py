@@ -621,6 +621,11 @@ class Journal:
                         "not be emptied (%s); delete %s-wal before opening the path again",
                         self.path, _translate(exc, self.path), self.path)
 
+    @property
+    def gone(self) -> str | None:
+        """Why this journal refuses every write (its file was deleted or replaced), or None."""
+        return self._gone
+
     def _moved(self) -> str | None:
         """Why the path no longer names the file this journal opened, or None if it does.
 

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,33 @@ def test_a_journal_deleted_under_a_running_app_refuses_the_next_write(tmp_path: 
     with app:  # a new file at the path, with nothing of the deleted one replayed into it
         assert app.run(twice, 4, workflow_id="fresh") == 16
     assert _ids(db) == {"fresh"}
+
+
+def test_waiting_on_a_workflow_whose_journal_was_deleted_says_why(tmp_path: Path) -> None:
+    """Issue 12 item 14 (sibling): a workflow already running when its file is deleted has its
+    next step refused, so it can never finish; ``result()`` waited forever instead of saying so."""
+    db = tmp_path / "gone.db"
+    app = ld.App(db)
+    gate = threading.Event()
+
+    @app.step(name="wait_for_gate")
+    def wait_for_gate() -> int:
+        gate.wait(60)
+        return 1
+
+    @app.workflow(name="gated")
+    def gated() -> int:
+        return wait_for_gate()
+
+    with app:
+        handle = app.start(gated, workflow_id="running")
+        wait_until_running = time.monotonic() + 60
+        while not app._runtime.is_active("running") and time.monotonic() < wait_until_running:
+            time.sleep(0.01)
+        os.remove(db)
+        gate.set()
+        with pytest.raises(ld.JournalError, match="deleted"):
+            handle.result(timeout=60)
 
 
 def test_a_backup_restored_under_a_running_app_is_not_overwritten(tmp_path: Path) -> None:
