@@ -639,7 +639,17 @@ class Journal:
         if not writer.file_control("main", apsw.SQLITE_FCNTL_HAS_MOVED, self._has_moved_at):
             return None
         if not self._has_moved.value:
-            return None
+            # SQLite keeps writing to the -wal it has open; if the path's one was deleted, every
+            # commit since lives only in an unlinked file and a crash loses it (and what came
+            # before, that was never checkpointed).
+            if os.path.exists(self._abspath + "-wal"):
+                return None
+            return (
+                f"the journal's write-ahead log {self.path}-wal was deleted while this App had "
+                "it open. The write was refused: it would have been lost at the next crash. "
+                "Close this App (its close writes what the log held into the journal) and "
+                "launch a new one; never delete -wal or -shm files of an open journal."
+            )
         if os.path.lexists(self._abspath):
             what = "replaced by another file (a backup restored, or the file moved away)"
         else:

@@ -1113,7 +1113,7 @@ def replay_journal(
             value = definition.fn(*args, **kwargs)
         except _Unwind:
             return None
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: a recorded outcome like any other
             if isinstance(run.fatal, NonDeterminismError):
                 # Its own message says the workflow was parked; offline replay parks nothing.
                 step = run.fatal.step

@@ -103,6 +103,21 @@ def test_a_journal_deleted_under_a_running_app_refuses_the_next_write(tmp_path: 
     assert _ids(db) == {"fresh"}
 
 
+def test_a_wal_deleted_under_a_running_app_refuses_the_next_write(tmp_path: Path) -> None:
+    """Issue 12 item 14 (sibling, found by the attack review): deleting only ``-wal`` left
+    the App acknowledging commits that lived in an unlinked file, lost at the next crash."""
+    db = tmp_path / "nowal.db"
+    app, twice = _doubling_app(db)
+    with app:
+        assert app.run(twice, 1, workflow_id="before") == 4
+        os.remove(f"{db}-wal")
+        with pytest.raises(ld.JournalError, match="write-ahead log"):
+            app.start(twice, 2, workflow_id="after").result(timeout=60)
+    # The clean close wrote what the unlinked log held into the journal: nothing acknowledged
+    # was lost (the refused start may be there too, unacknowledged, like any unknown outcome).
+    assert "before" in _ids(db)
+
+
 def test_waiting_on_a_workflow_whose_journal_was_deleted_says_why(tmp_path: Path) -> None:
     """Issue 12 item 14 (sibling): a workflow already running when its file is deleted has its
     next step refused, so it can never finish; ``result()`` waited forever instead of saying so."""

@@ -375,3 +375,35 @@ def test_a_step_waiting_on_its_own_workflow_is_a_usage_error(db_path):
 
     with app, pytest.raises(ld.UsageError, match="own workflow"):
         app.start(wf).result(timeout=HANG)
+
+
+def test_offline_replay_reproduces_a_recorded_base_exception(db_path):
+    """Issue 12 item 2 (sibling, found by the attack review): ``litedurable replay`` caught only
+    ``Exception``, so a workflow that failed with ``SystemExit``/``KeyboardInterrupt`` (now a
+    recorded outcome) made the CLI exit with that code, or print a raw traceback."""
+    from litedurable._app import replay_check
+    from litedurable._journal import Journal
+
+    app = ld.App(db_path)
+
+    @app.step()
+    def quits() -> None:
+        raise SystemExit(4)
+
+    @app.workflow()
+    def interrupted() -> None:
+        raise KeyboardInterrupt("from workflow code")
+
+    @app.workflow()
+    def step_quits() -> None:
+        quits()
+
+    with app:
+        for wf in (interrupted, step_quits):
+            with pytest.raises(BaseException):  # noqa: B017 - SystemExit / KeyboardInterrupt
+                app.start(wf, workflow_id=wf.__name__).result(timeout=HANG)
+    with Journal(db_path, readonly=True) as journal:
+        for wid in ("interrupted", "step_quits"):
+            row = journal.get_workflow(wid)
+            assert row is not None and row.status == "failed"
+            assert replay_check(app, journal, row) is None
