@@ -166,5 +166,14 @@ def _check_start_keywords(fn: Callable[..., Any]) -> None:
 
 
 def _check_name(name: object, what: str) -> None:
-    if not isinstance(name, str) or not name or "\0" in name:
-        raise UsageError(f"a {what} name must be a non-empty string without NUL, got {name!r}")
+    ok = isinstance(name, str) and bool(name) and "\0" not in name
+    if ok and isinstance(name, str):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: it could never be stored
+            ok = False
+    if not ok:
+        raise UsageError(
+            f"a {what} name must be a non-empty text string without NUL or lone surrogates, "
+            f"got {name!r}"
+        )

@@ -1069,6 +1069,9 @@ class Runtime:
             self.closing = True
             runs = [s.run for s in self._slots.values() if s.run is not None]
             tasks = [t for s in self._slots.values() for t in s.tasks.values()]
+            # Inline steps too: one waiting out a retry delay must hear the close at once.
+            tasks += [s.run.inline for s in self._slots.values()
+                      if s.run is not None and s.run.inline is not None]
         self.run_pool.discard_queued()
         self.step_pool.discard_queued()
         for run in runs:

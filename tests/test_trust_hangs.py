@@ -407,3 +407,39 @@ def test_offline_replay_reproduces_a_recorded_base_exception(db_path):
             row = journal.get_workflow(wid)
             assert row is not None and row.status == "failed"
             assert replay_check(app, journal, row) is None
+
+
+def test_close_does_not_wait_out_an_inline_retry_delay(db_path):
+    """Found by the attack review: an inline step waiting out a long retry delay was not told
+    the App was closing, so ``close()`` always used its whole grace period and then blamed a
+    step body that was not running."""
+    app = ld.App(db_path, grace=HANG)
+    attempts = threading.Event()
+
+    @app.step(retries=ld.Retry(max_attempts=2, initial=1e5, max_interval=1e5))
+    def flaky() -> None:
+        attempts.set()
+        raise ConnectionError("try again much later")
+
+    @app.workflow()
+    def wf() -> None:
+        flaky()
+
+    app.launch()
+    try:
+        app.start(wf)
+        assert attempts.wait(HANG)
+    finally:
+        started = time.monotonic()
+        app.close()
+    assert time.monotonic() - started < HANG / 2  # a hang guard: grace is HANG
+
+
+def test_a_name_with_a_lone_surrogate_is_refused_at_decoration(db_path):
+    """Found by the attack review: ``@app.workflow(name="n\\ud800")`` was accepted and every
+    start then failed with a raw ``UnicodeEncodeError``."""
+    app = ld.App(db_path)
+    with pytest.raises(ld.UsageError, match="surrogate"):
+        app.workflow(name="n\ud800")(lambda: None)
+    with pytest.raises(ld.UsageError, match="surrogate"):
+        app.step(name="s\ud800")(lambda: None)
