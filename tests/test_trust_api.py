@@ -238,8 +238,9 @@ def test_cli_resume_and_fork_take_app_version(db_path, capsys):
     app, job = _counting_app(db_path, counts, app_version="v1")
     with app:
         app.start(job, 1, workflow_id="w").result(timeout=60)  # type: ignore[arg-type]
-        app.fork("w", 1, new_id="w2")
-        app.cancel("w2")
+    # Forked and cancelled while no App runs, so it cannot finish before the cancel lands.
+    assert main(["--db", db_path, "fork", "w", "1", "--new-id", "w2"]) == 0
+    assert main(["--db", db_path, "cancel", "w2"]) == 0
     assert main(["--db", db_path, "fork", "w", "1", "--new-id", "w3", "--app-version", "v9"]) == 0
     assert main(["--db", db_path, "resume", "w2", "--app-version", "v9"]) == 0
     app, _ = _counting_app(db_path, counts, app_version="v9")
