@@ -437,6 +437,7 @@ def test_resume_after_a_cancel_reruns_the_steps_it_interrupted(db_path):
     clock = FakeClock()
     app = ld.App(db_path, clock=clock)
     gate, started = threading.Event(), threading.Semaphore(0)
+    interrupted = threading.Semaphore(0)
     runs = Counter[str]()
 
     @app.step(name="fetch")
@@ -445,6 +446,7 @@ def test_resume_after_a_cancel_reruns_the_steps_it_interrupted(db_path):
         started.release()
         while not gate.is_set():
             if ld.cancelled():
+                interrupted.release()
                 raise ConnectionAbortedError(f"{part} interrupted")
             time.sleep(0.001)
         return part
@@ -458,6 +460,9 @@ def test_resume_after_a_cancel_reruns_the_steps_it_interrupted(db_path):
         assert started.acquire(timeout=30) and started.acquire(timeout=30)
         handle.cancel()
         eventually(lambda: not app._runtime or not app._runtime.is_active("w"), "the run to stop")
+        # Both bodies must have seen the cancellation: one still looping when the gate opens
+        # returns its value late, and the resumed run rightly reuses it instead of re-running.
+        assert interrupted.acquire(timeout=30) and interrupted.acquire(timeout=30)
         assert app.steps("w") == []  # interrupted steps are not recorded as failures
         gate.set()
         assert app.resume("w").result(timeout=30) == ["a", "b"]
