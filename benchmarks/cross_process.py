@@ -57,7 +57,7 @@ WORKER = textwrap.dedent(
         if point == "after_outcome":
             (folder / f"done-{info['workflow_id']}").write_text(repr(time.time()))
 
-    app.hooks.callback = stamp
+    app.faults.callback = stamp
     with app:
         for n in range(rounds):
             handle = app.start(held, n, workflow_id=f"w-{n}")

@@ -443,7 +443,7 @@ def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
     verifies checksums), so a change of the journal's layout fails here, loudly. Returns the
     step rows now in the file.
     """
-    from litedurable._journal import checksum  # the engine's own checksum; layout checked below
+    from litedurable._storage import checksum  # the engine's own checksum; layout checked below
 
     app = ld.App(path, durability="normal", app_version="bench-filler")
 

@@ -22,7 +22,7 @@ step, makes the same choices, and never re-runs a recorded step.
 
 from contextlib import suppress as _suppress
 
-from ._app import App, ChildHandle, Handle
+from ._app import App
 from ._clock import Clock, SystemClock
 from ._concurrency import (
     Future,
@@ -68,7 +68,8 @@ from ._errors import (
     WorkflowNotFoundError,
     WorkflowTimedOutError,
 )
-from ._schedule import CATCH_UP_LIMIT
+from ._handle import ChildHandle, Handle
+from ._scheduler import CATCH_UP_LIMIT
 from ._types import Retry, ScheduleInfo, Status, StepInfo, WorkflowInfo
 
 __version__ = "0.1.0"

@@ -1,11 +1,8 @@
-"""The hub: ``App`` registers workflows and steps, owns the journal and the runtime, starts,
-recovers, lists and cancels workflows; ``Handle`` waits on one.
+"""The hub: ``App`` registers workflows and steps, owns the storage, the lease and the
+runtime of a launch, and starts, recovers, lists, cancels, resumes and forks workflows.
 
-Ownership across processes is a lease: each launched App has an owner token and a heartbeat
-row stating its own lease. A pending workflow whose owner is gone (no row, a heartbeat older
-than the owner's own lease, a dead pid in this very pid namespace, or a closed App in this very
-process) is claimed by compare-and-swap on its owner column; the former owner's late writes are
-then refused by the journal's fence.
+The App holds no engine logic of its own: ownership is ``_lease``, running is ``_runtime``,
+children are ``_children``, handles are ``_handle``, storage is behind ``_storage.Storage``.
 """
 
 from __future__ import annotations
@@ -14,44 +11,38 @@ import functools
 import inspect
 import json
 import logging
-import math
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
+from ._backends import open_storage
+from ._children import start_child
 from ._clock import Clock, SystemClock, to_datetime
 from ._codec import Codec
-from ._concurrency import Future, WorkflowFuture, await_workflow, cancel_workflow
 from ._context import current
+from ._cron import Cron
 from ._errors import (
     AppClosedError,
-    InvalidIdError,
-    JournalReadOnlyError,
     ScheduleNotFoundError,
     UsageError,
-    WaitTimeoutError,
     WorkflowCancelledError,
     WorkflowConflictError,
     WorkflowExhaustedError,
     WorkflowNotFoundError,
 )
-from ._journal import (
-    HOST,
-    Durability,
-    Journal,
-    OwnerRow,
-    ScheduleRow,
-    StepRow,
-    WorkflowRow,
-    pid_namespace,
-)
+from ._faults import Faults
+from ._handle import ChildHandle, Handle
+from ._lease import Lease
 from ._registry import Registry, WorkflowDef
-from ._runtime import Hooks, Outcome, Runtime, StepScope, WorkflowRun, replay_journal
-from ._schedule import Cron, Scheduler
+from ._replay import replay_offline
+from ._run import WorkflowRun
+from ._runtime import Runtime
+from ._scheduler import Scheduler
+from ._steps import Outcome
+from ._storage import Durability, ParentNotPending, ScheduleRow, StepRow, Storage, WorkflowRow
 from ._types import (
     Retry,
     ScheduleInfo,
@@ -60,184 +51,23 @@ from ._types import (
     StepKind,
     WorkflowInfo,
     check_seconds,
+    check_workflow_id,
     to_seconds,
 )
 
-__all__ = ["App", "ChildHandle", "Handle"]
+__all__ = ["App"]
 
 log = logging.getLogger("litedurable")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-MAX_ID_LENGTH = 512
 MAX_SETTING = 1e6
 """The largest duration setting of an App, in seconds (about 11.5 days): each one becomes a
 thread's wait or join, which no platform accepts past ``threading.TIMEOUT_MAX``."""
 
 UNVERSIONED = "unversioned"
 """The version recorded on workflows started by an App without ``app_version=``."""
-
-# Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
-# of this pid that is not here belongs to an App that closed or crashed, and is free to take.
-_LIVE_OWNERS: set[str] = set()
-# A child of fork() runs none of its parent's Apps (their threads did not cross the fork, their
-# journals refuse it): were the parent's tokens kept, the child would never take over the
-# workflows of a parent that died.
-os.register_at_fork(after_in_child=_LIVE_OWNERS.clear)
-
-# The heartbeat is written every lease/3 seconds, but never more often than MIN_BEAT (a write
-# per beat) nor less often than MAX_BEAT (longer waits overflow the platform's timeouts). The
-# lease an owner states in its row is the one it can keep: at least three beats.
-MIN_BEAT = 0.05
-MAX_BEAT = 3600.0
-
-
-def check_workflow_id(workflow_id: object) -> str:
-    """Return ``workflow_id`` if it can be stored and shown; else ``InvalidIdError``."""
-    if not isinstance(workflow_id, str):
-        raise InvalidIdError(
-            f"workflow_id must be a str, not {type(workflow_id).__name__} ({workflow_id!r:.60}); "
-            "convert it with str() if it is a number or UUID"
-        )
-    problem = None
-    if not workflow_id:
-        problem = "is empty"
-    elif len(workflow_id) > MAX_ID_LENGTH:
-        problem = f"is {len(workflow_id)} characters long (the limit is {MAX_ID_LENGTH})"
-    elif "\0" in workflow_id:
-        problem = "contains a NUL character"
-    else:
-        try:
-            workflow_id.encode("utf-8")
-        except UnicodeEncodeError:
-            problem = "contains a lone surrogate (it is not valid Unicode text)"
-    if problem:
-        raise InvalidIdError(
-            f"workflow_id {workflow_id[:60]!r} {problem}; use a non-empty text id of at most "
-            f"{MAX_ID_LENGTH} characters"
-        )
-    return workflow_id
-
-
-class Handle(Generic[R]):
-    """A workflow by id: wait for its result, read its status, cancel it."""
-
-    def __init__(self, app: App, workflow_id: str) -> None:
-        self._app = app
-        self.workflow_id = workflow_id
-
-    def __repr__(self) -> str:
-        return f"Handle({self.workflow_id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Handle) and other.workflow_id == self.workflow_id
-
-    def __hash__(self) -> int:
-        return hash(self.workflow_id)
-
-    def status(self) -> Status:
-        """The workflow's current status, read from the journal (inside a workflow: a snapshot,
-        not recorded; do not branch on it)."""
-        return Status(self._app._row(self.workflow_id).status)
-
-    def result(self, timeout: float | timedelta | None = None) -> R:
-        """Wait for the workflow's outcome; return its value or raise its exception.
-
-        A failed workflow raises its original exception (rebuilt when its class is loaded);
-        cancelled raises ``WorkflowCancelledError`` (``WorkflowTimedOutError`` past its
-        deadline); parked workflows raise ``NonDeterminismError`` or
-        ``WorkflowExhaustedError``. The workflow may run in another process on the same file:
-        its commit is noticed within a few milliseconds.
-
-        Inside a workflow the wait is durable: a recorded ``wait`` step that copies the outcome
-        into this workflow's journal (parked workflows are waited for until resumed).
-
-        Raises:
-            WaitTimeoutError: ``timeout`` seconds passed first (the workflow keeps running).
-        """
-        scope = current()
-        if isinstance(scope, WorkflowRun):
-            return self._await_in(scope, timeout)
-        if isinstance(scope, StepScope) and scope.workflow_id == self.workflow_id:
-            raise UsageError(
-                f"step {scope.step} of workflow {self.workflow_id!r} waits for the result of its "
-                "own workflow, which cannot finish before the step does (a deadlock). Return "
-                "the value from the step and use it in the workflow instead."
-            )
-        app = self._app
-        limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
-        _, runtime = app._parts()
-        outcome = runtime.expect_outcome(self.workflow_id)
-        try:
-            while True:
-                outcome.clear()  # before the read: an outcome committed after it sets it again
-                row = app._row(self.workflow_id)
-                if row.status != Status.PENDING:
-                    value: R = app._outcome(row)
-                    return value
-                journal, _ = app._parts()
-                if journal.gone is not None:  # no outcome can be recorded any more: say why
-                    raise JournalReadOnlyError(journal.gone)
-                remaining = None if limit is None else limit - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeoutError(
-                        f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; "
-                        "it keeps running. Call result() again to keep waiting."
-                    )
-                # Set by its outcome here or by the commit watcher; the cap is a safety net.
-                outcome.wait(1.0 if remaining is None else min(remaining, 1.0))
-        finally:
-            runtime.forget_outcome(self.workflow_id, outcome)
-
-    def _await_in(self, run: WorkflowRun, timeout: float | timedelta | None) -> R:
-        self._app._check_runtime(run, f"waits on workflow {self.workflow_id!r}")
-        if timeout is not None:
-            raise UsageError(
-                f"Handle.result(timeout=...) inside workflow {run.workflow_id!r}: only the "
-                "handle app.start() returned for a child can be waited on with a timeout (it is "
-                "a future: ld.select([child, ld.after(t)]) works too)"
-            )
-        found = self._app._journal.get_workflow(self.workflow_id) if self._app._journal else None
-        value: R = await_workflow(run, self.workflow_id, self._app._hint(found)).get()
-        return value
-
-    def cancel(self) -> bool:
-        """Cancel the workflow and its non-detached children (see ``App.cancel``).
-
-        Returns True if the workflow was pending and is now cancelled. Inside a workflow this
-        is a recorded step (replay does not cancel again).
-        """
-        scope = current()
-        if isinstance(scope, WorkflowRun):
-            self._app._check_runtime(scope, f"cancels workflow {self.workflow_id!r}")
-            return cancel_workflow(scope, self.workflow_id)
-        return self._app.cancel(self.workflow_id)
-
-
-class ChildHandle(WorkflowFuture[R], Handle[R]):
-    """The handle ``app.start`` returns inside a workflow: a ``Handle`` and a ``Future``.
-
-    ``result()`` in the parent is a durable wait (a recorded ``wait`` step); the handle can be
-    raced in ``ld.select`` / ``ld.as_completed`` against step futures and timers, where it
-    stands for the step that started the child.
-    """
-
-    def __init__(self, app: App, run: WorkflowRun, step: int, child_id: str, hint: Any) -> None:
-        WorkflowFuture.__init__(self, run, step, child_id, hint)
-        Handle.__init__(self, app, child_id)
-
-    def __repr__(self) -> str:
-        return f"ChildHandle({self.workflow_id!r}, step={self.step})"
-
-    def result(self, timeout: float | timedelta | None = None) -> R:
-        if current() is self._run:
-            return Future.result(self, timeout)
-        return Handle.result(self, timeout)
-
-    def cancel(self) -> bool:
-        return Handle.cancel(self)  # recorded inside the parent, plain outside
-
 
 class App:
     """One journal file, its registered workflows and steps, and the threads that run them.
@@ -308,20 +138,17 @@ class App:
         self.grace = grace
         self.busy_timeout = busy_timeout
         self.lease = float(lease)
-        self._beat = min(max(MIN_BEAT, self.lease / 3), MAX_BEAT)
         self.max_recovery_attempts = max_recovery_attempts
         self.suspend_after = suspend_after
-        self.hooks = Hooks()
+        self.faults = Faults()
         self.registry = Registry()
         self.codec = Codec(max_payload_bytes)
         if app_version is not None:
             _check_version(app_version)
         self._app_version = app_version
-        self._journal: Journal | None = None
+        self._storage: Storage | None = None
         self._runtime: Runtime | None = None
-        self._owner = ""
-        self._heartbeat_stop = threading.Event()
-        self._heartbeat_thread: threading.Thread | None = None
+        self._lease: Lease | None = None
         self._lock = threading.Lock()
         self._schedules: dict[str, ScheduleRow] = {}  # declared in code; written at launch
         self._scheduler: Scheduler | None = None
@@ -366,7 +193,6 @@ class App:
                 return self.run(start_and_wait, *args, **kwargs)
 
             start_and_wait.__litedurable_workflow__ = definition  # type: ignore[attr-defined]
-            start_and_wait.__litedurable_app__ = self  # type: ignore[attr-defined]
             if cron is not None:
                 self.schedule(definition.name, start_and_wait, cron.expression)
             return start_and_wait
@@ -416,42 +242,38 @@ class App:
         with self._lock:
             if self._runtime is not None:
                 raise UsageError("this App is already launched; close() it before launching again")
-            self.hooks.crashed = None  # a crash simulated in an earlier launch is over
-            journal = Journal(self.path, durability=self.durability,
-                              busy_timeout=self.busy_timeout, vfs=self.vfs)
+            self.faults.revive()  # a crash simulated in an earlier launch is over
+            storage = open_storage(self.path, durability=self.durability,
+                                   busy_timeout=self.busy_timeout, vfs=self.vfs,
+                                   faults=self.faults)
             try:
-                owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-                journal.heartbeat(owner, time.time(), lease=self._stated_lease)
+                lease = Lease(storage, self.lease, self.faults)
+                lease.heartbeat()  # the owner row exists before any workflow names the owner
                 version = UNVERSIONED if self._app_version is None else self._app_version
                 runtime = Runtime(
-                    journal=journal, codec=self.codec, clock=self.clock, registry=self.registry,
-                    owner=owner, app_version=version, workers=self.workers,
+                    storage=storage, codec=self.codec, clock=self.clock, registry=self.registry,
+                    owner=lease.owner, app_version=version, workers=self.workers,
                     workflow_threads=self.workflow_threads, suspend_after=self.suspend_after,
-                    hooks=self.hooks,
+                    faults=self.faults,
                 )
             except BaseException:
-                journal.close()
+                storage.close()
                 raise
-            self._journal, self._runtime, self._owner = journal, runtime, owner
-            _LIVE_OWNERS.add(owner)
-        others = {v: n for v, n in journal.pending_by_version().items() if v != version}
+            self._storage, self._runtime, self._lease = storage, runtime, lease
+        others = {v: n for v, n in storage.pending_by_version().items() if v != version}
         if others and self._app_version is not None:  # unversioned Apps recover them all
             log.warning(
                 "litedurable: %d pending workflow(s) belong to other app versions (%s); this App "
                 "is version %s and leaves them for an App of their version",
                 sum(others.values()), ", ".join(f"{v}: {n}" for v, n in sorted(others.items())),
                 version)
+        lease.start(self._every_lease)
         self.recover()
         now = self.clock.now()
         for spec in list(self._schedules.values()):
-            journal.upsert_schedule(spec, now)
-        self._scheduler = Scheduler(journal, self.clock, self.registry.workflows.__contains__,
-                                    self._fire)
-        self._heartbeat_stop.clear()
-        self._heartbeat_thread = threading.Thread(
-            target=self._heartbeat_loop, name="litedurable-heartbeat", daemon=True
-        )
-        self._heartbeat_thread.start()
+            storage.upsert_schedule(spec, now)
+        self._scheduler = Scheduler(storage, self.clock, self.registry.workflows.__contains__,
+                                    self._fire, self.faults)
         return self
 
     def close(self) -> None:
@@ -461,27 +283,25 @@ class App:
         bodies get ``grace`` seconds. Nothing is written after this returns.
         """
         with self._lock:
-            runtime, journal = self._runtime, self._journal
-            self._runtime = self._journal = None
-        if runtime is None or journal is None:
+            runtime, storage, lease = self._runtime, self._storage, self._lease
+            self._runtime = self._storage = self._lease = None
+        if runtime is None or storage is None or lease is None:
             return
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None
-        self._heartbeat_stop.set()
-        if self._heartbeat_thread is not None:
-            self._heartbeat_thread.join()
+        lease.stop()
         stuck = runtime.shutdown(self.grace)
         if stuck:
             log.warning("litedurable: step bodies still running after the %.1f s grace period "
                         "(%s); their results will not be recorded", self.grace, ", ".join(stuck))
-        if not journal.frozen:
+        if not self.faults.dead:
             try:
-                journal.release(self._owner)  # the next launch takes these over at once
+                storage.release(lease.owner)  # the next launch takes these over at once
             except Exception as exc:
                 log.warning("litedurable: could not release ownership on close: %s", exc)
-        journal.close()
-        _LIVE_OWNERS.discard(self._owner)
+        storage.close()
+        lease.end()
 
     def __enter__(self) -> App:
         return self.launch()
@@ -489,21 +309,33 @@ class App:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _parts(self) -> tuple[Journal, Runtime]:
-        runtime, journal = self._runtime, self._journal
-        if runtime is None or journal is None:
+    def _parts(self) -> tuple[Storage, Runtime]:
+        runtime, storage = self._runtime, self._storage
+        if runtime is None or storage is None:
             raise AppClosedError(
                 f"the App on {self.path} is not launched: use `with app:` or call app.launch() "
                 "first"
             )
-        return journal, runtime
+        return storage, runtime
+
+    @property
+    def _owner(self) -> str:
+        lease = self._lease
+        return "" if lease is None else lease.owner
 
     def _simulate_crash(self, crash: Callable[[], BaseException]) -> None:
-        """Freeze the journal as if the process died now (``litedurable.testing`` uses this)."""
-        journal = self._journal
-        if journal is not None:
-            journal.freeze(crash)
-        _LIVE_OWNERS.discard(self._owner)
+        """Kill the App as if the process died now (``litedurable.testing`` uses this)."""
+        self.faults.kill(crash)
+        lease = self._lease
+        if lease is not None:
+            lease.end()
+
+    def _every_lease(self) -> None:
+        """Once per lease, on the heartbeat thread: take over dead owners' workflows, and let
+        the scheduler see schedules other processes changed."""
+        self.recover()
+        if self._scheduler is not None:
+            self._scheduler.poke()
 
     # -- recovery -------------------------------------------------------------------------
 
@@ -514,48 +346,27 @@ class App:
         ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
         dead process's workflows are taken over. Returns the ids claimed.
         """
-        journal, runtime = self._parts()
-        owners = journal.owners()
-        now = time.time()
-        namespace = pid_namespace()
-        verdicts: dict[str | None, bool] = {}  # per owner: a thousand workflows, one kill(0)
-
-        def gone(owner: str | None) -> bool:
-            if owner not in verdicts:
-                verdicts[owner] = presumed_dead(owner)
-            return verdicts[owner]
-
-        def presumed_dead(owner: str | None) -> bool:
-            if owner is None:
-                return True
-            if owner in _LIVE_OWNERS:
-                return False
-            row = owners.get(owner)
-            if row is None or now - row.heartbeat > self._lease_of(row):
-                return True
-            # The heartbeat is fresh. Only a pid check that can be trusted may still prove the
-            # owner dead: one in the owner's own pid namespace on this host. Elsewhere (another
-            # container sharing host name and volume, an old row that does not say) the pid
-            # means nothing here, and the lease alone decides.
-            if row.host != HOST or row.pid_namespace is None or row.pid_namespace != namespace:
-                return False
-            return row.pid == os.getpid() or not _pid_alive(row.pid)
-
-        pending = journal.pending(self._app_version)
+        storage, runtime = self._parts()
+        lease = self._lease
+        assert lease is not None
+        verdicts = lease.verdicts()
+        owner = lease.owner
+        pending = storage.pending(self._app_version)
         names = {wid: name for wid, name, _ in pending}
         # Ours but not running means its run stopped without recording an outcome (a journal
         # error, say): claiming it from ourselves counts the attempt like any recovery, so a
         # run that fails the same way every time ends `exhausted` instead of looping. Only
         # workflows this App can run: without version gating, another program's workflows on
         # the same file are pending too, and claiming them would strand them.
-        claims = [(wid, owner) for wid, name, owner in pending
+        claims = [(wid, holder) for wid, name, holder in pending
                   if name in self.registry.workflows
-                  and ((owner == self._owner and not runtime.is_active(wid))
-                       or (owner != self._owner and gone(owner)))]
-        dead = sorted({o for _, o in claims if o is not None and o != self._owner and o in owners})
-        taken = journal.claim(claims, self._owner, forget=dead) if claims else {}
+                  and ((holder == owner and not runtime.is_active(wid))
+                       or (holder != owner and verdicts.gone(holder)))]
+        dead = sorted({o for _, o in claims
+                       if o is not None and o != owner and o in verdicts.rows})
+        taken = storage.claim(claims, owner, forget=dead) if claims else {}
         if taken:
-            self.hooks.fire("recovery", workflow_ids=sorted(taken))
+            self.faults.fire("recovery", workflow_ids=sorted(taken))
         for wid, attempts in taken.items():
             definition = self.registry.workflows.get(names[wid])
             limit = (definition.max_recovery_attempts if definition is not None
@@ -569,40 +380,8 @@ class App:
                 )
                 runtime.finish(wid, Status.EXHAUSTED, Outcome(error=error))
             else:
-                runtime.schedule(wid)
+                runtime.enqueue(wid)
         return sorted(taken)
-
-    @property
-    def _stated_lease(self) -> float:
-        """The lease written in this App's owner row: ``lease``, or three beats if longer."""
-        return max(self.lease, 3 * self._beat)
-
-    def _lease_of(self, row: OwnerRow) -> float:
-        """How long ``row``'s owner may stay silent: the lease it stated, if it stated a usable
-        one (rows written before schema 3 did not), else this App's."""
-        lease = row.lease
-        if lease is None or not math.isfinite(lease) or lease <= 0:  # not one an App states
-            return self.lease
-        return lease
-
-    def _heartbeat_loop(self) -> None:
-        beat = self._beat
-        last_recovery = time.monotonic()
-        while not self._heartbeat_stop.wait(beat):
-            try:
-                journal, _ = self._parts()
-                journal.heartbeat(self._owner, time.time(), lease=self._stated_lease)
-                if time.monotonic() - last_recovery >= self.lease:
-                    last_recovery = time.monotonic()
-                    self.recover()
-                    if self._scheduler is not None:
-                        self._scheduler.poke()  # see schedules other processes changed
-            except AppClosedError:
-                return
-            except BaseException as exc:
-                if self._journal is not None and self._journal.frozen:
-                    return
-                log.warning("litedurable: heartbeat failed: %s", exc)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -708,17 +487,23 @@ class App:
         detached: bool = False,
     ) -> WorkflowRow:
         """Create the workflow and schedule it here, unless the id exists; its row either way."""
-        journal, runtime = self._parts()
+        storage, runtime = self._parts()
         inputs = self.codec.encode_args(
             definition.fn, args, kwargs, f"the arguments of workflow {definition.name!r}"
         )
-        created, row = journal.insert_workflow(
-            workflow_id=workflow_id, name=definition.name, inputs=inputs, now=self.clock.now(),
-            app_version=runtime.app_version, parent_id=parent_id, owner=self._owner,
-            deadline=deadline, detached=detached,
-        )
+        try:
+            created, row = storage.insert_workflow(
+                workflow_id=workflow_id, name=definition.name, inputs=inputs,
+                now=self.clock.now(), app_version=runtime.app_version, parent_id=parent_id,
+                owner=self._owner, deadline=deadline, detached=detached,
+            )
+        except ParentNotPending as refused:  # the parent ended meanwhile: it stops here too
+            raise WorkflowCancelledError(
+                f"workflow {parent_id!r} is {refused.parent.status}; it cannot start child "
+                f"{workflow_id!r}"
+            ) from None
         if created:
-            runtime.schedule(workflow_id, row)
+            runtime.enqueue(workflow_id, row)
         return row
 
     def _start_child(
@@ -733,36 +518,17 @@ class App:
     ) -> ChildHandle[Any]:
         """Start a child workflow as step ``child`` of ``run`` (replayed: the recorded id)."""
         self._check_runtime(run, f"starts a {definition.name!r} child")
-        if workflow_id is not None and workflow_id in (run.workflow_id, run.row.parent_id):
-            whose = "its own" if workflow_id == run.workflow_id else "its parent's"
-            raise UsageError(
-                f"workflow {run.workflow_id!r} starts a {definition.name!r} child with {whose} "
-                f"id {workflow_id!r}: the two would wait on each other forever. Give the child "
-                "another workflow_id= (or none: the default is derived from the parent's)."
-            )
-        runtime = run.runtime
-        step, recorded = run.take(StepKind.CHILD, definition.name)
-        if recorded is not None:
-            child_id = runtime.replay(recorded, str).get()
-            return ChildHandle(self, run, step, child_id, definition.return_hint)
-        child_id = check_workflow_id(
-            f"{run.workflow_id}/{step}" if workflow_id is None else workflow_id
-        )
-        now = self.clock.now()
         limits = [] if detached or run.row.deadline is None else [run.row.deadline]
         if timeout is not None:
-            limits.append(now + timeout)
-        try:
-            row = self._insert(definition, child_id, args, kwargs,
-                               deadline=min(limits, default=None), parent_id=run.workflow_id,
-                               detached=detached)
-            conflict = None if row.name == definition.name else _conflict(child_id, row, definition)
-            runtime.record(run, step, StepKind.CHILD, definition.name, child_id, str,
-                           error=conflict)
-        except BaseException as exc:
-            raise run.guard(exc) from None
-        if conflict is not None:
-            raise conflict
+            limits.append(self.clock.now() + timeout)
+
+        def insert(child_id: object) -> WorkflowRow:
+            return self._insert(definition, check_workflow_id(child_id), args, kwargs,
+                                deadline=min(limits, default=None), parent_id=run.workflow_id,
+                                detached=detached)
+
+        step, child_id = start_child(run, definition, workflow_id, insert,
+                                     lambda row: _conflict(row.workflow_id, row, definition))
         return ChildHandle(self, run, step, child_id, definition.return_hint)
 
     @overload
@@ -792,8 +558,8 @@ class App:
     # -- reading --------------------------------------------------------------------------
 
     def _row(self, workflow_id: str) -> WorkflowRow:
-        journal, _ = self._parts()
-        row = journal.get_workflow(workflow_id)
+        storage, _ = self._parts()
+        row = storage.get_workflow(workflow_id)
         if row is None:
             raise WorkflowNotFoundError(
                 f"no workflow with id {workflow_id!r} in {self.path}; check the id (list them "
@@ -826,8 +592,8 @@ class App:
         offset: int = 0,
     ) -> list[WorkflowInfo]:
         """Workflows matching the filters, newest first."""
-        journal, _ = self._parts()
-        rows = journal.list_workflows(
+        storage, _ = self._parts()
+        rows = storage.list_workflows(
             status=None if status is None else Status(status).value, name=name,
             app_version=app_version, limit=limit, offset=offset,
         )
@@ -836,8 +602,8 @@ class App:
     def steps(self, workflow_id: str) -> list[StepInfo]:
         """The workflow's journal rows in step order."""
         self._row(workflow_id)
-        journal, _ = self._parts()
-        return [step_info(row, self.codec) for row in journal.load_steps(workflow_id)]
+        storage, _ = self._parts()
+        return [step_info(row, self.codec) for row in storage.load_steps(workflow_id)]
 
     # -- management -----------------------------------------------------------------------
 
@@ -872,12 +638,12 @@ class App:
                 left pending. A version this App does not run (it is gated to another one) is
                 left pending for an App of that version instead of running here.
         """
-        journal, runtime = self._parts()
+        storage, runtime = self._parts()
         row = self._row(workflow_id)
         if app_version is not None:
             _check_version(app_version)
         here = self._runs_version(row.app_version if app_version is None else app_version)
-        resumed = journal.resume(workflow_id, self.clock.now(), owner=self._owner if here else None,
+        resumed = storage.resume(workflow_id, self.clock.now(), owner=self._owner if here else None,
                                  app_version=app_version)
         if here:
             for wid in resumed:
@@ -904,23 +670,23 @@ class App:
         ``from_step``. It records ``app_version`` (default: this App's version); a version a
         gated App does not run is left pending for an App of that version.
         """
-        journal, runtime = self._parts()
+        storage, runtime = self._parts()
         row = self._row(workflow_id)
         if not isinstance(from_step, int) or from_step < 0:
             raise ValueError(f"from_step must be an int >= 0, got {from_step!r}")
         version = runtime.app_version if app_version is None else _check_version(app_version)
         target = check_workflow_id(new_id) if new_id is not None else str(uuid.uuid4())
         here = self._runs_version(version)
-        journal.fork(row, target, from_step, now=self.clock.now(),
+        storage.fork(row, target, from_step, now=self.clock.now(),
                      app_version=version, owner=self._owner if here else None)
         if here:
-            runtime.schedule(target)
+            runtime.enqueue(target)
         return Handle(self, target)
 
     def gc(self, older_than: float | timedelta) -> int:
         """Delete finished workflows not updated for ``older_than``; returns how many."""
-        journal, _ = self._parts()
-        return journal.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
+        storage, _ = self._parts()
+        return storage.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
 
     # -- schedules ------------------------------------------------------------------------
 
@@ -962,17 +728,17 @@ class App:
         row = ScheduleRow(name, definition.name, spec.expression, tz, bool(catch_up), False, None)
         with self._lock:
             self._schedules[name] = row
-            journal = self._journal
-        if journal is not None:
-            journal.upsert_schedule(row, self.clock.now())
+            storage = self._storage
+        if storage is not None:
+            storage.upsert_schedule(row, self.clock.now())
             self._poke_scheduler()
 
     def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule in the journal (from any process), by name."""
-        journal, _ = self._parts()
+        storage, _ = self._parts()
         now = self.clock.now()
         infos = []
-        for row in journal.schedules():
+        for row in storage.schedules():
             cron = Cron(row.cron, row.tz)
             infos.append(ScheduleInfo(
                 name=row.name, workflow=row.workflow, cron=row.cron, tz=row.tz,
@@ -993,16 +759,16 @@ class App:
 
     def remove_schedule(self, name: str) -> None:
         """Delete schedule ``name``; firings already started are not affected."""
-        journal, _ = self._parts()
+        storage, _ = self._parts()
         with self._lock:
             self._schedules.pop(name, None)
-        if not journal.delete_schedule(name):
+        if not storage.delete_schedule(name):
             raise self._no_schedule(name)
         self._poke_scheduler()
 
     def _set_paused(self, name: str, paused: bool) -> None:
-        journal, _ = self._parts()
-        if not journal.pause_schedule(name, paused, self.clock.now()):
+        storage, _ = self._parts()
+        if not storage.pause_schedule(name, paused, self.clock.now()):
             raise self._no_schedule(name)
         self._poke_scheduler()
 
@@ -1018,12 +784,12 @@ class App:
 
     def _fire(self, row: ScheduleRow, fire: datetime) -> None:
         """Start one firing of a schedule (a no-op if any process already did)."""
-        journal, _ = self._parts()
+        storage, _ = self._parts()
         definition = self.registry.workflows[row.workflow]
         deadline = None if definition.timeout is None else self.clock.now() + definition.timeout
         self._insert(definition, f"{row.name}@{fire.isoformat()}", (fire,), {},
                      deadline=deadline)
-        journal.schedule_fired(row.name, fire.timestamp())
+        storage.schedule_fired(row.name, fire.timestamp())
 
 
 def _check_version(app_version: object) -> str:
@@ -1046,7 +812,7 @@ def _conflict(workflow_id: str, row: WorkflowRow, definition: WorkflowDef) -> Wo
     )
 
 
-def replay_check(app: App, journal: Journal, row: WorkflowRow) -> str | None:
+def replay_check(app: App, storage: Storage, row: WorkflowRow) -> str | None:
     """Replay one recorded workflow against ``app``'s code without running or writing anything.
 
     Returns None when the code reproduces the journal (up to its last recorded step), else a
@@ -1055,7 +821,7 @@ def replay_check(app: App, journal: Journal, row: WorkflowRow) -> str | None:
     definition = app.registry.workflows.get(row.name)
     if definition is None:
         return f"workflow {row.name!r} is not registered on this App"
-    return replay_journal(journal, app.codec, app.clock, app.registry, row)
+    return replay_offline(storage, app.codec, app.clock, app.registry, row)
 
 
 def workflow_info(row: WorkflowRow, codec: Codec) -> WorkflowInfo:
@@ -1081,12 +847,3 @@ def step_info(row: StepRow, codec: Codec) -> StepInfo:
         candidates=extra.get("candidates"), winner=extra.get("winner"),
     )
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

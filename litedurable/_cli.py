@@ -35,7 +35,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._app import App, check_workflow_id, replay_check, step_info, workflow_info
+from ._app import App, replay_check, step_info, workflow_info
+from ._backends import open_storage
 from ._clock import to_datetime
 from ._codec import Codec
 from ._demo import main as demo
@@ -43,12 +44,12 @@ from ._errors import (
     DurableError,
     JournalCorruptError,
     JournalError,
+    WorkflowCancelledError,
     WorkflowConflictError,
     WorkflowNotFoundError,
 )
-from ._journal import Journal
-from ._runtime import cancel_tree
-from ._types import Status
+from ._storage import Storage
+from ._types import Status, check_workflow_id
 
 __all__ = ["main"]
 
@@ -89,13 +90,13 @@ def _exit_code(exc: DurableError) -> int:
     return 2
 
 
-def _journal(args: argparse.Namespace, *, write: bool = False) -> Journal:
+def _journal(args: argparse.Namespace, *, write: bool = False) -> Storage:
     """Open ``--db``, after SQLite's ``quick_check``: a command that writes refuses a damaged
     file (writing could spread the damage, or delete rows it misreads); one that reads goes on
     but says so and exits 4, so a script does not take a partial answer for the whole."""
     if not os.path.exists(args.db):
         raise _NoJournal(f"no journal file at {args.db!r}; pass its path with --db PATH")
-    journal = Journal(args.db, readonly=not write, busy_timeout=args.busy_timeout)
+    journal = open_storage(args.db, readonly=not write, busy_timeout=args.busy_timeout)
     try:
         problem = journal.quick_check()
     except BaseException:
@@ -134,7 +135,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find(journal: Journal, workflow_id: str) -> Any:
+def _find(journal: Storage, workflow_id: str) -> Any:
     row = journal.get_workflow(check_workflow_id(workflow_id))
     if row is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}; see `litedurable list`")
@@ -185,7 +186,12 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
-        done = cancel_tree(journal, Codec(1 << 30), args.workflow_id, time.time())
+        done = journal.cancel_tree(
+            args.workflow_id,
+            Codec(1 << 30).encode_error(
+                WorkflowCancelledError(f"workflow {args.workflow_id!r} was cancelled")),
+            time.time(),
+        )
     if not done:
         raise _Refused(f"workflow {args.workflow_id!r} is {row.status} and none of its children "
                        "is pending: nothing to cancel, nothing was changed")

@@ -32,10 +32,13 @@ class Clock(Protocol):
         """Current wall-clock time, epoch seconds."""
         ...
 
-    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+    def wait(self, cond: threading.Condition, deadline: float | None,
+             timeout: float | None = None) -> None:
         """Block on ``cond`` (which the caller holds) until notified or ``deadline`` passes.
 
-        May return early (spuriously); callers re-check their predicate in a loop.
+        ``deadline`` is this clock's time; ``timeout`` caps the wait in real seconds (a run
+        holds its thread for a real time before it suspends, whatever the clock says). May
+        return early (spuriously); callers re-check their predicate in a loop.
         """
         ...
 
@@ -46,11 +49,10 @@ class SystemClock:
     def now(self) -> float:
         return time.time()
 
-    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
-        if deadline is None:
-            cond.wait()
-        else:
-            cond.wait(min(max(0.0, deadline - time.time()), MAX_WAIT))
+    def wait(self, cond: threading.Condition, deadline: float | None,
+             timeout: float | None = None) -> None:
+        wait = MAX_WAIT if deadline is None else max(0.0, deadline - time.time())
+        cond.wait(min(wait, MAX_WAIT if timeout is None else max(0.0, timeout)))
 
 
 class FakeClock:
@@ -73,14 +75,15 @@ class FakeClock:
         with self._lock:
             return self._now
 
-    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+    def wait(self, cond: threading.Condition, deadline: float | None,
+             timeout: float | None = None) -> None:
         with self._lock:
             self._waiters.add(cond)
             if deadline is not None and self._now >= deadline:
                 return
         # A real-time cap keeps a forgotten advance() from hanging a test forever silently;
         # callers loop on their predicate, so an early return is harmless.
-        cond.wait(1.0)
+        cond.wait(1.0 if timeout is None else min(1.0, max(0.0, timeout)))
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every waiter."""

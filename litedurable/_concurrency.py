@@ -31,34 +31,22 @@ from ._clock import to_datetime
 from ._codec import return_hint
 from ._context import current
 from ._errors import (
-    NonDeterminismError,
     NotInWorkflowError,
     StepCancelledError,
     UsageError,
     WaitTimeoutError,
-    WorkflowCancelledError,
-    WorkflowNotFoundError,
 )
-from ._journal import StepRow
 from ._registry import StepDef, callable_name, refuse_async
-from ._runtime import (
-    SETTLED,
-    Outcome,
-    StepScope,
-    StepTask,
-    WorkflowRun,
-    current_run,
-    current_step,
-)
+from ._run import WorkflowRun, current_run, current_step
+from ._steps import Outcome, StepScope, StepTask
+from ._storage import StepRow
 from ._types import StepKind, to_seconds
 
 __all__ = [
     "Future",
-    "WorkflowFuture",
+    "Waitable",
     "after",
     "as_completed",
-    "await_workflow",
-    "cancel_workflow",
     "cancelled",
     "go",
     "idempotency_key",
@@ -141,8 +129,8 @@ class Future(Generic[T]):
         if timeout is not None:
             select([self], timeout=timeout)
         else:
-            with _wait_point(run):
-                _wait_until(run, [self], all_settled=True)
+            with wait_point(run):
+                wait_until(run, [self], all_settled=True)
         value: T = self._outcome().get()
         return value
 
@@ -204,7 +192,7 @@ class _StepFuture(Future[T]):
 
     def _raise_if_broken(self) -> None:
         if self._task is not None and self._task.broken is not None:
-            raise self._run.guard(self._task.broken)
+            raise self._run.remember(self._task.broken)
 
     def _outcome(self) -> Outcome:
         if self._recorded is not None:
@@ -251,92 +239,6 @@ class _TimerFuture(Future[None]):
         return True
 
 
-class WorkflowFuture(Future[T]):
-    """Another workflow's outcome (a child's, usually), as a future of this workflow.
-
-    It settles when the other workflow succeeds, fails or is cancelled (parked workflows are
-    not settled: they wait to be resumed). ``step`` is the step that started the child, so
-    ``select`` can race it with step futures and timers. Taking its outcome is a recorded
-    ``wait`` step: the other workflow's output is copied into this journal, so replay returns
-    it even after the other workflow was resumed, forked or garbage-collected.
-    """
-
-    __slots__ = ("_hint", "_taken", "_terminal", "target")
-
-    def __init__(self, run: WorkflowRun, step: int, target: str, hint: Any) -> None:
-        super().__init__(run, step)
-        self.target = target
-        self._hint = hint
-        self._terminal = False
-        self._taken: Outcome | None = None
-        run.runtime.watch(run.workflow_id, target)
-
-    def _settled(self) -> bool:
-        if not self._terminal:
-            row = self._run.runtime.journal.get_workflow(self.target)
-            self._terminal = row is None or row.status in SETTLED
-        return self._terminal
-
-    def _outcome(self) -> Outcome:
-        if self._taken is None:
-            self._taken = await_workflow(self._run, self.target, self._hint, self)
-        return self._taken
-
-    def cancel(self) -> bool:
-        """Cancel the other workflow (and its non-detached children); True if it was pending.
-
-        A recorded ``cancel`` step: replay returns the recorded answer and cancels nothing, so
-        a workflow resumed meanwhile by someone else is left alone.
-        """
-        return cancel_workflow(self._check_run("Future.cancel"), self.target)
-
-
-def cancel_workflow(wf_run: WorkflowRun, target: str) -> bool:
-    """Cancel workflow ``target`` from inside a workflow, as a recorded ``cancel`` step."""
-    step, row = wf_run.take(StepKind.CANCEL, target)
-    runtime = wf_run.runtime
-    if row is not None:
-        return bool(runtime.replay(row, bool).get())
-    try:
-        done = runtime.cancel(target, WorkflowCancelledError(
-            f"workflow {target!r} was cancelled by workflow {wf_run.workflow_id!r}"
-        ))
-        return bool(runtime.record(wf_run, step, StepKind.CANCEL, target, target in done, bool))
-    except BaseException as exc:
-        raise wf_run.guard(exc) from None
-
-
-def await_workflow(wf_run: WorkflowRun, target: str, hint: Any,
-                   future: WorkflowFuture[Any] | None = None) -> Outcome:
-    """Wait durably for workflow ``target``'s outcome: a ``wait`` step that records it."""
-    if target == wf_run.workflow_id:
-        raise UsageError(
-            f"workflow {wf_run.workflow_id!r} waits for its own result, which it can only have "
-            "once it returns (a deadlock). Wait on other workflows (children) only."
-        )
-    step, row = wf_run.take(StepKind.WAIT, target)
-    runtime = wf_run.runtime
-    if row is not None:
-        return runtime.replay(row, hint)
-    future = future or WorkflowFuture(wf_run, step, target, hint)
-    with _wait_point(wf_run):
-        _wait_until(wf_run, [future], all_settled=True)
-    found = runtime.journal.get_workflow(target)
-    if found is None:
-        raise WorkflowNotFoundError(
-            f"workflow {wf_run.workflow_id!r} waits for workflow {target!r}, which does not "
-            "exist (it was never started, or was garbage-collected before it was awaited)"
-        )
-    now = runtime.clock.now()
-    copy = StepRow(wf_run.workflow_id, step, StepKind.WAIT, target, found.output, found.error,
-                   None, now, now)
-    try:
-        runtime.journal.record_step(copy, runtime.owner)
-    except BaseException as exc:
-        raise wf_run.guard(exc) from None
-    return runtime.replay(copy, hint)
-
-
 # -- starting steps ---------------------------------------------------------------------
 
 
@@ -368,15 +270,17 @@ def go(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     """
     wf_run = current_run("go")
     name, body, retry, hint = _step_parts(fn)
-    step, row = wf_run.take(StepKind.GO, name)
-    if row is not None:
-        return _StepFuture(wf_run, step, hint, recorded=wf_run.runtime.replay(row, hint))
-    task = StepTask(wf_run.workflow_id, step, StepKind.GO, name, body, args, kwargs, retry, hint)
-    try:
-        task = wf_run.runtime.start_task(task)
-    except BaseException as exc:
-        raise wf_run.guard(exc) from None
-    return _StepFuture(wf_run, step, hint, task=task)
+    runtime = wf_run.runtime
+
+    def replay(step: int, row: StepRow) -> Future[T]:
+        return _StepFuture(wf_run, step, hint, recorded=runtime.steps.replay(row, hint))
+
+    def live(step: int) -> Future[T]:
+        task = StepTask(wf_run.workflow_id, step, StepKind.GO, name, body, args, kwargs, retry,
+                        hint)
+        return _StepFuture(wf_run, step, hint, task=runtime.start_task(task))
+
+    return wf_run.journaled(StepKind.GO, name, replay, live)
 
 
 def run(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -428,7 +332,7 @@ def _check_futures(
     return futs
 
 
-def _wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: bool,
+def wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: bool,
                 deadline: float | None = None) -> None:
     """Wait until one (or all) of ``futs`` settle, or ``deadline``, waking at timer deadlines."""
     clock = wf_run.runtime.clock
@@ -476,53 +380,52 @@ class _AllSettled:
 def _choose(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
             kind: StepKind) -> Future[Any]:
     """One durable decision: which of ``futs`` settled first (a select or an as_completed yield)."""
-    with _wait_point(wf_run):
+    with wait_point(wf_run):
         return _decide(wf_run, futs, timeout, kind)
 
 
 def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
             kind: StepKind) -> Future[Any]:
     runtime = wf_run.runtime
-    step, row = wf_run.take(kind, kind)
     candidates = [f.step for f in futs]
-    deadline: float | None = None
-    if row is not None:
+
+    def replay(step: int, row: StepRow) -> Future[Any]:
         extra = json.loads(row.extra or b"{}")
         if extra.get("candidates") != candidates:
-            error = NonDeterminismError(
-                f"workflow {wf_run.workflow_id!r} is not deterministic: the {kind} at step "
-                f"{step} was recorded over steps {extra.get('candidates')} but now waits on "
-                f"steps {candidates}. Restore the code that started it, or fork it from before "
-                f"step {step}.",
-                workflow_id=wf_run.workflow_id, step=step,
-                recorded=f"{kind} over {extra.get('candidates')}",
-                called=f"{kind} over {candidates}",
-            )
-            wf_run.fatal = error
-            raise error
+            raise wf_run.diverged(step, f"{kind} over steps {extra.get('candidates')}",
+                                  f"{kind} over steps {candidates}")
         if row.finished_at is not None:
             return _decided(wf_run, futs, step, extra["winner"])
-        deadline = extra.get("deadline")
-    elif timeout is not None:
-        deadline = runtime.clock.now() + timeout
-        opening = json.dumps({"candidates": candidates, "deadline": deadline}).encode()
-        try:
-            runtime.record(wf_run, step, kind, kind, None, Any, extra=opening, open_row=True)
-        except BaseException as exc:
-            raise wf_run.guard(exc) from None
-    _wait_until(wf_run, futs, all_settled=False, deadline=deadline)
+        return _wait_and_decide(wf_run, futs, step, kind, extra.get("deadline"))  # still open
+
+    def live(step: int) -> Future[Any]:
+        deadline: float | None = None
+        if timeout is not None:  # the deadline is recorded first: replay waits only the rest
+            deadline = runtime.clock.now() + timeout
+            opening = json.dumps({"candidates": candidates, "deadline": deadline}).encode()
+            runtime.steps.record(wf_run.workflow_id, step, kind, kind, None, Any, extra=opening,
+                                 open_row=True)
+        return _wait_and_decide(wf_run, futs, step, kind, deadline)
+
+    return wf_run.journaled(kind, kind, replay, live)
+
+
+def _wait_and_decide(wf_run: WorkflowRun, futs: list[Future[Any]], step: int, kind: StepKind,
+                     deadline: float | None) -> Future[Any]:
+    """Wait for the first candidate to settle (or ``deadline``); record which one won."""
+    runtime = wf_run.runtime
+    wait_until(wf_run, futs, all_settled=False, deadline=deadline)
     settled = [i for i, f in enumerate(futs) if f._settled()]
     for i in settled:
         futs[i]._raise_if_broken()  # a step whose row could not be written stops the run here
     winner = min(settled, key=lambda i: (futs[i].step, i)) if settled else -1
     info = {"workflow_id": wf_run.workflow_id, "step": step, "winner": winner}
-    runtime.hooks.fire("before_decision", **info)
-    decision = json.dumps({"candidates": candidates, "winner": winner, "deadline": deadline})
-    try:
-        runtime.record(wf_run, step, kind, kind, winner, int, extra=decision.encode())
-    except BaseException as exc:
-        raise wf_run.guard(exc) from None
-    runtime.hooks.fire("after_decision", **info)
+    runtime.faults.fire("before_decision", **info)
+    decision = json.dumps({"candidates": [f.step for f in futs], "winner": winner,
+                           "deadline": deadline})
+    runtime.steps.record(wf_run.workflow_id, step, kind, kind, winner, int,
+                         extra=decision.encode())
+    runtime.faults.fire("after_decision", **info)
     return _decided(wf_run, futs, step, winner)
 
 
@@ -598,8 +501,8 @@ def wait_all(futures: Iterable[Waitable[T]]) -> list[T]:
     """
     wf_run = current_run("wait_all")
     futs = _check_futures(wf_run, futures, "wait_all")
-    with _wait_point(wf_run):
-        _wait_until(wf_run, futs, all_settled=True)
+    with wait_point(wf_run):
+        wait_until(wf_run, futs, all_settled=True)
     outcomes = [f._outcome() for f in futs]
     return [o.get() for o in outcomes]
 
@@ -610,15 +513,14 @@ def wait_all(futures: Iterable[Waitable[T]]) -> list[T]:
 def _deadline(kind: StepKind, delay: float | timedelta) -> tuple[WorkflowRun, int, float]:
     wf_run = current_run(kind)
     seconds = to_seconds(delay, f"ld.{kind}() delay")
-    step, row = wf_run.take(kind, kind)
-    runtime = wf_run.runtime
-    if row is not None:
-        return wf_run, step, float(runtime.replay(row, float).get())
-    try:
-        deadline = runtime.record(wf_run, step, kind, kind, runtime.clock.now() + seconds, float)
-    except BaseException as exc:
-        raise wf_run.guard(exc) from None
-    return wf_run, step, float(deadline)
+    steps, clock = wf_run.runtime.steps, wf_run.runtime.clock
+    step = wf_run.next_step
+    deadline = wf_run.journaled(
+        kind, kind, lambda _, row: float(steps.replay(row, float).get()),
+        lambda step: float(steps.record(wf_run.workflow_id, step, kind, kind,
+                                        clock.now() + seconds, float)),
+    )
+    return wf_run, step, deadline
 
 
 def after(delay: float | timedelta) -> Future[None]:
@@ -634,7 +536,7 @@ def sleep(delay: float | timedelta) -> None:
     """
     wf_run, _, deadline = _deadline(StepKind.SLEEP, delay)
     clock = wf_run.runtime.clock
-    with _wait_point(wf_run):
+    with wait_point(wf_run):
         while not wf_run.wait(lambda: clock.now() >= deadline, deadline, timer_only=True):
             if clock.now() >= deadline:
                 return
@@ -684,7 +586,7 @@ def idempotency_key() -> str:
 
 
 @contextlib.contextmanager
-def _wait_point(wf_run: WorkflowRun) -> Iterator[None]:
+def wait_point(wf_run: WorkflowRun) -> Iterator[None]:
     """Count a blocking call that returned (or raised its own outcome) for ``is_replaying``.
 
     Waits that take no step number (``Future.result``, ``wait_all``) are invisible to step

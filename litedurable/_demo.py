@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ._app import App
+from ._backends import open_storage
 from ._concurrency import now
-from ._journal import Journal
 
 __all__ = ["main"]
 
@@ -55,7 +55,7 @@ def _child(path: str, ledger: str, workflow_id: str) -> None:
 def _wait_for_steps(app_path: str, workflow_id: str, count: int, child: subprocess.Popen[bytes],
                     limit: float = 30.0) -> None:
     deadline = time.monotonic() + limit
-    with Journal(app_path, readonly=True) as journal:
+    with open_storage(app_path, readonly=True) as journal:
         while time.monotonic() < deadline and child.poll() is None:
             steps = journal.load_steps(workflow_id)
             if sum(1 for s in steps if s.kind == "step") >= count:
@@ -69,7 +69,7 @@ def main(path: str = "litedurable.db") -> int:
     ledger = f"{path}.demo-ledger"
     open(ledger, "w").close()
     print(f"litedurable demo: workflow {workflow_id!r} in {os.path.abspath(path)}")
-    Journal(path).close()  # create the file first, so this process can watch it read-only
+    open_storage(path).close()  # create the file first, so this process can watch it read-only
     print(f"1. starting it in a child process; it will be killed after {KILL_AFTER} steps")
     child = subprocess.Popen(
         [sys.executable, "-m", "litedurable._demo", "child", path, ledger, workflow_id]

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ._errors import InvalidIdError
+
 __all__ = [
-    "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind", "WorkflowInfo", "check_seconds",
-    "to_seconds",
+    "MAX_ID_LENGTH", "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind", "WorkflowInfo",
+    "check_seconds", "check_workflow_id", "to_seconds",
 ]
 
 
@@ -221,3 +223,33 @@ class ScheduleInfo:
     paused: bool
     last_fire: datetime | None
     next_fire: datetime | None
+
+
+MAX_ID_LENGTH = 512
+
+
+def check_workflow_id(workflow_id: object) -> str:
+    """Return ``workflow_id`` if it can be stored and shown; else ``InvalidIdError``."""
+    if not isinstance(workflow_id, str):
+        raise InvalidIdError(
+            f"workflow_id must be a str, not {type(workflow_id).__name__} ({workflow_id!r:.60}); "
+            "convert it with str() if it is a number or UUID"
+        )
+    problem = None
+    if not workflow_id:
+        problem = "is empty"
+    elif len(workflow_id) > MAX_ID_LENGTH:
+        problem = f"is {len(workflow_id)} characters long (the limit is {MAX_ID_LENGTH})"
+    elif "\0" in workflow_id:
+        problem = "contains a NUL character"
+    else:
+        try:
+            workflow_id.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate (it is not valid Unicode text)"
+    if problem:
+        raise InvalidIdError(
+            f"workflow_id {workflow_id[:60]!r} {problem}; use a non-empty text id of at most "
+            f"{MAX_ID_LENGTH} characters"
+        )
+    return workflow_id

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._app import App
 from ._clock import FakeClock
-from ._runtime import CRASH_POINTS
+from ._faults import CRASH_POINTS
 
 try:  # optional: only crash_schedules() needs it
     from hypothesis import strategies as _st
@@ -100,7 +100,7 @@ def crash_at(
             switch.fired.set()
             raise Crash(message)
 
-    app.hooks.callback = hook
+    app.faults.callback = hook
     return switch
 
 
@@ -251,7 +251,7 @@ def _one_run(
 
     app, wf = make_app(path)
     if crash is None:
-        app.hooks.callback = watch
+        app.faults.callback = watch
         with app:
             app.start(wf, *args, workflow_id=workflow_id, **kwargs)
             return _finish(app, workflow_id, timeout, problems)
@@ -271,7 +271,7 @@ def _one_run(
             switch.fired.wait(0.01)
     waiter.join(timeout)
     app, wf = make_app(path)
-    app.hooks.callback = watch
+    app.faults.callback = watch
     with app:
         return _finish(app, workflow_id, timeout, problems)
 

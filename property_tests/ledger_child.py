@@ -34,8 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import litedurable as ld
-from litedurable import _journal
-from litedurable._runtime import Outcome, Runtime, StepTask
+from litedurable._steps import Outcome, Steps, StepTask
 
 EXIT_CODE = 70  # what a child that died at a named crash point exits with
 
@@ -168,46 +167,48 @@ def ledger_hook(ledger: Ledger, exit_at: tuple[str, int] | None
 def record_before_body() -> None:
     """A step's completion row is committed before its body runs (at-most-once, not durable)."""
 
-    def execute(self: Runtime, task: StepTask) -> Outcome:
+    def execute(self: Steps, task: StepTask) -> Outcome:
         info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
-        self.hooks.fire("before_step", **info)
+        self.faults.fire("before_step", **info)
         outcome = self.record_outcome(task, Outcome(value=[os.getpid(), -1]), self.clock.now())
-        self.hooks.fire("after_commit", **info)
+        self.faults.fire("after_commit", **info)
         self._invoke(task)
-        self.hooks.fire("after_body", **info)
+        self.faults.fire("after_body", **info)
         return outcome
 
-    Runtime.execute = execute  # type: ignore[method-assign]
+    Steps.execute = execute  # type: ignore[method-assign]
 
 
 def decision_after_branch() -> None:
     """A select's decision is committed only with the next inline step, after the branch ran."""
-    record, record_outcome = Runtime.record, Runtime.record_outcome
+    record, record_outcome = Steps.record, Steps.record_outcome
     deferred: list[Callable[[], object]] = []
 
-    def late_record(self: Runtime, run: Any, step: int, kind: str, name: str, value: Any,
+    def late_record(self: Steps, workflow_id: str, step: int, kind: str, name: str, value: Any,
                     hint: Any, **options: Any) -> Any:
         if kind != "select" or options.get("open_row"):
-            return record(self, run, step, kind, name, value, hint, **options)
-        deferred.append(lambda: record(self, run, step, kind, name, value, hint, **options))
+            return record(self, workflow_id, step, kind, name, value, hint, **options)
+        deferred.append(
+            lambda: record(self, workflow_id, step, kind, name, value, hint, **options))
         return value
 
-    def flushing(self: Runtime, task: StepTask, outcome: Outcome, started: float) -> Outcome:
+    def flushing(self: Steps, task: StepTask, outcome: Outcome, started: float) -> Outcome:
         if task.kind == "step":
             while deferred:
                 deferred.pop(0)()
         return record_outcome(self, task, outcome, started)
 
-    Runtime.record = late_record  # type: ignore[method-assign]
-    Runtime.record_outcome = flushing  # type: ignore[method-assign]
+    Steps.record = late_record  # type: ignore[method-assign]
+    Steps.record_outcome = flushing  # type: ignore[method-assign]
+
+
+DEFECTS: list[str] = []  # named defects of the fault seam, injected into the App below
 
 
 def no_fence() -> None:
     """The journal accepts writes from a former owner: no fencing on the owner token, and no
-    refusal of a step row someone else already completed."""
-    _journal._fenced = lambda conn, workflow_id, owner: _journal._fetch_workflow(  # type: ignore[assignment]
-        conn, workflow_id)
-    _journal._refuse_stale_step = lambda conn, row, total, owner: None  # type: ignore[assignment]
+    refusal of a step row someone else already completed (the fault seam's ``no_fence``)."""
+    DEFECTS.append("no_fence")
 
 
 BROKEN: dict[str, Callable[[], None]] = {
@@ -227,7 +228,8 @@ def main(config_path: str) -> None:
                            step_delay=config["step_delay"], first_delay=config.get("first_delay"),
                            hold_first=config.get("hold_first", False))
     exit_at = config.get("exit_at")
-    app.hooks.callback = ledger_hook(ledger, tuple(exit_at) if exit_at else None)
+    app.faults.callback = ledger_hook(ledger, tuple(exit_at) if exit_at else None)
+    app.faults.inject(*DEFECTS)
     app.launch()
     handles = [app.start(workflows[name], *([] if arg is None else [arg]), workflow_id=wid)
                for name, wid, arg in config["start"]]

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import litedurable as ld
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
 from litedurable.testing import CRASH_POINTS, FakeClock, crash_at
 
 Op = tuple[str, int]
@@ -95,7 +95,7 @@ def run_once(path: str, program: list[Op], crash: tuple[str, int] | None) -> dic
 
     app, wf = build(path, program)
     if crash is None:
-        app.hooks.callback = watch
+        app.faults.callback = watch
     else:
         switch = crash_at(app, crash[0], nth=crash[1], observer=watch)
     with app:
@@ -109,7 +109,7 @@ def run_once(path: str, program: list[Op], crash: tuple[str, int] | None) -> dic
                 result = handle.result(30)
     if crash is not None:
         app, wf = build(path, program)
-        app.hooks.callback = watch
+        app.faults.callback = watch
         with app:
             result = app.handle("prop").result(30)
             shape = [(s.step, s.kind, s.name) for s in app.steps("prop")]
@@ -117,7 +117,7 @@ def run_once(path: str, program: list[Op], crash: tuple[str, int] | None) -> dic
         with app:
             result = app.handle("prop").result(30)
             shape = [(s.step, s.kind, s.name) for s in app.steps("prop")]
-    journal = Journal(path, readonly=True)
+    journal = SqliteStorage(path, readonly=True)
     try:
         integrity = journal.integrity_check()
     finally:
@@ -148,12 +148,12 @@ def test_crash_anywhere_recovers_to_the_crash_free_outcome(
 
 def test_negative_control_lost_step_commits_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """An engine that acknowledges step rows without writing them must fail the check."""
-    original = Journal.record_step
+    original = SqliteStorage.record_step
 
-    def lying(self: Journal, row: Any, owner: str) -> None:
+    def lying(self: SqliteStorage, row: Any, owner: str) -> None:
         if row.kind != "step":
             original(self, row, owner)
 
-    monkeypatch.setattr(Journal, "record_step", lying)
+    monkeypatch.setattr(SqliteStorage, "record_step", lying)
     problems = check([("step", 1), ("step", 2), ("step", 3)], ("after_commit", 2))
     assert any(p.startswith("D2") for p in problems), problems

@@ -22,13 +22,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import litedurable as ld
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
 from litedurable.testing import FakeClock, crash_at
 
 
 def stored_status(path: str, workflow_id: str) -> str:
     """The status in the file, read without the (possibly crashed) App."""
-    with Journal(path, readonly=True) as journal:
+    with SqliteStorage(path, readonly=True) as journal:
         row = journal.get_workflow(workflow_id)
         assert row is not None
         return row.status

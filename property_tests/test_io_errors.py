@@ -41,7 +41,8 @@ from scratch import scratch_dir
 
 import litedurable as ld
 from litedurable._errors import JournalError
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
+from litedurable._sqlite.commit import GroupCommit
 from litedurable.testing import FakeClock
 
 LONG = os.environ.get("LITEDURABLE_PROFILE") == "long"
@@ -128,7 +129,7 @@ def outcome(handle: ld.Handle[Any], timeout: float) -> Outcome:
 Shape = list[tuple[int, str, str, Any]]
 
 
-def journal_shape(journal: Journal, problems: list[str]) -> Shape:
+def journal_shape(journal: SqliteStorage, problems: list[str]) -> Shape:
     """(step, kind, name, output of step/go rows) for every row; checks D4 on the way."""
     integrity = journal.integrity_check()
     if integrity != "ok":
@@ -202,7 +203,7 @@ def faulty_phase(path: str, canonical: Canonical, disk: Disk, watch: Watch,
     """Run the workflow through the faulty disk; return how the fault surfaced."""
     with mounted(disk) as vfs, swallowed_faults() as swallowed:
         app, workflows = build(path, vfs)
-        app.hooks.callback = watch
+        app.faults.callback = watch
         surfaced = "completed"
         try:
             app.launch()
@@ -249,11 +250,11 @@ def run(canonical: Canonical, fault: Fault | None, root: str) -> Run:
     disk = Disk(fault=fault)
     surfaced = faulty_phase(path, canonical, disk, watch, problems)
     app, workflows = build(path, None)
-    app.hooks.callback = watch
+    app.faults.callback = watch
     with app:
         handle = app.start(workflows[canonical.name], *canonical.args, workflow_id=WORKFLOW_ID)
         result = outcome(handle, timeout=10)
-    with Journal(path) as journal:
+    with SqliteStorage(path) as journal:
         shape = journal_shape(journal, problems)
     lost = {key for key in watch.committed if key[1] not in {s[0] for s in shape}}
     problems += [f"D4: acknowledged step {key[1]} is missing" for key in sorted(lost, key=str)]
@@ -321,7 +322,7 @@ def test_negative_control_a_failed_commit_taken_as_written_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An engine that skips the re-read after a commit raised, assuming it was written."""
-    monkeypatch.setattr(Journal, "_settle_unknown", lambda self, batch, error: None)
+    monkeypatch.setattr(GroupCommit, "_settle_unknown", lambda self, batch, error: None)
     caught = next(
         (got.problems for _, got in fault_loop(CANONICAL[1], [apsw.IOError])
          if any(p.startswith("D4: acknowledged step") for p in got.problems)),
@@ -389,7 +390,7 @@ def test_reopen_after_a_failed_checkpoint_at_close() -> None:
                 assert raw.execute("SELECT status FROM workflows").fetchall() == [("succeeded",)]
             finally:
                 raw.close()
-            with Journal(path) as journal:
+            with SqliteStorage(path) as journal:
                 assert journal.integrity_check() == "ok"
     assert short_files, "no fault left the database shorter than its header with a WAL"
 
@@ -410,9 +411,9 @@ def test_a_failed_switch_to_wal_is_reported() -> None:
     with scratch_dir() as root:
         dry = Disk()
         with mounted(dry) as vfs:
-            Journal(os.path.join(root, "dry.db"), vfs=vfs).close()
+            SqliteStorage(os.path.join(root, "dry.db"), vfs=vfs).close()
         sync = dry.log.index(("sync", "dry.db-journal")) + 1
         with mounted(Disk(fault=Fault(sync, apsw.IOError))) as vfs, \
                 swallowed_faults() as swallowed, contextlib.suppress(JournalError):
-            Journal(os.path.join(root, "new.db"), vfs=vfs).close()
+            SqliteStorage(os.path.join(root, "new.db"), vfs=vfs).close()
         assert swallowed == []

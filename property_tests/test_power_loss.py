@@ -43,7 +43,8 @@ from scratch import scratch_dir
 
 import litedurable as ld
 from litedurable._errors import DurableError
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
+from litedurable._sqlite.driver import Driver
 from litedurable.testing import Crash, FakeClock
 
 Durability = Literal["full", "normal"]
@@ -192,7 +193,7 @@ def inspect(path: str, durability: Durability, workflow_ids: list[str],
     """Open the file with no App (as a restart would) and check it is sound."""
     snapshot = Snapshot({}, {}, set())
     try:
-        with Journal(path, durability=durability) as journal:
+        with SqliteStorage(path, durability=durability) as journal:
             integrity = journal.integrity_check()
             if integrity != "ok":
                 problems.append(f"G1 ({when}): integrity_check says {integrity}")
@@ -336,15 +337,15 @@ def test_negative_control_an_fsync_that_lies_is_caught() -> None:
 
 
 def test_negative_control_synchronous_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    opened = Journal._check_and_migrate
+    opened = Driver.check_and_migrate
 
-    def unsynchronized(self: Journal, durability: Any) -> None:
+    def unsynchronized(self: Driver, durability: Any) -> None:
         opened(self, durability)
-        for conn in (self._writer, self._reader):
+        for conn in (self.writer, self.reader):
             if conn is not None:
                 conn.execute("PRAGMA synchronous=OFF")
 
-    monkeypatch.setattr(Journal, "_check_and_migrate", unsynchronized)
+    monkeypatch.setattr(Driver, "check_and_migrate", unsynchronized)
     verdict = check_power_loss(WORKLOAD, "full", None, Mode.LOSE_ALL, 0, cut_before_close=True)
     assert any(p.startswith("D4: acknowledged") for p in verdict.problems), verdict
 
@@ -376,5 +377,5 @@ def test_reopen_after_a_cut_during_a_checkpoint() -> None:
             assert raw.execute("SELECT count(*) FROM steps").fetchall() == [(2,)]
         finally:
             raw.close()
-        with Journal(path) as journal:
+        with SqliteStorage(path) as journal:
             assert journal.integrity_check() == "ok"

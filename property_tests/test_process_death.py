@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 from ledger_child import EXIT_CODE, Ledger, build, job_values, ledger_hook
 from scratch import scratch_dir
 
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
 from litedurable.testing import CRASH_POINTS
 
 LONG = os.environ.get("LITEDURABLE_PROFILE") == "long"
@@ -144,7 +144,7 @@ class Snapshot:
 
 def snapshot(db: str, ledger: Ledger, workflow_ids: list[str]) -> Snapshot:
     shot = Snapshot({}, len(ledger.lines()))
-    with Journal(db, readonly=True) as journal:
+    with SqliteStorage(db, readonly=True) as journal:
         for wid in workflow_ids:
             for row in journal.load_steps(wid):
                 if row.kind in ("step", "go") and row.output is not None:
@@ -218,7 +218,7 @@ def finish_in_parent(db: str, ledger: Ledger, jobs: list[tuple[str, int]]
                      ) -> dict[str, list[list[int]]]:
     """Recover with a plain App in this process and wait for every job."""
     app, workflows = build(db, ledger)
-    app.hooks.callback = ledger_hook(ledger, None)
+    app.faults.callback = ledger_hook(ledger, None)
     with app:
         handles = {wid: app.start(workflows["job"], steps, workflow_id=wid)
                    for wid, steps in jobs}
@@ -227,7 +227,7 @@ def finish_in_parent(db: str, ledger: Ledger, jobs: list[tuple[str, int]]
 
 def journal_problems(db: str, workflow_ids: list[str]) -> list[str]:
     problems = []
-    with Journal(db, readonly=True) as journal:
+    with SqliteStorage(db, readonly=True) as journal:
         integrity = journal.integrity_check()
         if integrity != "ok":
             problems.append(f"G1: integrity_check says {integrity}")
@@ -322,7 +322,7 @@ def race_problems(broken: str | None) -> list[str]:
                                  broken=broken))
         assert proc.wait(timeout=60) == EXIT_CODE, pool.stderr()
         app, _ = build(db, ledger)
-        app.hooks.callback = ledger_hook(ledger, None)
+        app.faults.callback = ledger_hook(ledger, None)
         with app:
             result = app.handle("race").result(timeout=60)
         final = snapshot(db, ledger, ["race"])
@@ -354,7 +354,7 @@ LEASE = 0.3  # seconds without a heartbeat before an owner is presumed dead
 
 def outcomes(db: str, workflow_ids: list[str]) -> dict[str, Any]:
     """The recorded results of the workflows that have succeeded so far."""
-    with Journal(db, readonly=True) as journal:
+    with SqliteStorage(db, readonly=True) as journal:
         rows = {wid: journal.get_workflow(wid) for wid in workflow_ids}
     return {wid: json.loads(row.output) for wid, row in rows.items()
             if row is not None and row.status == "succeeded" and row.output is not None}

@@ -19,7 +19,9 @@ import apsw
 import pytest
 
 import litedurable as ld
-from litedurable._journal import Journal
+from litedurable._lease import HOST, pid_namespace
+from litedurable._sqlite import SqliteStorage
+from litedurable._storage import OwnerRow
 
 
 def _build(path: str, **options) -> tuple[ld.App, object]:
@@ -167,7 +169,7 @@ def test_newer_schema_is_refused_and_left_alone(db_path):
     assert "999" in str(info.value)
     assert Path(db_path).read_bytes() == before
     with pytest.raises(ld.JournalVersionError):
-        Journal(db_path, readonly=True)
+        SqliteStorage(db_path, readonly=True)
 
     conn = apsw.Connection(db_path)
     conn.execute(f"PRAGMA user_version = {version}")
@@ -227,7 +229,7 @@ def test_disk_full(db_path):
     app, echo = _build(db_path)
     with app:
         # max_page_count is a per-connection limit, so it is set on the App's own writer.
-        writer = app._journal._writer
+        writer = app._storage.driver.writer
         (pages,) = writer.execute("PRAGMA page_count").fetchall()[0]
         writer.execute(f"PRAGMA max_page_count = {pages}")
         with pytest.raises(ld.JournalFullError, match="full") as info:
@@ -276,11 +278,11 @@ def test_locked_past_busy_timeout(db_path):
 
 def test_read_only_journal(db_path):
     expected = _seed(db_path)
-    journal = Journal(db_path, readonly=True)
+    journal = SqliteStorage(db_path, readonly=True)
     try:
         assert journal.get_workflow("wf-0") is not None
         with pytest.raises(ld.JournalReadOnlyError, match="read-only"):
-            journal.heartbeat("someone", 1.0)
+            journal.heartbeat(OwnerRow("someone", HOST, os.getpid(), 1.0, None, pid_namespace()))
         with pytest.raises(ld.JournalReadOnlyError):
             journal.insert_workflow(
                 workflow_id="new",
@@ -301,7 +303,7 @@ def test_read_only_journal(db_path):
 def test_read_only_open_of_a_missing_file(tmp_path):
     missing = str(tmp_path / "missing.db")
     with pytest.raises(ld.JournalReadOnlyError):
-        Journal(missing, readonly=True)
+        SqliteStorage(missing, readonly=True)
     assert not os.path.exists(missing)
 
 
@@ -390,9 +392,9 @@ def test_new_journal_file_mode_is_0600(db_path):
 
 
 def test_pragmas_are_safe(db_path):
-    journal = Journal(db_path)
+    journal = SqliteStorage(db_path)
     try:
-        conn = journal._reader
+        conn = journal.driver.reader
         assert conn.execute("PRAGMA trusted_schema").fetchall() == [(0,)]
         assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
         assert conn.execute("PRAGMA application_id").fetchall() == [(0x4C445552,)]

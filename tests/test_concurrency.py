@@ -1156,10 +1156,11 @@ def test_wait_all_wakes_the_workflow_once_not_once_per_step(db_path: str) -> Non
     wakes = Counter[str]()
 
     class CountingClock(SystemClock):
-        def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        def wait(self, cond: threading.Condition, deadline: float | None,
+                 timeout: float | None = None) -> None:
             if threading.current_thread().name.startswith("litedurable-workflow"):
                 wakes["workflow"] += 1
-            super().wait(cond, deadline)
+            super().wait(cond, deadline, timeout)
 
     app = ld.App(db_path, clock=CountingClock(), suspend_after=HANG * 3)
     gates = Gates()

@@ -14,10 +14,12 @@ import apsw
 import pytest
 
 from litedurable._errors import OwnershipLostError
-from litedurable._journal import Journal, StepRow, _insert_steps_sql, _step_checksum, checksum
+from litedurable._sqlite import SqliteStorage
+from litedurable._sqlite.sql import insert_steps_sql
+from litedurable._storage import StepRow, checksum, step_checksum
 
 
-def _one_batch(journal: Journal, writers: list[Callable[[], None]]) -> None:
+def _one_batch(journal: SqliteStorage, writers: list[Callable[[], None]]) -> None:
     """Run ``writers`` in threads so that all their writes share one commit.
 
     A first write holds the lead (and the transaction) until every writer has queued behind
@@ -32,16 +34,16 @@ def _one_batch(journal: Journal, writers: list[Callable[[], None]]) -> None:
     threads = [threading.Thread(target=journal.write, args=(blocking,))]
     threads[0].start()
     for _ in range(3000):  # the leader first, so the writers queue behind it
-        with journal._mutex:
-            if journal._committing:
+        with journal.commit._mutex:
+            if journal.commit._committing:
                 break
         time.sleep(0.01)
     threads += [threading.Thread(target=writer) for writer in writers]
     for t in threads[1:]:
         t.start()
     for _ in range(3000):
-        with journal._mutex:
-            if len(journal._queue) >= len(writers):
+        with journal.commit._mutex:
+            if len(journal.commit._queue) >= len(writers):
                 break
         time.sleep(0.01)
     else:
@@ -53,22 +55,22 @@ def _one_batch(journal: Journal, writers: list[Callable[[], None]]) -> None:
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Any:
-    with Journal(str(tmp_path / "j.db"), durability="normal") as journal:
+    with SqliteStorage(str(tmp_path / "j.db"), durability="normal") as journal:
         journal.write(lambda conn: conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
         yield journal
 
 
 def test_writers_that_queue_during_a_commit_share_the_next_one_and_each_gets_its_value(
-    journal: Journal,
+    journal: SqliteStorage,
 ) -> None:
     batches: list[int] = []
-    commit = journal._commit
+    commit = journal.commit._commit
 
     def counting(batch: Any) -> None:
         batches.append(len(batch))
         commit(batch)
 
-    journal._commit = counting  # type: ignore[method-assign]
+    journal.commit._commit = counting  # type: ignore[method-assign]
     results: dict[int, Any] = {}
 
     def writer(k: int) -> Callable[[], None]:
@@ -83,10 +85,10 @@ def test_writers_that_queue_during_a_commit_share_the_next_one_and_each_gets_its
     assert results == {k: k * 10 for k in range(7)}
     count = journal.read(lambda conn: conn.execute("SELECT count(*) FROM t").fetchall()[0][0])
     assert count == 7
-    assert not journal._committing and not journal._queue
+    assert not journal.commit._committing and not journal.commit._queue
 
 
-def test_a_refused_write_fails_alone_and_leaves_nothing_behind(journal: Journal) -> None:
+def test_a_refused_write_fails_alone_and_leaves_nothing_behind(journal: SqliteStorage) -> None:
     outcomes: dict[int, Any] = {}
 
     def writer(k: int) -> Callable[[], None]:
@@ -125,10 +127,10 @@ def test_the_step_checksum_is_the_one_earlier_versions_wrote() -> None:
             raw = part.encode() if isinstance(part, str) else (part or b"")
             crc = zlib.crc32(struct.pack("<q", -1 if part is None else len(raw)), crc)
             crc = zlib.crc32(raw, crc)
-        assert _step_checksum(row) == crc == checksum(*parts)
+        assert step_checksum(row) == crc == checksum(*parts)
 
 
-def _steps_in_a_batch(journal: Journal, owners: dict[str, str]) -> dict[str, Any]:
+def _steps_in_a_batch(journal: SqliteStorage, owners: dict[str, str]) -> dict[str, Any]:
     """Record step 0 of each workflow in ``owners`` (as the given owner) in one batch."""
     for wid in owners:
         journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"{}", now=1.0,
@@ -149,16 +151,16 @@ def _steps_in_a_batch(journal: Journal, owners: dict[str, str]) -> dict[str, Any
     return outcomes
 
 
-def test_a_batch_writes_its_step_rows_in_one_statement(journal: Journal) -> None:
-    before = _insert_steps_sql.cache_info()
+def test_a_batch_writes_its_step_rows_in_one_statement(journal: SqliteStorage) -> None:
+    before = insert_steps_sql.cache_info()
     outcomes = _steps_in_a_batch(journal, {"a": "me", "b": "me", "c": "me"})
     assert outcomes == {"a": None, "b": None, "c": None}
-    used = _insert_steps_sql.cache_info()
+    used = insert_steps_sql.cache_info()
     assert used.hits + used.misses == before.hits + before.misses + 1
     assert [len(journal.load_steps(w)) for w in "abc"] == [1, 1, 1]
 
 
-def test_a_fenced_row_in_a_grouped_insert_fails_alone(journal: Journal) -> None:
+def test_a_fenced_row_in_a_grouped_insert_fails_alone(journal: SqliteStorage) -> None:
     outcomes = _steps_in_a_batch(journal, {"a": "me", "b": "someone-else", "c": "me"})
     assert outcomes["a"] is None and outcomes["c"] is None
     assert isinstance(outcomes["b"], OwnershipLostError)

@@ -16,7 +16,7 @@ import pytest
 
 import litedurable as ld
 from litedurable._app import replay_check
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
 from litedurable.testing import FakeClock, crash_at
 
 
@@ -40,7 +40,7 @@ def sleeping(app: ld.App, *workflow_ids: str) -> bool:
 
 
 def stored(path: str, workflow_id: str) -> str:
-    with Journal(path, readonly=True) as journal:
+    with SqliteStorage(path, readonly=True) as journal:
         row = journal.get_workflow(workflow_id)
         assert row is not None
         return row.status
@@ -108,7 +108,7 @@ def test_a_parent_crashing_after_starting_a_child_does_not_start_it_twice(db_pat
     # child-1 crashed before its step; child-2's step may have run before the crash but not
     # been committed (steps are at least once).
     assert runs["child-1"] == 1 and runs["child-2"] in (1, 2)
-    with Journal(db_path, readonly=True) as journal:
+    with SqliteStorage(db_path, readonly=True) as journal:
         assert [s.kind for s in journal.load_steps("p")] == ["child", "child", "wait", "wait"]
 
 
@@ -515,7 +515,7 @@ def test_offline_replay_follows_children_and_waits(db_path):
 
     with app:
         assert app.run(parent, workflow_id="p") == 5
-    with Journal(db_path, readonly=True) as journal:
+    with SqliteStorage(db_path, readonly=True) as journal:
         row = journal.get_workflow("p")
         assert row is not None
         assert replay_check(app, journal, row) is None

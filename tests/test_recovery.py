@@ -21,7 +21,9 @@ import pytest
 from hypothesis import given, settings
 
 import litedurable as ld
-from litedurable._journal import Journal, StepRow
+from litedurable._lease import HOST, pid_namespace
+from litedurable._sqlite import SqliteStorage
+from litedurable._storage import OwnerRow, StepRow
 from litedurable.testing import (
     CRASH_POINTS,
     CrashTestError,
@@ -34,7 +36,7 @@ from litedurable.testing import (
 
 def _stored_status(path: str, workflow_id: str) -> str:
     """The workflow's status as the file holds it, read without launching an App."""
-    journal = Journal(path, readonly=True)
+    journal = SqliteStorage(path, readonly=True)
     try:
         row = journal.get_workflow(workflow_id)
         assert row is not None
@@ -252,7 +254,7 @@ def test_recovery_limit_parks_the_workflow_as_exhausted(db_path):
 # -- the journal side of recovery: claims and reads ------------------------------------------
 
 
-def _seed(journal: Journal, ids: list[str], owner: str | None) -> None:
+def _seed(journal: SqliteStorage, ids: list[str], owner: str | None) -> None:
     """Pending workflows owned by ``owner``, each with one recorded step (step 0)."""
     for wid in ids:
         journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"[]", now=1.0,
@@ -264,14 +266,14 @@ def _seed(journal: Journal, ids: list[str], owner: str | None) -> None:
 
 
 def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_path):
-    with Journal(db_path) as journal:
+    with SqliteStorage(db_path) as journal:
         _seed(journal, ["a", "b", "c", "d"], "dead")
         _seed(journal, ["e"], None)  # released by a clean close: owner NULL
         assert journal.claim([("b", "dead")], "other") == {"b": 1}  # b changed owner meanwhile
         journal.finish_workflow("c", "dead", status="succeeded", output=b"1", error=None,
                                 now=2.0)
-        journal.heartbeat("dead", 1.0)
-        journal.heartbeat("other", 1.0)
+        journal.heartbeat(OwnerRow("dead", HOST, os.getpid(), 1.0, None, pid_namespace()))
+        journal.heartbeat(OwnerRow("other", HOST, os.getpid(), 1.0, None, pid_namespace()))
         taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
                                ("a", "dead")], "me", forget=["dead"])
         assert set(journal.owners()) == {"other"}  # the dead owner's row went with the claim
@@ -284,7 +286,7 @@ def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_pat
 
 def test_claim_carries_any_workflow_id_and_owner_through_sql_intact(db_path):
     odd = ['quote"s', "back\\slash", "emoji \U0001f600 and \u00e9", "[1, 2]", "null", " "]
-    with Journal(db_path) as journal:
+    with SqliteStorage(db_path) as journal:
         for i, wid in enumerate(odd):
             _seed(journal, [wid], odd[-1 - i])
         taken = journal.claim([(wid, odd[-1 - i]) for i, wid in enumerate(odd)], "me")
@@ -292,7 +294,7 @@ def test_claim_carries_any_workflow_id_and_owner_through_sql_intact(db_path):
 
 
 def test_claim_counts_only_recoveries_without_progress(db_path):
-    with Journal(db_path) as journal:
+    with SqliteStorage(db_path) as journal:
         _seed(journal, ["stuck", "moving"], "dead")
         journal.insert_workflow(workflow_id="empty", name="wf", inputs=b"[]", now=1.0,
                                 app_version="v1", parent_id=None, owner="dead")
@@ -308,13 +310,13 @@ def test_claim_counts_only_recoveries_without_progress(db_path):
 
 def test_two_journals_claiming_at_once_never_both_take_a_workflow(db_path):
     ids = [f"wf-{i}" for i in range(300)]
-    with Journal(db_path) as journal:
+    with SqliteStorage(db_path) as journal:
         _seed(journal, ids, "dead")
     barrier = threading.Barrier(2)
     taken: dict[str, dict[str, int]] = {}
 
     def race(me: str) -> None:
-        with Journal(db_path, busy_timeout=30) as mine:
+        with SqliteStorage(db_path, busy_timeout=30) as mine:
             barrier.wait()
             # Each claims in its own order, so neither simply finds the other done first.
             order = ids if me == "x" else ids[::-1]
@@ -329,13 +331,13 @@ def test_two_journals_claiming_at_once_never_both_take_a_workflow(db_path):
         thread.join(60)
     assert not set(taken["x"]) & set(taken["y"])
     assert set(taken["x"]) | set(taken["y"]) == set(ids)
-    with Journal(db_path, readonly=True) as journal:
+    with SqliteStorage(db_path, readonly=True) as journal:
         for me, claimed in taken.items():
             assert all(journal.get_workflow(w).owner == me for w in claimed)  # type: ignore[union-attr]
 
 
 def test_load_workflow_reads_the_row_and_its_steps_together(db_path):
-    with Journal(db_path) as journal:
+    with SqliteStorage(db_path) as journal:
         _seed(journal, ["a"], "me")
         journal.record_step(StepRow("a", 1, "step", "s", b"2", None, None, 2.0, 2.0), "me")
         row, steps = journal.load_workflow("a")
@@ -344,7 +346,7 @@ def test_load_workflow_reads_the_row_and_its_steps_together(db_path):
         assert journal.load_workflow("missing") == (None, [])
 
 
-def _blocked_reads(journal: Journal, count: int) -> tuple[list[threading.Thread], Any, Any]:
+def _blocked_reads(journal: SqliteStorage, count: int) -> tuple[list[threading.Thread], Any, Any]:
     """``count`` reads that each hold their connection until ``release`` is set."""
     entered = threading.Semaphore(0)
     release = threading.Event()
@@ -362,8 +364,8 @@ def _blocked_reads(journal: Journal, count: int) -> tuple[list[threading.Thread]
 
 
 def test_concurrent_reads_run_on_connections_of_their_own_up_to_a_limit(db_path):
-    with Journal(db_path) as journal:
-        limit = journal._max_readers
+    with SqliteStorage(db_path) as journal:
+        limit = journal.driver.max_readers
         assert limit >= 2
         threads, (entered, release), used = _blocked_reads(journal, limit + 2)
         for _ in range(limit):  # with one shared connection only the first would get in
@@ -377,7 +379,7 @@ def test_concurrent_reads_run_on_connections_of_their_own_up_to_a_limit(db_path)
 
 
 def test_close_waits_for_reads_in_flight_and_refuses_later_ones(db_path):
-    journal = Journal(db_path)
+    journal = SqliteStorage(db_path)
     threads, (entered, release), _ = _blocked_reads(journal, 2)
     assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
     closer = threading.Thread(target=journal.close)
@@ -396,10 +398,10 @@ def test_close_waits_for_reads_in_flight_and_refuses_later_ones(db_path):
 @pytest.mark.parametrize("readers", ["one", "many"])
 def test_close_while_a_read_waits_for_a_reader_returns_and_refuses_that_read(
         db_path, monkeypatch, readers):
-    journal = Journal(db_path)
+    journal = SqliteStorage(db_path)
     if readers == "one":  # the last read's return is then the only wake-up close() gets
-        monkeypatch.setattr(journal, "_max_readers", 1)
-    limit = journal._max_readers
+        monkeypatch.setattr(journal.driver, "max_readers", 1)
+    limit = journal.driver.max_readers
     threads, (entered, release), _ = _blocked_reads(journal, limit)
     for _ in range(limit):
         assert entered.acquire(timeout=10)
@@ -426,19 +428,19 @@ def test_close_while_a_read_waits_for_a_reader_returns_and_refuses_that_read(
 
 
 def test_a_reader_that_cannot_be_opened_leaves_reads_sharing_the_open_one(db_path, monkeypatch):
-    journal = Journal(db_path)
+    journal = SqliteStorage(db_path)
     try:
         def refuse(*args: object, **kwargs: object) -> apsw.Connection:
             raise apsw.CantOpenError("no more file descriptors")
 
-        monkeypatch.setattr(journal, "_connect", refuse)
+        monkeypatch.setattr(journal.driver, "connect", refuse)
         threads, (entered, release), used = _blocked_reads(journal, 3)
         assert entered.acquire(timeout=10)
         assert not entered.acquire(timeout=0.2)  # the others wait for the one reader
         release.set()
         for thread in threads:
             thread.join(10)
-        assert len(used) == 3 and set(used) == {id(journal._reader)}
+        assert len(used) == 3 and set(used) == {id(journal.driver.reader)}
     finally:
         journal.close()
 

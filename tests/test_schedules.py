@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import litedurable as ld
-from litedurable._schedule import Cron
+from litedurable._cron import Cron
 from litedurable.testing import FakeClock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

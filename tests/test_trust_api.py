@@ -12,6 +12,7 @@ import pytest
 
 import litedurable as ld
 import litedurable.testing
+from litedurable._runtime import SlotState
 
 # -- item 19: a workflow parameter that app.start would consume -----------------------------
 
@@ -266,7 +267,7 @@ def _suspended(app: ld.App, workflow_id: str) -> bool:
     assert runtime is not None
     with runtime._lock:
         slot = runtime._slots.get(workflow_id)
-        return slot is not None and slot.state == "suspended"
+        return slot is not None and slot.state is SlotState.SUSPENDED
 
 
 def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]

@@ -17,18 +17,18 @@ import apsw
 import pytest
 
 import litedurable as ld
-from litedurable._journal import Journal
+from litedurable._sqlite import SqliteStorage
 
 # Several processes open one brand-new path at the same moment, many rounds over. Forked from a
 # fresh interpreter (no threads there, so fork is safe), each child reports what it raised.
 _OPEN_RACE = textwrap.dedent('''
     import multiprocessing as mp, os, sys
-    from litedurable._journal import Journal
+    from litedurable._sqlite import SqliteStorage
 
     def opener(path, barrier, queue):
         try:
             barrier.wait()
-            Journal(path, busy_timeout=30.0).close()
+            SqliteStorage(path, busy_timeout=30.0).close()
             queue.put("")
         except BaseException as exc:
             queue.put(f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
@@ -79,7 +79,7 @@ def _doubling_app(path: Path) -> tuple[ld.App, Any]:
 
 
 def _ids(path: Path) -> set[str]:
-    with Journal(str(path), readonly=True) as journal:
+    with SqliteStorage(str(path), readonly=True) as journal:
         return {row.workflow_id for row in journal.list_workflows(limit=1000)}
 
 
@@ -161,7 +161,7 @@ def test_a_backup_restored_under_a_running_app_is_not_overwritten(tmp_path: Path
         with pytest.raises(ld.JournalError, match=r"live\.db"):
             app.start(twice, 3, workflow_id="after-restore").result(timeout=60)
     assert _ids(db) == {"in-backup"}
-    with Journal(str(db)) as journal:
+    with SqliteStorage(str(db)) as journal:
         assert journal.integrity_check() == "ok"
     app, twice = _doubling_app(db)
     with app:  # the restored file works as a journal again
@@ -285,7 +285,7 @@ def test_cli_exit_codes_tell_outcomes_apart(
     assert "succeeded" in capsys.readouterr().err
     assert _cli("--db", str(db), "resume", "done") == 1
     assert "succeeded" in capsys.readouterr().err
-    with Journal(str(db), readonly=True) as journal:
+    with SqliteStorage(str(db), readonly=True) as journal:
         row = journal.get_workflow("done")
         assert row is not None and row.status == "succeeded"
 
@@ -385,7 +385,7 @@ def test_cli_replay_reports_bad_modules_and_skips_unregistered_workflows(
     assert "step 0" in out and "parked" not in out
     assert _cli("--db", str(db), "replay", "same_jobs:app", "u-1") == 1  # asked by id: a problem
     assert "not registered" in capsys.readouterr().out
-    with Journal(str(db), readonly=True) as journal:
+    with SqliteStorage(str(db), readonly=True) as journal:
         assert {r.workflow_id: r.status for r in journal.list_workflows()} == {
             "t-1": "succeeded", "u-1": "succeeded"}
 
@@ -460,7 +460,7 @@ def test_a_journal_in_a_missing_directory_is_a_journal_error(tmp_path: Path) -> 
     directory does not exist raises ``JournalReadOnlyError`` naming the directory."""
     missing = tmp_path / "no" / "such" / "dir"
     with pytest.raises(ld.JournalReadOnlyError, match="does not exist"):
-        Journal(str(missing / "j.db"))
+        SqliteStorage(str(missing / "j.db"))
     assert not missing.exists()
 
 
@@ -471,11 +471,11 @@ def test_header_check_survives_a_rollback_journal_deleted_meanwhile(
     their size; another process deleting one in between raised a raw ``FileNotFoundError``.
     Here every such file "exists" when asked and is gone when measured."""
     db = tmp_path / "race.db"
-    Journal(str(db)).close()
+    SqliteStorage(str(db)).close()
     real_exists = os.path.exists
     monkeypatch.setattr(os.path, "exists",
                         lambda p: True if str(p).endswith(("-wal", "-journal")) else real_exists(p))
-    Journal(str(db)).close()
+    SqliteStorage(str(db)).close()
 
 
 def test_a_relative_journal_path_is_not_taken_for_moved_after_chdir(

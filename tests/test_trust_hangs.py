@@ -124,11 +124,12 @@ class _FlakyClock(SystemClock):
         self.thread = thread
         self.failed = threading.Event()
 
-    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+    def wait(self, cond: threading.Condition, deadline: float | None,
+             timeout: float | None = None) -> None:
         if threading.current_thread().name == self.thread and not self.failed.is_set():
             self.failed.set()
             raise RuntimeError("a clock that fails once")
-        super().wait(cond, deadline)
+        super().wait(cond, deadline, timeout)
 
 
 def test_timer_thread_survives_an_error(db_path, caplog):
@@ -239,12 +240,12 @@ def test_a_crash_hook_unwinding_the_workflow_is_not_its_outcome(db_path):
         if point == "after_commit":
             raise _Died
 
-    app.hooks.callback = die
+    app.faults.callback = die
     with app:
         handle = app.start(wf, workflow_id="crashy")
-        _wait_until(lambda: app.hooks.crashed is not None, "the hook to fire")
+        _wait_until(lambda: app.faults.crashed is not None, "the hook to fire")
         assert handle.status() is ld.Status.PENDING
-    app.hooks.callback = None
+    app.faults.callback = None
     with app:
         assert app.handle("crashy").result(timeout=HANG) == 7
     assert runs == [1]
@@ -267,7 +268,7 @@ def test_a_run_that_cannot_record_counts_as_a_recovery_attempt(db_path, monkeypa
         return work()
 
     with app:
-        journal = app._journal
+        journal = app._storage
 
         def locked(*args: object, **kwargs: object) -> None:
             raise ld.JournalLockedError("simulated: the write lock stayed taken")
@@ -382,7 +383,7 @@ def test_offline_replay_reproduces_a_recorded_base_exception(db_path):
     ``Exception``, so a workflow that failed with ``SystemExit``/``KeyboardInterrupt`` (now a
     recorded outcome) made the CLI exit with that code, or print a raw traceback."""
     from litedurable._app import replay_check
-    from litedurable._journal import Journal
+    from litedurable._sqlite import SqliteStorage
 
     app = ld.App(db_path)
 
@@ -402,7 +403,7 @@ def test_offline_replay_reproduces_a_recorded_base_exception(db_path):
         for wf in (interrupted, step_quits):
             with pytest.raises(BaseException):  # noqa: B017 - SystemExit / KeyboardInterrupt
                 app.start(wf, workflow_id=wf.__name__).result(timeout=HANG)
-    with Journal(db_path, readonly=True) as journal:
+    with SqliteStorage(db_path, readonly=True) as journal:
         for wid in ("interrupted", "step_quits"):
             row = journal.get_workflow(wid)
             assert row is not None and row.status == "failed"

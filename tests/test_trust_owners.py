@@ -31,7 +31,9 @@ import apsw
 import pytest
 
 import litedurable as ld
-from litedurable._journal import _MIGRATIONS, APPLICATION_ID, HOST, Journal
+from litedurable._lease import HOST
+from litedurable._sqlite import SqliteStorage
+from litedurable._sqlite.sql import APPLICATION_ID, MIGRATIONS
 
 WORKFLOW_INPUTS = b'{"args": [], "kwargs": {}}'
 
@@ -68,7 +70,7 @@ def _dead_pid() -> int:
 def _foreign_owner(path: str, owner: str, *, pid: int, heartbeat: float,
                    columns: dict[str, object]) -> None:
     """Write an owner row and a pending workflow ``w`` it owns, as another process would."""
-    with Journal(path) as journal:
+    with SqliteStorage(path) as journal:
         journal.insert_workflow(
             workflow_id="w", name="wf", inputs=WORKFLOW_INPUTS, now=time.time(),
             app_version="v1", parent_id=None, owner=owner,
@@ -86,7 +88,7 @@ def _foreign_owner(path: str, owner: str, *, pid: int, heartbeat: float,
 
 
 def _owner_of(path: str, workflow_id: str) -> str | None:
-    with Journal(path, readonly=True) as journal:
+    with SqliteStorage(path, readonly=True) as journal:
         row = journal.get_workflow(workflow_id)
         assert row is not None
         return row.owner
@@ -171,7 +173,7 @@ def test_a_shorter_lease_never_takes_over_a_live_owner_running_a_long_step(tmp_p
         with b:
 
             def heartbeat_age() -> float:
-                with Journal(db_path, readonly=True) as journal:
+                with SqliteStorage(db_path, readonly=True) as journal:
                     rows = [r for r in journal.owners().values() if r.pid == a.pid]
                 # A claim deletes the owner rows it found dead: B's own heartbeat loop (it
                 # recovers every 0.5 s) may have got there first.
@@ -204,7 +206,7 @@ def _old_journal(path: str) -> None:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         with conn:
-            for sql in _MIGRATIONS[:2]:
+            for sql in MIGRATIONS[:2]:
                 conn.execute(sql)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute("PRAGMA user_version=2")
@@ -250,7 +252,7 @@ def test_the_longest_lease_is_stored_and_honoured(db_path):
 
     with app:
         assert app.run(wf) == "ran"
-        with Journal(db_path, readonly=True) as journal:
+        with SqliteStorage(db_path, readonly=True) as journal:
             [row] = journal.owners().values()
         assert row.lease == 1e6
 
@@ -283,7 +285,7 @@ def test_a_pid_check_without_a_namespace_on_record_is_not_trusted(db_path):
 def test_a_dead_pid_in_this_pid_namespace_is_still_taken_over_at_once(db_path):
     """Issue 12 item 6, the other side: in our own namespace a dead pid is proof of death, so
     a killed owner's workflows do not wait for its lease to lapse."""
-    from litedurable._journal import pid_namespace
+    from litedurable._lease import pid_namespace
 
     _foreign_owner(db_path, "killed-owner", pid=_dead_pid(), heartbeat=time.time(),
                    columns={"lease": 30.0, "pid_namespace": pid_namespace()})
@@ -454,18 +456,18 @@ def test_a_forked_child_takes_over_its_crashed_parents_workflows(tmp_path, db_pa
 def test_fork_clears_the_live_owners_in_the_child(db_path):
     """Issue 12 item 7, in this process: after fork() the child's registry of live owners is
     empty (the child must exit with os._exit and touch no inherited connection)."""
-    from litedurable import _app
+    from litedurable import _lease
 
     app = _plain_app(db_path, lease=30.0)
     with app:
-        assert app._owner in _app._LIVE_OWNERS
+        assert app._owner in _lease._LIVE_OWNERS
         read, write = os.pipe()
         with warnings.catch_warnings():  # fork() with threads running: this child only reads
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:  # the child
             try:
-                os.write(write, json.dumps(sorted(_app._LIVE_OWNERS)).encode())
+                os.write(write, json.dumps(sorted(_lease._LIVE_OWNERS)).encode())
             finally:
                 os._exit(0)
         os.close(write)
@@ -473,7 +475,7 @@ def test_fork_clears_the_live_owners_in_the_child(db_path):
             seen = json.loads(pipe.read())
         os.waitpid(pid, 0)
         assert seen == []
-        assert app._owner in _app._LIVE_OWNERS  # the parent's is untouched
+        assert app._owner in _lease._LIVE_OWNERS  # the parent's is untouched
 
 
 # -- item 8: resume() right after cancel() ------------------------------------------------------

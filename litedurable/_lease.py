@@ -1,0 +1,201 @@
+"""Ownership across processes: owner tokens, the heartbeat, and presumed-dead verdicts.
+
+Each launched App has an owner token and a heartbeat row stating its own lease. A pending
+workflow whose owner is gone (no row, a heartbeat older than the owner's own lease, a dead pid
+in this very pid namespace, or a closed App in this very process) may be claimed by
+compare-and-swap on its owner; the former owner's late writes are then refused by the
+storage's fence.
+
+Time here is wall time (``time.time()``), never the App's injected clock: a heartbeat is read
+by other processes, which judge it by their own wall clock; a test's ``FakeClock`` in one of
+them would make every live owner look dead (or a dead one alive) to the others.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from ._errors import AppClosedError
+from ._faults import Faults
+from ._storage import OwnerRow, Storage
+
+__all__ = ["HOST", "Lease", "Verdicts", "pid_namespace"]
+
+log = logging.getLogger("litedurable")
+
+HOST = socket.gethostname()
+
+# The heartbeat is written every lease/3 seconds, but never more often than MIN_BEAT (a write
+# per beat) nor less often than MAX_BEAT (longer waits overflow the platform's timeouts). The
+# lease an owner states in its row is the one it can keep: at least three beats.
+MIN_BEAT = 0.05
+MAX_BEAT = 3600.0
+
+# Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
+# of this pid that is not here belongs to an App that closed or crashed, and is free to take.
+_LIVE_OWNERS: set[str] = set()
+# A child of fork() runs none of its parent's Apps (their threads did not cross the fork, their
+# journals refuse it): were the parent's tokens kept, the child would never take over the
+# workflows of a parent that died.
+os.register_at_fork(after_in_child=_LIVE_OWNERS.clear)
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_namespace() -> str | None:
+    """Which pid space this process's pids belong to, or None when that cannot be told.
+
+    Containers sharing a volume can share a host name too, and a pid in one container's
+    namespace says nothing about a process in another's: ``kill(pid, 0)`` there may find no
+    such process while the owner is alive. The namespace's inode alone is not enough either:
+    the initial namespace has the same inode on every Linux boot, so the kernel's boot id is
+    part of the name. Read on each call, not once: a child of ``fork()`` after ``unshare``
+    lives in another namespace than its parent. Outside Linux there are no pid namespaces, so
+    the platform stands for one (as the host name did alone before).
+    """
+    if not sys.platform.startswith("linux"):
+        return sys.platform
+    boot = _boot_id()
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return None if boot is None else f"{boot}/{link}"
+
+
+class Lease:
+    """One launched App's ownership: its token, its heartbeat thread, its view of the others.
+
+    Args:
+        storage: where the heartbeat row is written and owner rows are read.
+        lease: seconds without a heartbeat after which an owner is presumed dead.
+        faults: a killed App's heartbeat stops quietly, as a dead process's would.
+    """
+
+    def __init__(self, storage: Storage, lease: float, faults: Faults) -> None:
+        self.storage = storage
+        self.lease = lease
+        self.faults = faults
+        self.beat = min(max(MIN_BEAT, lease / 3), MAX_BEAT)
+        self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def stated(self) -> float:
+        """The lease written in the owner row: ``lease``, or three beats if longer."""
+        return max(self.lease, 3 * self.beat)
+
+    def heartbeat(self) -> None:
+        """Write (or refresh) this owner's row, vouching for it for ``stated`` seconds."""
+        self.storage.heartbeat(OwnerRow(self.owner, HOST, os.getpid(), time.time(), self.stated,
+                                        pid_namespace()))
+
+    def start(self, every_lease: Callable[[], None]) -> None:
+        """Register the token as live here, then beat on the heartbeat thread, which also
+        calls ``every_lease`` (recovery) once per ``lease`` seconds."""
+        _LIVE_OWNERS.add(self.owner)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(every_lease,),
+                                        name="litedurable-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the heartbeat thread (the row stays until ``release`` or a claimer deletes it)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def end(self) -> None:
+        """This App closed or died: its token no longer counts as live in this process."""
+        _LIVE_OWNERS.discard(self.owner)
+
+    def _loop(self, every_lease: Callable[[], None]) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.beat):
+            try:
+                self.heartbeat()
+                if time.monotonic() - last >= self.lease:
+                    last = time.monotonic()
+                    every_lease()
+            except AppClosedError:
+                return
+            except BaseException as exc:
+                if self.faults.dead:
+                    return
+                log.warning("litedurable: heartbeat failed: %s", exc)
+
+    def verdicts(self) -> Verdicts:
+        """A judge of owners, from the owner rows as they are now."""
+        return Verdicts(self.storage.owners(), self._lease_of)
+
+    def _lease_of(self, row: OwnerRow) -> float:
+        """How long ``row``'s owner may stay silent: the lease it stated, if it stated a usable
+        one (rows written before schema 3 did not), else this App's."""
+        lease = row.lease
+        if lease is None or not math.isfinite(lease) or lease <= 0:  # not one an App states
+            return self.lease
+        return lease
+
+
+class Verdicts:
+    """Which owners are presumed dead, judged from one read of the owner rows (``rows``).
+
+    ``gone(owner)`` is True if ``owner``'s workflows may be claimed. Each owner is judged once
+    (a thousand workflows of one dead owner cost one ``kill(0)``).
+    """
+
+    def __init__(self, rows: dict[str, OwnerRow], lease_of: Callable[[OwnerRow], float]) -> None:
+        self.rows = rows
+        self._lease_of = lease_of
+        self._now = time.time()
+        self._namespace = pid_namespace()
+        self._cache: dict[str | None, bool] = {}
+
+    def gone(self, owner: str | None) -> bool:
+        if owner not in self._cache:
+            self._cache[owner] = self._presumed_dead(owner)
+        return self._cache[owner]
+
+    def _presumed_dead(self, owner: str | None) -> bool:
+        if owner is None:
+            return True
+        if owner in _LIVE_OWNERS:
+            return False
+        row = self.rows.get(owner)
+        if row is None or self._now - row.heartbeat > self._lease_of(row):
+            return True
+        # The heartbeat is fresh. Only a pid check that can be trusted may still prove the
+        # owner dead: one in the owner's own pid namespace on this host. Elsewhere (another
+        # container sharing host name and volume, an old row that does not say) the pid means
+        # nothing here, and the lease alone decides.
+        if row.host != HOST or row.pid_namespace is None or row.pid_namespace != self._namespace:
+            return False
+        return row.pid == os.getpid() or not _pid_alive(row.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,260 @@
+"""Every SQL statement litedurable runs on an SQLite journal, by name (and the schema).
+
+Layout (schema version in ``PRAGMA user_version``, ``application_id`` = ``LDUR``)::
+
+    workflows(workflow_id PK, name, status, inputs, output, error, checksum, created_at,
+              updated_at, app_version, parent_id, owner, recovery_attempts, progress_mark,
+              deadline, detached)
+    steps(workflow_id, step, kind, name, output, error, extra, checksum, started_at,
+          finished_at)  PK (workflow_id, step), WITHOUT ROWID
+    owners(owner PK, host, pid, heartbeat, lease, pid_namespace)    (the last two: schema 3)
+    schedules(name PK, workflow, cron, tz, catch_up, paused, last_fire, created_at,
+              updated_at)                                        (schema 2)
+
+Statements are module constants so the whole vocabulary can be read (and reviewed for its
+indexes) in one place; ``storage.py`` only binds parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+
+APPLICATION_ID = 0x4C445552  # "LDUR"
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE workflows (
+        workflow_id       TEXT PRIMARY KEY,
+        name              TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        inputs            BLOB NOT NULL,
+        output            BLOB,
+        error             BLOB,
+        checksum          INTEGER NOT NULL,
+        created_at        REAL NOT NULL,
+        updated_at        REAL NOT NULL,
+        app_version       TEXT NOT NULL,
+        parent_id         TEXT,
+        owner             TEXT,
+        recovery_attempts INTEGER NOT NULL DEFAULT 0,
+        progress_mark     INTEGER NOT NULL DEFAULT -1,
+        deadline          REAL,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        detached          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX workflows_by_status ON workflows(status, app_version);
+    CREATE INDEX workflows_by_created ON workflows(created_at);
+    CREATE INDEX workflows_by_parent ON workflows(parent_id) WHERE parent_id IS NOT NULL;
+    CREATE TABLE steps (
+        workflow_id TEXT NOT NULL,
+        step        INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        output      BLOB,
+        error       BLOB,
+        extra       BLOB,
+        checksum    INTEGER NOT NULL,
+        started_at  REAL NOT NULL,
+        finished_at REAL,
+        PRIMARY KEY (workflow_id, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE owners (
+        owner     TEXT PRIMARY KEY,
+        host      TEXT NOT NULL,
+        pid       INTEGER NOT NULL,
+        heartbeat REAL NOT NULL
+    );
+    """,
+    """
+    CREATE TABLE schedules (
+        name       TEXT PRIMARY KEY,
+        workflow   TEXT NOT NULL,
+        cron       TEXT NOT NULL,
+        tz         TEXT,
+        catch_up   INTEGER NOT NULL,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        last_fire  REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+    # Each owner states its own lease (judged by it, not by a reader with a shorter one) and
+    # its pid namespace (a pid is only checked by a reader in that same namespace). Rows an
+    # older litedurable writes leave both NULL: the reader's lease, and no pid check.
+    """
+    ALTER TABLE owners ADD COLUMN lease REAL;
+    ALTER TABLE owners ADD COLUMN pid_namespace TEXT;
+    """,
+    # ``cancel_requested`` was written by no release: cancellation is the status itself.
+    """
+    ALTER TABLE workflows DROP COLUMN cancel_requested;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+WORKFLOW_COLUMNS = (
+    "workflow_id, name, status, inputs, output, error, checksum, created_at, updated_at, "
+    "app_version, parent_id, owner, recovery_attempts, deadline, detached"
+)
+# The workflow bound to the first parameter and its descendants not started detached.
+DESCENDANTS = (
+    "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT w.workflow_id FROM workflows w "
+    "JOIN tree ON w.parent_id = tree.id WHERE w.detached = 0)"
+)
+# Claim every (workflow_id, expected owner) pair of the JSON array :claims for :new at once.
+# ``mark`` is the workflow's highest recorded step, found by one index seek per workflow (the
+# min/max optimization needs the bare aggregate, hence coalesce outside the subquery) and
+# materialized so both SET terms see the same value. The owner compare-and-swap and the
+# pending check sit in the WHERE clause, as in the one-row UPDATE this replaced.
+CLAIM = (
+    "WITH wanted AS MATERIALIZED ("
+    "SELECT value ->> 0 AS id, value ->> 1 AS old, "
+    "coalesce((SELECT max(step) FROM steps WHERE steps.workflow_id = value ->> 0), -1) AS mark "
+    "FROM json_each(:claims)) "
+    "UPDATE workflows SET owner = :new, "
+    "recovery_attempts = CASE WHEN progress_mark = wanted.mark "
+    "THEN recovery_attempts + 1 ELSE 1 END, "
+    "progress_mark = wanted.mark "
+    "FROM wanted WHERE workflows.workflow_id = wanted.id AND workflows.owner IS wanted.old "
+    "AND workflows.status = 'pending' "
+    "RETURNING workflows.workflow_id, workflows.recovery_attempts"
+)
+STEP_COLUMNS = (
+    "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
+)
+# A step row, written only while the owner bound last still owns its workflow; a select's open
+# row (no finished_at yet) is completed, a finished row is never overwritten.
+UPSERT_STEP = (
+    "ON CONFLICT(workflow_id, step) DO UPDATE SET output = excluded.output, "
+    "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
+    "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL"
+)
+INSERT_STEP = (
+    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    f"WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ? AND owner = ?) {UPSERT_STEP}"
+)
+STEP_ROW_WIDTH = 12  # the 10 columns, then the fence: workflow id and owner
+# Many rows in one statement, padded to a bucket size so a handful of statements stay prepared
+# (a padding row has a NULL workflow id, so its fence fails and it is never written).
+STEP_ROW_BUCKETS = (2, 4, 8, 16, 32, 64, 128, 256)
+ROWS_PER_INSERT = STEP_ROW_BUCKETS[-1]
+
+
+@functools.cache
+def insert_steps_sql(rows: int) -> str:
+    values = ", ".join(["(" + ", ".join("?" * STEP_ROW_WIDTH) + ")"] * rows)
+    columns = ", ".join(f"column{i}" for i in range(1, 11))
+    return (
+        f"INSERT INTO steps ({STEP_COLUMNS}) SELECT {columns} FROM (VALUES {values}) "
+        "WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = column11 "
+        f"AND owner = column12) {UPSERT_STEP}"
+    )
+
+
+# -- workflows ----------------------------------------------------------------------------
+
+SELECT_WORKFLOW = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?"
+INSERT_WORKFLOW = (
+    "INSERT OR IGNORE INTO workflows (workflow_id, name, status, inputs, checksum, "
+    "created_at, updated_at, app_version, parent_id, owner, deadline, detached) "
+    "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Fenced on the owner when one is given; only a pending workflow takes an outcome.
+FINISH_KNOWN_WORKFLOW = (
+    "UPDATE workflows SET status = ?, output = ?, error = ?, checksum = ?, "
+    "updated_at = ? WHERE workflow_id = ? AND status = 'pending' "
+    "AND (? IS NULL OR owner = ?)"
+)
+# The owner stays: go steps that lost a select may still record their outcome.
+FINISH_WORKFLOW = (
+    "UPDATE workflows SET status = ?, output = ?, error = ?, checksum = ?, "
+    "updated_at = ? WHERE workflow_id = ?"
+)
+SET_APP_VERSION = "UPDATE workflows SET app_version = ?, updated_at = ? WHERE workflow_id = ?"
+# The descendants cancelled by the same recorded cancellation as the workflow bound first.
+CANCELLED_WITH = (
+    f"{DESCENDANTS} SELECT w.workflow_id FROM workflows w JOIN tree "
+    "ON w.workflow_id = tree.id WHERE w.workflow_id != ? "
+    "AND w.status = 'cancelled' AND w.error IS ?"
+)
+REOPEN_WORKFLOW = (
+    "UPDATE workflows SET status = 'pending', updated_at = ?, owner = ?, "
+    "deadline = NULL, recovery_attempts = 0, "
+    "app_version = coalesce(?, app_version) WHERE workflow_id = ?"
+)
+SELECT_DESCENDANTS = f"{DESCENDANTS} SELECT id FROM tree WHERE id != ?"
+CANCEL_WORKFLOW = (
+    "UPDATE workflows SET status = 'cancelled', error = ?, checksum = ?, "
+    "updated_at = ? WHERE workflow_id = ?"
+)
+PENDING_BY_VERSION = (
+    "SELECT app_version, count(*) FROM workflows WHERE status = 'pending' GROUP BY app_version"
+)
+PENDING = (
+    "SELECT workflow_id, name, owner FROM workflows WHERE status = 'pending' "
+    "AND (?1 IS NULL OR app_version = ?1) ORDER BY created_at"
+)
+LIST_WORKFLOWS = f"SELECT {WORKFLOW_COLUMNS} FROM workflows"  # + the filters, then:
+LIST_ORDER = " ORDER BY created_at DESC, workflow_id DESC LIMIT ? OFFSET ?"
+STATUSES = "SELECT workflow_id, status FROM workflows WHERE workflow_id IN ({marks})"
+STATUS_CHUNK = 500  # ids per STATUSES query, well under SQLite's parameter limit
+NAME_AND_STATUS = "SELECT name, status FROM workflows WHERE workflow_id = ?"
+INSERT_FORK = (
+    "INSERT INTO workflows (workflow_id, name, status, inputs, checksum, created_at, "
+    "updated_at, app_version, parent_id, owner) "
+    "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
+)
+FINISHED_BEFORE = (
+    "SELECT workflow_id FROM workflows WHERE status != 'pending' AND updated_at < ?"
+)
+DELETE_STEPS = "DELETE FROM steps WHERE workflow_id = ?"
+DELETE_WORKFLOW = "DELETE FROM workflows WHERE workflow_id = ?"
+
+# -- steps --------------------------------------------------------------------------------
+
+SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
+SELECT_STEPS_BELOW = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?"
+COPY_STEP = f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+STEP_CHECKSUM = "SELECT checksum FROM steps WHERE workflow_id = ? AND step = ?"
+
+# -- owners -------------------------------------------------------------------------------
+
+UPSERT_OWNER = (
+    "INSERT INTO owners (owner, host, pid, heartbeat, lease, pid_namespace) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(owner) DO UPDATE SET heartbeat = excluded.heartbeat"
+)
+SELECT_OWNERS = "SELECT owner, host, pid, heartbeat, lease, pid_namespace FROM owners"
+DELETE_OWNER = "DELETE FROM owners WHERE owner = ?"
+DISOWN = "UPDATE workflows SET owner = NULL WHERE owner = ?"
+
+# -- schedules ----------------------------------------------------------------------------
+
+UPSERT_SCHEDULE = (
+    "INSERT INTO schedules (name, workflow, cron, tz, catch_up, paused, last_fire, "
+    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET workflow = excluded.workflow, "
+    "cron = excluded.cron, tz = excluded.tz, catch_up = excluded.catch_up, "
+    "updated_at = excluded.updated_at"
+)
+SELECT_SCHEDULES = (
+    "SELECT name, workflow, cron, tz, catch_up, paused, last_fire, created_at, "
+    "updated_at FROM schedules ORDER BY name"
+)
+PAUSE_SCHEDULE = "UPDATE schedules SET paused = ?, updated_at = ? WHERE name = ?"
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = ?"
+# The latest fire only grows.
+SCHEDULE_FIRED = (
+    "UPDATE schedules SET last_fire = max(coalesce(last_fire, ?), ?) WHERE name = ?"
+)
+
+# -- the file -----------------------------------------------------------------------------
+
+# One statement, so one snapshot: another process migrating a new file at this moment must
+# not show us its tables without its application id.
+IDENTIFY = (
+    "SELECT (SELECT application_id FROM pragma_application_id), "
+    "(SELECT user_version FROM pragma_user_version), "
+    "(SELECT count(*) FROM sqlite_schema)"
+)

@@ -1,0 +1,572 @@
+"""``SqliteStorage``: the storage operations on one SQLite journal file.
+
+Each operation binds its parameters to statements of ``sql.py`` and runs them through the
+group commit (writes) or a reader connection (reads). Fencing is part of each write: nothing
+is written for a former owner, and only a write that changed nothing finds out why, so the
+common path costs no extra statement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apsw
+
+from .._errors import (
+    JournalCorruptError,
+    OwnershipLostError,
+    WorkflowConflictError,
+    WorkflowNotFoundError,
+)
+from .._faults import Faults
+from .._storage import (
+    Durability,
+    OwnerRow,
+    ParentNotPending,
+    ScheduleRow,
+    StepRow,
+    WorkflowRow,
+    step_checksum,
+    workflow_checksum,
+)
+from . import sql
+from .commit import GroupCommit
+from .driver import Driver
+
+__all__ = ["SqliteStorage"]
+
+
+class SqliteStorage:
+    """A litedurable journal in one SQLite file (WAL mode). See ``litedurable._storage``.
+
+    Args:
+        path: the database file (created with mode 0600 if missing).
+        durability: ``"full"`` (``synchronous=FULL``: survives power loss) or ``"normal"``
+            (survives process crashes; a power cut may roll back the last commits).
+        busy_timeout: seconds to wait for another process's write lock.
+        vfs: an apsw VFS name to open the file through (fault injection, power-loss tests).
+        readonly: open read-only; every write raises ``JournalReadOnlyError``.
+        faults: the App's fault seam (default: none).
+
+    Every commit asks SQLite whether the path still names the file it opened; once it does
+    not (deleted, or replaced by a restored backup), the commit is not acknowledged and every
+    later write raises ``JournalReadOnlyError``, and ``close`` empties the WAL into the file
+    it belongs to, so the next open of the path does not replay it over another file.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durability: Durability = "full",
+        busy_timeout: float = 5.0,
+        vfs: str | None = None,
+        readonly: bool = False,
+        faults: Faults | None = None,
+    ) -> None:
+        self.path = path
+        self.faults = faults or Faults()
+        self.driver = Driver(path, durability=durability, busy_timeout=busy_timeout, vfs=vfs,
+                             readonly=readonly, faults=self.faults)
+        self.commit = GroupCommit(self.driver)
+        self.read = self.driver.read
+        self.write = self.commit.write
+
+    @property
+    def gone(self) -> str | None:
+        """Why this journal refuses every write (its file was deleted or replaced), or None."""
+        return self.commit.gone
+
+    def close(self) -> None:
+        """Close every connection; every later call raises ``AppClosedError``."""
+        self.commit.close()
+        self.driver.close(gone=self.commit.gone is not None)
+
+    def __enter__(self) -> SqliteStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def changed_elsewhere(self) -> bool:
+        return self.commit.changed_elsewhere()
+
+    # -- workflows ------------------------------------------------------------------------
+
+    def insert_workflow(
+        self,
+        *,
+        workflow_id: str,
+        name: str,
+        inputs: bytes,
+        now: float,
+        app_version: str,
+        parent_id: str | None,
+        owner: str,
+        deadline: float | None = None,
+        detached: bool = False,
+    ) -> tuple[bool, WorkflowRow]:
+        """Create a pending workflow owned by ``owner`` unless the id exists.
+
+        Returns (created, row): ``created`` is False when the id was already taken, and
+        ``row`` is then the existing workflow (whatever its name). Raises
+        ``ParentNotPending``, writing nothing, if the parent is no longer pending.
+        """
+        total = workflow_checksum(workflow_id, name, inputs, None, None)
+
+        def insert(conn: apsw.Connection) -> tuple[bool, WorkflowRow]:
+            if parent_id is not None:
+                parent = _fetch_workflow(conn, parent_id)
+                if parent is not None and parent.status != "pending":
+                    raise ParentNotPending(parent)
+            conn.execute(sql.INSERT_WORKFLOW, (
+                workflow_id, name, inputs, total, now, now, app_version, parent_id, owner,
+                deadline, int(detached),
+            ))
+            if conn.changes() == 1:  # created: the row is what we wrote, no need to read it
+                return True, WorkflowRow(
+                    workflow_id, name, "pending", inputs, None, None, now, now, app_version,
+                    parent_id, owner, 0, deadline, detached,
+                )
+            row = _fetch_workflow(conn, workflow_id)
+            assert row is not None
+            return False, row
+
+        def verify(conn: apsw.Connection) -> bool:
+            return _fetch_workflow(conn, workflow_id) is not None
+
+        # Not ``autocommit``: after a commit that raised, the re-read can tell that the row
+        # is there but not whether this call created it, which the caller needs.
+        return self.commit.write(insert, verify)
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
+        """The workflow's row, checksum verified, or None."""
+        return self.driver.read(lambda conn: _fetch_workflow(conn, workflow_id))
+
+    def load_steps(self, workflow_id: str) -> list[StepRow]:
+        """Every step row of the workflow, in step order, checksums verified (one query)."""
+        return self.driver.read(lambda conn: _fetch_steps(conn, workflow_id, self.path))
+
+    def load_workflow(self, workflow_id: str) -> tuple[WorkflowRow | None, list[StepRow]]:
+        """The workflow's row and every step row, as ``get_workflow`` and ``load_steps`` give.
+
+        One read (one reader taken, one round of locking) for what a run needs to resume: a
+        recovery drives a thousand of these at once. The row is read first, as separately:
+        steps only ever grow, so steps read after it are never older than it.
+        """
+
+        def load(conn: apsw.Connection) -> tuple[WorkflowRow | None, list[StepRow]]:
+            row = _fetch_workflow(conn, workflow_id)
+            return row, [] if row is None else _fetch_steps(conn, workflow_id, self.path)
+
+        return self.driver.read(load)
+
+    def record_step(self, row: StepRow, owner: str) -> None:
+        """Insert a finished step row, or complete an open one (a select awaiting decision).
+
+        Refused with ``OwnershipLostError`` when ``owner`` no longer owns the workflow.
+        """
+        total = step_checksum(row)
+        fenced_row = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
+                      row.extra, total, row.started_at, row.finished_at, row.workflow_id, owner)
+        if self.faults.defects and self.faults.broken("no_fence"):
+            self.commit.write(lambda conn: conn.execute(sql.COPY_STEP + sql.UPSERT_STEP,
+                                                        fenced_row[:10]))
+            return
+
+        def insert(conn: apsw.Connection) -> None:
+            # The fence is part of the INSERT: nothing is written unless ``owner`` still owns
+            # the workflow, and only a write that changed nothing needs to find out why.
+            conn.execute(sql.INSERT_STEP, fenced_row)
+            if conn.changes() == 0:
+                _fenced(conn, row.workflow_id, owner)  # raises the error that says which
+                _refuse_stale_step(conn, row, total, owner)
+
+        def verify(conn: apsw.Connection) -> bool:
+            found = conn.execute(sql.STEP_CHECKSUM, (row.workflow_id, row.step)).fetchall()
+            return bool(found) and found[0][0] == total
+
+        self.commit.write(insert, verify, autocommit=True, step_row=fenced_row)
+
+    def finish_workflow(
+        self,
+        workflow_id: str,
+        owner: str | None,
+        *,
+        status: str,
+        output: bytes | None,
+        error: bytes | None,
+        now: float,
+        known: WorkflowRow | None = None,
+    ) -> bool:
+        """Record the workflow's final status and outcome (fenced on ``owner`` when given).
+
+        Returns False, writing nothing, when the workflow is no longer pending (it was
+        cancelled, or timed out, while its run was finishing): the first outcome stays.
+        ``known``, the row as the run loaded it, saves reading it back: a workflow's name and
+        inputs never change, so its checksum can be computed up front and the write is one
+        fenced ``UPDATE``.
+        """
+
+        def finish(conn: apsw.Connection) -> bool:
+            if known is not None:
+                total = workflow_checksum(workflow_id, known.name, known.inputs, output, error)
+                conn.execute(sql.FINISH_KNOWN_WORKFLOW,
+                             (status, output, error, total, now, workflow_id, owner, owner))
+                if conn.changes() == 1:
+                    return True
+                _fenced(conn, workflow_id, owner)  # raises the error that says why, if fenced
+                return False  # no longer pending
+            row = _fenced(conn, workflow_id, owner)
+            if row.status != "pending":
+                return False
+            total = workflow_checksum(workflow_id, row.name, row.inputs, output, error)
+            conn.execute(sql.FINISH_WORKFLOW, (status, output, error, total, now, workflow_id))
+            return True
+
+        def verify(conn: apsw.Connection) -> bool:
+            row = _fetch_workflow(conn, workflow_id)
+            return row is not None and row.status == status
+
+        # None: an autocommit statement raised and the re-read found the outcome written.
+        return self.commit.write(finish, verify, autocommit=known is not None) is not False
+
+    def resume(self, workflow_id: str, now: float, *, owner: str | None,
+               app_version: str | None = None) -> list[str]:
+        """Make a finished workflow pending again, with the descendants its cancel reached.
+
+        The workflow (any status but pending or succeeded) and its non-detached descendants
+        that were cancelled together with it (same recorded cancellation) become pending under
+        ``owner`` with no deadline and a fresh recovery count; a child cancelled on its own
+        stays cancelled. ``app_version``, if given, is recorded on each of them (and on the
+        workflow alone if it is pending: that moves it without disturbing its owner).
+        Returns the ids made pending (empty when there was nothing to resume).
+        """
+
+        def update(conn: apsw.Connection) -> list[str]:
+            row = _fetch_workflow(conn, workflow_id)
+            if row is None:
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+            if row.status == "pending" and app_version is not None:
+                conn.execute(sql.SET_APP_VERSION, (app_version, now, workflow_id))
+            if row.status in ("pending", "succeeded"):
+                return []
+            ids = [workflow_id] + [
+                r[0] for r in conn.execute(sql.CANCELLED_WITH,
+                                           (workflow_id, workflow_id, row.error))
+            ]
+            for wid in ids:
+                conn.execute(sql.REOPEN_WORKFLOW, (now, owner, app_version, wid))
+            return ids
+
+        return self.commit.write(update)
+
+    def cancel_tree(self, workflow_id: str, error: bytes, now: float) -> list[str]:
+        """Cancel a workflow and its non-detached descendants that are pending (any process may).
+
+        Their owner stays, so steps already running can still record what they did (a resume
+        then does not redo it); the owner's runtime notices the status and stops the run, and
+        its final outcome is refused (``finish_workflow`` writes only pending workflows).
+        Returns the ids that were pending and are now cancelled.
+        """
+
+        def update(conn: apsw.Connection) -> list[str]:
+            ids = [workflow_id] + [
+                r[0] for r in conn.execute(sql.SELECT_DESCENDANTS, (workflow_id, workflow_id))
+            ]
+            done = []
+            for wid in ids:
+                row = _fetch_workflow(conn, wid)
+                if row is None or row.status != "pending":
+                    continue
+                total = workflow_checksum(wid, row.name, row.inputs, None, error)
+                conn.execute(sql.CANCEL_WORKFLOW, (error, total, now, wid))
+                done.append(wid)
+            return done
+
+        return self.commit.write(update)
+
+    def fork(self, source: WorkflowRow, target_id: str, below: int, *, now: float,
+             app_version: str, owner: str | None) -> int:
+        """Create ``target_id`` with ``source``'s name and inputs and its steps below ``below``.
+
+        One transaction, so a crash leaves either no fork or a complete one. Returns the number
+        of step rows copied.
+        """
+        source_id = source.workflow_id
+        total = workflow_checksum(target_id, source.name, source.inputs, None, None)
+        below = min(below, 2**63 - 1)  # past SQLite's integers means every step, as it says
+
+        def copy(conn: apsw.Connection) -> int:
+            # Checked inside the write transaction, so no start can take the id in between.
+            taken: list[Any] = conn.execute(sql.NAME_AND_STATUS, (target_id,)).fetchall()
+            if taken:
+                raise WorkflowConflictError(
+                    f"cannot fork {source_id!r} into {target_id!r}: that id is already taken by "
+                    f"a {taken[0][0]!r} workflow ({taken[0][1]}), which was left as it is. Pass "
+                    "another new id, or none for a random one."
+                )
+            conn.execute(sql.INSERT_FORK, (target_id, source.name, source.inputs, total, now,
+                                           now, app_version, source.parent_id, owner))
+            rows: list[Any] = conn.execute(sql.SELECT_STEPS_BELOW, (source_id, below)).fetchall()
+            for r in rows:
+                row = StepRow(target_id, r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
+                conn.execute(sql.COPY_STEP, (target_id, r[1], r[2], r[3], r[4], r[5], r[6],
+                                             step_checksum(row), r[8], r[9]))
+            return len(rows)
+
+        return self.commit.write(copy)
+
+    def delete_finished(self, before: float) -> int:
+        """Delete terminal workflows last updated before ``before`` and their steps (gc)."""
+
+        def delete(conn: apsw.Connection) -> int:
+            ids = [r[0] for r in conn.execute(sql.FINISHED_BEFORE, (before,))]
+            for wid in ids:
+                conn.execute(sql.DELETE_STEPS, (wid,))
+                conn.execute(sql.DELETE_WORKFLOW, (wid,))
+            return len(ids)
+
+        return self.commit.write(delete)
+
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        app_version: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[WorkflowRow]:
+        """Workflows matching every given filter, newest first."""
+        where, params = [], []
+        for column, value in (("status", status), ("name", name), ("app_version", app_version)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        statement = sql.LIST_WORKFLOWS
+        if where:
+            statement += " WHERE " + " AND ".join(where)
+        statement += sql.LIST_ORDER
+        bound: list[Any] = [*params, -1 if limit is None else limit, offset]
+        return self.driver.read(
+            lambda conn: [_workflow_row(r) for r in conn.execute(statement, bound)]
+        )
+
+    def pending_by_version(self) -> dict[str, int]:
+        """How many pending workflows each app version has."""
+        return self.driver.read(
+            lambda conn: {v: n for v, n in conn.execute(sql.PENDING_BY_VERSION)}
+        )
+
+    def pending(self, app_version: str | None) -> list[tuple[str, str, str | None]]:
+        """(workflow_id, name, owner) of each pending workflow of ``app_version`` (of every
+        version when None), oldest first."""
+        return self.driver.read(
+            lambda conn: [(wid, name, owner)
+                          for wid, name, owner in conn.execute(sql.PENDING, (app_version,))]
+        )
+
+    def statuses(self, workflow_ids: Iterable[str]) -> dict[str, str]:
+        """The status of each of ``workflow_ids`` that exists."""
+        ids = list(workflow_ids)
+
+        def load(conn: apsw.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(ids), sql.STATUS_CHUNK):
+                chunk = ids[start:start + sql.STATUS_CHUNK]
+                statement = sql.STATUSES.format(marks=", ".join("?" * len(chunk)))
+                for wid, status in conn.execute(statement, chunk):
+                    found[wid] = status
+            return found
+
+        return self.driver.read(load) if ids else {}
+
+    # -- ownership ------------------------------------------------------------------------
+
+    def heartbeat(self, row: OwnerRow) -> None:
+        """Create ``row.owner``'s lease row, or refresh its heartbeat (the rest never changes)."""
+        identity = (row.owner, row.host, row.pid, row.heartbeat, row.lease, row.pid_namespace)
+        self.commit.write(lambda conn: conn.execute(sql.UPSERT_OWNER, identity))
+
+    def owners(self) -> dict[str, OwnerRow]:
+        """Every live-or-dead owner row, by owner token."""
+        return self.driver.read(
+            lambda conn: {r[0]: OwnerRow(*r) for r in conn.execute(sql.SELECT_OWNERS)}
+        )
+
+    def claim(
+        self, claims: Iterable[tuple[str, str | None]], owner: str, *, forget: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Take over workflows from presumed-dead owners (compare-and-swap on the owner).
+
+        Each claim counts a recovery attempt, reset to 1 when the workflow recorded new steps
+        since its last claim (progress is not a crash loop). Returns the claimed ids with
+        their attempt counts, in the order of ``claims``; an id whose owner changed meanwhile
+        is left out. The owner rows named in ``forget`` (owners found dead) are deleted in
+        the same transaction.
+
+        One set-based UPDATE for all of them, and one commit: recovering a thousand
+        workflows is one statement, not a thousand, so the first resumed step is not kept
+        waiting for it.
+        """
+        claims = list(claims)
+        if not claims and not forget:
+            return {}
+        # JSON carries the (id, expected owner) pairs into SQL in one parameter; a JSON null
+        # comes out of ->> as SQL NULL, which the IS comparison matches.
+        wanted = json.dumps(claims)
+
+        def take(conn: apsw.Connection) -> dict[str, int]:
+            found = {
+                wid: int(attempts)
+                for wid, attempts in conn.execute(sql.CLAIM, {"new": owner, "claims": wanted})
+            }
+            for dead in forget:
+                conn.execute(sql.DELETE_OWNER, (dead,))
+            return {wid: found[wid] for wid, _ in claims if wid in found}
+
+        return self.commit.write(take)
+
+    def release(self, owner: str) -> None:
+        """Give up ``owner``'s pending workflows and its owner row (clean shutdown)."""
+
+        def drop(conn: apsw.Connection) -> None:
+            conn.execute(sql.DISOWN, (owner,))
+            conn.execute(sql.DELETE_OWNER, (owner,))
+
+        self.commit.write(drop)
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def upsert_schedule(self, row: ScheduleRow, now: float) -> None:
+        """Create a schedule, or update its definition keeping its pause state and last fire."""
+        values = (row.name, row.workflow, row.cron, row.tz, int(row.catch_up), int(row.paused),
+                  row.last_fire, now, now)
+        self.commit.write(lambda conn: conn.execute(sql.UPSERT_SCHEDULE, values))
+
+    def schedules(self) -> list[ScheduleRow]:
+        """Every schedule, by name."""
+        return self.driver.read(
+            lambda conn: [
+                ScheduleRow(name, workflow, cron, tz, bool(catch_up), bool(paused), last_fire,
+                            created, updated)
+                for name, workflow, cron, tz, catch_up, paused, last_fire, created, updated
+                in conn.execute(sql.SELECT_SCHEDULES)
+            ]
+        )
+
+    def pause_schedule(self, name: str, paused: bool, now: float) -> bool:
+        """Pause or unpause a schedule; False if there is none by that name."""
+
+        def update(conn: apsw.Connection) -> bool:
+            conn.execute(sql.PAUSE_SCHEDULE, (int(paused), now, name))
+            return conn.changes() == 1
+
+        return self.commit.write(update)
+
+    def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule (its past firings stay); False if there is none by that name."""
+
+        def delete(conn: apsw.Connection) -> bool:
+            conn.execute(sql.DELETE_SCHEDULE, (name,))
+            return conn.changes() == 1
+
+        return self.commit.write(delete)
+
+    def schedule_fired(self, name: str, fire: float) -> None:
+        """Remember that the firing at ``fire`` was started (the latest fire only grows)."""
+        self.commit.write(lambda conn: conn.execute(sql.SCHEDULE_FIRED, (fire, fire, name)))
+
+    # -- health ---------------------------------------------------------------------------
+
+    def quick_check(self) -> str:
+        """SQLite's ``PRAGMA quick_check`` result ("ok" when sound), damage as an answer.
+
+        Damage bad enough that SQLite refuses to run the check (the schema page itself) is
+        reported as text too, so a caller deciding "may I write?" needs one test.
+        """
+        def check(conn: apsw.Connection) -> str:
+            try:
+                return "\n".join(r[0] for r in conn.execute("PRAGMA quick_check"))
+            except (apsw.CorruptError, apsw.NotADBError) as exc:
+                return f"{type(exc).__name__}: {exc}"
+
+        return self.driver.read(check)
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""
+        return self.driver.read(
+            lambda conn: "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+        )
+
+
+# -- rows ---------------------------------------------------------------------------------
+
+
+def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | None:
+    found = conn.execute(sql.SELECT_WORKFLOW, (workflow_id,)).fetchall()
+    return _workflow_row(found[0]) if found else None
+
+
+def _fetch_steps(conn: apsw.Connection, workflow_id: str, path: str) -> list[StepRow]:
+    rows = []
+    for r in conn.execute(sql.SELECT_STEPS, (workflow_id,)):
+        row = StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
+        if step_checksum(row) != r[7]:
+            raise JournalCorruptError(
+                f"step {row.step} of workflow {workflow_id!r} in {path} fails its checksum: the "
+                "file was modified outside SQLite or the disk is failing. Restore a backup, or "
+                "fork the workflow from before that step."
+            )
+        rows.append(row)
+    return rows
+
+
+def _workflow_row(r: Sequence[Any]) -> WorkflowRow:
+    (wid, name, status, inputs, output, error, total, created, updated, version, parent, owner,
+     attempts, deadline, detached) = r
+    if workflow_checksum(wid, name, inputs, output, error) != total:
+        raise JournalCorruptError(
+            f"workflow {wid!r} fails its checksum: the file was modified outside SQLite or the "
+            "disk is failing. Restore a backup of the journal."
+        )
+    return WorkflowRow(wid, name, status, inputs, output, error, created, updated, version,
+                       parent, owner, attempts, deadline, bool(detached))
+
+
+def _fenced(conn: apsw.Connection, workflow_id: str, owner: str | None) -> WorkflowRow:
+    """The workflow's row if ``owner`` (None: anyone) may write it, else the refusal."""
+    row = _fetch_workflow(conn, workflow_id)
+    if row is None:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+    if owner is not None and row.owner is None:
+        raise OwnershipLostError(
+            f"workflow {workflow_id!r} is no longer owned by {owner!r}: it was cancelled, or "
+            "its App closed. The write was refused."
+        )
+    if owner is not None and row.owner != owner:
+        raise OwnershipLostError(
+            f"workflow {workflow_id!r} is now owned by {row.owner!r}, not {owner!r}: this "
+            "process was presumed dead (its lease lapsed) and another took the workflow over. "
+            "The write was refused; the new owner continues the workflow."
+        )
+    return row
+
+
+def _refuse_stale_step(conn: apsw.Connection, row: StepRow, total: int, owner: str) -> None:
+    """A finished row already holds this step: refuse the write unless it is the same outcome.
+
+    The second fence: a process that lost a workflow and claimed it back keeps its owner token,
+    so its stale run passes the owner check; a step someone else completed meanwhile must not
+    be acknowledged to that run as if its own outcome had been written.
+    """
+    found = conn.execute(sql.STEP_CHECKSUM, (row.workflow_id, row.step)).fetchall()
+    if found and found[0][0] != total:
+        raise OwnershipLostError(
+            f"step {row.step} of workflow {row.workflow_id!r} is already recorded with another "
+            f"outcome: this run of it is stale (its owner {owner!r} lost the workflow and took "
+            "it back meanwhile). The write was refused; the workflow continues from the journal."
+        )
