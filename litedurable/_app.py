@@ -8,19 +8,17 @@ children are ``_children``, handles are ``_handle``, storage is behind ``_storag
 from __future__ import annotations
 
 import functools
-import inspect
-import json
 import logging
 import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._backends import open_storage
 from ._children import start_child
-from ._clock import Clock, SystemClock, to_datetime
+from ._clock import Clock, SystemClock
 from ._codec import Codec
 from ._context import current
 from ._cron import Cron
@@ -36,13 +34,14 @@ from ._errors import (
 from ._faults import Faults
 from ._handle import ChildHandle, Handle
 from ._lease import Lease
+from ._records import schedule_info, step_info, workflow_info
 from ._registry import Registry, WorkflowDef
 from ._replay import replay_offline
 from ._run import WorkflowRun
 from ._runtime import Runtime
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, schedule_row
 from ._steps import Outcome
-from ._storage import Durability, ParentNotPending, ScheduleRow, StepRow, Storage, WorkflowRow
+from ._storage import Durability, ParentNotPending, ScheduleRow, Storage, WorkflowRow
 from ._types import (
     Retry,
     ScheduleInfo,
@@ -349,22 +348,9 @@ class App:
         storage, runtime = self._parts()
         lease = self._lease
         assert lease is not None
-        verdicts = lease.verdicts()
-        owner = lease.owner
         pending = storage.pending(self._app_version)
         names = {wid: name for wid, name, _ in pending}
-        # Ours but not running means its run stopped without recording an outcome (a journal
-        # error, say): claiming it from ourselves counts the attempt like any recovery, so a
-        # run that fails the same way every time ends `exhausted` instead of looping. Only
-        # workflows this App can run: without version gating, another program's workflows on
-        # the same file are pending too, and claiming them would strand them.
-        claims = [(wid, holder) for wid, name, holder in pending
-                  if name in self.registry.workflows
-                  and ((holder == owner and not runtime.is_active(wid))
-                       or (holder != owner and verdicts.gone(holder)))]
-        dead = sorted({o for _, o in claims
-                       if o is not None and o != owner and o in verdicts.rows})
-        taken = storage.claim(claims, owner, forget=dead) if claims else {}
+        taken = lease.claim(pending, self.registry.workflows.__contains__, runtime.is_active)
         if taken:
             self.faults.fire("recovery", workflow_ids=sorted(taken))
         for wid, attempts in taken.items():
@@ -713,19 +699,7 @@ class App:
             ValueError: a bad cron expression or time zone (said here, not at the first tick).
             UsageError: ``wf`` is not a workflow of this App, or cannot take a fire time.
         """
-        definition = self._definition(wf)
-        if not isinstance(name, str) or not name:
-            raise UsageError(f"a schedule name is a non-empty str, not {name!r}")
-        check_workflow_id(f"{name}@0000-00-00T00:00:00+00:00")  # its firing ids must be valid
-        spec = Cron(cron, tz)
-        try:
-            inspect.signature(definition.fn).bind(datetime.now(UTC))
-        except TypeError:
-            raise UsageError(
-                f"workflow {definition.name!r} cannot be scheduled: it must accept the fire time "
-                "(an aware datetime) as its only required argument"
-            ) from None
-        row = ScheduleRow(name, definition.name, spec.expression, tz, bool(catch_up), False, None)
+        row = schedule_row(self._definition(wf), name, cron, tz, catch_up)
         with self._lock:
             self._schedules[name] = row
             storage = self._storage
@@ -737,17 +711,7 @@ class App:
         """Every schedule in the journal (from any process), by name."""
         storage, _ = self._parts()
         now = self.clock.now()
-        infos = []
-        for row in storage.schedules():
-            cron = Cron(row.cron, row.tz)
-            infos.append(ScheduleInfo(
-                name=row.name, workflow=row.workflow, cron=row.cron, tz=row.tz,
-                catch_up=row.catch_up, paused=row.paused,
-                last_fire=None if row.last_fire is None else
-                datetime.fromtimestamp(row.last_fire, cron.zone),
-                next_fire=None if row.paused else cron.after(now),
-            ))
-        return infos
+        return [schedule_info(row, now) for row in storage.schedules()]
 
     def pause_schedule(self, name: str) -> None:
         """Stop starting firings of schedule ``name`` (every process) until resumed."""
@@ -822,28 +786,3 @@ def replay_check(app: App, storage: Storage, row: WorkflowRow) -> str | None:
     if definition is None:
         return f"workflow {row.name!r} is not registered on this App"
     return replay_offline(storage, app.codec, app.clock, app.registry, row)
-
-
-def workflow_info(row: WorkflowRow, codec: Codec) -> WorkflowInfo:
-    """A journal workflow row as the public record."""
-    return WorkflowInfo(
-        workflow_id=row.workflow_id, name=row.name, status=Status(row.status),
-        created_at=to_datetime(row.created_at), updated_at=to_datetime(row.updated_at),
-        app_version=row.app_version, parent_id=row.parent_id, owner=row.owner,
-        recovery_attempts=row.recovery_attempts,
-        error=None if row.error is None else codec.error_summary(row.error),
-    )
-
-
-def step_info(row: StepRow, codec: Codec) -> StepInfo:
-    """A journal step row as the public record (output as plain JSON, tags made readable)."""
-    extra = json.loads(row.extra) if row.extra else {}
-    return StepInfo(
-        workflow_id=row.workflow_id, step=row.step, kind=row.kind, name=row.name,
-        output=None if row.output is None else codec.display(row.output),
-        error=None if row.error is None else codec.error_summary(row.error),
-        started_at=to_datetime(row.started_at),
-        finished_at=None if row.finished_at is None else to_datetime(row.finished_at),
-        candidates=extra.get("candidates"), winner=extra.get("winner"),
-    )
-

@@ -44,15 +44,16 @@ class WorkflowFuture(Future[T]):
         self._hint = hint
         self._terminal = False
         self._taken: Outcome | None = None
+        # Registered first, read second: an outcome after the read is announced to the run
+        # (``WorkflowRun.finished``), one before it is in the row. The wait then only reads
+        # memory: it runs holding ``run.cond``, which a storage read must never be held under
+        # (a slow read would block every step thread that notifies the run).
         run.runtime.wake_on_outcome(run.workflow_id, target)
+        row = run.runtime.storage.get_workflow(target)
+        self._terminal = row is None or row.status in SETTLED
 
     def _settled(self) -> bool:
-        # Read in the run thread only, outside ``run.cond`` (see docs/threading.md): the
-        # storage read must not block step threads that notify the run.
-        if not self._terminal:
-            row = self._run.runtime.storage.get_workflow(self.target)
-            self._terminal = row is None or row.status in SETTLED
-        return self._terminal
+        return self._terminal or self.target in self._run.finished
 
     def _outcome(self) -> Outcome:
         if self._taken is None:

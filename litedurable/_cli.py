@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._app import App, replay_check, step_info, workflow_info
+from ._app import App, replay_check
 from ._backends import open_storage
 from ._clock import to_datetime
 from ._codec import Codec
@@ -48,6 +48,7 @@ from ._errors import (
     WorkflowConflictError,
     WorkflowNotFoundError,
 )
+from ._records import step_info, workflow_info
 from ._storage import Storage
 from ._types import Status, check_workflow_id
 

@@ -146,6 +146,28 @@ class Lease:
         """A judge of owners, from the owner rows as they are now."""
         return Verdicts(self.storage.owners(), self._lease_of)
 
+    def claim(self, pending: list[tuple[str, str, str | None]], runs: Callable[[str], bool],
+              running_here: Callable[[str], bool]) -> dict[str, int]:
+        """Claim the workflows of ``pending`` (id, name, owner) that this App may take over:
+        those it ``runs`` (by name) whose owner is presumed dead, and its own that are not
+        ``running_here``. Returns the claimed ids with their recovery attempt counts.
+
+        Ours but not running means its run stopped without recording an outcome (a journal
+        error, say): claiming it from ourselves counts the attempt like any recovery, so a run
+        that fails the same way every time ends ``exhausted`` instead of looping. Only names
+        this App runs: without version gating, another program's workflows on the same file
+        are pending too, and claiming them would strand them. The owner rows of the dead
+        owners are deleted in the same write.
+        """
+        verdicts = self.verdicts()
+        owner = self.owner
+        claims = [(wid, holder) for wid, name, holder in pending
+                  if runs(name) and ((holder == owner and not running_here(wid))
+                                     or (holder != owner and verdicts.gone(holder)))]
+        dead = sorted({o for _, o in claims
+                       if o is not None and o != owner and o in verdicts.rows})
+        return self.storage.claim(claims, owner, forget=dead) if claims else {}
+
     def _lease_of(self, row: OwnerRow) -> float:
         """How long ``row``'s owner may stay silent: the lease it stated, if it stated a usable
         one (rows written before schema 3 did not), else this App's."""

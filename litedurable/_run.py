@@ -67,7 +67,8 @@ class WorkflowRun(Scope):
     """
 
     __slots__ = (
-        "cond", "definition", "ended", "fatal", "inline", "next_step", "recorded", "replay_only",
+        "cond", "definition", "ended", "fatal", "finished", "inline", "next_step", "recorded",
+        "replay_only",
         "replay_until", "resumed_from", "row", "runtime", "steps_ready", "thread", "waits",
         "wake_deadline", "wake_ready",
     )
@@ -95,6 +96,9 @@ class WorkflowRun(Scope):
         self.ended = False  # the workflow reached a terminal status during this run
         self.inline: StepTask | None = None  # the inline step running now (for cancellation)
         self.steps_ready: Callable[[], bool] | None = None  # the filter of the wait in progress
+        # Workflows this run may wait for that the runtime saw reach a settled status since
+        # the run began (guarded by ``cond``): a wait reads this, never the storage.
+        self.finished: set[str] = set()
 
     # -- the journaled call ---------------------------------------------------------------
 
@@ -249,14 +253,16 @@ class WorkflowRun(Scope):
             finally:
                 self.steps_ready = None
 
-    def notify(self, *, step_settled: bool = False) -> None:
+    def notify(self, *, step_settled: bool = False, finished: Sequence[str] = ()) -> None:
         """Wake the run's wait; for a settled ``go`` step, only if the wait's filter allows.
 
         The filter is checked under ``cond`` after the step's outcome was set, and the wait
         checks ``ready()`` under ``cond`` before sleeping, so no wake-up is lost: either the
-        wait saw the outcome, or it is asleep now and the filter sees it.
+        wait saw the outcome, or it is asleep now and the filter sees it. ``finished`` names
+        workflows that reached a settled status (see ``finished``).
         """
         with self.cond:
+            self.finished.update(finished)
             check = self.steps_ready
             if not step_settled or check is None or check():
                 self.cond.notify_all()

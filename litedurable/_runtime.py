@@ -166,17 +166,19 @@ class Runtime:
                 self._watcher_wake.set()  # from the idle pace to the fast one
         self.run_pool.submit(lambda: self._drive(workflow_id))
 
-    def notify(self, workflow_id: str, *, step_settled: bool = False) -> None:
+    def notify(self, workflow_id: str, *, step_settled: bool = False,
+               finished: Sequence[str] = ()) -> None:
         """Something a workflow may wait for happened: wake its run, or resume it.
 
         ``step_settled``: it was one of its ``go`` steps settling (see ``WorkflowRun.notify``).
+        ``finished``: workflows it may wait for that reached a settled status.
         """
         with self._lock:
             slot = self._slots.get(workflow_id)
             run = slot.run if slot is not None else None
             suspended = slot is not None and slot.state == SlotState.SUSPENDED
         if run is not None:
-            run.notify(step_settled=step_settled)
+            run.notify(step_settled=step_settled, finished=finished)
         elif suspended:
             self.enqueue(workflow_id)
 
@@ -336,7 +338,7 @@ class Runtime:
             workflow_id, self.owner, status=status, output=output, error=error,
             now=self.clock.now(), known=row,
         )
-        self.announce_finished([workflow_id])
+        self.announce_finished([workflow_id], settled=status in SETTLED)
 
     def expect_outcome(self, workflow_id: str) -> threading.Event:
         """An event set when ``workflow_id`` may have left ``pending``, here or elsewhere.
@@ -360,15 +362,20 @@ class Runtime:
             if not events:
                 del self._result_events[workflow_id]
 
-    def announce_finished(self, workflow_ids: Sequence[str]) -> None:
-        """Wake the ``Handle.result`` waiters and the workflows waiting on ``workflow_ids``."""
+    def announce_finished(self, workflow_ids: Sequence[str], *, settled: bool = True) -> None:
+        """Wake the ``Handle.result`` waiters and the workflows waiting on ``workflow_ids``.
+
+        ``settled``: their status is one a waiting workflow takes as the outcome (not parked);
+        the waiting runs are told which, so their wait needs no storage read (``WorkflowFuture``).
+        """
         with self._lock:
             events = [e for wid in workflow_ids for e in self._result_events.get(wid, ())]
-            waiting = {w for wid in workflow_ids for w in self._waiters.get(wid, ())}
+            waiting = {w: [wid for wid in workflow_ids if w in self._waiters.get(wid, ())]
+                       for wid in workflow_ids for w in self._waiters.get(wid, ())}
         for event in events:
             event.set()
-        for waiter in waiting:
-            self.notify(waiter)
+        for waiter, targets in waiting.items():
+            self.notify(waiter, finished=targets if settled else ())
 
     def wake_on_outcome(self, waiter: str, target: str) -> None:
         """Wake ``waiter`` when ``target`` gets an outcome, here or in another process."""
@@ -504,10 +511,10 @@ class Runtime:
             self.cancel_local(gone)
         # Workflows wait for a settled outcome; Handle.result returns on any non-pending status
         # (and reports a workflow deleted meanwhile).
-        self.announce_finished(
-            [t for t in targets if statuses.get(t, "pending") in SETTLED]
-            + [a for a in awaited if statuses.get(a) != Status.PENDING]
-        )
+        settled = {w for w in [*targets, *awaited] if statuses.get(w, "pending") in SETTLED}
+        self.announce_finished(sorted(settled))
+        self.announce_finished([a for a in awaited if statuses.get(a) != Status.PENDING
+                                and a not in settled], settled=False)
 
     # -- cancellation and shutdown --------------------------------------------------------
 

@@ -16,24 +16,44 @@ starts every firing that came due, however late its thread wakes.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ._clock import Clock
 from ._cron import Cron
-from ._errors import AppClosedError
+from ._errors import AppClosedError, UsageError
 from ._faults import Faults
+from ._registry import WorkflowDef
 from ._storage import ScheduleRow, Storage
+from ._types import check_workflow_id
 
-__all__ = ["CATCH_UP_LIMIT", "Scheduler"]
+__all__ = ["CATCH_UP_LIMIT", "Scheduler", "schedule_row"]
 
 log = logging.getLogger("litedurable")
 
 CATCH_UP_LIMIT = 100
 """Most missed firings a ``catch_up`` schedule starts at once (the latest ones)."""
+
+
+def schedule_row(definition: WorkflowDef, name: object, cron: str, tz: str | None,
+                 catch_up: bool) -> ScheduleRow:
+    """The row of a new schedule, every part checked now rather than at its first tick."""
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"a schedule name is a non-empty str, not {name!r}")
+    check_workflow_id(f"{name}@0000-00-00T00:00:00+00:00")  # its firing ids must be valid
+    spec = Cron(cron, tz)
+    try:
+        inspect.signature(definition.fn).bind(datetime.now(UTC))
+    except TypeError:
+        raise UsageError(
+            f"workflow {definition.name!r} cannot be scheduled: it must accept the fire time "
+            "(an aware datetime) as its only required argument"
+        ) from None
+    return ScheduleRow(name, definition.name, spec.expression, tz, bool(catch_up), False, None)
 
 
 class Scheduler:

@@ -13,9 +13,9 @@ LAYERS: list[set[str]] = [
     {"_errors"},
     {"_types"},
     {"_clock", "_codec", "_pool", "_context", "_faults", "_cron"},
-    {"_storage"},
-    {"_sqlite"},  # the only backend today; the engine above never imports it
-    {"_backends", "_registry", "_timers", "_lease", "_scheduler"},
+    {"_storage", "_registry"},
+    {"_sqlite", "_records"},  # _sqlite: the only backend today; the engine never imports it
+    {"_backends", "_timers", "_lease", "_scheduler"},
     {"_steps"},
     {"_run"},
     {"_runtime"},
