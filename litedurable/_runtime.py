@@ -1,18 +1,78 @@
-"""The runtime: the threads, slots and in-flight steps that drive one launched App's workflows.
+"""The runtime, and the threading contract of litedurable (every thread, every lock).
 
-Three kinds of thread touch a workflow (``docs/threading.md`` lists every thread and lock):
-
-* its **run thread** (from the App's run pool) executes the workflow function and every inline
-  step. Step numbers are taken here, in program order, at call time (``_run``);
-* **step threads** (the step pool, ``workers``) execute bodies started with ``go``;
-* the **timer thread** (``_timers``) wakes suspended workflows when a durable deadline passes,
-  and the **commit watcher** notices what other processes committed (cancellations, outcomes).
-
-Each workflow the runtime drives has a slot (queued, running or suspended). Steps started by
+The runtime drives one launched App's workflows: a *slot* per workflow it owns (queued,
+running or suspended), the ``go`` tasks in flight, and the threads below. Steps started by
 ``go`` belong to the slot, not to the run, so they keep running across an unwind and the
-replayed ``go`` attaches to them instead of starting them again.
+replayed ``go`` attaches to them instead of starting them again. Every write goes through the
+storage and is fenced on this runtime's owner token.
 
-Every write goes through the storage and is fenced on this runtime's owner token.
+Threads
+-------
+* **caller threads**: user code calling ``App``/``Handle`` methods. They write through the
+  storage and wait for outcomes on an ``Event`` of their own (``expect_outcome``).
+* ``litedurable-workflow-N`` (``Runtime.run_pool``): a run thread executes one workflow
+  function and its inline steps; step numbers are taken here, in program order (``_run``).
+* ``litedurable-step-N`` (``Runtime.step_pool``): executes ``go`` bodies and records them.
+* ``litedurable-timer`` (``Timers``): fires durable sleeps, select timeouts, deadlines and
+  suspended wake-ups.
+* ``litedurable-watch`` (the commit watcher): polls ``Storage.changed_elsewhere`` and delivers
+  other processes' cancellations and outcomes.
+* ``litedurable-heartbeat`` (``Lease``): refreshes the owner row; recovers once per lease.
+* ``litedurable-scheduler`` (``Scheduler``): starts the firings of cron schedules.
+* The group commit has no thread: whichever writer finds no commit in flight commits.
+
+Locks, what each guards, and nesting
+------------------------------------
+* ``App._lock``: the launch's parts (storage, runtime, lease) and the declared schedules.
+  Held while a launch opens the storage and writes its first heartbeat (launches are
+  serialized), so the storage's locks nest inside it then; no engine thread ever takes it.
+* ``Runtime._lock``: the slot table (``_slots`` and every ``_Slot`` field), ``_abandoned``,
+  ``_result_events``, ``_waiters``, ``_active``, ``cancelled`` and ``closing``. Never held
+  across storage I/O, user code or a pool submit. Only ``StepScope.cond`` nests inside it
+  (``request_cancel`` while abandoning tasks).
+* ``WorkflowRun.cond``: a run's wait (``steps_ready``, ``finished``); wakers change what the
+  wait reads, then notify under it. Held by the run thread while it evaluates ``ready()``,
+  which reads memory only (task outcomes, timer deadlines, ``finished``): never the storage,
+  so a slow read cannot block the step threads that notify. Only the clock's own lock
+  (``FakeClock._lock``) nests inside it. Never taken while holding ``Runtime._lock``.
+* ``StepScope.cond`` (made once, under ``_SCOPE_CONDS``): ``cancel_requested`` and
+  ``abandoned``; a retry delay waits on it.
+* ``GroupCommit._mutex`` (and ``GroupCommit._cond`` on it): the write queue,
+  ``_committing``, ``_closing``, ``_version_wanted``/``_version_sampled``. A commit runs
+  outside it, in the leader's thread; each queued writer waits on a lock of its own
+  (``GroupCommit.wake``, one per queued write), released when its batch is durable. ``changed_elsewhere``
+  reads ``PRAGMA data_version`` under it, when no commit is in flight (the writer is idle).
+* ``Driver._read_cond``: the reader connections lent and idle; reads run outside it.
+* ``Timers._cond``: the timer heap; actions run outside it. ``Scheduler._cond``: its poke and
+  stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
+  and the conditions waiting on it.
+* Events: ``Lease._stop``, ``Runtime._watcher_wake``, and one per ``Handle.result`` waiter.
+
+No thread holds two of these at once except the pairs named above (``App._lock`` then the
+storage's; ``Runtime._lock`` then ``StepScope.cond``; ``WorkflowRun.cond`` then
+``FakeClock._lock``), always in that order, so there is no lock-order cycle.
+
+Deliberate unlocked reads
+-------------------------
+* ``Runtime.cancelled`` and ``Runtime.closing`` by ``WorkflowRun.check_interrupts`` and
+  ``ld.cancelled()``: one dict lookup or flag read (atomic under the GIL); the writer notifies
+  the run after writing, so a stale read is corrected at the wake-up it causes.
+* ``StepTask.outcome``/``broken`` by futures: written once, by the step thread, before it
+  notifies the run under ``WorkflowRun.cond``, which publishes them.
+* ``StepScope.cancel_requested`` by ``ld.cancelled()`` in a body: a flag polled by design.
+* ``Runtime._active``/``_result_events``/``_waiters`` by the commit watcher, to pick its pace:
+  a stale answer costs one interval.
+* ``GroupCommit._version_wanted`` by the committer: a missed request makes
+  ``changed_elsewhere`` read the version itself once the commit ends.
+* ``Faults`` fields: set by a test before or at the crash it simulates.
+
+Time
+----
+Durable time (deadlines, timers, retry delays, fire times) is the injected ``Clock``. Real
+time is ``time.monotonic()`` for how long a run holds its thread (``suspend_after``), for
+grace and busy timeouts, and wall time for leases (``_lease`` says why). A wait that has both
+asks the clock to wait for its deadline with the real hold as a cap (``Clock.wait(timeout=)``):
+the two are never converted into each other.
 """
 
 from __future__ import annotations
