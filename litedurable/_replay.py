@@ -38,26 +38,32 @@ def replay_offline(
         run = WorkflowRun(runtime, definition, row, storage.load_steps(row.workflow_id))
         run.replay_only = True
         token = enter(run)
+        value: object = None
+        raised: BaseException | None = None
         try:
             args, kwargs = codec.decode_args(definition.fn, row.inputs, "inputs")
             value = definition.fn(*args, **kwargs)
         except Unwind:
             return None
         except BaseException as exc:  # SystemExit too: a recorded outcome like any other
-            if isinstance(run.fatal, NonDeterminismError):
-                # Its own message says the workflow was parked; offline replay parks nothing.
-                step = run.fatal.step
-                return (
-                    f"not deterministic: step {step} was recorded as {run.fatal.recorded} but "
-                    f"the code now calls {run.fatal.called} (replay changed nothing). Restore the "
-                    f"code that started it, or fork it from before step {step} "
-                    f"(app.fork(id, from_step={step}))."
-                )
-            if row.status == Status.FAILED:
-                return None
-            return f"replay raised {type(exc).__name__}: {exc}, but the workflow is {row.status}"
+            raised = exc
         finally:
             leave(token)
+        diverged = run.fatal or run.unreached()
+        if isinstance(diverged, NonDeterminismError):
+            # Its own message says the workflow was parked; offline replay parks nothing.
+            step = diverged.step
+            return (
+                f"not deterministic: step {step} was recorded as {diverged.recorded} but "
+                f"the code now calls {diverged.called} (replay changed nothing). Restore the "
+                f"code that started it, or fork it from before step {step} "
+                f"(app.fork(id, from_step={step}))."
+            )
+        if raised is not None:
+            if row.status == Status.FAILED:
+                return None
+            return (f"replay raised {type(raised).__name__}: {raised}, but the workflow is "
+                    f"{row.status}")
         if (row.status == Status.SUCCEEDED and row.output is not None
                 and codec.encode(value, "replayed result") != row.output):
             return "replay returned a different result than the one recorded"

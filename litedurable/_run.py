@@ -148,6 +148,16 @@ class WorkflowRun(Scope):
         self.fatal = error
         return error
 
+    def unreached(self) -> NonDeterminismError | None:
+        """The workflow function ended before a step the journal records: the code is not the
+        code that recorded it (a step was removed, or the code returns earlier now)."""
+        later = [step for step in self.recorded if step >= self.next_step]
+        if not later:
+            return None
+        row = self.recorded[min(later)]
+        return self.diverged(row.step, f"{row.kind} {row.name!r}",
+                             "nothing: the workflow function ended before reaching it")
+
     def check_interrupts(self) -> None:
         """Raise the reason this run must stop, if there is one."""
         if self.fatal is not None:

@@ -40,8 +40,9 @@ Locks, what each guards, and nesting
 * ``GroupCommit._mutex`` (and ``GroupCommit._cond`` on it): the write queue,
   ``_committing``, ``_closing``, ``_version_wanted``/``_version_sampled``. A commit runs
   outside it, in the leader's thread; each queued writer waits on a lock of its own
-  (``GroupCommit.wake``, one per queued write), released when its batch is durable. ``changed_elsewhere``
-  reads ``PRAGMA data_version`` under it, when no commit is in flight (the writer is idle).
+  (``GroupCommit.wake``, one per queued write), released when its batch is durable.
+  ``changed_elsewhere`` reads ``PRAGMA data_version`` under it, when no commit is in flight
+  (the writer is idle).
 * ``Driver._read_cond``: the reader connections lent and idle; reads run outside it.
 * ``Timers._cond``: the timer heap; actions run outside it. ``Scheduler._cond``: its poke and
   stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
@@ -351,7 +352,7 @@ class Runtime:
             leave(token)
         if self.faults.crashed is not None:
             raise self.faults.crashed  # a simulated crash unwound the run: record nothing
-        fatal = run.fatal
+        fatal = run.fatal or run.unreached()
         if isinstance(fatal, WorkflowCancelledError):
             run.ended = True  # already recorded by cancel()
             return

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 
 import litedurable as ld
+from litedurable._app import replay_check
 from litedurable._lease import HOST, pid_namespace
 from litedurable._sqlite import SqliteStorage
 from litedurable._storage import OwnerRow, StepRow
@@ -197,6 +198,27 @@ def test_changed_workflow_is_nondeterministic(db_path, changed, bad_step, record
             [info_row] = app.list_workflows()
             assert info_row.recovery_attempts <= 1
             assert len(app.steps("nd-1")) == 2
+    assert counts == {"a": 1, "b": 1}
+
+
+def test_workflow_that_now_ends_before_its_recorded_steps_is_nondeterministic(db_path):
+    """A step removed at the end (the code returns earlier now) is as much a change as one
+    removed in the middle: the recorded step the code never reaches parks the workflow, instead
+    of a success that silently drops what the journal says happened (G4)."""
+    counts: Counter[str] = Counter()
+    app, seq = _build_sequence(db_path, ORIGINAL, counts)
+    switch = crash_at(app, "before_step", nth=3)  # a and b are recorded, c is not
+    _crash_run(app, switch, lambda a: a.start(seq, workflow_id="nd-end"))
+
+    app, seq = _build_sequence(db_path, ("a",), counts)
+    with app:
+        handle = app.handle("nd-end")
+        with pytest.raises(ld.NonDeterminismError) as info:
+            handle.result(timeout=30)
+        assert "step 1 was recorded as step 'b'" in str(info.value)
+        assert "ended before reaching it" in str(info.value)
+        assert handle.status() is ld.Status.NONDETERMINISTIC
+        assert replay_check(app, app._parts()[0], app._row("nd-end")) is not None
     assert counts == {"a": 1, "b": 1}
 
 
