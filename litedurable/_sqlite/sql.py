@@ -216,6 +216,7 @@ DELETE_WORKFLOW = "DELETE FROM workflows WHERE workflow_id = ?"
 SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
 SELECT_STEPS_BELOW = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?"
 COPY_STEP = f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+UNFENCED_STEP = f"{COPY_STEP} {UPSERT_STEP}"  # the fault seam's ``no_fence`` defect only
 STEP_CHECKSUM = "SELECT checksum FROM steps WHERE workflow_id = ? AND step = ?"
 
 # -- owners -------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ common path costs no extra statement.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import apsw
 
@@ -36,6 +36,8 @@ from .commit import GroupCommit
 from .driver import Driver
 
 __all__ = ["SqliteStorage"]
+
+T = TypeVar("T")
 
 
 class SqliteStorage:
@@ -71,8 +73,14 @@ class SqliteStorage:
         self.driver = Driver(path, durability=durability, busy_timeout=busy_timeout, vfs=vfs,
                              readonly=readonly, faults=self.faults)
         self.commit = GroupCommit(self.driver)
-        self.read = self.driver.read
-        self.write = self.commit.write
+
+    def read(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` on a reader connection (SQLite-level access: tests and tools only)."""
+        return self.driver.read(fn)
+
+    def write(self, fn: Callable[[apsw.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction (SQLite-level access: tests and tools only)."""
+        return self.commit.write(fn)
 
     @property
     def gone(self) -> str | None:
@@ -172,8 +180,7 @@ class SqliteStorage:
         fenced_row = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
                       row.extra, total, row.started_at, row.finished_at, row.workflow_id, owner)
         if self.faults.defects and self.faults.broken("no_fence"):
-            self.commit.write(lambda conn: conn.execute(sql.COPY_STEP + sql.UPSERT_STEP,
-                                                        fenced_row[:10]))
+            self.commit.write(lambda conn: conn.execute(sql.UNFENCED_STEP, fenced_row[:10]))
             return
 
         def insert(conn: apsw.Connection) -> None:
