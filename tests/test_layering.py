@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import litedurable
@@ -108,3 +109,20 @@ def test_no_function_local_imports() -> None:
                     if isinstance(node, ast.Import | ast.ImportFrom):
                         local.append(f"{path.stem}.{fn.name}")
     assert local == []
+
+
+def test_sql_lives_only_in_the_statement_catalogue() -> None:
+    """Every SQL statement is a named constant of ``_sqlite/sql.py``; other modules bind them
+    (transaction control aside), so the backend's whole vocabulary reads in one place."""
+    statement = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|PRAGMA|WITH)\b")
+    found = []
+    for _, path in _modules():
+        if path.name == "sql.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            parts = node.values if isinstance(node, ast.JoinedStr) else [node]
+            for part in parts:
+                if (isinstance(part, ast.Constant) and isinstance(part.value, str)
+                        and statement.match(part.value)):
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == []

@@ -225,7 +225,7 @@ class GroupCommit:
         missed makes ``changed_elsewhere`` read the version itself once the commit ends.
         """
         if self._version_wanted:
-            version = scalar(conn, "PRAGMA data_version")
+            version = scalar(conn, sql.DATA_VERSION)
             with self._mutex:
                 self._version_sampled = version
 
@@ -265,7 +265,7 @@ class GroupCommit:
                         break
                     if not self._committing:
                         with translated(driver.path):
-                            version = scalar(driver.writer, "PRAGMA data_version")
+                            version = scalar(driver.writer, sql.DATA_VERSION)
                         break
                     if not self._cond.wait(max(0.0, give_up - time.monotonic())):
                         return False

@@ -216,26 +216,26 @@ class Driver:
                 )
             return
         sync = "FULL" if durability == "full" else "NORMAL"
-        mode: str = scalar(conn, "PRAGMA journal_mode=WAL")
+        mode: str = scalar(conn, sql.JOURNAL_MODE_WAL)
         if mode.lower() != "wal":
             raise JournalError(
                 f"{self.path} could not be switched to WAL mode (SQLite kept {mode!r}); the "
                 "file system may not support the shared memory WAL needs (a network share?). "
                 "Put the journal on a local disk."
             )
-        conn.execute(f"PRAGMA synchronous={sync}")
-        self.reader.execute(f"PRAGMA synchronous={sync}")
+        conn.execute(sql.SYNCHRONOUS.format(level=sync))
+        self.reader.execute(sql.SYNCHRONOUS.format(level=sync))
         self._sync = sync  # for the readers opened later
         if version < sql.SCHEMA_VERSION:
             # One IMMEDIATE transaction, version re-read inside it: two processes opening a new
             # file at once migrate it once, and a crash mid-migration leaves the old version.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                current: int = scalar(conn, "PRAGMA user_version")
+                current: int = scalar(conn, sql.USER_VERSION)
                 for migration in sql.MIGRATIONS[current:]:
                     conn.execute(migration)
-                conn.execute(f"PRAGMA application_id={sql.APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version={sql.SCHEMA_VERSION}")
+                conn.execute(sql.SET_APPLICATION_ID)
+                conn.execute(sql.SET_USER_VERSION)
                 conn.execute("COMMIT")
             except BaseException:
                 rollback(conn)
@@ -296,7 +296,7 @@ class Driver:
         try:
             conn = self.connect(readonly=self.readonly)
             if self._sync is not None:
-                conn.execute(f"PRAGMA synchronous={self._sync}")
+                conn.execute(sql.SYNCHRONOUS.format(level=self._sync))
         except apsw.Error as exc:
             if conn is not None:
                 conn.close()
@@ -403,7 +403,7 @@ class Driver:
         if not gone and self.moved() is None:
             return
         try:
-            self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.writer.execute(sql.CHECKPOINT_TRUNCATE)
         except apsw.Error as exc:
             log.warning("litedurable: %s was deleted or replaced while open, and its WAL could "
                         "not be emptied (%s); delete %s-wal before opening the path again",

@@ -259,3 +259,13 @@ IDENTIFY = (
     "(SELECT user_version FROM pragma_user_version), "
     "(SELECT count(*) FROM sqlite_schema)"
 )
+JOURNAL_MODE_WAL = "PRAGMA journal_mode=WAL"
+SYNCHRONOUS = "PRAGMA synchronous={level}"  # FULL or NORMAL
+USER_VERSION = "PRAGMA user_version"
+SET_USER_VERSION = f"PRAGMA user_version={SCHEMA_VERSION}"
+SET_APPLICATION_ID = f"PRAGMA application_id={APPLICATION_ID}"
+# Changes with every commit made through another connection (another process or App).
+DATA_VERSION = "PRAGMA data_version"
+CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
+QUICK_CHECK = "PRAGMA quick_check"
+INTEGRITY_CHECK = "PRAGMA integrity_check"

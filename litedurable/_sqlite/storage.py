@@ -497,7 +497,7 @@ class SqliteStorage:
         """
         def check(conn: apsw.Connection) -> str:
             try:
-                return "\n".join(r[0] for r in conn.execute("PRAGMA quick_check"))
+                return "\n".join(r[0] for r in conn.execute(sql.QUICK_CHECK))
             except (apsw.CorruptError, apsw.NotADBError) as exc:
                 return f"{type(exc).__name__}: {exc}"
 
@@ -506,7 +506,7 @@ class SqliteStorage:
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""
         return self.driver.read(
-            lambda conn: "\n".join(r[0] for r in conn.execute("PRAGMA integrity_check"))
+            lambda conn: "\n".join(r[0] for r in conn.execute(sql.INTEGRITY_CHECK))
         )
 
 
