@@ -20,23 +20,10 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from support import crash_then_close, engine_threads, leaked_engine_threads, stored_status
 
 import litedurable as ld
-from litedurable._journal import Journal
 from litedurable.testing import FakeClock, crash_at
-
-
-def stored_status(path: str, workflow_id: str) -> str:
-    """The status in the file, read without the (possibly crashed) App."""
-    with Journal(path, readonly=True) as journal:
-        row = journal.get_workflow(workflow_id)
-        assert row is not None
-        return row.status
-
-
-def engine_threads() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.name.startswith("litedurable-")}
-
 
 # -- D5 ---------------------------------------------------------------------------------------
 
@@ -109,12 +96,7 @@ def test_d6_every_pool_size_completes_without_leaks(
             handles = [app.start(fan, width) for width in fan_outs]  # more runs than threads
             results = [h.result(timeout=60) for h in handles]
     assert results == [sum(i * i for i in range(w)) for w in fan_outs]
-    leaked = engine_threads() - before
-    for name in leaked:
-        for t in threading.enumerate():
-            if t.name == name:
-                t.join(5)
-    assert engine_threads() - before == set()
+    assert leaked_engine_threads(before) == []
 
 
 # -- D8 ---------------------------------------------------------------------------------------
@@ -156,9 +138,7 @@ def test_d8_a_program_changed_before_its_crash_point_is_caught(length: int, data
         path = os.path.join(d, "j.db")
         app, program = program_app(path, names)
         switch = crash_at(app, "after_commit", nth=crash_after)
-        with app:
-            app.start(program, workflow_id="p")
-            assert switch.wait(30)
+        crash_then_close(app, switch, lambda a: a.start(program, workflow_id="p"))
         app, _ = program_app(path, changed)
         with app:
             try:
