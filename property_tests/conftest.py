@@ -6,8 +6,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+
+# The helpers shared with tests/ (``import support``) live in tests/support.py.
+TESTS = str(Path(__file__).resolve().parent.parent / "tests")
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
 
 settings.register_profile(
     "quick", max_examples=100, derandomize=True, deadline=None,

@@ -20,29 +20,17 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from support import crash_then_close, engine_threads, leaked_engine_threads, stored_status
 
 import litedurable as ld
-from litedurable._sqlite import SqliteStorage
 from litedurable.testing import FakeClock, crash_at
-
-
-def stored_status(path: str, workflow_id: str) -> str:
-    """The status in the file, read without the (possibly crashed) App."""
-    with SqliteStorage(path, readonly=True) as journal:
-        row = journal.get_workflow(workflow_id)
-        assert row is not None
-        return row.status
-
-
-def engine_threads() -> set[str]:
-    return {t.name for t in threading.enumerate() if t.name.startswith("litedurable-")}
-
 
 # -- D5 ---------------------------------------------------------------------------------------
 
 
 @given(st.lists(st.integers(0, 2), min_size=1, max_size=12), st.integers(1, 4))
-def test_d5_racing_starts_make_one_workflow_per_id(picks: list[int], threads: int) -> None:
+def test_racing_starts_make_one_workflow_per_id(picks: list[int], threads: int) -> None:
+    """D5: racing ``start(id)`` calls make one workflow per id, and each body runs once."""
     runs: Counter[str] = Counter()
     lock = threading.Lock()
     with tempfile.TemporaryDirectory() as d:
@@ -87,9 +75,10 @@ def test_d5_racing_starts_make_one_workflow_per_id(picks: list[int], threads: in
 
 @given(st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 4]),
        st.lists(st.integers(1, 5), min_size=1, max_size=4))
-def test_d6_every_pool_size_completes_without_leaks(
+def test_every_pool_size_completes_without_leaking_threads(
     workers: int, workflow_threads: int, fan_outs: list[int]
 ) -> None:
+    """D6: with pool sizes 1, 2 and 4 a fan-out program completes, and no thread leaks."""
     before = engine_threads()
     with tempfile.TemporaryDirectory() as d:
         app = ld.App(os.path.join(d, "j.db"), clock=FakeClock(), workers=workers,
@@ -109,12 +98,7 @@ def test_d6_every_pool_size_completes_without_leaks(
             handles = [app.start(fan, width) for width in fan_outs]  # more runs than threads
             results = [h.result(timeout=60) for h in handles]
     assert results == [sum(i * i for i in range(w)) for w in fan_outs]
-    leaked = engine_threads() - before
-    for name in leaked:
-        for t in threading.enumerate():
-            if t.name == name:
-                t.join(5)
-    assert engine_threads() - before == set()
+    assert leaked_engine_threads(before) == []
 
 
 # -- D8 ---------------------------------------------------------------------------------------
@@ -138,7 +122,9 @@ def program_app(path: str, names: list[str]) -> tuple[ld.App, Any]:
 
 
 @given(st.integers(3, 6), st.data())
-def test_d8_a_program_changed_before_its_crash_point_is_caught(length: int, data: Any) -> None:
+def test_a_program_changed_before_its_crash_point_is_caught(length: int, data: Any) -> None:
+    """D8: a step renamed, removed, inserted or swapped before the crash point ends the
+    resumed workflow ``nondeterministic``, never silently."""
     names = [f"s{i}" for i in range(length)]
     crash_after = data.draw(st.integers(2, length - 1), label="crash after step commit #")
     where = data.draw(st.integers(0, crash_after - 1), label="mutated step")
@@ -156,9 +142,7 @@ def test_d8_a_program_changed_before_its_crash_point_is_caught(length: int, data
         path = os.path.join(d, "j.db")
         app, program = program_app(path, names)
         switch = crash_at(app, "after_commit", nth=crash_after)
-        with app:
-            app.start(program, workflow_id="p")
-            assert switch.wait(30)
+        crash_then_close(app, switch, lambda a: a.start(program, workflow_id="p"))
         app, _ = program_app(path, changed)
         with app:
             try:
@@ -173,7 +157,8 @@ def test_d8_a_program_changed_before_its_crash_point_is_caught(length: int, data
 
 
 @given(st.integers(1, 3))
-def test_d9_a_workflow_crashing_every_attempt_ends_exhausted(limit: int) -> None:
+def test_a_workflow_crashing_every_attempt_ends_exhausted(limit: int) -> None:
+    """D9: recovery is bounded; after ``limit`` recoveries the workflow is parked ``exhausted``."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "j.db")
         launches = 0
@@ -202,7 +187,8 @@ def test_d9_a_workflow_crashing_every_attempt_ends_exhausted(limit: int) -> None
     assert launches == limit + 2  # the first run, `limit` recoveries, then the parking launch
 
 
-def test_d9_a_non_serializable_output_fails_once_without_rerunning_the_body() -> None:
+def test_a_non_serializable_output_fails_once_without_rerunning_the_body() -> None:
+    """D9: an output that cannot be stored fails the workflow once; the body is not re-run."""
     runs: Counter[str] = Counter()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "j.db")

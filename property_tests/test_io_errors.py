@@ -38,6 +38,7 @@ import apsw
 import pytest
 from powerloss import Disk, Fault, close_leaked, mounted
 from scratch import scratch_dir
+from support import engine_thread_names
 
 import litedurable as ld
 from litedurable._errors import JournalError
@@ -170,10 +171,6 @@ class Watch:
             self.committed.add(key)
 
 
-def engine_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("litedurable")]
-
-
 @contextlib.contextmanager
 def swallowed_faults() -> Iterator[list[BaseException]]:
     """Collect the injected faults that apsw could not raise because SQLite reported success.
@@ -209,8 +206,9 @@ def faulty_phase(path: str, canonical: Canonical, disk: Disk, watch: Watch,
             app.launch()
         except JournalError as exc:
             surfaced = f"launch raised {type(exc).__name__}"
-            if engine_threads():
-                problems.append(f"D6: launch raised but left threads running: {engine_threads()}")
+            if engine_thread_names():
+                problems.append(
+                    f"D6: launch raised but left threads running: {engine_thread_names()}")
         else:
             try:
                 handle = app.start(workflows[canonical.name], *canonical.args,

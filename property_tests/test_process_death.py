@@ -44,6 +44,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from ledger_child import EXIT_CODE, Ledger, build, job_values, ledger_hook
 from scratch import scratch_dir
+from support import child_env, eventually
 
 from litedurable._sqlite import SqliteStorage
 from litedurable.testing import CRASH_POINTS
@@ -67,7 +68,8 @@ class Children:
             json.dump(config, f)
         with open(os.path.join(self.root, f"child-{n}.err"), "w") as err:
             proc = subprocess.Popen([sys.executable, str(CHILD), config_path],
-                                    stdout=subprocess.PIPE, stderr=err, text=True)
+                                    stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=child_env())
         self.procs.append(proc)
         return proc
 
@@ -362,11 +364,16 @@ def outcomes(db: str, workflow_ids: list[str]) -> dict[str, Any]:
 
 def wait_until_succeeded(db: str, workflow_ids: list[str], timeout: float = 60.0
                          ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while len(done := outcomes(db, workflow_ids)) < len(workflow_ids):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {sorted(done)} of {workflow_ids} finished in {timeout} s")
-        time.sleep(0.02)
+    """The recorded results once every one of ``workflow_ids`` has succeeded."""
+    done: dict[str, Any] = {}
+
+    def all_done() -> bool:
+        nonlocal done
+        done = outcomes(db, workflow_ids)
+        return len(done) >= len(workflow_ids)
+
+    eventually(all_done, lambda: f"{workflow_ids} to succeed; only {sorted(done)} did",
+               timeout=timeout, every=0.02)
     return done
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import threading
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+# ``support`` (the helpers the test files share) lives here; make it importable whatever
+# pytest's import mode (property_tests/conftest.py does the same).
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import engine_threads, leaked_engine_threads
 
 
 @pytest.fixture
 def db_path(tmp_path) -> str:
     """A fresh journal path inside the test's temporary directory."""
     return str(tmp_path / "journal.db")
-
-
-def _engine_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("litedurable-")}
 
 
 @pytest.fixture(autouse=True)
@@ -25,10 +29,7 @@ def no_leaked_threads() -> Iterator[None]:
     Every App a test opens must be closed, and ``close()`` joins the threads it started. A
     thread still finishing its last instruction gets a bounded join before the check.
     """
-    before = _engine_threads()
+    before = engine_threads()
     yield
-    leaked = _engine_threads() - before
-    for thread in leaked:
-        thread.join(5.0)
-    alive = sorted(t.name for t in leaked if t.is_alive())
+    alive = leaked_engine_threads(before)
     assert not alive, f"threads left running after the test: {alive}"

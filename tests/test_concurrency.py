@@ -12,14 +12,13 @@ import contextvars
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import engine_thread_names, eventually
 
 import litedurable as ld
 from litedurable._clock import SystemClock
-from litedurable._pool import WorkerPool
 from litedurable.testing import FakeClock, crash_at
 
 HANG = 20.0  # seconds before a wait that should never take long is declared a hang
@@ -68,15 +67,6 @@ class Calls:
             return sum(1 for w, a in self.log if w == what and (arg is None or a == arg))
 
 
-def wait_for(predicate: Callable[[], bool], what: str, hang: float = HANG) -> None:
-    """Poll until ``predicate()`` (a hang guard, not a timing assertion)."""
-    limit = time.monotonic() + hang
-    while not predicate():
-        if time.monotonic() > limit:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
-
 def row(app: ld.App, workflow_id: str, step: int) -> ld.StepInfo | None:
     """The recorded row of ``step`` if it is finished, else None."""
     for info in app.steps(workflow_id):
@@ -86,7 +76,8 @@ def row(app: ld.App, workflow_id: str, step: int) -> ld.StepInfo | None:
 
 
 def wait_row(app: ld.App, workflow_id: str, step: int) -> ld.StepInfo:
-    wait_for(lambda: row(app, workflow_id, step) is not None, f"step {step} to be recorded")
+    eventually(lambda: row(app, workflow_id, step) is not None, f"step {step} to be recorded",
+               timeout=HANG)
     info = row(app, workflow_id, step)
     assert info is not None
     return info
@@ -98,7 +89,7 @@ def wait_for_open_select(app: ld.App, workflow_id: str, step: int) -> ld.StepInf
     def opened() -> ld.StepInfo | None:
         return next((s for s in app.steps(workflow_id) if s.step == step), None)
 
-    wait_for(lambda: opened() is not None, f"select at step {step} to open")
+    eventually(lambda: opened() is not None, f"select at step {step} to open", timeout=HANG)
     info = opened()
     assert info is not None
     return info
@@ -109,10 +100,6 @@ def error_type(info: ld.StepInfo) -> str | None:
     if info.error is None:
         return None
     return info.error.split(":", 1)[0].rsplit(".", 1)[-1]
-
-
-def litedurable_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("litedurable-")]
 
 
 # -- select: replay keeps the recorded winner ---------------------------------------------------
@@ -642,7 +629,7 @@ def test_a_thousand_sleeping_workflows_use_a_bounded_number_of_threads(db_path: 
                         asleep.add(h.workflow_id)
                 return len(asleep) == count
 
-            wait_for(all_asleep, "every workflow to record its sleep", hang=3 * HANG)
+            eventually(all_asleep, "every workflow to record its sleep", timeout=3 * HANG)
             assert len(app.list_workflows(status=ld.Status.PENDING)) == count
             assert threading.active_count() < 100
             clock.advance(3600)
@@ -681,7 +668,7 @@ def test_a_long_wait_unwinds_and_replay_attaches_to_the_running_step(db_path: st
         assert app.run(quick, 1, workflow_id="quick-1") == 1
         gates.open("double-21")  # step 1 settles: the workflow is replayed while step 0 runs
         wait_row(app, "waiter", 1)
-        wait_for(lambda: entries["waiter"] >= 2, "the replay")
+        eventually(lambda: entries["waiter"] >= 2, "the replay", timeout=HANG)
         assert app.run(quick, 2, workflow_id="quick-2") == 2  # ...and unwound again
         gates.open("double-20")
         assert handle.result(HANG) == 40 + 42
@@ -833,7 +820,7 @@ def test_running_step_observes_cancellation(db_path: str) -> None:
 
     def until_cancelled(name: str) -> None:
         gates.open(name)
-        wait_for(ld.cancelled, f"{name} to see its cancellation")
+        eventually(ld.cancelled, f"{name} to see its cancellation", timeout=HANG)
 
     @app.step()
     def keeps() -> str:
@@ -900,8 +887,8 @@ def test_close_leaves_no_threads_behind(db_path: str) -> None:
         handle = app.start(sleepy, workflow_id="sleepy")
         wait_row(app, "sleepy", 3)  # sleeping now
         assert handle.status() == ld.Status.PENDING
-        assert litedurable_threads() != []
-    assert litedurable_threads() == []
+        assert engine_thread_names() != []
+    assert engine_thread_names() == []
 
 
 # -- Future methods -----------------------------------------------------------------------------
@@ -917,7 +904,7 @@ def test_future_result_and_exception_with_timeout_are_journaled(db_path: str) ->
         # looks at it. The recorded timeout must still win (a replay may not see the step).
         if point == "after_decision" and gates.is_open("race-the-decision"):
             gates.open("slow")
-            wait_for(shelf[0].done, "the step to settle")
+            eventually(shelf[0].done, "the step to settle", timeout=HANG)
 
     @app.step()
     def slow() -> str:
@@ -1011,143 +998,6 @@ def test_close_interrupts_steps_without_recording_a_cancellation(db_path: str) -
     with app:
         assert app.handle("interrupted").result(HANG) == 3
         assert all(s.error is None for s in app.steps("interrupted"))
-
-
-def test_a_burst_of_work_grows_the_pool_to_its_size() -> None:
-    pool = WorkerPool(8, "litedurable-burst")
-    release = threading.Event()
-    running = threading.Semaphore(0)
-
-    def body() -> None:
-        running.release()
-        release.wait(30)
-
-    try:
-        warm = threading.Barrier(3)
-        for _ in range(2):  # two threads that then sit idle
-            pool.submit(lambda: warm.wait(30))
-        warm.wait(30)
-        for _ in range(20):  # more than the pool holds, submitted at once
-            pool.submit(body)
-        for _ in range(8):  # all eight run at the same time: a thread each
-            assert running.acquire(timeout=10), "the burst did not start a thread per slot"
-    finally:
-        release.set()
-        assert pool.shutdown(30) == []
-
-
-class _StartLog:
-    """Wraps ``threading.Thread.start`` to note which thread starts each pool thread.
-
-    ``delay`` holds every pool-thread start for that long first, to open the window in which
-    a thread is registered with its pool but not yet running.
-    """
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str, delay: float = 0.0,
-                 fail: Callable[[], bool] = lambda: False) -> None:
-        self.starters: list[str] = []
-        self._lock = threading.Lock()
-        real = threading.Thread.start
-
-        def start(thread: threading.Thread) -> None:
-            if thread.name.startswith(prefix):
-                with self._lock:
-                    self.starters.append(threading.current_thread().name)
-                if fail():
-                    raise RuntimeError("can't start new thread")
-                time.sleep(delay)
-            real(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", start)
-
-
-def test_a_burst_into_a_cold_pool_is_started_by_the_pool_not_the_submitter(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Thread.start() waits for the new thread to run; a workflow calling go() 100 times must
-    # not pay that 100 times. The submitter starts one thread; the pool's threads start the
-    # rest, and the burst still gets a thread per slot, never more.
-    starts = _StartLog(monkeypatch, "litedurable-cold")
-    pool = WorkerPool(8, "litedurable-cold")
-    release = threading.Event()
-    running = threading.Semaphore(0)
-    lock = threading.Lock()
-    busy = [0, 0]  # running now, most at once
-
-    def body() -> None:
-        with lock:
-            busy[0] += 1
-            busy[1] = max(busy)
-        running.release()
-        release.wait(30)
-        with lock:
-            busy[0] -= 1
-
-    try:
-        for _ in range(20):
-            pool.submit(body)
-        for _ in range(8):
-            assert running.acquire(timeout=10), "the burst did not start a thread per slot"
-        me = threading.current_thread().name
-        assert starts.starters.count(me) == 1, starts.starters
-        assert len(starts.starters) == 8  # the bound: no spare beyond the pool's size
-    finally:
-        release.set()
-        assert pool.shutdown(30) == []
-    assert busy[1] == 8
-
-
-def test_a_thread_taking_work_keeps_a_spare_ready_for_the_next_submit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    starts = _StartLog(monkeypatch, "litedurable-spare")
-    pool = WorkerPool(4, "litedurable-spare")
-    release = threading.Event()
-    first, second = threading.Event(), threading.Event()
-    try:
-        pool.submit(lambda: (first.set(), release.wait(30)))
-        assert first.wait(10)
-        wait_for(lambda: len(starts.starters) == 2, "the spare thread to start")
-        pool.submit(lambda: (second.set(), release.wait(30)))  # taken by the spare
-        assert second.wait(10)
-        assert starts.starters[0] == threading.current_thread().name
-        assert threading.current_thread().name not in starts.starters[1:]
-    finally:
-        release.set()
-        assert pool.shutdown(30) == []
-
-
-def test_shutdown_while_a_thread_is_being_started_joins_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A pool thread starting another one registers it first and starts it after: shutdown in
-    # between must neither join a thread that has not started (a RuntimeError) nor leave it.
-    starts = _StartLog(monkeypatch, "litedurable-slow", delay=0.2)
-    pool = WorkerPool(4, "litedurable-slow")
-    ran = threading.Event()
-    pool.submit(ran.set)  # its thread starts a spare (slowly) before running it
-    wait_for(lambda: len(starts.starters) == 2, "the spare's start to begin")
-    assert pool.shutdown(10) == []
-    assert ran.is_set()  # work already taken is not dropped
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("litedurable-slow")]
-
-
-def test_a_refused_thread_start_leaves_the_pool_able_to_start_the_next(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    refuse = [True]
-    _StartLog(monkeypatch, "litedurable-refused", fail=lambda: refuse[0])
-    pool = WorkerPool(1, "litedurable-refused")
-    ran = threading.Semaphore(0)
-    try:
-        with pytest.raises(RuntimeError, match="can't start new thread"):
-            pool.submit(ran.release)  # queued, but no thread could be started for it
-        refuse[0] = False
-        pool.submit(ran.release)  # the refused thread no longer counts against the size
-        for _ in range(2):
-            assert ran.acquire(timeout=10), "the queued work never ran"
-    finally:
-        assert pool.shutdown(30) == []
 
 
 def test_wait_all_wakes_the_workflow_once_not_once_per_step(db_path: str) -> None:

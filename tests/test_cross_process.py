@@ -11,10 +11,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from support import child_env, eventually
 
 import litedurable as ld
 
@@ -77,17 +77,16 @@ def _start_worker(
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     gate = tmp_path / f"{workflow_id}.gate"
-    worker = subprocess.Popen([sys.executable, str(script), db_path, workflow_id, str(gate)])
+    worker = subprocess.Popen([sys.executable, str(script), db_path, workflow_id, str(gate)],
+                              env=child_env())
     return worker, gate
 
 
 def _handle_when_started(app: ld.App, workflow_id: str, gate: Path) -> ld.Handle[object]:
     """The workflow's handle once the worker's step (or loop) is running."""
     started = Path(str(gate) + ".started")
-    limit = time.monotonic() + 60  # a hang guard for the child's interpreter start-up
-    while not started.exists():
-        assert time.monotonic() < limit, "the worker never started its workflow"
-        time.sleep(0.005)
+    # the timeout is a hang guard for the child's interpreter start-up
+    eventually(started.exists, "the worker to start its workflow", timeout=60)
     return app.handle(workflow_id)
 
 

@@ -3,7 +3,7 @@
 Each example crashes or stops its own workflow (``litedurable.testing.crash_at``, or closing
 the App), resumes it in a fresh App on the same journal, and exits non-zero if what it
 promises did not hold.
-``quickstart.py`` has its own test.
+``quickstart.py`` has its own test, in ``test_readme.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import child_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -44,7 +45,7 @@ def test_example_runs(name: str, tmp_path: Path) -> None:
     journal = tmp_path / "journal.db"
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name), str(journal)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=child_env(),
     )
     report = f"exit code {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.returncode == 0, report

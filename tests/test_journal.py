@@ -1,7 +1,10 @@
-"""Group commit in the journal: batching, waking each writer with its own result, refusals."""
+"""The journal on its own, with no App: group commit (batching, waking each writer with its own
+result, refusals), the step checksum, and the journal side of recovery (claims, and reads on
+connections of their own)."""
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 import time
@@ -13,10 +16,12 @@ from typing import Any
 import apsw
 import pytest
 
+import litedurable as ld
 from litedurable._errors import OwnershipLostError
+from litedurable._lease import HOST, pid_namespace
 from litedurable._sqlite import SqliteStorage
 from litedurable._sqlite.sql import insert_steps_sql
-from litedurable._storage import StepRow, checksum, step_checksum
+from litedurable._storage import OwnerRow, StepRow, checksum, step_checksum
 
 
 def _one_batch(journal: SqliteStorage, writers: list[Callable[[], None]]) -> None:
@@ -165,3 +170,197 @@ def test_a_fenced_row_in_a_grouped_insert_fails_alone(journal: SqliteStorage) ->
     assert outcomes["a"] is None and outcomes["c"] is None
     assert isinstance(outcomes["b"], OwnershipLostError)
     assert [len(journal.load_steps(w)) for w in "abc"] == [1, 0, 1]
+
+
+# -- the journal side of recovery: claims and reads ------------------------------------------
+
+
+def _seed(journal: SqliteStorage, ids: list[str], owner: str | None) -> None:
+    """Pending workflows owned by ``owner``, each with one recorded step (step 0)."""
+    for wid in ids:
+        journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"[]", now=1.0,
+                                app_version="v1", parent_id=None, owner=owner or "seed")
+        journal.record_step(StepRow(wid, 0, "step", "s", b"1", None, None, 1.0, 1.0),
+                            owner or "seed")
+    if owner is None:
+        journal.release("seed")
+
+
+def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_path):
+    with SqliteStorage(db_path) as journal:
+        _seed(journal, ["a", "b", "c", "d"], "dead")
+        _seed(journal, ["e"], None)  # released by a clean close: owner NULL
+        assert journal.claim([("b", "dead")], "other") == {"b": 1}  # b changed owner meanwhile
+        journal.finish_workflow("c", "dead", status="succeeded", output=b"1", error=None,
+                                now=2.0)
+        journal.heartbeat(OwnerRow("dead", HOST, os.getpid(), 1.0, None, pid_namespace()))
+        journal.heartbeat(OwnerRow("other", HOST, os.getpid(), 1.0, None, pid_namespace()))
+        taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
+                               ("a", "dead")], "me", forget=["dead"])
+        assert set(journal.owners()) == {"other"}  # the dead owner's row went with the claim
+        assert list(taken) == ["e", "d", "a"]  # in the order asked for; b and c left out
+        assert taken == {"e": 1, "d": 1, "a": 1}
+        owners = {wid: journal.get_workflow(wid).owner for wid in "abcde"}  # type: ignore[union-attr]
+        assert owners == {"a": "me", "b": "other", "c": "dead", "d": "me", "e": "me"}
+        assert journal.claim([("a", "dead")], "late") == {}  # a stale expectation takes nothing
+
+
+def test_claim_carries_any_workflow_id_and_owner_through_sql_intact(db_path):
+    odd = ['quote"s', "back\\slash", "emoji \U0001f600 and \u00e9", "[1, 2]", "null", " "]
+    with SqliteStorage(db_path) as journal:
+        for i, wid in enumerate(odd):
+            _seed(journal, [wid], odd[-1 - i])
+        taken = journal.claim([(wid, odd[-1 - i]) for i, wid in enumerate(odd)], "me")
+        assert taken == dict.fromkeys(odd, 1)
+
+
+def test_claim_counts_only_recoveries_without_progress(db_path):
+    with SqliteStorage(db_path) as journal:
+        _seed(journal, ["stuck", "moving"], "dead")
+        journal.insert_workflow(workflow_id="empty", name="wf", inputs=b"[]", now=1.0,
+                                app_version="v1", parent_id=None, owner="dead")
+        both = [("stuck", "dead"), ("moving", "dead"), ("empty", "dead")]
+        assert journal.claim(both, "r1") == {"stuck": 1, "moving": 1, "empty": 1}
+        journal.record_step(StepRow("moving", 1, "step", "s", b"2", None, None, 2.0, 2.0), "r1")
+        again = [("stuck", "r1"), ("moving", "r1"), ("empty", "r1")]
+        assert journal.claim(again, "r2") == {"stuck": 2, "moving": 1, "empty": 2}
+        journal.record_step(StepRow("empty", 0, "step", "s", b"1", None, None, 3.0, 3.0), "r2")
+        third = [("stuck", "r2"), ("moving", "r2"), ("empty", "r2")]
+        assert journal.claim(third, "r3") == {"stuck": 3, "moving": 2, "empty": 1}
+
+
+def test_two_journals_claiming_at_once_never_both_take_a_workflow(db_path):
+    ids = [f"wf-{i}" for i in range(300)]
+    with SqliteStorage(db_path) as journal:
+        _seed(journal, ids, "dead")
+    barrier = threading.Barrier(2)
+    taken: dict[str, dict[str, int]] = {}
+
+    def race(me: str) -> None:
+        with SqliteStorage(db_path, busy_timeout=30) as mine:
+            barrier.wait()
+            # Each claims in its own order, so neither simply finds the other done first.
+            order = ids if me == "x" else ids[::-1]
+            taken[me] = {}
+            for start in range(0, len(order), 50):
+                taken[me].update(mine.claim([(w, "dead") for w in order[start:start + 50]], me))
+
+    threads = [threading.Thread(target=race, args=(me,)) for me in ("x", "y")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not set(taken["x"]) & set(taken["y"])
+    assert set(taken["x"]) | set(taken["y"]) == set(ids)
+    with SqliteStorage(db_path, readonly=True) as journal:
+        for me, claimed in taken.items():
+            assert all(journal.get_workflow(w).owner == me for w in claimed)  # type: ignore[union-attr]
+
+
+def test_load_workflow_reads_the_row_and_its_steps_together(db_path):
+    with SqliteStorage(db_path) as journal:
+        _seed(journal, ["a"], "me")
+        journal.record_step(StepRow("a", 1, "step", "s", b"2", None, None, 2.0, 2.0), "me")
+        row, steps = journal.load_workflow("a")
+        assert row == journal.get_workflow("a")
+        assert steps == journal.load_steps("a") and [s.step for s in steps] == [0, 1]
+        assert journal.load_workflow("missing") == (None, [])
+
+
+def _blocked_reads(journal: SqliteStorage, count: int) -> tuple[list[threading.Thread], Any, Any]:
+    """``count`` reads that each hold their connection until ``release`` is set."""
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+    used: list[int] = []
+
+    def hold(conn: apsw.Connection) -> None:
+        used.append(id(conn))
+        entered.release()
+        assert release.wait(30)
+
+    threads = [threading.Thread(target=journal.read, args=(hold,)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, (entered, release), used
+
+
+def test_concurrent_reads_run_on_connections_of_their_own_up_to_a_limit(db_path):
+    with SqliteStorage(db_path) as journal:
+        limit = journal.driver.max_readers
+        assert limit >= 2
+        threads, (entered, release), used = _blocked_reads(journal, limit + 2)
+        for _ in range(limit):  # with one shared connection only the first would get in
+            assert entered.acquire(timeout=10), "concurrent reads queued on one connection"
+        assert not entered.acquire(timeout=0.2), "more readers than the limit were opened"
+        assert len(set(used)) == limit
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(used) == limit + 2 and len(set(used)) == limit  # the late ones reused them
+
+
+def test_close_waits_for_reads_in_flight_and_refuses_later_ones(db_path):
+    journal = SqliteStorage(db_path)
+    threads, (entered, release), _ = _blocked_reads(journal, 2)
+    assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
+    closer = threading.Thread(target=journal.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close() did not wait for the reads in flight"
+    release.set()
+    closer.join(10)
+    for thread in threads:
+        thread.join(10)
+    assert not closer.is_alive()
+    with pytest.raises(ld.AppClosedError):
+        journal.read(lambda conn: None)
+
+
+@pytest.mark.parametrize("readers", ["one", "many"])
+def test_close_while_a_read_waits_for_a_reader_returns_and_refuses_that_read(
+        db_path, monkeypatch, readers):
+    journal = SqliteStorage(db_path)
+    if readers == "one":  # the last read's return is then the only wake-up close() gets
+        monkeypatch.setattr(journal.driver, "max_readers", 1)
+    limit = journal.driver.max_readers
+    threads, (entered, release), _ = _blocked_reads(journal, limit)
+    for _ in range(limit):
+        assert entered.acquire(timeout=10)
+    refused: list[BaseException] = []
+
+    def late_read() -> None:
+        try:
+            journal.read(lambda conn: None)
+        except ld.AppClosedError as exc:
+            refused.append(exc)
+
+    waiter = threading.Thread(target=late_read)
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # every reader is lent: it waits for one
+    closer = threading.Thread(target=journal.close)
+    closer.start()
+    closer.join(0.2)
+    release.set()
+    for thread in (*threads, waiter, closer):
+        thread.join(10)
+    assert not closer.is_alive(), "close() missed the wake-up of the last read's return"
+    assert not waiter.is_alive() and len(refused) == 1
+
+
+def test_a_reader_that_cannot_be_opened_leaves_reads_sharing_the_open_one(db_path, monkeypatch):
+    journal = SqliteStorage(db_path)
+    try:
+        def refuse(*args: object, **kwargs: object) -> apsw.Connection:
+            raise apsw.CantOpenError("no more file descriptors")
+
+        monkeypatch.setattr(journal.driver, "connect", refuse)
+        threads, (entered, release), used = _blocked_reads(journal, 3)
+        assert entered.acquire(timeout=10)
+        assert not entered.acquire(timeout=0.2)  # the others wait for the one reader
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert len(used) == 3 and set(used) == {id(journal.driver.reader)}
+    finally:
+        journal.close()

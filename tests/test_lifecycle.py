@@ -9,26 +9,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import crash_then_close, eventually, stored_status
 
 import litedurable as ld
 from litedurable._app import replay_check
 from litedurable._sqlite import SqliteStorage
 from litedurable.testing import FakeClock, crash_at
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a hang guard, not a timing claim)."""
-    limit = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < limit, f"timed out waiting for {what}"
-        time.sleep(0.002)
 
 
 def sleeping(app: ld.App, *workflow_ids: str) -> bool:
@@ -37,13 +26,6 @@ def sleeping(app: ld.App, *workflow_ids: str) -> bool:
         return all(any(s.kind == "sleep" for s in app.steps(w)) for w in workflow_ids)
     except ld.WorkflowNotFoundError:
         return False
-
-
-def stored(path: str, workflow_id: str) -> str:
-    with SqliteStorage(path, readonly=True) as journal:
-        row = journal.get_workflow(workflow_id)
-        assert row is not None
-        return row.status
 
 
 # -- child workflows ------------------------------------------------------------------------
@@ -96,9 +78,7 @@ def test_a_parent_crashing_after_starting_a_child_does_not_start_it_twice(db_pat
     app, _, parent = _family(db_path, clock, runs)
     # The first child's first step runs before the parent has recorded starting the child.
     switch = crash_at(app, "before_step", when=lambda info: info.get("workflow_id") == "p/0")
-    with app:
-        app.start(parent, workflow_id="p")
-        assert switch.wait(30)
+    crash_then_close(app, switch, lambda a: a.start(parent, workflow_id="p"))
     app, _, parent = _family(db_path, clock, runs)
     with app:
         eventually(lambda: sleeping(app, "p/0", "named-child"), "both children asleep")
@@ -302,7 +282,7 @@ def test_a_deadline_that_passed_while_the_process_was_down_is_honoured(db_path):
     with app:
         app.start(sleepy, workflow_id="s")
         eventually(lambda: sleeping(app, "s"), "the sleep")
-    assert stored(db_path, "s") == "pending"
+    assert stored_status(db_path, "s") == "pending"
     clock.advance(61)  # nothing runs meanwhile
     app, _ = build()
     with app, pytest.raises(ld.WorkflowTimedOutError):
@@ -376,15 +356,14 @@ def test_resume_after_the_recovery_limit(db_path):
         return app, wf, switch
 
     app, wf, switch = build()
-    with app:
-        app.start(wf, workflow_id="w")
-        assert switch is not None and switch.wait(30)
+    assert switch is not None
+    crash_then_close(app, switch, lambda a: a.start(wf, workflow_id="w"))
     for _ in range(2):  # attempt 1 crashes again; attempt 2 is past the limit
         app, _, switch = build()
         with app:
-            if stored(db_path, "w") == "pending":
+            if stored_status(db_path, "w") == "pending":
                 assert switch is not None and switch.wait(30)
-    assert stored(db_path, "w") == "exhausted"
+    assert stored_status(db_path, "w") == "exhausted"
     crashing = False
     app, _, _ = build()
     with app:

@@ -5,26 +5,20 @@ SIGKILLs, two processes recovering one file, and ``testing.crash_test`` with a n
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import apsw
 import pytest
 from hypothesis import given, settings
+from support import child_env, crash_then_close, engine_thread_names, eventually, stored_status
 
 import litedurable as ld
 from litedurable._app import replay_check
-from litedurable._lease import HOST, pid_namespace
-from litedurable._sqlite import SqliteStorage
-from litedurable._storage import OwnerRow, StepRow
 from litedurable.testing import (
     CRASH_POINTS,
     CrashTestError,
@@ -33,25 +27,6 @@ from litedurable.testing import (
     crash_schedules,
     crash_test,
 )
-
-
-def _stored_status(path: str, workflow_id: str) -> str:
-    """The workflow's status as the file holds it, read without launching an App."""
-    journal = SqliteStorage(path, readonly=True)
-    try:
-        row = journal.get_workflow(workflow_id)
-        assert row is not None
-        return row.status
-    finally:
-        journal.close()
-
-
-def _crash_run(app: ld.App, switch, start) -> None:
-    """Start work on ``app``, wait until the simulated crash fired, close the dead App."""
-    with app:
-        start(app)
-        assert switch.wait(30), "the crash point was never reached"
-
 
 # -- crash points ---------------------------------------------------------------------------
 
@@ -94,9 +69,9 @@ def test_crash_point_then_recover(db_path, point, nth, after_crash, after_recove
     counts: Counter[str] = Counter()
     app, abc = _build_abc(db_path, counts)
     switch = crash_at(app, point, nth=nth)
-    _crash_run(app, switch, lambda a: a.start(abc, 4, workflow_id="w"))
+    crash_then_close(app, switch, lambda a: a.start(abc, 4, workflow_id="w"))
     assert counts == after_crash
-    assert _stored_status(db_path, "w") == "pending"
+    assert stored_status(db_path, "w") == "pending"
 
     app, abc = _build_abc(db_path, counts)
     with app:
@@ -110,8 +85,8 @@ def test_crash_after_outcome_keeps_the_outcome(db_path):
     counts: Counter[str] = Counter()
     app, abc = _build_abc(db_path, counts)
     switch = crash_at(app, "after_outcome")
-    _crash_run(app, switch, lambda a: a.start(abc, 4, workflow_id="w"))
-    assert _stored_status(db_path, "w") == "succeeded"
+    crash_then_close(app, switch, lambda a: a.start(abc, 4, workflow_id="w"))
+    assert stored_status(db_path, "w") == "succeeded"
     app, abc = _build_abc(db_path, counts)
     with app:
         assert app.handle("w").result(timeout=30) == 47
@@ -126,9 +101,9 @@ def test_repeated_crashes_never_rerun_a_committed_step(db_path):
         # each relaunch replays the committed steps; crash after the next new commit
         switch = crash_at(app, "after_commit", nth=1)
         if nth == 1:
-            _crash_run(app, switch, lambda a, wf=abc: a.start(wf, 4, workflow_id="w"))
+            crash_then_close(app, switch, lambda a, wf=abc: a.start(wf, 4, workflow_id="w"))
         else:
-            _crash_run(app, switch, lambda a: None)
+            crash_then_close(app, switch)
         assert counts == dict(zip("abc", [1] * nth, strict=False))
     app, abc = _build_abc(db_path, counts)
     with app:
@@ -173,7 +148,7 @@ def test_changed_workflow_is_nondeterministic(db_path, changed, bad_step, record
     counts: Counter[str] = Counter()
     app, seq = _build_sequence(db_path, ORIGINAL, counts)
     switch = crash_at(app, "before_step", nth=3)  # a and b are recorded, c is not
-    _crash_run(app, switch, lambda a: a.start(seq, workflow_id="nd-1"))
+    crash_then_close(app, switch, lambda a: a.start(seq, workflow_id="nd-1"))
     assert counts == {"a": 1, "b": 1}
 
     app, seq = _build_sequence(db_path, changed, counts)
@@ -208,7 +183,7 @@ def test_workflow_that_now_ends_before_its_recorded_steps_is_nondeterministic(db
     counts: Counter[str] = Counter()
     app, seq = _build_sequence(db_path, ORIGINAL, counts)
     switch = crash_at(app, "before_step", nth=3)  # a and b are recorded, c is not
-    _crash_run(app, switch, lambda a: a.start(seq, workflow_id="nd-end"))
+    crash_then_close(app, switch, lambda a: a.start(seq, workflow_id="nd-end"))
 
     app, seq = _build_sequence(db_path, ("a",), counts)
     with app:
@@ -249,14 +224,14 @@ def _build_crashy(path: str, counts: Counter[str]):
 def test_recovery_limit_parks_the_workflow_as_exhausted(db_path):
     counts: Counter[str] = Counter()
     app, crashy, switch = _build_crashy(db_path, counts)
-    _crash_run(app, switch, lambda a: a.start(crashy, workflow_id="loop"))
+    crash_then_close(app, switch, lambda a: a.start(crashy, workflow_id="loop"))
     relaunches = 0
     while True:
         relaunches += 1
         assert relaunches <= 5, "the workflow was recovered past its limit"
         app, crashy, switch = _build_crashy(db_path, counts)
         with app:  # launch() claims the workflow, then parks it or runs it into the crash
-            status = _stored_status(db_path, "loop")
+            status = stored_status(db_path, "loop")
             if status != "pending":
                 break
             assert switch.wait(30), "a recovered workflow did not run"
@@ -273,212 +248,7 @@ def test_recovery_limit_parks_the_workflow_as_exhausted(db_path):
     assert counts == {"fine": 1}
 
 
-# -- the journal side of recovery: claims and reads ------------------------------------------
-
-
-def _seed(journal: SqliteStorage, ids: list[str], owner: str | None) -> None:
-    """Pending workflows owned by ``owner``, each with one recorded step (step 0)."""
-    for wid in ids:
-        journal.insert_workflow(workflow_id=wid, name="wf", inputs=b"[]", now=1.0,
-                                app_version="v1", parent_id=None, owner=owner or "seed")
-        journal.record_step(StepRow(wid, 0, "step", "s", b"1", None, None, 1.0, 1.0),
-                            owner or "seed")
-    if owner is None:
-        journal.release("seed")
-
-
-def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_path):
-    with SqliteStorage(db_path) as journal:
-        _seed(journal, ["a", "b", "c", "d"], "dead")
-        _seed(journal, ["e"], None)  # released by a clean close: owner NULL
-        assert journal.claim([("b", "dead")], "other") == {"b": 1}  # b changed owner meanwhile
-        journal.finish_workflow("c", "dead", status="succeeded", output=b"1", error=None,
-                                now=2.0)
-        journal.heartbeat(OwnerRow("dead", HOST, os.getpid(), 1.0, None, pid_namespace()))
-        journal.heartbeat(OwnerRow("other", HOST, os.getpid(), 1.0, None, pid_namespace()))
-        taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
-                               ("a", "dead")], "me", forget=["dead"])
-        assert set(journal.owners()) == {"other"}  # the dead owner's row went with the claim
-        assert list(taken) == ["e", "d", "a"]  # in the order asked for; b and c left out
-        assert taken == {"e": 1, "d": 1, "a": 1}
-        owners = {wid: journal.get_workflow(wid).owner for wid in "abcde"}  # type: ignore[union-attr]
-        assert owners == {"a": "me", "b": "other", "c": "dead", "d": "me", "e": "me"}
-        assert journal.claim([("a", "dead")], "late") == {}  # a stale expectation takes nothing
-
-
-def test_claim_carries_any_workflow_id_and_owner_through_sql_intact(db_path):
-    odd = ['quote"s', "back\\slash", "emoji \U0001f600 and \u00e9", "[1, 2]", "null", " "]
-    with SqliteStorage(db_path) as journal:
-        for i, wid in enumerate(odd):
-            _seed(journal, [wid], odd[-1 - i])
-        taken = journal.claim([(wid, odd[-1 - i]) for i, wid in enumerate(odd)], "me")
-        assert taken == dict.fromkeys(odd, 1)
-
-
-def test_claim_counts_only_recoveries_without_progress(db_path):
-    with SqliteStorage(db_path) as journal:
-        _seed(journal, ["stuck", "moving"], "dead")
-        journal.insert_workflow(workflow_id="empty", name="wf", inputs=b"[]", now=1.0,
-                                app_version="v1", parent_id=None, owner="dead")
-        both = [("stuck", "dead"), ("moving", "dead"), ("empty", "dead")]
-        assert journal.claim(both, "r1") == {"stuck": 1, "moving": 1, "empty": 1}
-        journal.record_step(StepRow("moving", 1, "step", "s", b"2", None, None, 2.0, 2.0), "r1")
-        again = [("stuck", "r1"), ("moving", "r1"), ("empty", "r1")]
-        assert journal.claim(again, "r2") == {"stuck": 2, "moving": 1, "empty": 2}
-        journal.record_step(StepRow("empty", 0, "step", "s", b"1", None, None, 3.0, 3.0), "r2")
-        third = [("stuck", "r2"), ("moving", "r2"), ("empty", "r2")]
-        assert journal.claim(third, "r3") == {"stuck": 3, "moving": 2, "empty": 1}
-
-
-def test_two_journals_claiming_at_once_never_both_take_a_workflow(db_path):
-    ids = [f"wf-{i}" for i in range(300)]
-    with SqliteStorage(db_path) as journal:
-        _seed(journal, ids, "dead")
-    barrier = threading.Barrier(2)
-    taken: dict[str, dict[str, int]] = {}
-
-    def race(me: str) -> None:
-        with SqliteStorage(db_path, busy_timeout=30) as mine:
-            barrier.wait()
-            # Each claims in its own order, so neither simply finds the other done first.
-            order = ids if me == "x" else ids[::-1]
-            taken[me] = {}
-            for start in range(0, len(order), 50):
-                taken[me].update(mine.claim([(w, "dead") for w in order[start:start + 50]], me))
-
-    threads = [threading.Thread(target=race, args=(me,)) for me in ("x", "y")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not set(taken["x"]) & set(taken["y"])
-    assert set(taken["x"]) | set(taken["y"]) == set(ids)
-    with SqliteStorage(db_path, readonly=True) as journal:
-        for me, claimed in taken.items():
-            assert all(journal.get_workflow(w).owner == me for w in claimed)  # type: ignore[union-attr]
-
-
-def test_load_workflow_reads_the_row_and_its_steps_together(db_path):
-    with SqliteStorage(db_path) as journal:
-        _seed(journal, ["a"], "me")
-        journal.record_step(StepRow("a", 1, "step", "s", b"2", None, None, 2.0, 2.0), "me")
-        row, steps = journal.load_workflow("a")
-        assert row == journal.get_workflow("a")
-        assert steps == journal.load_steps("a") and [s.step for s in steps] == [0, 1]
-        assert journal.load_workflow("missing") == (None, [])
-
-
-def _blocked_reads(journal: SqliteStorage, count: int) -> tuple[list[threading.Thread], Any, Any]:
-    """``count`` reads that each hold their connection until ``release`` is set."""
-    entered = threading.Semaphore(0)
-    release = threading.Event()
-    used: list[int] = []
-
-    def hold(conn: apsw.Connection) -> None:
-        used.append(id(conn))
-        entered.release()
-        assert release.wait(30)
-
-    threads = [threading.Thread(target=journal.read, args=(hold,)) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    return threads, (entered, release), used
-
-
-def test_concurrent_reads_run_on_connections_of_their_own_up_to_a_limit(db_path):
-    with SqliteStorage(db_path) as journal:
-        limit = journal.driver.max_readers
-        assert limit >= 2
-        threads, (entered, release), used = _blocked_reads(journal, limit + 2)
-        for _ in range(limit):  # with one shared connection only the first would get in
-            assert entered.acquire(timeout=10), "concurrent reads queued on one connection"
-        assert not entered.acquire(timeout=0.2), "more readers than the limit were opened"
-        assert len(set(used)) == limit
-        release.set()
-        for thread in threads:
-            thread.join(10)
-        assert len(used) == limit + 2 and len(set(used)) == limit  # the late ones reused them
-
-
-def test_close_waits_for_reads_in_flight_and_refuses_later_ones(db_path):
-    journal = SqliteStorage(db_path)
-    threads, (entered, release), _ = _blocked_reads(journal, 2)
-    assert entered.acquire(timeout=10) and entered.acquire(timeout=10)
-    closer = threading.Thread(target=journal.close)
-    closer.start()
-    closer.join(0.2)
-    assert closer.is_alive(), "close() did not wait for the reads in flight"
-    release.set()
-    closer.join(10)
-    for thread in threads:
-        thread.join(10)
-    assert not closer.is_alive()
-    with pytest.raises(ld.AppClosedError):
-        journal.read(lambda conn: None)
-
-
-@pytest.mark.parametrize("readers", ["one", "many"])
-def test_close_while_a_read_waits_for_a_reader_returns_and_refuses_that_read(
-        db_path, monkeypatch, readers):
-    journal = SqliteStorage(db_path)
-    if readers == "one":  # the last read's return is then the only wake-up close() gets
-        monkeypatch.setattr(journal.driver, "max_readers", 1)
-    limit = journal.driver.max_readers
-    threads, (entered, release), _ = _blocked_reads(journal, limit)
-    for _ in range(limit):
-        assert entered.acquire(timeout=10)
-    refused: list[BaseException] = []
-
-    def late_read() -> None:
-        try:
-            journal.read(lambda conn: None)
-        except ld.AppClosedError as exc:
-            refused.append(exc)
-
-    waiter = threading.Thread(target=late_read)
-    waiter.start()
-    waiter.join(0.2)
-    assert waiter.is_alive()  # every reader is lent: it waits for one
-    closer = threading.Thread(target=journal.close)
-    closer.start()
-    closer.join(0.2)
-    release.set()
-    for thread in (*threads, waiter, closer):
-        thread.join(10)
-    assert not closer.is_alive(), "close() missed the wake-up of the last read's return"
-    assert not waiter.is_alive() and len(refused) == 1
-
-
-def test_a_reader_that_cannot_be_opened_leaves_reads_sharing_the_open_one(db_path, monkeypatch):
-    journal = SqliteStorage(db_path)
-    try:
-        def refuse(*args: object, **kwargs: object) -> apsw.Connection:
-            raise apsw.CantOpenError("no more file descriptors")
-
-        monkeypatch.setattr(journal.driver, "connect", refuse)
-        threads, (entered, release), used = _blocked_reads(journal, 3)
-        assert entered.acquire(timeout=10)
-        assert not entered.acquire(timeout=0.2)  # the others wait for the one reader
-        release.set()
-        for thread in threads:
-            thread.join(10)
-        assert len(used) == 3 and set(used) == {id(journal.driver.reader)}
-    finally:
-        journal.close()
-
-
 # -- no leaked threads ----------------------------------------------------------------------
-
-
-def _engine_threads() -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.name.startswith("litedurable-"))
-
-
-def _wait_for_step(app: ld.App, workflow_id: str, kind: str) -> None:
-    deadline = time.monotonic() + 30  # a hang guard, not an assertion about speed
-    while kind not in [s.kind for s in app.steps(workflow_id)]:
-        assert time.monotonic() < deadline, f"{workflow_id} never recorded a {kind} step"
-        time.sleep(0.005)
 
 
 def _build_fanout(path: str, clock: FakeClock):
@@ -504,30 +274,31 @@ def _build_fanout(path: str, clock: FakeClock):
 
 
 def test_close_joins_every_thread(db_path):
-    assert _engine_threads() == []
+    assert engine_thread_names() == []
     clock = FakeClock()
     app, fanout, sleeper = _build_fanout(db_path, clock)
     with app:
         assert app.run(fanout, 6) == 55
         sleeping = app.start(sleeper, workflow_id="sleeper")
-        _wait_for_step(app, "sleeper", "sleep")  # the wake-up instant is in the journal
-        assert _engine_threads() != []
-    assert _engine_threads() == []
+        eventually(lambda: "sleep" in [s.kind for s in app.steps("sleeper")],
+                   "sleeper to record its sleep step")  # the wake-up instant is in the journal
+        assert engine_thread_names() != []
+    assert engine_thread_names() == []
 
     clock.advance(3600)  # the recorded wake-up instant has passed
     app, fanout, sleeper = _build_fanout(db_path, clock)
     with app:
         assert app.handle(sleeping.workflow_id).result(timeout=30) == "awake"
-    assert _engine_threads() == []
+    assert engine_thread_names() == []
 
     app, fanout, _ = _build_fanout(db_path, clock)
     switch = crash_at(app, "after_commit", nth=3)
-    _crash_run(app, switch, lambda a: a.start(fanout, 6, workflow_id="f"))
-    assert _engine_threads() == []
+    crash_then_close(app, switch, lambda a: a.start(fanout, 6, workflow_id="f"))
+    assert engine_thread_names() == []
     app, _, _ = _build_fanout(db_path, clock)
     with app:
         assert app.handle("f").result(timeout=30) == 55
-    assert _engine_threads() == []
+    assert engine_thread_names() == []
 
 
 # -- crash_test, with a negative control ----------------------------------------------------
@@ -654,23 +425,19 @@ CHAIN_SCRIPT = textwrap.dedent(
 )
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(ld.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
-
-
 def _ledger_lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
 def _wait_for_line(path: Path, line: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60  # a hang guard, not an assertion about speed
-    while line not in _ledger_lines(path):
+    def written() -> bool:
+        if line in _ledger_lines(path):
+            return True
         assert proc.poll() is None, f"child exited early: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"child never wrote {line!r}"
-        time.sleep(0.002)
+        return False
+
+    # the timeout is a hang guard, not an assertion about speed
+    eventually(written, f"the child to write {line!r}", timeout=60)
 
 
 @pytest.mark.timeout(120)
@@ -678,7 +445,7 @@ def test_sigkill_mid_workflow_then_recover_in_a_new_process(tmp_path, db_path):
     script = tmp_path / "chain.py"
     script.write_text(CHAIN_SCRIPT)
     ledger = tmp_path / "ledger.txt"
-    env = _child_env()
+    env = child_env()
     child = subprocess.Popen(
         [sys.executable, str(script), db_path, str(ledger), "first"],
         env=env,
@@ -779,7 +546,7 @@ def test_two_processes_recover_one_file_without_double_execution(tmp_path, db_pa
     script = tmp_path / "recover.py"
     script.write_text(RECOVER_SCRIPT)
     ledger = tmp_path / "ledger.txt"
-    env = _child_env()
+    env = child_env()
 
     def spawn(mode: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from support import eventually
 
 import litedurable as ld
 from litedurable._cron import Cron
@@ -28,14 +29,14 @@ def firings(app: ld.App, name: str = "tick") -> list[str]:
 
 def wait_for_firings(app: ld.App, count: int, name: str = "tick") -> list[str]:
     """Wait until ``count`` firings exist and have finished (a hang guard, not a timing claim)."""
-    limit = time.monotonic() + 30
-    while True:
+
+    def finished() -> bool:
         done = [w for w in app.list_workflows() if w.workflow_id.startswith(name)
                 and w.status is ld.Status.SUCCEEDED]
-        if len(done) >= count:
-            return firings(app, name)
-        assert time.monotonic() < limit, f"only {firings(app, name)} fired"
-        time.sleep(0.002)
+        return len(done) >= count
+
+    eventually(finished, lambda: f"{count} firings; only {firings(app, name)} fired")
+    return firings(app, name)
 
 
 def build(path: str, clock: FakeClock, seen: Counter[str] | None = None) -> tuple[ld.App, object]:

@@ -9,6 +9,7 @@ import os
 import pathlib
 
 import pytest
+from support import crash_then_close, eventually
 
 import litedurable as ld
 import litedurable.testing
@@ -156,9 +157,11 @@ def _counting_app(path: str, counts: dict[str, int], *, extra: bool = False,
 
 def _crash_after_first_step(app: ld.App, job: object, workflow_id: str) -> None:
     switch = ld.testing.crash_at(app, "before_step", nth=2)  # "first" recorded, "second" not
-    with app:
-        app.start(job, 4, workflow_id=workflow_id)  # type: ignore[arg-type]
-        assert switch.wait(30), "the crash point was never reached"
+
+    def start(a: ld.App) -> None:
+        a.start(job, 4, workflow_id=workflow_id)  # type: ignore[arg-type]
+
+    crash_then_close(app, switch, start)
 
 
 def test_default_version_recovers_after_an_unrelated_code_edit(db_path):
@@ -270,16 +273,6 @@ def _suspended(app: ld.App, workflow_id: str) -> bool:
         return slot is not None and slot.state is SlotState.SUSPENDED
 
 
-def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll ``condition``; the long limit only guards against a hang."""
-    import time
-
-    limit = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < limit, f"never happened: {what}"
-        time.sleep(0.005)
-
-
 def test_logger_drops_records_while_a_resumed_workflow_replays(db_path, caplog):
     """Issue 12 item 22: a suspended workflow resumed by replay runs its code outside steps
     again (the body below runs 3 times); ``ld.logger`` logs each message once and
@@ -318,10 +311,10 @@ def test_logger_drops_records_while_a_resumed_workflow_replays(db_path, caplog):
     assert not ld.is_replaying()  # outside a workflow
     with caplog.at_level(logging.INFO, logger="litedurable.workflow"), app:
         handle = app.start(logged, workflow_id="log-1")
-        _until(lambda: _suspended(app, "log-1"), "the workflow suspended on step a")
+        eventually(lambda: _suspended(app, "log-1"), "the workflow suspended on step a", timeout=60)
         gates["a"].set()
-        _until(lambda: ("after a", False) in seen and _suspended(app, "log-1"),
-               "the workflow suspended on step b")
+        eventually(lambda: ("after a", False) in seen and _suspended(app, "log-1"),
+                   "the workflow suspended on step b", timeout=60)
         gates["b"].set()
         assert handle.result(timeout=60) == "b"
     assert bodies == ["start"] * 3  # the model: code outside steps runs again on each replay

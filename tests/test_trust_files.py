@@ -9,12 +9,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
+from support import child_env, eventually
 
 import litedurable as ld
 from litedurable._sqlite import SqliteStorage
@@ -57,7 +57,7 @@ def test_processes_opening_a_new_journal_at_once_all_succeed(tmp_path: Path) -> 
     error from the header check."""
     done = subprocess.run(
         [sys.executable, "-c", _OPEN_RACE, "250", "6", str(tmp_path)],
-        capture_output=True, text=True, timeout=170,
+        capture_output=True, text=True, timeout=170, env=child_env(),
     )
     assert done.returncode == 0, done.stderr
     count, *messages = done.stdout.splitlines()
@@ -136,9 +136,7 @@ def test_waiting_on_a_workflow_whose_journal_was_deleted_says_why(tmp_path: Path
 
     with app:
         handle = app.start(gated, workflow_id="running")
-        wait_until_running = time.monotonic() + 60
-        while not app._runtime.is_active("running") and time.monotonic() < wait_until_running:
-            time.sleep(0.01)
+        eventually(lambda: app._runtime.is_active("running"), "the workflow to run", timeout=60)
         os.remove(db)
         gate.set()
         with pytest.raises(ld.JournalError, match="deleted"):
@@ -321,7 +319,7 @@ def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
             app.run(twice, i, workflow_id=f"wf-{i}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "litedurable", "--db", str(db), "list"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
     )
     assert proc.stdout is not None
     proc.stdout.close()  # the reader is gone before the command prints its first line
@@ -448,7 +446,8 @@ def test_cli_reads_a_journal_on_a_read_only_file_system(tmp_path: Path) -> None:
               f"{cli} list; echo list=$?; {cli} steps kept; echo steps=$?; "
               f"{cli} gc --older-than 0; echo gc=$?")
     done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
+                          env=child_env())
     assert "list=0" in done.stdout and "steps=0" in done.stdout, done.stdout + done.stderr
     assert "kept" in done.stdout and "double" in done.stdout
     assert "gc=4" in done.stdout and "Traceback" not in done.stderr

@@ -13,19 +13,13 @@ import threading
 import time
 
 import pytest
+from support import eventually
 
 import litedurable as ld
 from litedurable._clock import SystemClock
 from litedurable.testing import FakeClock
 
 HANG = 30.0  # seconds: a guard against hangs, never a performance expectation
-
-def _wait_until(predicate, what: str) -> None:
-    give_up = time.monotonic() + HANG
-    while not predicate():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- item 1: far-future deadlines and the timer thread -------------------------------------
@@ -54,7 +48,8 @@ def test_far_future_deadlines_leave_the_timer_thread_working(db_path):
         far = app.start(sleeps_forever)
         app.start(selects_forever)
         app.start(naps, timeout=1e12)
-        _wait_until(lambda: len(app.steps(far.workflow_id)) == 1, "the far sleep's row")
+        eventually(lambda: len(app.steps(far.workflow_id)) == 1, "the far sleep's row",
+                   timeout=HANG)
         # Every far timer is armed by now; a short one must still fire.
         assert app.run(naps) == "woke"
         assert app.start(naps, timeout=1e12).result(timeout=HANG) == "woke"
@@ -159,7 +154,7 @@ def test_scheduler_thread_survives_an_error(db_path, caplog):
 
     with app:
         assert clock.failed.wait(HANG)
-        _wait_until(lambda: app.list_workflows(), "a firing after the error")
+        eventually(lambda: app.list_workflows(), "a firing after the error", timeout=HANG)
     assert "scheduler could not read or fire" in caplog.text
 
 
@@ -243,7 +238,7 @@ def test_a_crash_hook_unwinding_the_workflow_is_not_its_outcome(db_path):
     app.faults.callback = die
     with app:
         handle = app.start(wf, workflow_id="crashy")
-        _wait_until(lambda: app.faults.crashed is not None, "the hook to fire")
+        eventually(lambda: app.faults.crashed is not None, "the hook to fire", timeout=HANG)
         assert handle.status() is ld.Status.PENDING
     app.faults.callback = None
     with app:
@@ -275,7 +270,8 @@ def test_a_run_that_cannot_record_counts_as_a_recovery_attempt(db_path, monkeypa
 
         monkeypatch.setattr(journal, "record_step", locked)
         handle = app.start(wf)
-        _wait_until(lambda: handle.status() is not ld.Status.PENDING, "the workflow to give up")
+        eventually(lambda: handle.status() is not ld.Status.PENDING, "the workflow to give up",
+                   timeout=HANG)
         assert handle.status() is ld.Status.EXHAUSTED
         with pytest.raises(ld.WorkflowExhaustedError):
             handle.result(timeout=HANG)

@@ -23,12 +23,13 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import apsw
 import pytest
+from support import child_env, eventually
 
 import litedurable as ld
 from litedurable._lease import HOST
@@ -36,24 +37,7 @@ from litedurable._sqlite import SqliteStorage
 from litedurable._sqlite.sql import APPLICATION_ID, MIGRATIONS
 
 WORKFLOW_INPUTS = b'{"args": [], "kwargs": {}}'
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a hang guard, not a timing claim)."""
-    limit = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < limit, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(ld.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    return env
+HANG = 60.0  # seconds: a guard against hangs, never a performance expectation
 
 
 def _lines(path: Path) -> list[str]:
@@ -62,7 +46,7 @@ def _lines(path: Path) -> list[str]:
 
 def _dead_pid() -> int:
     """A pid that no process has here (a reaped child's)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=child_env())
     proc.wait()
     return proc.pid
 
@@ -154,10 +138,10 @@ def test_a_shorter_lease_never_takes_over_a_live_owner_running_a_long_step(tmp_p
     script, ledger, gate = tmp_path / "a.py", tmp_path / "ledger.txt", tmp_path / "gate"
     script.write_text(A_PROCESS)
     a = subprocess.Popen([sys.executable, str(script), db_path, str(ledger), str(gate)],
-                         env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     try:
-        eventually(lambda: _lines(ledger), "A to start its step")
+        eventually(lambda: _lines(ledger), "A to start its step", timeout=HANG)
         b = ld.App(db_path, app_version="v1", lease=0.5)
 
         @b.step(name="long")
@@ -184,9 +168,10 @@ def test_a_shorter_lease_never_takes_over_a_live_owner_running_a_long_step(tmp_p
             # B's lease, then let B judge it (several times, so a beat in between cannot hide it).
             claimed: list[str] = []
             for _ in range(3):
-                eventually(lambda: heartbeat_age() > 0.6, "A's heartbeat to age past 0.5 s")
+                eventually(lambda: heartbeat_age() > 0.6, "A's heartbeat to age past 0.5 s",
+                           timeout=HANG)
                 claimed += b.recover()
-                eventually(lambda: heartbeat_age() < 0.6, "A's next heartbeat")
+                eventually(lambda: heartbeat_age() < 0.6, "A's next heartbeat", timeout=HANG)
             assert claimed == [], "B took over a workflow whose owner is alive"
             gate.touch()
             out, err = a.communicate(timeout=120)
@@ -366,7 +351,7 @@ def test_a_live_owner_is_not_taken_over_from_another_pid_namespace(tmp_path, db_
         script = tmp_path / "reader.py"
         script.write_text(NAMESPACED_READER)
         done = subprocess.run(["unshare", "--pid", "--fork", sys.executable, str(script),
-                               db_path], env=_child_env(), capture_output=True, text=True,
+                               db_path], env=child_env(), capture_output=True, text=True,
                               timeout=120)
         gate.set()
         assert done.returncode == 0, done.stderr
@@ -438,13 +423,14 @@ def test_a_forked_child_takes_over_its_crashed_parents_workflows(tmp_path, db_pa
     script, out, go = tmp_path / "parent.py", tmp_path / "out.txt", tmp_path / "go"
     script.write_text(FORKING_PARENT)
     parent = subprocess.Popen([sys.executable, str(script), db_path, str(out), str(go)],
-                              env=_child_env())
+                              env=child_env())
     child_pid = None
     try:
         assert parent.wait(120) == 0  # reaped: its pid is gone, not a zombie
         child_pid = int((tmp_path / "child.pid").read_text())
         go.touch()
-        text = eventually(lambda: out.exists() and out.read_text(), "the child's report", 120)
+        text = eventually(lambda: out.exists() and out.read_text(), "the child's report",
+                          timeout=120)
         assert text == f"finished by {child_pid}"
     finally:
         go.touch()
@@ -534,11 +520,12 @@ def test_resume_right_after_cancel_finishes_without_waiting_for_a_lease(unwindin
     ``go`` tasks (which end unrecorded) and stall until a recovery rescues it."""
     app, state = unwinding_app
     handle = app.start(state["both"], workflow_id="w")
-    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start",
+               timeout=HANG)
     handle.cancel()
     assert state["unwinding"].wait(60)
     eventually(lambda: {"interrupted a", "interrupted b"} <= set(state["ledger"]),
-               "both bodies to see the cancellation")
+               "both bodies to see the cancellation", timeout=HANG)
     resumed = app.resume("w")  # the cancelled run is still in its cleanup
     state["gate"].set()
     state["release"].set()
@@ -554,13 +541,15 @@ def test_resume_right_after_cancel_never_runs_a_step_body_twice_at_once(unwindin
     app, state = unwinding_app
     state["ignore_cancel"].add("b")
     handle = app.start(state["both"], workflow_id="w")
-    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start",
+               timeout=HANG)
     handle.cancel()
     assert state["unwinding"].wait(60)
-    eventually(lambda: "interrupted a" in state["ledger"], "step a to see the cancellation")
+    eventually(lambda: "interrupted a" in state["ledger"], "step a to see the cancellation",
+               timeout=HANG)
     resumed = app.resume("w")
     state["release"].set()  # the cancelled run ends; the resumed one starts its steps
-    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a")
+    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a", timeout=HANG)
     assert state["runs"]["b"] == 1  # b's first body is still running: not started again
     state["gate"].set()  # b's first body ends, raising (its workflow was cancelled)
     assert resumed.result(timeout=60) == ["a", "b"]
@@ -575,13 +564,15 @@ def test_resume_right_after_cancel_keeps_what_a_late_step_body_returned(unwindin
     app, state = unwinding_app
     state["ignore_cancel"].add("b")
     handle = app.start(state["both"], workflow_id="w")
-    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start",
+               timeout=HANG)
     handle.cancel()
     assert state["unwinding"].wait(60)
-    eventually(lambda: "interrupted a" in state["ledger"], "step a to see the cancellation")
+    eventually(lambda: "interrupted a" in state["ledger"], "step a to see the cancellation",
+               timeout=HANG)
     resumed = app.resume("w")
     state["release"].set()
-    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a")
+    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a", timeout=HANG)
     state["late_value"] = True  # b's first body now returns its value instead of raising
     state["gate"].set()
     assert resumed.result(timeout=60) == ["a", "b"]
@@ -597,13 +588,14 @@ def test_resume_after_the_cancelled_run_stopped_still_waits_for_its_running_body
     state["ignore_cancel"].add("b")
     state["release"].set()  # the cancelled run ends at once
     handle = app.start(state["both"], workflow_id="w")
-    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start",
+               timeout=HANG)
     handle.cancel()
     runtime = app._runtime
     assert runtime is not None
-    eventually(lambda: not runtime.is_active("w"), "the cancelled run to stop")
+    eventually(lambda: not runtime.is_active("w"), "the cancelled run to stop", timeout=HANG)
     resumed = app.resume("w")
-    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a")
+    eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a", timeout=HANG)
     assert state["runs"]["b"] == 1  # b's first body is still running: not started again
     state["gate"].set()
     assert resumed.result(timeout=60) == ["a", "b"]
@@ -620,11 +612,13 @@ def test_resume_cancel_resume_passes_a_late_value_to_the_last_run(unwinding_app)
     state["release"].set()
     both = state["both"]
     handle = app.start(both, workflow_id="w")
-    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start",
+               timeout=HANG)
     for round_ in (2, 3):
         handle.cancel()
         resumed = app.resume("w")
-        eventually(lambda r=round_: state["runs"]["a"] == r, f"run {round_} to rerun step a")
+        eventually(lambda r=round_: state["runs"]["a"] == r, f"run {round_} to rerun step a",
+                   timeout=HANG)
     state["late_value"] = True  # b's first body returns its value instead of raising
     state["gate"].set()
     assert resumed.result(timeout=60) == ["a", "b"]

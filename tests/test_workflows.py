@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
 import pytest
+from support import crash_then_close
 
 import litedurable as ld
 from litedurable.testing import FakeClock, crash_at
@@ -53,13 +54,6 @@ class Declined(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message, code)
         self.code = code
-
-
-def _finish_crashed(app: ld.App, switch, start) -> None:
-    """Start work on ``app``, wait for the simulated crash, and close the dead App."""
-    with app:
-        start(app)
-        assert switch.wait(30), "the crash point was never reached"
 
 
 # -- ids are idempotency keys ---------------------------------------------------------------
@@ -265,7 +259,7 @@ def test_retry_exhausted_lets_user_exception_through_live_and_on_replay(db_path)
     counts: Counter[str] = Counter()
     app, catches, lets_through = _build_retrying(db_path, counts)
     switch = crash_at(app, "before_step", when=lambda info: info["name"] == "ship")
-    _finish_crashed(app, switch, lambda a: a.start(catches, workflow_id="c"))
+    crash_then_close(app, switch, lambda a: a.start(catches, workflow_id="c"))
     assert counts == {"charge": 4}
 
     app, catches, lets_through = _build_retrying(db_path, counts)
@@ -410,7 +404,7 @@ def test_now_uuid_random_workflow_id_are_recorded(db_path):
     clock = FakeClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
     app, wf = _build_recording(db_path, clock, seen, counts)
     switch = crash_at(app, "before_step", when=lambda info: info["name"] == "later")
-    _finish_crashed(app, switch, lambda a: a.start(wf, workflow_id="rec-1"))
+    crash_then_close(app, switch, lambda a: a.start(wf, workflow_id="rec-1"))
     assert len(seen) == 1 and counts == {}
 
     clock.advance(3600)  # a replay that read the clock again would see another time
@@ -470,7 +464,7 @@ def test_values_round_trip_through_type_hints(db_path):
     counts: Counter[str] = Counter()
     app, typed = _build_typed(db_path, seen, counts)
     switch = crash_at(app, "before_outcome")
-    _finish_crashed(app, switch, lambda a: a.start(typed, ORDER, EXTRA, workflow_id="t-1"))
+    crash_then_close(app, switch, lambda a: a.start(typed, ORDER, EXTRA, workflow_id="t-1"))
 
     app, typed = _build_typed(db_path, seen, counts)
     with app:

@@ -1,0 +1,38 @@
+"""What README.md shows and promises: its quick start is ``examples/quickstart.py`` and runs
+twice with the same result, and its test command is the one CI runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from support import child_env
+
+
+def test_readme_quickstart_is_the_example_file() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = (root / "examples" / "quickstart.py").read_text()
+    assert f"```python\n{example}```" in readme
+
+
+def test_readme_test_command_is_the_ci_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    assert "python -m pytest tests property_tests" in readme
+    assert "python -m pytest tests property_tests" in ci
+
+
+def test_quickstart_runs_twice_with_the_same_result(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    script = root / "examples" / "quickstart.py"
+    outputs = [
+        subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, check=True, env=child_env()).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    assert outputs[0].startswith("receipt-42-1999-order-42:0")
+    assert (tmp_path / "litedurable.db").exists()
