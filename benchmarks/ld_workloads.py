@@ -282,7 +282,7 @@ def fan_out(path: str, durability: Durability, n: int, step_seconds: float,
 
     The ideal is one step's duration (they all overlap); the excess is thread start-up, the
     ``n`` journal writes and waking the workflow, with default App settings unless ``workers``
-    is given (the default pool of 64 runs 100 steps in two waves). ``warm`` times a second
+    is given (the default pool runs 100 steps in one wave). ``warm`` times a second
     fan-out in the same App, its threads already started: the engine's own overhead.
     """
     app = ld.App(path, durability=durability, **({} if workers is None else {"workers": workers}))

@@ -79,7 +79,7 @@ class App:
         durability: ``"full"`` (default): ``synchronous=FULL``, every acknowledged step
             survives power loss. ``"normal"``: survives process crashes only; a power cut may
             roll back the last commits, so a step may run again or a select be re-decided.
-        workers: step pool size (threads running ``go`` bodies), default 64.
+        workers: step pool size (threads running ``go`` bodies), default 128.
         workflow_threads: how many workflow functions run at once, default 64. Waiting
             workflows give their thread back, so this bounds threads, not workflows.
         app_version: None (default): recover every pending workflow on the file, whatever
@@ -103,7 +103,7 @@ class App:
         path: str | os.PathLike[str] = "litedurable.db",
         *,
         durability: Durability = "full",
-        workers: int = 64,
+        workers: int = 128,
         workflow_threads: int = 64,
         app_version: str | None = None,
         clock: Clock | None = None,
