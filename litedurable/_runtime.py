@@ -302,11 +302,18 @@ class Runtime:
                         task.scope.request_cancel(abandon=True)
             if run is not None:
                 slot.reached = max(slot.reached, (run.next_step, run.waits))
-            if suspended:
+            if slot.rerun and not self.closing:
+                # Enqueued during this run (resumed after a cancel): drive it again now, even if
+                # this run suspended. A suspended run of the cancelled workflow waits on steps it
+                # abandoned (whose bodies may run for a long time); the next run reads the
+                # journal again and decides for itself what to wait for. No run is live until
+                # then, so a cancellation kept for this run (see ``resume_local``) is dropped:
+                # the next run sees a later one in the journal or in ``cancelled``.
+                slot.rerun, slot.state, again, suspended = False, SlotState.QUEUED, True, False
+                self.cancelled.pop(workflow_id, None)
+            elif suspended:
                 slot.state = SlotState.SUSPENDED
                 self._active -= 1
-            elif slot.rerun and not self.closing:
-                slot.rerun, slot.state, again = False, SlotState.QUEUED, True
             else:
                 del self._slots[workflow_id]
                 running = {step: task for step, task in slot.tasks.items() if task.scope.abandoned
@@ -590,6 +597,15 @@ class Runtime:
     def resume_local(self, workflow_id: str) -> None:
         """The journal made ``workflow_id`` pending under this owner again: drive it."""
         with self._lock:
+            slot = self._slots.get(workflow_id)
+            if slot is not None and slot.state is SlotState.RUNNING:
+                # A run of the cancelled workflow is live here and may not have looked at
+                # ``cancelled`` yet. Dropping the cancellation now would let it carry on as if
+                # never cancelled (waiting on steps that ``cancel_local`` abandoned) while the
+                # resume waits for it to end. It keeps the cancellation and stops at its next
+                # check; ``_after_drive`` drops it when it starts the resumed run (``rerun``).
+                slot.rerun = True
+                return
             self.cancelled.pop(workflow_id, None)
         self.enqueue(workflow_id)
 

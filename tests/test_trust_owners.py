@@ -623,3 +623,83 @@ def test_resume_cancel_resume_passes_a_late_value_to_the_last_run(unwinding_app)
     state["gate"].set()
     assert resumed.result(timeout=60) == ["a", "b"]
     assert state["runs"] == {"a": 3, "b": 1}
+
+
+@pytest.mark.timeout(120)
+def test_a_run_cancelled_and_resumed_before_it_looks_still_ends_as_cancelled(unwinding_app):
+    """Issue 12 item 8: cancel() and resume() both land before the running workflow wakes to
+    look for interrupts (forced here by holding its run's condition, which its wait needs to
+    return). That run must still stop as cancelled so the resumed run starts at once; it used
+    to find no cancellation (resume() had dropped it), wait on as if never cancelled, then
+    suspend, dropping the resume: nothing ran until b's first body ended."""
+    app, state = unwinding_app
+    state["ignore_cancel"].add("b")
+    state["release"].set()
+    handle = app.start(state["both"], workflow_id="w")
+    eventually(lambda: state["runs"]["a"] and state["runs"]["b"], "both steps to start")
+    runtime = app._runtime
+    assert runtime is not None
+    run = runtime._slots["w"].run
+    assert run is not None
+    try:
+        with run.cond:  # reentrant: cancel() and resume() may notify the run from here
+            handle.cancel()
+            resumed = app.resume("w")
+        eventually(lambda: state["runs"]["a"] == 2, "the resumed run to rerun step a", timeout=20)
+        assert state["runs"]["b"] == 1  # b's first body is still running: not started again
+    finally:
+        state["gate"].set()  # b's first body ends, raising (its workflow was cancelled)
+    assert resumed.result(timeout=60) == ["a", "b"]
+    assert state["runs"] == {"a": 2, "b": 2}
+    assert state["most"] == {"a": 1, "b": 1}
+
+
+@pytest.mark.timeout(120)
+def test_a_resume_during_a_suspending_run_drives_the_resumed_run_at_once(db_path):
+    """Issue 12 item 8: the run was already unwinding to suspend (waiting on its steps) when
+    cancel() and resume() landed. The resume must drive the workflow again as soon as that
+    run is gone, not leave it suspended until the cancelled run's steps end (b's body here
+    ignores cancellation, so it would wait for the test's gate)."""
+    app = ld.App(db_path, lease=3600.0, suspend_after=0.05)
+    runs: Counter[str] = Counter()
+    ended: Counter[str] = Counter()
+    gate, unwinding, proceed = threading.Event(), threading.Event(), threading.Event()
+
+    @app.step(name="fetch")
+    def fetch(part: str) -> str:
+        runs[part] += 1
+        try:
+            while not gate.is_set():
+                if ld.cancelled() and part == "a":
+                    raise ConnectionAbortedError("a interrupted")
+                time.sleep(0.001)
+            return part
+        finally:
+            ended[part] += 1
+
+    @app.workflow(name="both")
+    def both() -> list[str]:
+        try:
+            return ld.wait_all([ld.go(fetch, "a"), ld.go(fetch, "b")])
+        finally:
+            if not unwinding.is_set():  # the first run, suspending: hold it mid-unwind
+                unwinding.set()
+                assert proceed.wait(60)  # a hang guard
+
+    with app:
+        try:
+            handle = app.start(both, workflow_id="w")
+            assert unwinding.wait(60)
+            eventually(lambda: runs["a"] and runs["b"], "both steps to start")
+            handle.cancel()
+            # a's first body ends now; no step settles from here on to wake the workflow
+            eventually(lambda: ended["a"] == 1, "step a to see the cancellation")
+            resumed = app.resume("w")
+            proceed.set()
+            eventually(lambda: runs["a"] == 2, "the resumed run to rerun step a", timeout=20)
+            assert runs["b"] == 1
+        finally:
+            proceed.set()
+            gate.set()
+        assert resumed.result(timeout=60) == ["a", "b"]
+        assert runs == {"a": 2, "b": 1}  # b's first body returned its value: kept
