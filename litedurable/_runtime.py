@@ -85,7 +85,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._clock import Clock, to_datetime
+from ._clock import Clock, engine_clock, to_datetime
 from ._codec import Codec
 from ._context import enter, leave
 from ._errors import (
@@ -178,7 +178,8 @@ class Runtime:
     ) -> None:
         self.storage = storage
         self.codec = codec
-        self.clock = clock
+        # A clock with the older two-argument ``wait`` is adapted, not failed on (``_clock``).
+        self.clock = clock = engine_clock(clock)
         self.registry = registry
         self.owner = owner
         self.app_version = app_version

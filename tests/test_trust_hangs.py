@@ -143,6 +143,45 @@ def test_timer_thread_survives_an_error(db_path, caplog):
     assert "timer thread hit an error" in caplog.text
 
 
+class _TwoArgumentClock:
+    """A user's clock written to the ``Clock`` protocol before ``wait`` took ``timeout=``."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        self.waits += 1
+        cond.wait(None if deadline is None else min(max(0.0, deadline - time.time()), 3600.0))
+
+
+def test_a_clock_with_the_two_argument_wait_still_runs_workflows(db_path):
+    """A custom clock with the old ``wait(cond, deadline)`` made every workflow that waited
+    fail for good with a ``TypeError`` from inside the engine (its run's wait passes a real-time
+    cap as a third argument). The protocol's older form must keep working."""
+    clock = _TwoArgumentClock()
+    app = ld.App(db_path, clock=clock, suspend_after=HANG)
+
+    @app.step()
+    def slow() -> int:
+        time.sleep(0.1)
+        return 1
+
+    @app.workflow()
+    def waits() -> int:
+        future = ld.go(slow)  # the run waits for it (a wait with a real-time cap)
+        ld.sleep(0.05)
+        return future.result() + 1
+
+    with app:
+        handle = app.start(waits)
+        assert handle.result(timeout=HANG) == 2
+        assert handle.status() == ld.Status.SUCCEEDED
+    assert clock.waits > 0
+
+
 def test_scheduler_thread_survives_an_error(db_path, caplog):
     """Issue 12 item 1 (sibling): the scheduler thread died on an error from the clock."""
     clock = _FlakyClock("litedurable-scheduler")
