@@ -149,6 +149,11 @@ class App:
         self._runtime: Runtime | None = None
         self._lease: Lease | None = None
         self._lock = threading.Lock()
+        # One recovery at a time: launch's, the heartbeat's (once per lease) and a resume's.
+        # The heartbeat starts before launch recovers, and two recoveries at once each took
+        # the other's fresh claims (ours, not yet running) for stopped runs and claimed them
+        # again, counting a recovery attempt that never happened.
+        self._recovering = threading.Lock()
         self._schedules: dict[str, ScheduleRow] = {}  # declared in code; written at launch
         self._scheduler: Scheduler | None = None
 
@@ -345,6 +350,10 @@ class App:
         ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
         dead process's workflows are taken over. Returns the ids claimed.
         """
+        with self._recovering:
+            return self._recover()
+
+    def _recover(self) -> list[str]:
         storage, runtime = self._parts()
         lease = self._lease
         assert lease is not None

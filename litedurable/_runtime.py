@@ -26,6 +26,10 @@ Locks, what each guards, and nesting
 * ``App._lock``: the launch's parts (storage, runtime, lease) and the declared schedules.
   Held while a launch opens the storage and writes its first heartbeat (launches are
   serialized), so the storage's locks nest inside it then; no engine thread ever takes it.
+* ``App._recovering``: one recovery at a time (launch's, the heartbeat's, a resume's), so
+  none takes another's fresh claims for stopped runs. Taken holding no lock, and held
+  across the recovery's storage I/O, enqueues and announcements: every lock those take
+  nests inside it.
 * ``Runtime._lock``: the slot table (``_slots`` and every ``_Slot`` field), ``_abandoned``,
   ``_result_events``, ``_waiters``, ``_active``, ``cancelled`` and ``closing``. Never held
   across storage I/O, user code or a pool submit. Only ``StepScope.cond`` nests inside it
@@ -50,8 +54,9 @@ Locks, what each guards, and nesting
 * Events: ``Lease._stop``, ``Runtime._watcher_wake``, and one per ``Handle.result`` waiter.
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
-storage's; ``Runtime._lock`` then ``StepScope.cond``; ``WorkflowRun.cond`` then
-``FakeClock._lock``), always in that order, so there is no lock-order cycle.
+storage's; ``App._recovering`` then any other; ``Runtime._lock`` then
+``StepScope.cond``; ``WorkflowRun.cond`` then ``FakeClock._lock``), always in that order, so
+there is no lock-order cycle.
 
 Deliberate unlocked reads
 -------------------------
