@@ -288,6 +288,12 @@ class App:
         """
         with self._lock:
             runtime, storage, lease = self._runtime, self._storage, self._lease
+            if runtime is not None:
+                # Closing before the parts are let go: a run that now acts on workflows through
+                # this App (which no longer answers) unwinds and stays pending (``_parts``,
+                # ``_check_runtime``), instead of raising into its code and being recorded as
+                # failed; the step it ran may have finished in the grace period.
+                runtime.begin_close()
             self._runtime = self._storage = self._lease = None
         if runtime is None or storage is None or lease is None:
             return
@@ -316,6 +322,9 @@ class App:
     def _parts(self) -> tuple[Storage, Runtime]:
         runtime, storage = self._runtime, self._storage
         if runtime is None or storage is None:
+            scope = current()
+            if isinstance(scope, WorkflowRun):
+                scope.check_interrupts()  # a run of this App, closing: it unwinds, pending
             raise AppClosedError(
                 f"the App on {self.path} is not launched: use `with app:` or call app.launch() "
                 "first"
@@ -465,6 +474,7 @@ class App:
     def _check_runtime(self, run: WorkflowRun, what: str) -> None:
         """Refuse a workflow of another App acting on this one's workflows."""
         if run.runtime is not self._runtime and not run.replay_only:
+            run.check_interrupts()  # a run of this App, closing: it unwinds, pending
             raise UsageError(
                 f"workflow {run.workflow_id!r} {what} through another App; a workflow may only "
                 "start, wait on and cancel workflows of the App that runs it"

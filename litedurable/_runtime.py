@@ -25,7 +25,8 @@ Locks, what each guards, and nesting
 ------------------------------------
 * ``App._lock``: the launch's parts (storage, runtime, lease) and the declared schedules.
   Held while a launch opens the storage and writes its first heartbeat (launches are
-  serialized), so the storage's locks nest inside it then; no engine thread ever takes it.
+  serialized), so the storage's locks nest inside it then, and while a close marks the
+  runtime closing (``Runtime._lock`` nests inside it then); no engine thread ever takes it.
 * ``App._recovering``: one recovery at a time (launch's, the heartbeat's, a resume's), so
   none takes another's fresh claims for stopped runs. Taken holding no lock, and held
   across the recovery's storage I/O, enqueues and announcements: every lock those take
@@ -54,7 +55,7 @@ Locks, what each guards, and nesting
 * Events: ``Lease._stop``, ``Runtime._watcher_wake``, and one per ``Handle.result`` waiter.
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
-storage's; ``App._recovering`` then any other; ``Runtime._lock`` then
+storage's or ``Runtime._lock``; ``App._recovering`` then any other; ``Runtime._lock`` then
 ``StepScope.cond``; ``WorkflowRun.cond`` then ``FakeClock._lock``), always in that order, so
 there is no lock-order cycle.
 
@@ -617,6 +618,15 @@ class Runtime:
                     task.scope.request_cancel(abandon=True)
         for wid in workflow_ids:
             self.notify(wid)
+
+    def begin_close(self) -> None:
+        """Take no more work, before the App lets go of this runtime (``shutdown`` follows).
+
+        From here a run unwinds at its next journaled call, and so does one that acts on
+        workflows through its App (which no longer answers): both stay pending, unrecorded.
+        """
+        with self._lock:
+            self.closing = True
 
     def shutdown(self, grace: float) -> list[str]:
         """Unwind every run, give step bodies ``grace`` seconds, join all threads.
