@@ -133,16 +133,25 @@ class WorkflowRun(Scope):
             self.fatal = Unwind("offline replay reached the end of the journal")
             raise self.fatal
         if row is not None and (row.kind != kind or row.name != name):
-            raise self.diverged(step, f"{row.kind} {row.name!r}", f"{kind} {name!r}")
+            raise self.diverged(step, f"{row.kind} {row.name}", f"{kind} {name}",
+                                shown=(f"{row.kind} {row.name!r}", f"{kind} {name!r}"))
         return step, row
 
-    def diverged(self, step: int, recorded: str, called: str) -> NonDeterminismError:
-        """The code no longer makes the call recorded at ``step``: stop, and say how to fix it."""
+    def diverged(self, step: int, recorded: str, called: str, *,
+                 shown: tuple[str, str] | None = None) -> NonDeterminismError:
+        """The code no longer makes the call recorded at ``step``: stop, and say how to fix it.
+
+        ``recorded`` and ``called`` become the error's fields, in the form callers match on
+        (``"step charge"``: kind and name, unquoted, as before this primitive existed);
+        ``shown``, if given, is how the message spells them.
+        """
+        said_recorded, said_called = shown or (recorded, called)
         error = NonDeterminismError(
             f"workflow {self.workflow_id!r} ({self.definition.name}) is not deterministic: "
-            f"step {step} was recorded as {recorded} but the code now calls {called}. The "
-            "workflow is parked in status 'nondeterministic'. Restore the code that started "
-            f"it, or fork it from before step {step} (app.fork(id, from_step={step})).",
+            f"step {step} was recorded as {said_recorded} but the code now calls "
+            f"{said_called}. The workflow is parked in status 'nondeterministic'. Restore the "
+            "code that started it, or fork it from before step "
+            f"{step} (app.fork(id, from_step={step})).",
             workflow_id=self.workflow_id, step=step, recorded=recorded, called=called,
         )
         self.fatal = error
@@ -155,8 +164,9 @@ class WorkflowRun(Scope):
         if not later:
             return None
         row = self.recorded[min(later)]
-        return self.diverged(row.step, f"{row.kind} {row.name!r}",
-                             "nothing: the workflow function ended before reaching it")
+        return self.diverged(row.step, f"{row.kind} {row.name}", "nothing", shown=(
+            f"{row.kind} {row.name!r}", "nothing: the workflow function ended before reaching it"
+        ))
 
     def check_interrupts(self) -> None:
         """Raise the reason this run must stop, if there is one."""

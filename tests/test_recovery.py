@@ -159,6 +159,9 @@ def test_changed_workflow_is_nondeterministic(db_path, changed, bad_step, record
         message = str(info.value)
         assert "'nd-1'" in message and f"step {bad_step}" in message
         assert f"{recorded!r}" in message and f"{called!r}" in message
+        # The fields callers match on keep their form: kind and name, unquoted.
+        assert (info.value.workflow_id, info.value.step) == ("nd-1", bad_step)
+        assert (info.value.recorded, info.value.called) == (f"step {recorded}", f"step {called}")
         assert handle.status() is ld.Status.NONDETERMINISTIC
         [listed] = app.list_workflows(status="nondeterministic")
         assert listed.workflow_id == "nd-1"
