@@ -394,8 +394,8 @@ def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
         if extra.get("candidates") != candidates:
             recorded = extra.get("candidates")
             raise wf_run.diverged(step, f"{kind} over {recorded}", f"{kind} over {candidates}",
-                                  shown=(f"{kind} over steps {recorded}",
-                                         f"{kind} over steps {candidates}"))
+                                  recorded_shown=f"{kind} over steps {recorded}",
+                                  called_shown=f"{kind} over steps {candidates}")
         if row.finished_at is not None:
             return _decided(wf_run, futs, step, extra["winner"])
         return _wait_and_decide(wf_run, futs, step, kind, extra.get("deadline"))  # still open

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._codec import error_text
 from ._context import Scope, current
 from ._errors import (
     JournalError,
@@ -134,18 +135,21 @@ class WorkflowRun(Scope):
             raise self.fatal
         if row is not None and (row.kind != kind or row.name != name):
             raise self.diverged(step, f"{row.kind} {row.name}", f"{kind} {name}",
-                                shown=(f"{row.kind} {row.name!r}", f"{kind} {name!r}"))
+                                recorded_shown=f"{row.kind} {row.name!r}",
+                                called_shown=f"{kind} {name!r}")
         return step, row
 
     def diverged(self, step: int, recorded: str, called: str, *,
-                 shown: tuple[str, str] | None = None) -> NonDeterminismError:
+                 recorded_shown: str | None = None,
+                 called_shown: str | None = None) -> NonDeterminismError:
         """The code no longer makes the call recorded at ``step``: stop, and say how to fix it.
 
         ``recorded`` and ``called`` become the error's fields, in the form callers match on
-        (``"step charge"``: kind and name, unquoted, as before this primitive existed);
-        ``shown``, if given, is how the message spells them.
+        (``"step charge"``: kind and name, unquoted, as before this primitive existed); the
+        ``*_shown`` forms, if given, are how the message spells them.
         """
-        said_recorded, said_called = shown or (recorded, called)
+        said_recorded = recorded if recorded_shown is None else recorded_shown
+        said_called = called if called_shown is None else called_shown
         error = NonDeterminismError(
             f"workflow {self.workflow_id!r} ({self.definition.name}) is not deterministic: "
             f"step {step} was recorded as {said_recorded} but the code now calls "
@@ -157,16 +161,21 @@ class WorkflowRun(Scope):
         self.fatal = error
         return error
 
-    def unreached(self) -> NonDeterminismError | None:
+    def unreached(self, raised: BaseException | None = None) -> NonDeterminismError | None:
         """The workflow function ended before a step the journal records: the code is not the
-        code that recorded it (a step was removed, or the code returns earlier now)."""
+        code that recorded it (a step was removed, or the code returns earlier now).
+
+        ``raised``: what the function raised, if it did; the message says it, since it is
+        what explains the change (a new check, inputs the new signature cannot read).
+        """
         later = [step for step in self.recorded if step >= self.next_step]
         if not later:
             return None
         row = self.recorded[min(later)]
-        return self.diverged(row.step, f"{row.kind} {row.name}", "nothing", shown=(
-            f"{row.kind} {row.name!r}", "nothing: the workflow function ended before reaching it"
-        ))
+        ended = "ended" if raised is None else f"raised {error_text(raised)}"
+        return self.diverged(row.step, f"{row.kind} {row.name}",
+                             f"nothing: the workflow function {ended} before reaching it",
+                             recorded_shown=f"{row.kind} {row.name!r}")
 
     def check_interrupts(self) -> None:
         """Raise the reason this run must stop, if there is one."""

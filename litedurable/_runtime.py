@@ -359,7 +359,7 @@ class Runtime:
             leave(token)
         if self.faults.crashed is not None:
             raise self.faults.crashed  # a simulated crash unwound the run: record nothing
-        fatal = run.fatal or run.unreached()
+        fatal = run.fatal or run.unreached(None if outcome is None else outcome.error)
         if isinstance(fatal, WorkflowCancelledError):
             run.ended = True  # already recorded by cancel()
             return
