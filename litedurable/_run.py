@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._codec import error_text
 from ._context import Scope, current
 from ._errors import (
+    AppClosedError,
     JournalError,
     NonDeterminismError,
     NotInWorkflowError,
@@ -193,7 +194,11 @@ class WorkflowRun(Scope):
     def remember(self, exc: BaseException) -> BaseException:
         """Remember an engine failure raised inside the run so it cannot be swallowed; return
         ``exc`` (a user exception passes through unremembered)."""
-        if isinstance(exc, JournalError | Unwind | WorkflowCancelledError) and self.fatal is None:
+        # AppClosedError too: a step cut short by its App's close (a retry delay ended, a body
+        # that used the closed App) is no outcome of the workflow's; raised into its code, the
+        # workflow was recorded as failed by the close.
+        engine = JournalError | AppClosedError | Unwind | WorkflowCancelledError
+        if isinstance(exc, engine) and self.fatal is None:
             self.fatal = exc
         return exc
 

@@ -363,7 +363,7 @@ class Runtime:
         if isinstance(fatal, WorkflowCancelledError):
             run.ended = True  # already recorded by cancel()
             return
-        if isinstance(fatal, Unwind):
+        if isinstance(fatal, Unwind) or (isinstance(fatal, AppClosedError) and self.closing):
             return  # suspended or closing: still pending
         if isinstance(fatal, NonDeterminismError):
             self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), run.row)
@@ -627,6 +627,7 @@ class Runtime:
         """
         with self._lock:
             self.closing = True
+            self.steps.closing = True
 
     def shutdown(self, grace: float) -> list[str]:
         """Unwind every run, give step bodies ``grace`` seconds, join all threads.
