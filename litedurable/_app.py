@@ -149,6 +149,11 @@ class App:
         self._runtime: Runtime | None = None
         self._lease: Lease | None = None
         self._lock = threading.Lock()
+        # One recovery at a time: launch's, the heartbeat's (once per lease) and a resume's.
+        # The heartbeat starts before launch recovers, and two recoveries at once each took
+        # the other's fresh claims (ours, not yet running) for stopped runs and claimed them
+        # again, counting a recovery attempt that never happened.
+        self._recovering = threading.Lock()
         self._schedules: dict[str, ScheduleRow] = {}  # declared in code; written at launch
         self._scheduler: Scheduler | None = None
 
@@ -283,6 +288,12 @@ class App:
         """
         with self._lock:
             runtime, storage, lease = self._runtime, self._storage, self._lease
+            if runtime is not None:
+                # Closing before the parts are let go: a run that now acts on workflows through
+                # this App (which no longer answers) unwinds and stays pending (``_parts``,
+                # ``_check_runtime``), instead of raising into its code and being recorded as
+                # failed; the step it ran may have finished in the grace period.
+                runtime.begin_close()
             self._runtime = self._storage = self._lease = None
         if runtime is None or storage is None or lease is None:
             return
@@ -311,6 +322,9 @@ class App:
     def _parts(self) -> tuple[Storage, Runtime]:
         runtime, storage = self._runtime, self._storage
         if runtime is None or storage is None:
+            scope = current()
+            if isinstance(scope, WorkflowRun):
+                scope.check_interrupts()  # a run of this App, closing: it unwinds, pending
             raise AppClosedError(
                 f"the App on {self.path} is not launched: use `with app:` or call app.launch() "
                 "first"
@@ -345,6 +359,10 @@ class App:
         ``launch()`` calls this, and the heartbeat thread calls it every ``lease`` seconds so a
         dead process's workflows are taken over. Returns the ids claimed.
         """
+        with self._recovering:
+            return self._recover()
+
+    def _recover(self) -> list[str]:
         storage, runtime = self._parts()
         lease = self._lease
         assert lease is not None
@@ -456,6 +474,7 @@ class App:
     def _check_runtime(self, run: WorkflowRun, what: str) -> None:
         """Refuse a workflow of another App acting on this one's workflows."""
         if run.runtime is not self._runtime and not run.replay_only:
+            run.check_interrupts()  # a run of this App, closing: it unwinds, pending
             raise UsageError(
                 f"workflow {run.workflow_id!r} {what} through another App; a workflow may only "
                 "start, wait on and cancel workflows of the App that runs it"

@@ -7,6 +7,7 @@ every waiter when a test moves time forward instead of sleeping.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
@@ -14,7 +15,7 @@ import weakref
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_WAIT", "Clock", "FakeClock", "SystemClock", "to_datetime"]
+__all__ = ["MAX_WAIT", "Clock", "FakeClock", "SystemClock", "engine_clock", "to_datetime"]
 
 MAX_WAIT = 3600.0
 """The longest single ``Condition.wait`` litedurable makes, in seconds.
@@ -39,6 +40,9 @@ class Clock(Protocol):
         ``deadline`` is this clock's time; ``timeout`` caps the wait in real seconds (a run
         holds its thread for a real time before it suspends, whatever the clock says). May
         return early (spuriously); callers re-check their predicate in a loop.
+
+        Clocks written before ``timeout`` existed (``wait(cond, deadline)``) still work: the
+        engine calls them as they were called then (see ``engine_clock``).
         """
         ...
 
@@ -110,6 +114,44 @@ class FakeClock:
         for cond in waiters:
             with cond:
                 cond.notify_all()
+
+
+class _TwoArgumentClock:
+    """A user's clock whose ``wait`` predates ``timeout`` (``wait(cond, deadline)``), as the
+    engine calls every clock now.
+
+    The real-time cap is turned into a deadline on the clock, as litedurable did before the
+    cap existed: for a clock that follows real time it is the same wait, and a fake clock's
+    own real-time cap keeps the run's hold bounded as it did then.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def wait(self, cond: threading.Condition, deadline: float | None,
+             timeout: float | None = None) -> None:
+        if timeout is not None:
+            cap = self.clock.now() + max(0.0, timeout)
+            deadline = cap if deadline is None else min(deadline, cap)
+        self.clock.wait(cond, deadline)
+
+
+def engine_clock(clock: Clock) -> Clock:
+    """``clock``, or an adapter if its ``wait`` cannot take ``timeout`` (an older clock).
+
+    Without it, a custom clock written to the protocol's two-argument ``wait`` raised a
+    ``TypeError`` inside every workflow that waited, which recorded each of them as failed.
+    """
+    try:
+        inspect.signature(clock.wait).bind(None, None, None)
+    except TypeError:
+        return _TwoArgumentClock(clock)
+    except ValueError:  # no signature to read (a builtin): take it as today's protocol
+        pass
+    return clock
 
 
 def to_datetime(epoch: float) -> datetime:

@@ -38,7 +38,7 @@ from cattrs.preconf.json import make_converter
 
 from ._errors import RecordedError, SerializationError, UsageError
 
-__all__ = ["Codec", "param_hints", "return_hint", "type_name"]
+__all__ = ["Codec", "error_text", "param_hints", "return_hint", "type_name"]
 
 _NONE_TYPES: tuple[object, ...] = (None, type(None))
 # Values JSON stores as themselves: no cattrs pass on the way in, and (with no hint, or a hint
@@ -194,6 +194,12 @@ def _safe_text(make: Callable[[], object], fallback: str) -> str:
         return str.encode(text, "utf-8", "backslashreplace").decode("utf-8")
     except Exception:
         return fallback
+
+
+def error_text(exc: BaseException) -> str:
+    """``"TypeName: message"`` of ``exc`` for a message of ours; never raises (``_safe_text``)."""
+    name = _safe_text(lambda: type(exc).__name__, "BaseException")
+    return f"{name}: {_safe_text(lambda: str(exc), f'<unprintable {name} object>')}"
 
 
 def type_name(obj: object) -> str:

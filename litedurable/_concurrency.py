@@ -392,8 +392,10 @@ def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
     def replay(step: int, row: StepRow) -> Future[Any]:
         extra = json.loads(row.extra or b"{}")
         if extra.get("candidates") != candidates:
-            raise wf_run.diverged(step, f"{kind} over steps {extra.get('candidates')}",
-                                  f"{kind} over steps {candidates}")
+            recorded = extra.get("candidates")
+            raise wf_run.diverged(step, f"{kind} over {recorded}", f"{kind} over {candidates}",
+                                  recorded_shown=f"{kind} over steps {recorded}",
+                                  called_shown=f"{kind} over steps {candidates}")
         if row.finished_at is not None:
             return _decided(wf_run, futs, step, extra["winner"])
         return _wait_and_decide(wf_run, futs, step, kind, extra.get("deadline"))  # still open

@@ -49,7 +49,7 @@ def replay_offline(
             raised = exc
         finally:
             leave(token)
-        diverged = run.fatal or run.unreached()
+        diverged = run.fatal or run.unreached(raised)
         if isinstance(diverged, NonDeterminismError):
             # Its own message says the workflow was parked; offline replay parks nothing.
             step = diverged.step

@@ -26,8 +26,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._codec import error_text
 from ._context import Scope, current
 from ._errors import (
+    AppClosedError,
     JournalError,
     NonDeterminismError,
     NotInWorkflowError,
@@ -133,30 +135,48 @@ class WorkflowRun(Scope):
             self.fatal = Unwind("offline replay reached the end of the journal")
             raise self.fatal
         if row is not None and (row.kind != kind or row.name != name):
-            raise self.diverged(step, f"{row.kind} {row.name!r}", f"{kind} {name!r}")
+            raise self.diverged(step, f"{row.kind} {row.name}", f"{kind} {name}",
+                                recorded_shown=f"{row.kind} {row.name!r}",
+                                called_shown=f"{kind} {name!r}")
         return step, row
 
-    def diverged(self, step: int, recorded: str, called: str) -> NonDeterminismError:
-        """The code no longer makes the call recorded at ``step``: stop, and say how to fix it."""
+    def diverged(self, step: int, recorded: str, called: str, *,
+                 recorded_shown: str | None = None,
+                 called_shown: str | None = None) -> NonDeterminismError:
+        """The code no longer makes the call recorded at ``step``: stop, and say how to fix it.
+
+        ``recorded`` and ``called`` become the error's fields, in the form callers match on
+        (``"step charge"``: kind and name, unquoted, as before this primitive existed); the
+        ``*_shown`` forms, if given, are how the message spells them.
+        """
+        said_recorded = recorded if recorded_shown is None else recorded_shown
+        said_called = called if called_shown is None else called_shown
         error = NonDeterminismError(
             f"workflow {self.workflow_id!r} ({self.definition.name}) is not deterministic: "
-            f"step {step} was recorded as {recorded} but the code now calls {called}. The "
-            "workflow is parked in status 'nondeterministic'. Restore the code that started "
-            f"it, or fork it from before step {step} (app.fork(id, from_step={step})).",
+            f"step {step} was recorded as {said_recorded} but the code now calls "
+            f"{said_called}. The workflow is parked in status 'nondeterministic'. Restore the "
+            "code that started it, or fork it from before step "
+            f"{step} (app.fork(id, from_step={step})).",
             workflow_id=self.workflow_id, step=step, recorded=recorded, called=called,
         )
         self.fatal = error
         return error
 
-    def unreached(self) -> NonDeterminismError | None:
+    def unreached(self, raised: BaseException | None = None) -> NonDeterminismError | None:
         """The workflow function ended before a step the journal records: the code is not the
-        code that recorded it (a step was removed, or the code returns earlier now)."""
+        code that recorded it (a step was removed, or the code returns earlier now).
+
+        ``raised``: what the function raised, if it did; the message says it, since it is
+        what explains the change (a new check, inputs the new signature cannot read).
+        """
         later = [step for step in self.recorded if step >= self.next_step]
         if not later:
             return None
         row = self.recorded[min(later)]
-        return self.diverged(row.step, f"{row.kind} {row.name!r}",
-                             "nothing: the workflow function ended before reaching it")
+        ended = "ended" if raised is None else f"raised {error_text(raised)}"
+        return self.diverged(row.step, f"{row.kind} {row.name}",
+                             f"nothing: the workflow function {ended} before reaching it",
+                             recorded_shown=f"{row.kind} {row.name!r}")
 
     def check_interrupts(self) -> None:
         """Raise the reason this run must stop, if there is one."""
@@ -174,7 +194,11 @@ class WorkflowRun(Scope):
     def remember(self, exc: BaseException) -> BaseException:
         """Remember an engine failure raised inside the run so it cannot be swallowed; return
         ``exc`` (a user exception passes through unremembered)."""
-        if isinstance(exc, JournalError | Unwind | WorkflowCancelledError) and self.fatal is None:
+        # AppClosedError too: a step cut short by its App's close (a retry delay ended, a body
+        # that used the closed App) is no outcome of the workflow's; raised into its code, the
+        # workflow was recorded as failed by the close.
+        engine = JournalError | AppClosedError | Unwind | WorkflowCancelledError
+        if isinstance(exc, engine) and self.fatal is None:
             self.fatal = exc
         return exc
 

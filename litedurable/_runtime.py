@@ -25,7 +25,12 @@ Locks, what each guards, and nesting
 ------------------------------------
 * ``App._lock``: the launch's parts (storage, runtime, lease) and the declared schedules.
   Held while a launch opens the storage and writes its first heartbeat (launches are
-  serialized), so the storage's locks nest inside it then; no engine thread ever takes it.
+  serialized), so the storage's locks nest inside it then, and while a close marks the
+  runtime closing (``Runtime._lock`` nests inside it then); no engine thread ever takes it.
+* ``App._recovering``: one recovery at a time (launch's, the heartbeat's, a resume's), so
+  none takes another's fresh claims for stopped runs. Taken holding no lock, and held
+  across the recovery's storage I/O, enqueues and announcements: every lock those take
+  nests inside it.
 * ``Runtime._lock``: the slot table (``_slots`` and every ``_Slot`` field), ``_abandoned``,
   ``_result_events``, ``_waiters``, ``_active``, ``cancelled`` and ``closing``. Never held
   across storage I/O, user code or a pool submit. Only ``StepScope.cond`` nests inside it
@@ -50,8 +55,9 @@ Locks, what each guards, and nesting
 * Events: ``Lease._stop``, ``Runtime._watcher_wake``, and one per ``Handle.result`` waiter.
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
-storage's; ``Runtime._lock`` then ``StepScope.cond``; ``WorkflowRun.cond`` then
-``FakeClock._lock``), always in that order, so there is no lock-order cycle.
+storage's or ``Runtime._lock``; ``App._recovering`` then any other; ``Runtime._lock`` then
+``StepScope.cond``; ``WorkflowRun.cond`` then ``FakeClock._lock``), always in that order, so
+there is no lock-order cycle.
 
 Deliberate unlocked reads
 -------------------------
@@ -85,7 +91,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._clock import Clock, to_datetime
+from ._clock import Clock, engine_clock, to_datetime
 from ._codec import Codec
 from ._context import enter, leave
 from ._errors import (
@@ -178,7 +184,8 @@ class Runtime:
     ) -> None:
         self.storage = storage
         self.codec = codec
-        self.clock = clock
+        # A clock with the older two-argument ``wait`` is adapted, not failed on (``_clock``).
+        self.clock = clock = engine_clock(clock)
         self.registry = registry
         self.owner = owner
         self.app_version = app_version
@@ -359,11 +366,11 @@ class Runtime:
             leave(token)
         if self.faults.crashed is not None:
             raise self.faults.crashed  # a simulated crash unwound the run: record nothing
-        fatal = run.fatal or run.unreached()
+        fatal = run.fatal or run.unreached(None if outcome is None else outcome.error)
         if isinstance(fatal, WorkflowCancelledError):
             run.ended = True  # already recorded by cancel()
             return
-        if isinstance(fatal, Unwind):
+        if isinstance(fatal, Unwind) or (isinstance(fatal, AppClosedError) and self.closing):
             return  # suspended or closing: still pending
         if isinstance(fatal, NonDeterminismError):
             self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), run.row)
@@ -627,6 +634,16 @@ class Runtime:
                     task.scope.request_cancel(abandon=True)
         for wid in workflow_ids:
             self.notify(wid)
+
+    def begin_close(self) -> None:
+        """Take no more work, before the App lets go of this runtime (``shutdown`` follows).
+
+        From here a run unwinds at its next journaled call, and so does one that acts on
+        workflows through its App (which no longer answers): both stay pending, unrecorded.
+        """
+        with self._lock:
+            self.closing = True
+            self.steps.closing = True
 
     def shutdown(self, grace: float) -> list[str]:
         """Unwind every run, give step bodies ``grace`` seconds, join all threads.

@@ -139,7 +139,7 @@ class Steps:
         self.clock = clock
         self.owner = owner
         self.faults = faults
-        self.closing = False  # set once by Runtime.shutdown: retry delays end at once
+        self.closing = False  # set once when the App closes: retry delays end at once
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
@@ -150,6 +150,13 @@ class Steps:
             faults.fire("before_step", **info)
         started = self.clock.now()
         outcome = self._invoke(task)
+        if self.closing and isinstance(outcome.error, AppClosedError):
+            # The body used its App, which closed under it: that is no outcome of the step's
+            # (recorded, it would fail every replay); unrecorded, the next launch runs it again.
+            raise AppClosedError(
+                f"step {task.step} ({task.name}) of workflow {task.workflow_id!r} was cut short "
+                "by its App closing; it is not recorded, so the next launch runs it again"
+            ) from outcome.error
         if task.scope.abandoned and outcome.error is not None:
             raise WorkflowCancelledError(
                 f"step {task.step} ({task.name}) of workflow {task.workflow_id!r} was abandoned "

@@ -93,6 +93,36 @@ def test_list_show_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     ]
 
 
+def test_read_commands_read_a_journal_of_the_previous_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Schema 4 only dropped ``workflows.cancel_requested``, which no statement reads. Yet a
+    read-only open refused every older file ("needs a schema upgrade"), so after upgrading
+    litedurable, ``list``/``show``/``steps``/``replay`` refused every existing journal (on a
+    read-only copy, for good) until an App had opened it read-write."""
+    import apsw
+
+    db, wid = _make_journal(tmp_path)
+    conn = apsw.Connection(str(db))  # the file as schema 3 left it
+    try:
+        conn.execute("ALTER TABLE workflows ADD COLUMN cancel_requested INTEGER NOT NULL "
+                     "DEFAULT 0; PRAGMA user_version=3")
+    finally:
+        conn.close()
+    assert main(["--db", str(db), "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(w["workflow_id"], w["status"]) for w in listed] == [(wid, "succeeded")]
+    assert main(["--db", str(db), "show", wid]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == 3
+    assert main(["--db", str(db), "steps", wid, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchall() == [(3,)]  # read, not migrated
+    finally:
+        conn.close()
+
+
 def test_unknown_id_and_missing_file_are_clear_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -124,6 +124,53 @@ def test_a_child_handle_races_a_timer_in_select(db_path):
     assert decision.candidates == [0, 1] and decision.winner == 1
 
 
+@pytest.mark.parametrize("then", ["start a child", "wait on a handle", "read a status"])
+def test_a_workflow_acting_on_workflows_while_its_app_closes_stays_pending(db_path, then):
+    """``close()`` gives a running step its grace period; the workflow then goes on to its
+    next call. When that call started a child or waited on (or read) a handle, the closing
+    App answered ``UsageError`` ("through another App") or ``AppClosedError``, the workflow
+    function raised it, and the workflow was recorded ``failed`` for good. It must stay
+    pending, like a workflow stopped at any other call by a close."""
+    runs: Counter[str] = Counter()
+
+    def make() -> tuple[ld.App, Any, Any]:
+        app = ld.App(db_path, grace=30.0)
+
+        @app.step(name="slow")
+        def slow() -> int:
+            runs["slow"] += 1
+            if runs["slow"] == 1:  # the first run returns only once close() has begun
+                eventually(lambda: app._runtime is None, "close() to begin")
+            return 1
+
+        @app.workflow(name="kid")
+        def kid() -> int:
+            return 2
+
+        @app.workflow(name="acts")
+        def acts(then: str) -> int:
+            x = slow()
+            if then == "start a child":
+                return x + app.start(kid).result()
+            if then == "wait on a handle":
+                return x + app.handle("other").result()
+            return x + len(app.handle("other").status())
+
+        return app, kid, acts
+
+    app, kid, acts = make()
+    with app:
+        app.run(kid, workflow_id="other")
+        app.start(acts, then, workflow_id="acts")
+        eventually(lambda: runs["slow"] == 1, "the step to run")
+    assert stored_status(db_path, "acts") == "pending"
+
+    app, kid, acts = make()
+    with app:
+        assert app.handle("acts").result(timeout=30) == 1 + (9 if then == "read a status" else 2)
+    assert runs["slow"] == 1  # recorded during the grace period: not run again
+
+
 def test_a_child_id_taken_by_another_workflow_is_a_recorded_conflict(db_path):
     app = ld.App(db_path, clock=FakeClock())
 

@@ -159,6 +159,9 @@ def test_changed_workflow_is_nondeterministic(db_path, changed, bad_step, record
         message = str(info.value)
         assert "'nd-1'" in message and f"step {bad_step}" in message
         assert f"{recorded!r}" in message and f"{called!r}" in message
+        # The fields callers match on keep their form: kind and name, unquoted.
+        assert (info.value.workflow_id, info.value.step) == ("nd-1", bad_step)
+        assert (info.value.recorded, info.value.called) == (f"step {recorded}", f"step {called}")
         assert handle.status() is ld.Status.NONDETERMINISTIC
         [listed] = app.list_workflows(status="nondeterministic")
         assert listed.workflow_id == "nd-1"
@@ -195,6 +198,39 @@ def test_workflow_that_now_ends_before_its_recorded_steps_is_nondeterministic(db
         assert handle.status() is ld.Status.NONDETERMINISTIC
         assert replay_check(app, app._parts()[0], app._row("nd-end")) is not None
     assert counts == {"a": 1, "b": 1}
+
+
+def test_a_workflow_now_raising_before_its_recorded_steps_says_what_it_raised(db_path):
+    """The same rule for code that now *raises* before a recorded step (a new check, inputs
+    that no longer decode as the new signature's types): the workflow is parked, and the
+    message must carry what the code raised. It said only that the function "ended before
+    reaching" the step, and the exception that explains it was lost."""
+    counts: Counter[str] = Counter()
+    app, seq = _build_sequence(db_path, ORIGINAL, counts)
+    switch = crash_at(app, "before_step", nth=3)  # a and b are recorded, c is not
+    crash_then_close(app, switch, lambda a: a.start(seq, workflow_id="nd-raise"))
+
+    app = ld.App(db_path, app_version="v1")
+
+    @app.step(name="a")
+    def a() -> str:
+        return "a"
+
+    @app.workflow(name="seq")
+    def seq_now() -> list[str]:
+        a()
+        raise ValueError("orders must now be signed")
+
+    with app:
+        handle = app.handle("nd-raise")
+        with pytest.raises(ld.NonDeterminismError) as info:
+            handle.result(timeout=30)
+        message = str(info.value)
+        assert "step 1 was recorded as step 'b'" in message
+        assert "ValueError: orders must now be signed" in message
+        assert handle.status() is ld.Status.NONDETERMINISTIC
+        problem = replay_check(app, app._parts()[0], app._row("nd-raise"))
+        assert problem is not None and "orders must now be signed" in problem
 
 
 # -- recovery limit -------------------------------------------------------------------------

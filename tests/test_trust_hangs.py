@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Any
 
 import pytest
-from support import eventually
+from support import eventually, stored_status
 
 import litedurable as ld
 from litedurable._clock import SystemClock
@@ -141,6 +142,45 @@ def test_timer_thread_survives_an_error(db_path, caplog):
         assert clock.failed.wait(HANG)
         assert app.start(naps).result(timeout=HANG) == "woke"
     assert "timer thread hit an error" in caplog.text
+
+
+class _TwoArgumentClock:
+    """A user's clock written to the ``Clock`` protocol before ``wait`` took ``timeout=``."""
+
+    def __init__(self) -> None:
+        self.waits = 0
+
+    def now(self) -> float:
+        return time.time()
+
+    def wait(self, cond: threading.Condition, deadline: float | None) -> None:
+        self.waits += 1
+        cond.wait(None if deadline is None else min(max(0.0, deadline - time.time()), 3600.0))
+
+
+def test_a_clock_with_the_two_argument_wait_still_runs_workflows(db_path):
+    """A custom clock with the old ``wait(cond, deadline)`` made every workflow that waited
+    fail for good with a ``TypeError`` from inside the engine (its run's wait passes a real-time
+    cap as a third argument). The protocol's older form must keep working."""
+    clock = _TwoArgumentClock()
+    app = ld.App(db_path, clock=clock, suspend_after=HANG)
+
+    @app.step()
+    def slow() -> int:
+        time.sleep(0.1)
+        return 1
+
+    @app.workflow()
+    def waits() -> int:
+        future = ld.go(slow)  # the run waits for it (a wait with a real-time cap)
+        ld.sleep(0.05)
+        return future.result() + 1
+
+    with app:
+        handle = app.start(waits)
+        assert handle.result(timeout=HANG) == 2
+        assert handle.status() == ld.Status.SUCCEEDED
+    assert clock.waits > 0
 
 
 def test_scheduler_thread_survives_an_error(db_path, caplog):
@@ -430,6 +470,59 @@ def test_close_does_not_wait_out_an_inline_retry_delay(db_path):
         started = time.monotonic()
         app.close()
     assert time.monotonic() - started < HANG / 2  # a hang guard: grace is HANG
+
+
+@pytest.mark.parametrize("where", ["inline retry delay", "go retry delay", "step using its app"])
+def test_a_close_interrupting_a_step_leaves_its_workflow_pending(db_path, where):
+    """``close()`` ends a step's retry delay with ``AppClosedError`` (and a step body that
+    uses its App gets the same from the closed App). For an inline step that error went into
+    the workflow's code, which raised it, and the workflow was recorded ``failed`` for good;
+    a body's own ``AppClosedError`` was recorded as the step's outcome. A close must leave
+    the workflow pending, and the step unrecorded, to run again at the next launch."""
+    attempts: list[int] = []
+
+    def make() -> tuple[ld.App, Any, Any]:
+        app = ld.App(db_path, grace=HANG)
+
+        @app.workflow(name="other")
+        def other() -> int:
+            return 5
+
+        @app.step(name="flaky", retries=ld.Retry(max_attempts=2, initial=1e5, max_interval=1e5))
+        def flaky() -> int:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ConnectionError("try again much later")
+            return 7
+
+        @app.step(name="peek")
+        def peek() -> int:
+            attempts.append(1)
+            if len(attempts) == 1:  # the first run returns once close() has begun
+                eventually(lambda: app._runtime is None, "close() to begin", timeout=HANG)
+            return app.handle("other").result() + 2
+
+        @app.workflow(name="wf")
+        def wf() -> int:
+            if where == "inline retry delay":
+                return flaky()
+            if where == "go retry delay":
+                return ld.go(flaky).result()
+            return peek()
+
+        return app, wf, other
+
+    app, wf, other = make()
+    with app:
+        app.run(other, workflow_id="other")
+        app.start(wf, workflow_id="w")
+        eventually(lambda: attempts, "the step's first attempt", timeout=HANG)
+    assert stored_status(db_path, "w") == "pending"
+
+    app, wf, other = make()
+    with app:
+        assert app.handle("w").result(timeout=HANG) == 7
+    assert len(attempts) == 2
 
 
 def test_a_name_with_a_lone_surrogate_is_refused_at_decoration(db_path):

@@ -279,6 +279,34 @@ def test_a_dead_pid_in_this_pid_namespace_is_still_taken_over_at_once(db_path):
         assert app.handle("w").result(timeout=60) == "ran"
 
 
+def test_the_heartbeat_does_not_recover_beside_a_launch_still_recovering(db_path):
+    """Launch starts the heartbeat before its recovery (a long recovery must not let the lease
+    lapse), and the heartbeat recovers once per lease. Both ran at once: a workflow launch had
+    claimed but not yet resumed looked like one of ours that had stopped, was claimed again,
+    and counted a second recovery attempt; with a limit of 1 it was parked ``exhausted`` at
+    its very first recovery, while it ran."""
+    _foreign_owner(db_path, "dead-owner", pid=_dead_pid(), heartbeat=time.time() - 100.0,
+                   columns={"lease": 1.0})
+    app = ld.App(db_path, app_version="v1", lease=0.05, max_recovery_attempts=1)
+
+    @app.workflow(name="wf")
+    def wf() -> str:
+        ld.sleep(0.3)
+        return "ran"
+
+    recoveries: list[str] = []
+
+    def slow_recovery(point: str, info: object) -> None:
+        if point == "recovery":  # claimed, not resumed yet: a recovery longer than the lease
+            recoveries.append(threading.current_thread().name)
+            time.sleep(0.5)
+
+    app.faults.callback = slow_recovery
+    with app:
+        assert app.handle("w").result(timeout=HANG) == "ran"
+    assert recoveries == ["MainThread"]
+
+
 def test_our_own_pid_in_another_pid_namespace_is_not_us(db_path):
     """Issue 12 item 6: a container's process may have our very pid; that is no proof that its
     App belonged to this process and closed."""

@@ -209,7 +209,10 @@ class Driver:
                 "not modified."
             )
         if self.writer is None:
-            if version < sql.SCHEMA_VERSION:
+            # An older schema today's reads work on is read as it is (it cannot be migrated
+            # here); refusing it made every read command refuse every journal of the release
+            # before, until an App opened it read-write.
+            if version < sql.READABLE_FROM:
                 raise JournalReadOnlyError(
                     f"{self.path} needs a schema upgrade ({version} -> {sql.SCHEMA_VERSION}) but "
                     "was opened read-only. Open it once read-write to migrate it."

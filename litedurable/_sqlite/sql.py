@@ -91,6 +91,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+READABLE_FROM = 3
+"""The oldest schema every statement here reads as it is, so a read-only open (the CLI's read
+commands, which cannot migrate) takes it unmigrated: schema 4 only dropped a column that no
+statement names. Raise it when a migration adds or renames something a read needs."""
 
 
 WORKFLOW_COLUMNS = (
