@@ -32,7 +32,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import apsw
-from ld_workloads import FloorCommitter, RawCommitter, kill_when_recorded, wait_until_none_pending
+from ld_workloads import (
+    FloorCommitter,
+    RawCommitter,
+    interleave,
+    kill_when_recorded,
+    wait_until_none_pending,
+)
 
 SQLITE_NOTE = "WAL with synchronous matching durability, set by the runner"
 RECOVERY_VERSION = "bench-recovery"
@@ -111,7 +117,6 @@ def sequential_steps_interleaved(path: str, durability: str, n: int,
 
     @DBOS.workflow()
     def chain(count: int, every: int) -> list[float]:
-        spent = [0.0, 0.0, 0.0]  # steps, floor, raw
         value = 0
 
         def steps(size: int) -> float:
@@ -121,12 +126,7 @@ def sequential_steps_interleaved(path: str, durability: str, n: int,
                 value = inc(value)
             return time.perf_counter() - start
 
-        turns = (steps, floor.commit, raw.commit)
-        for k, done in enumerate(range(0, count, every)):
-            size = min(every, count - done)
-            for j in range(3):
-                which = (k + j) % 3
-                spent[which] += turns[which](size)
+        spent = interleave((steps, floor.commit, raw.commit), count, every)
         assert value == count
         return spent
 
