@@ -398,7 +398,8 @@ def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
                                   called_shown=f"{kind} over steps {candidates}")
         if row.finished_at is not None:
             return _decided(wf_run, futs, step, extra["winner"])
-        return _wait_and_decide(wf_run, futs, step, kind, extra.get("deadline"))  # still open
+        return _wait_and_decide(wf_run, futs, candidates, step, kind,
+                                extra.get("deadline"))  # still open
 
     def live(step: int) -> Future[Any]:
         deadline: float | None = None
@@ -407,13 +408,13 @@ def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
             opening = json.dumps({"candidates": candidates, "deadline": deadline}).encode()
             runtime.steps.record(wf_run.workflow_id, step, kind, kind, None, Any, extra=opening,
                                  open_row=True)
-        return _wait_and_decide(wf_run, futs, step, kind, deadline)
+        return _wait_and_decide(wf_run, futs, candidates, step, kind, deadline)
 
     return wf_run.journaled(kind, kind, replay, live)
 
 
-def _wait_and_decide(wf_run: WorkflowRun, futs: list[Future[Any]], step: int, kind: StepKind,
-                     deadline: float | None) -> Future[Any]:
+def _wait_and_decide(wf_run: WorkflowRun, futs: list[Future[Any]], candidates: list[int],
+                     step: int, kind: StepKind, deadline: float | None) -> Future[Any]:
     """Wait for the first candidate to settle (or ``deadline``); record which one won."""
     runtime = wf_run.runtime
     wait_until(wf_run, futs, all_settled=False, deadline=deadline)
@@ -423,8 +424,7 @@ def _wait_and_decide(wf_run: WorkflowRun, futs: list[Future[Any]], step: int, ki
     winner = min(settled, key=lambda i: (futs[i].step, i)) if settled else -1
     info = {"workflow_id": wf_run.workflow_id, "step": step, "winner": winner}
     runtime.faults.fire("before_decision", **info)
-    decision = json.dumps({"candidates": [f.step for f in futs], "winner": winner,
-                           "deadline": deadline})
+    decision = json.dumps({"candidates": candidates, "winner": winner, "deadline": deadline})
     runtime.steps.record(wf_run.workflow_id, step, kind, kind, winner, int,
                          extra=decision.encode())
     runtime.faults.fire("after_decision", **info)

@@ -445,8 +445,10 @@ class Runtime:
         """
         with self._lock:
             events = [e for wid in workflow_ids for e in self._result_events.get(wid, ())]
-            waiting = {w: [wid for wid in workflow_ids if w in self._waiters.get(wid, ())]
-                       for wid in workflow_ids for w in self._waiters.get(wid, ())}
+            waiting: dict[str, list[str]] = {}
+            for wid in workflow_ids:
+                for waiter in self._waiters.get(wid, ()):
+                    waiting.setdefault(waiter, []).append(wid)
         for event in events:
             event.set()
         for waiter, targets in waiting.items():
