@@ -56,6 +56,8 @@ from ._errors import (
     NonDeterminismError,
     NotInWorkflowError,
     OwnershipLostError,
+    PromiseNotFoundError,
+    PromiseRejectedError,
     RecordedError,
     ScheduleNotFoundError,
     SerializationError,
@@ -69,6 +71,18 @@ from ._errors import (
     WorkflowTimedOutError,
 )
 from ._handle import ChildHandle, Handle
+from ._messages import (
+    Promise,
+    close_stream,
+    event,
+    get_event,
+    message,
+    promise,
+    recv,
+    send,
+    set_event,
+    write_stream,
+)
 from ._scheduler import CATCH_UP_LIMIT
 from ._types import Retry, ScheduleInfo, Status, StepInfo, WorkflowInfo
 
@@ -93,6 +107,9 @@ __all__ = [
     "NonDeterminismError",
     "NotInWorkflowError",
     "OwnershipLostError",
+    "Promise",
+    "PromiseNotFoundError",
+    "PromiseRejectedError",
     "RecordedError",
     "Retry",
     "ScheduleInfo",
@@ -113,19 +130,28 @@ __all__ = [
     "after",
     "as_completed",
     "cancelled",
+    "close_stream",
+    "event",
+    "get_event",
     "go",
     "idempotency_key",
     "is_replaying",
     "logger",
+    "message",
     "named",
     "now",
+    "promise",
     "random",
+    "recv",
     "run",
     "select",
+    "send",
+    "set_event",
     "sleep",
     "uuid4",
     "wait_all",
     "workflow_id",
+    "write_stream",
 ]
 
 # Public names report the public module (as trio does), so reprs and docs say `litedurable.X`.

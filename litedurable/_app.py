@@ -12,10 +12,11 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import _messages as messages
 from ._backends import open_storage
 from ._children import start_child
 from ._clock import Clock, SystemClock
@@ -694,6 +695,81 @@ class App:
         return storage.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
 
     # -- schedules ------------------------------------------------------------------------
+
+    # -- messages, events, streams, promises (``_messages``) ------------------------------
+
+    def send(self, workflow_id: str, message: Any, *, topic: str | None = None,
+             idempotency_key: str | None = None) -> bool:
+        """Put ``message`` in workflow ``workflow_id``'s mailbox (``ld.recv`` takes it).
+
+        From outside a workflow, ``idempotency_key`` deduplicates per destination: a retry
+        with the same key delivers nothing and returns False. Inside a workflow this is
+        ``ld.send`` (exactly once, journaled). Returns True when delivered.
+
+        Raises:
+            WorkflowNotFoundError: no workflow has that id.
+            SerializationError: the message cannot be stored (nothing was sent).
+        """
+        scope = current()
+        if isinstance(scope, WorkflowRun):
+            self._check_runtime(scope, "sends a message")
+            if idempotency_key is not None:
+                raise UsageError(
+                    "a send inside a workflow is exactly once already (ld.send); "
+                    "idempotency_key= is for senders outside workflows")
+            messages.send(workflow_id, message, topic=topic)
+            return True
+        return messages.send_outside(self, workflow_id, message, topic=topic,
+                                     idempotency_key=idempotency_key)
+
+    def get_event(self, workflow_id: str, key: str, *,
+                  timeout: float | timedelta | None = None, type: Any = None) -> Any:
+        """Workflow ``workflow_id``'s event ``key`` (``ld.set_event``), waiting until it is set.
+
+        Inside a workflow this is ``ld.get_event`` (recorded).
+
+        Raises:
+            WaitTimeoutError: ``timeout`` seconds passed first. WorkflowNotFoundError.
+        """
+        if isinstance(current(), WorkflowRun):
+            return messages.get_event(workflow_id, key, timeout=timeout, type=type)
+        return messages.get_event_outside(self, workflow_id, key, timeout=timeout, type=type)
+
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    timeout: float | timedelta | None = None,
+                    type: Any = None) -> Iterator[Any]:
+        """Iterate over workflow ``workflow_id``'s stream ``key`` from ``offset``, following
+        live writes from any process; it ends when the stream is closed or the workflow ends.
+
+        Pass the count of items already seen as ``offset`` to resume (a page that reconnects).
+
+        Raises:
+            WaitTimeoutError: no item came for ``timeout`` seconds. WorkflowNotFoundError.
+        """
+        self._outside_only("read_stream", "a stream read live is not deterministic; pass "
+                           "items between workflows with ld.send or events")
+        return messages.read_stream_outside(self, workflow_id, key, offset=offset,
+                                            timeout=timeout, type=type)
+
+    def resolve(self, promise_id: str, value: Any = None) -> bool:
+        """Settle durable promise ``promise_id`` with ``value``; True if this call settled it
+        (False: it was settled already, and keeps its first settlement).
+
+        Raises:
+            PromiseNotFoundError: no promise has that id.
+        """
+        self._outside_only("resolve", "settle promises from a step, whose answer is recorded")
+        return messages.settle_promise(self, promise_id, value=value)
+
+    def reject(self, promise_id: str, message: str) -> bool:
+        """Reject durable promise ``promise_id``: the workflow taking it raises
+        ``PromiseRejectedError(message)``. True if this call settled it (see ``resolve``)."""
+        self._outside_only("reject", "settle promises from a step, whose answer is recorded")
+        return messages.settle_promise(self, promise_id, rejection=message)
+
+    def _outside_only(self, call: str, why: str) -> None:
+        if isinstance(current(), WorkflowRun):
+            raise UsageError(f"app.{call}() was called in a workflow function: {why}")
 
     def schedule(
         self,

@@ -43,6 +43,7 @@ from ._storage import StepRow
 from ._types import StepKind, to_seconds
 
 __all__ = [
+    "ExternalFuture",
     "Future",
     "Waitable",
     "after",
@@ -239,6 +240,45 @@ class _TimerFuture(Future[None]):
         return True
 
 
+class ExternalFuture(Future[T]):
+    """A future settled by the world outside the workflow: a message, an event, a promise.
+
+    Unlike a ``go`` step nothing here runs it: its outcome appears in the storage (sent by
+    another workflow, another process, an HTTP handler) and becomes this workflow's by a
+    journaled write the workflow makes itself (consuming a message, copying an event) or by
+    the settlement itself (a promise). ``_refresh`` does that I/O: it runs in the workflow's
+    thread, outside ``WorkflowRun.cond``, before each wait that includes the future and after
+    each wake-up (``Runtime.poke``). ``_probe`` is the read-only question the commit watcher
+    asks for a workflow waiting on it: "might ``_refresh`` settle it now?".
+    """
+
+    __slots__ = ("_hint", "_taken")
+
+    def __init__(self, run: WorkflowRun, step: int, hint: Any,
+                 taken: Outcome | None = None) -> None:
+        super().__init__(run, step)
+        self._hint = hint
+        self._taken = taken
+
+    def _settled(self) -> bool:
+        return self._taken is not None
+
+    def _outcome(self) -> Outcome:
+        assert self._taken is not None
+        return self._taken
+
+    def _refresh(self) -> None:
+        raise NotImplementedError
+
+    def _probe(self) -> bool:
+        raise NotImplementedError
+
+    def cancel(self) -> bool:
+        """Nothing to cancel: the future stops mattering once the workflow stops waiting."""
+        self._check_run("Future.cancel")
+        return False
+
+
 # -- starting steps ---------------------------------------------------------------------
 
 
@@ -339,6 +379,7 @@ def wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: boo
     check = all if all_settled else any
     timer_only = all(isinstance(f, _TimerFuture) for f in futs)
     steps = [f for f in futs if isinstance(f, _StepFuture)]
+    external = [f for f in futs if isinstance(f, ExternalFuture)]
     # Only "all" waits are filtered: an "any" wait is ready at the first settled candidate,
     # so a filter would save nothing and cost a scan per finishing step.
     steps_ready = _AllSettled(steps) if all_settled and steps else None
@@ -346,12 +387,37 @@ def wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: boo
     def ready() -> bool:
         return check(f._settled() for f in futs)
 
-    while not ready():
+    if not external:
+        while not ready():
+            pending = [d for f in futs if not f._settled() and (d := f._deadline()) is not None]
+            wake = min([*pending, *([] if deadline is None else [deadline])], default=None)
+            wf_run.wait(ready, wake, timer_only=timer_only, steps_ready=steps_ready)
+            if deadline is not None and clock.now() >= deadline:
+                return
+        return
+    while True:
+        pokes = wf_run.pokes  # read before looking: a poke after the look wakes the wait
+        unsettled = [f for f in external if not f._settled()]
+        if not wf_run.replay_only:  # an offline replay writes nothing
+            for f in unsettled:  # in step order: the older future takes the older message
+                f._refresh()
+                if f._settled() and not all_settled:
+                    break
+        if ready():
+            return
         pending = [d for f in futs if not f._settled() and (d := f._deadline()) is not None]
         wake = min([*pending, *([] if deadline is None else [deadline])], default=None)
-        wf_run.wait(ready, wake, timer_only=timer_only, steps_ready=steps_ready)
+        wf_run.listening = [f._probe for f in external if not f._settled()]
+        wf_run.wait(functools.partial(_poked_or, ready, wf_run, pokes), wake,
+                    timer_only=False, steps_ready=steps_ready)
+        wf_run.listening = []
         if deadline is not None and clock.now() >= deadline:
             return
+
+
+def _poked_or(ready: Callable[[], bool], wf_run: WorkflowRun, pokes: int) -> bool:
+    """An external wait's predicate: ready, or poked since ``pokes`` (look again)."""
+    return ready() or wf_run.pokes != pokes
 
 
 class _AllSettled:

@@ -48,6 +48,8 @@ __all__ = [
     "NonDeterminismError",
     "NotInWorkflowError",
     "OwnershipLostError",
+    "PromiseNotFoundError",
+    "PromiseRejectedError",
     "RecordedError",
     "ScheduleNotFoundError",
     "SerializationError",
@@ -95,6 +97,14 @@ class WorkflowConflictError(DurableError, ValueError):
 
 class WorkflowNotFoundError(DurableError, LookupError):
     """No workflow with this id exists in the journal."""
+
+
+class PromiseNotFoundError(DurableError, LookupError):
+    """No durable promise with this id exists in the journal."""
+
+
+class PromiseRejectedError(DurableError):
+    """The durable promise was rejected (``app.reject``); raised where the workflow takes it."""
 
 
 class ScheduleNotFoundError(DurableError, LookupError):

@@ -69,8 +69,8 @@ class WorkflowRun(Scope):
     """
 
     __slots__ = (
-        "cond", "definition", "ended", "fatal", "finished", "inline", "next_step", "recorded",
-        "replay_only",
+        "cond", "definition", "ended", "fatal", "finished", "inline", "listening", "next_step",
+        "pokes", "recorded", "replay_only",
         "replay_until", "resumed_from", "row", "runtime", "steps_ready", "thread", "waits",
         "wake_deadline", "wake_ready",
     )
@@ -101,6 +101,12 @@ class WorkflowRun(Scope):
         # Workflows this run may wait for that the runtime saw reach a settled status since
         # the run began (guarded by ``cond``): a wait reads this, never the storage.
         self.finished: set[str] = set()
+        # Wake-ups for the external futures (messages, events, promises) a wait includes:
+        # ``pokes`` counts them (guarded by ``cond``); ``listening`` holds the read-only probes
+        # the commit watcher asks about other processes' commits (``ExternalFuture._probe``),
+        # kept after an unwind so the suspended workflow is resumed when one answers yes.
+        self.pokes = 0
+        self.listening: list[Callable[[], bool]] = []
 
     # -- the journaled call ---------------------------------------------------------------
 
@@ -287,16 +293,20 @@ class WorkflowRun(Scope):
             finally:
                 self.steps_ready = None
 
-    def notify(self, *, step_settled: bool = False, finished: Sequence[str] = ()) -> None:
+    def notify(self, *, step_settled: bool = False, finished: Sequence[str] = (),
+               poked: bool = False) -> None:
         """Wake the run's wait; for a settled ``go`` step, only if the wait's filter allows.
 
         The filter is checked under ``cond`` after the step's outcome was set, and the wait
         checks ``ready()`` under ``cond`` before sleeping, so no wake-up is lost: either the
         wait saw the outcome, or it is asleep now and the filter sees it. ``finished`` names
-        workflows that reached a settled status (see ``finished``).
+        workflows that reached a settled status (see ``finished``). ``poked``: something an
+        external future may be waiting for was committed (a message, an event, a promise).
         """
         with self.cond:
             self.finished.update(finished)
+            if poked:
+                self.pokes += 1
             check = self.steps_ready
             if not step_settled or check is None or check():
                 self.cond.notify_all()

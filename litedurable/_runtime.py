@@ -9,14 +9,16 @@ storage and is fenced on this runtime's owner token.
 Threads
 -------
 * **caller threads**: user code calling ``App``/``Handle`` methods. They write through the
-  storage and wait for outcomes on an ``Event`` of their own (``expect_outcome``).
+  storage and wait for outcomes on an ``Event`` of their own (``expect_outcome``), and for
+  events and stream items on ``Runtime.changes`` (``_messages``).
 * ``litedurable-workflow-N`` (``Runtime.run_pool``): a run thread executes one workflow
   function and its inline steps; step numbers are taken here, in program order (``_run``).
 * ``litedurable-step-N`` (``Runtime.step_pool``): executes ``go`` bodies and records them.
 * ``litedurable-timer`` (``Timers``): fires durable sleeps, select timeouts, deadlines and
   suspended wake-ups.
 * ``litedurable-watch`` (the commit watcher): polls ``Storage.changed_elsewhere`` and delivers
-  other processes' cancellations and outcomes.
+  other processes' cancellations and outcomes; asks the probes of workflows waiting for
+  messages, events and promises (storage reads, no lock held) and wakes those that say yes.
 * ``litedurable-heartbeat`` (``Lease``): refreshes the owner row; recovers once per lease.
 * ``litedurable-scheduler`` (``Scheduler``): starts the firings of cron schedules.
 * The group commit has no thread: whichever writer finds no commit in flight commits.
@@ -35,8 +37,10 @@ Locks, what each guards, and nesting
   ``_result_events``, ``_waiters``, ``_active``, ``cancelled`` and ``closing``. Never held
   across storage I/O, user code or a pool submit. Only ``StepScope.cond`` nests inside it
   (``request_cancel`` while abandoning tasks).
-* ``WorkflowRun.cond``: a run's wait (``steps_ready``, ``finished``); wakers change what the
-  wait reads, then notify under it. Held by the run thread while it evaluates ``ready()``,
+* ``Runtime.changes``: ``change_seq`` and the count of outside callers waiting on it. Taken
+  holding no other lock, by a committer after its commit and by the waiters.
+* ``WorkflowRun.cond``: a run's wait (``steps_ready``, ``finished``, ``pokes``); wakers change
+  what the wait reads, then notify under it. Held by the run thread while it evaluates ``ready()``,
   which reads memory only (task outcomes, timer deadlines, ``finished``): never the storage,
   so a slow read cannot block the step threads that notify. Only the clock's own lock
   (``FakeClock._lock``) nests inside it. Never taken while holding ``Runtime._lock``.
@@ -67,8 +71,12 @@ Deliberate unlocked reads
 * ``StepTask.outcome``/``broken`` by futures: written once, by the step thread, before it
   notifies the run under ``WorkflowRun.cond``, which publishes them.
 * ``StepScope.cancel_requested`` by ``ld.cancelled()`` in a body: a flag polled by design.
-* ``Runtime._active``/``_result_events``/``_waiters`` by the commit watcher, to pick its pace:
-  a stale answer costs one interval.
+* ``Runtime._active``/``_result_events``/``_waiters``/``_outside``/``_listeners`` by the
+  commit watcher, to pick its pace: a stale answer costs one interval.
+* ``Runtime._outside`` by ``changed``: a waiter counts itself before it reads the storage, so
+  a commit it could miss was made before that read, which sees it.
+* ``WorkflowRun.listening``: replaced (never mutated) by the run thread; the watcher copies
+  the list it finds under ``Runtime._lock``, and a probe is a read that may be asked late.
 * ``GroupCommit._version_wanted`` by the committer: a missed request makes
   ``changed_elsewhere`` read the version itself once the commit ends.
 * ``Faults`` fields: set by a test before or at the crash it simulates.
@@ -88,7 +96,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._clock import Clock, engine_clock, to_datetime
@@ -117,6 +125,9 @@ care: a ``Handle.result`` waiter, or a workflow running here.
 
 This bounds the cross-process wake-up latency of ``Handle.result`` and of cancellation; a look
 costs microseconds and no file I/O."""
+MAX_OUTSIDE_WAIT = 1.0
+"""The longest an outside caller waiting for an event or a stream item sleeps before it
+reads the storage again anyway: a safety net, not the wake-up (``Runtime.changed``)."""
 IDLE_WATCH_INTERVAL = 0.1
 """The same while nothing here waits or runs, so an idle App costs next to no CPU."""
 
@@ -140,7 +151,8 @@ class SlotState(enum.Enum):
 class _Slot:
     """What the runtime knows about a workflow it owns and has not finished."""
 
-    __slots__ = ("deadline_armed", "reached", "rerun", "row", "run", "state", "tasks", "watching")
+    __slots__ = ("deadline_armed", "listening", "reached", "rerun", "row", "run", "state", "tasks",
+                 "watching")
 
     def __init__(self, row: WorkflowRow | None) -> None:
         self.state = SlotState.QUEUED
@@ -148,6 +160,9 @@ class _Slot:
         self.run: WorkflowRun | None = None
         self.tasks: dict[int, StepTask] = {}
         self.watching: set[str] = set()  # workflows whose outcome this one waits for
+        # A suspended run's probes (``WorkflowRun.listening``): the commit watcher resumes it
+        # when one says another process committed what it waits for.
+        self.listening: list[Callable[[], bool]] = []
         self.deadline_armed = False  # a timer for the workflow's deadline is set
         # Enqueued again while a run drives it (resumed while its cancelled run unwinds): drive
         # it once more when this run ends, instead of dropping the slot.
@@ -194,6 +209,7 @@ class Runtime:
         self.closing = False
         self.cancelled: dict[str, WorkflowCancelledError] = {}  # delivered, by workflow id
         self._active = 0  # slots queued or running (not suspended): the watcher's pace
+        self._listeners = 0  # suspended slots with probes (``_Slot.listening``): the same
         self.step_pool = WorkerPool(workers, "litedurable-step")
         self.run_pool = WorkerPool(workflow_threads, "litedurable-workflow")
         self._lock = threading.Lock()
@@ -206,6 +222,12 @@ class Runtime:
         self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
         self.steps = Steps(storage, codec, clock, owner, faults)
         self.timers = Timers(clock, faults)
+        # Callers outside workflows waiting for an event or a stream item (``_messages``):
+        # ``changes`` is notified, and ``change_seq`` grows, after every commit that may be
+        # what they wait for, here or (seen by the commit watcher) in another process.
+        self.changes = threading.Condition()
+        self.change_seq = 0
+        self._outside = 0  # such callers waiting now (under ``changes``): the watcher's pace
         self._watcher_wake = threading.Event()  # set to look now (or to stop, when closing)
         self._watcher = threading.Thread(
             target=self._commit_watch_loop, name="litedurable-watch", daemon=True
@@ -235,20 +257,54 @@ class Runtime:
         self.run_pool.submit(lambda: self._drive(workflow_id))
 
     def notify(self, workflow_id: str, *, step_settled: bool = False,
-               finished: Sequence[str] = ()) -> None:
+               finished: Sequence[str] = (), poked: bool = False) -> None:
         """Something a workflow may wait for happened: wake its run, or resume it.
 
         ``step_settled``: it was one of its ``go`` steps settling (see ``WorkflowRun.notify``).
-        ``finished``: workflows it may wait for that reached a settled status.
+        ``finished``: workflows it may wait for that reached a settled status. ``poked``: a
+        message, event or promise it may wait for was committed.
         """
         with self._lock:
             slot = self._slots.get(workflow_id)
             run = slot.run if slot is not None else None
             suspended = slot is not None and slot.state == SlotState.SUSPENDED
         if run is not None:
-            run.notify(step_settled=step_settled, finished=finished)
+            run.notify(step_settled=step_settled, finished=finished, poked=poked)
         elif suspended:
             self.enqueue(workflow_id)
+
+    def delivered(self, workflow_id: str) -> None:
+        """A message, event, stream item or promise settlement for ``workflow_id`` (or one it
+        may wait on) was committed here: wake whoever may be waiting for it in this process."""
+        self.notify(workflow_id, poked=True)
+        self.changed()
+
+    def changed(self) -> None:
+        """Wake the outside callers waiting for events and stream items (see ``changes``)."""
+        if self._outside:  # unlocked: a waiter counts itself before it reads the storage
+            with self.changes:
+                self.change_seq += 1
+                self.changes.notify_all()
+
+    def wait_for_change(self, seen: int, timeout: float | None) -> None:
+        """Block an outside caller until ``change_seq`` moves past ``seen`` or ``timeout``.
+
+        Take ``seen`` from ``outside_waiting`` before reading the storage: a commit after
+        that read moves ``change_seq``, so it is never missed.
+        """
+        with self.changes:
+            self.changes.wait_for(lambda: self.change_seq != seen or self.closing,
+                                  timeout=min(timeout, MAX_OUTSIDE_WAIT)
+                                  if timeout is not None else MAX_OUTSIDE_WAIT)
+
+    def outside_waiting(self, delta: int) -> int:
+        """Count an outside caller in (+1) or out (-1); returns ``change_seq`` as it is now."""
+        with self.changes:
+            self._outside += delta
+            seen = self.change_seq
+        if delta > 0:
+            self._watcher_wake.set()  # the commit watcher leaves its idle pace now
+        return seen
 
     def is_active(self, workflow_id: str) -> bool:
         with self._lock:
@@ -259,6 +315,9 @@ class Runtime:
             slot = self._slots[workflow_id]
             slot.state = SlotState.RUNNING
             row, slot.row = slot.row, None
+            if slot.listening:
+                slot.listening = []
+                self._listeners -= 1
         run: WorkflowRun | None = None
         try:
             # A freshly started workflow has its row and no steps; any other is read back,
@@ -319,7 +378,10 @@ class Runtime:
                 slot.rerun, slot.state, again, suspended = False, SlotState.QUEUED, True, False
                 self.cancelled.pop(workflow_id, None)
             elif suspended:
+                assert run is not None
                 slot.state = SlotState.SUSPENDED
+                slot.listening = run.listening
+                self._listeners += bool(run.listening)
                 self._active -= 1
             else:
                 del self._slots[workflow_id]
@@ -453,6 +515,7 @@ class Runtime:
             event.set()
         for waiter, targets in waiting.items():
             self.notify(waiter, finished=targets if settled else ())
+        self.changed()  # a stream read by an outside caller ends with its workflow
 
     def wake_on_outcome(self, waiter: str, target: str) -> None:
         """Wake ``waiter`` when ``target`` gets an outcome, here or in another process."""
@@ -560,7 +623,8 @@ class Runtime:
             self._watcher_wake.clear()
             if self.closing:
                 return
-            busy = self._result_events or self._active or self._waiters
+            busy = (self._result_events or self._active or self._waiters or self._outside
+                    or self._listeners)
             interval = WATCH_INTERVAL if busy else IDLE_WATCH_INTERVAL
             try:
                 if self.storage.changed_elsewhere():
@@ -582,6 +646,12 @@ class Runtime:
                        if s.state != SlotState.SUSPENDED or s.tasks]
             targets = list(self._waiters)
             awaited = list(self._result_events)
+            listening = [(wid, list(s.run.listening if s.run is not None else s.listening))
+                         for wid, s in self._slots.items()]
+        self.changed()
+        for wid, probes in listening:  # reads only; a yes wakes (or resumes) the workflow
+            if any(probe() for probe in probes):
+                self.notify(wid, poked=True)
         statuses = self.storage.statuses([*running, *targets, *awaited])
         gone = [w for w in running if statuses.get(w) == Status.CANCELLED]
         if gone:
@@ -646,6 +716,8 @@ class Runtime:
         with self._lock:
             self.closing = True
             self.steps.closing = True
+        with self.changes:  # outside callers waiting for events and stream items: stop
+            self.changes.notify_all()
 
     def shutdown(self, grace: float) -> list[str]:
         """Unwind every run, give step bodies ``grace`` seconds, join all threads.

@@ -28,13 +28,17 @@ from ._errors import DurableError
 
 __all__ = [
     "Durability",
+    "MessageRow",
     "OwnerRow",
     "ParentNotPending",
+    "PromiseRow",
     "ScheduleRow",
     "StepRow",
     "Storage",
     "WorkflowRow",
     "checksum",
+    "message_checksum",
+    "promise_checksum",
     "step_checksum",
     "workflow_checksum",
 ]
@@ -71,6 +75,32 @@ class StepRow(NamedTuple):
     extra: bytes | None
     started_at: float
     finished_at: float | None
+
+
+class MessageRow(NamedTuple):
+    """A message in a workflow's mailbox; ``consumed_step`` is the step that received it."""
+
+    seq: int
+    destination: str
+    topic: str
+    payload: bytes
+    sender: str | None
+    key: str | None
+    created_at: float
+    consumed_step: int | None
+    consumed_at: float | None
+
+
+class PromiseRow(NamedTuple):
+    """A durable promise of workflow ``workflow_id`` (made at ``step``); settled once."""
+
+    promise_id: str
+    workflow_id: str
+    step: int
+    output: bytes | None
+    error: bytes | None
+    created_at: float
+    settled_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +225,71 @@ class Storage(Protocol):
         """True if another process (or App) committed since the last call: cheap, polled."""
         ...
 
+    # -- messages, events, streams, promises ----------------------------------------------
+    # Each write a workflow makes here commits in one transaction with ``step``, the step row
+    # that records it (fenced on ``owner``), so a crash can neither lose nor repeat it.
+
+    def send_message(self, *, destination: str, topic: str, payload: bytes, now: float,
+                     key: str | None, sender: str | None = None, step: StepRow | None = None,
+                     owner: str | None = None) -> bool | None:
+        """Put a message in ``destination``'s mailbox (and record ``step``, if given).
+
+        True: sent. False: ``destination`` already has a message with ``key`` (nothing
+        written). None: there is no workflow ``destination`` (nothing written)."""
+        ...
+
+    def take_message(self, workflow_id: str, topic: str, step: StepRow, owner: str, *,
+                     open_row: bool) -> bytes | None:
+        """Consume the oldest unread message on ``topic`` and record it as ``step`` (its
+        output the payload), in one transaction; return the payload. With none unread,
+        write ``step`` as an open row if ``open_row``, and return None."""
+        ...
+
+    def unread_topics(self, workflow_id: str) -> set[str]:
+        """The topics that have unread messages for ``workflow_id``."""
+        ...
+
+    def mailbox(self, workflow_id: str) -> list[MessageRow]:
+        """Every message sent to ``workflow_id``, read or not, oldest first."""
+        ...
+
+    def set_event(self, workflow_id: str, key: str, value: bytes, now: float, step: StepRow,
+                  owner: str) -> None:
+        """Set (or replace) the workflow's event ``key`` and record ``step``."""
+        ...
+
+    def get_event(self, workflow_id: str, key: str) -> bytes | None: ...
+
+    def events(self, workflow_id: str) -> dict[str, bytes]: ...
+
+    def write_stream(self, workflow_id: str, key: str, value: bytes | None, now: float,
+                     step: StepRow, owner: str) -> int | None:
+        """Append ``value`` to the stream (None closes it) and record ``step``; the item's
+        position, or None (nothing written) if the stream is already closed."""
+        ...
+
+    def read_stream(self, workflow_id: str, key: str, position: int,
+                    limit: int) -> tuple[list[tuple[int, bytes]], bool]:
+        """Up to ``limit`` items from ``position`` on, and whether the stream is closed."""
+        ...
+
+    def streams(self, workflow_id: str) -> dict[str, tuple[int, bool]]:
+        """Each stream of the workflow: (items written, closed)."""
+        ...
+
+    def create_promise(self, promise_id: str, workflow_id: str, now: float, step: StepRow,
+                       owner: str) -> None: ...
+
+    def settle_promise(self, promise_id: str, *, output: bytes | None, error: bytes | None,
+                       now: float) -> tuple[PromiseRow, bool] | None:
+        """Settle a promise unless it is settled already: (the row as it is now, whether this
+        call settled it), or None if there is no such promise."""
+        ...
+
+    def get_promise(self, promise_id: str) -> PromiseRow | None: ...
+
+    def promises(self, workflow_id: str) -> list[PromiseRow]: ...
+
     # -- ownership ------------------------------------------------------------------------
 
     def heartbeat(self, row: OwnerRow) -> None:
@@ -250,6 +345,15 @@ def checksum(*parts: bytes | str | None) -> int:
         chunks.append(_pack_length(len(raw)))
         chunks.append(raw)
     return zlib.crc32(b"".join(chunks))
+
+
+def message_checksum(destination: str, topic: str, payload: bytes) -> int:
+    return checksum(destination, topic, payload)
+
+
+def promise_checksum(promise_id: str, workflow_id: str, output: bytes | None,
+                     error: bytes | None) -> int:
+    return checksum(promise_id, workflow_id, output, error)
 
 
 def workflow_checksum(

@@ -58,6 +58,19 @@ class StepKind(enum.StrEnum):
     """A workflow waited for another workflow's outcome (a child handle's ``result``)."""
     CANCEL = "cancel"
     """A workflow cancelled another (``handle.cancel()`` inside a workflow)."""
+    SEND = "send"
+    """``ld.send``: the message row commits with this step row."""
+    MESSAGE = "message"
+    """``ld.message``/``ld.recv``: the output is the message consumed (open until then)."""
+    SET_EVENT = "set_event"
+    """``ld.set_event``: the output is the value set."""
+    EVENT = "event"
+    """``ld.event``/``ld.get_event``: the output is the value seen (open until set)."""
+    WRITE_STREAM = "write_stream"
+    """``ld.write_stream``: the output is the item's position."""
+    CLOSE_STREAM = "close_stream"
+    PROMISE = "promise"
+    """``ld.promise``: the output is the promise id (its outcome is in the promise row)."""
 
 
 def to_seconds(delay: float | timedelta, what: str = "delay") -> float:

@@ -21,14 +21,15 @@ LAYERS: list[set[str]] = [
     {"_run"},
     {"_runtime"},
     {"_concurrency", "_replay"},
-    {"_children"},
+    {"_children", "_messages"},
     {"_handle"},
     {"_app"},
     {"_demo", "testing"},
     {"_cli"},
     {"__init__", "__main__"},
 ]
-ENGINE = {"_steps", "_run", "_runtime", "_concurrency", "_children", "_handle", "_app",
+ENGINE = {"_steps", "_run", "_runtime", "_concurrency", "_children", "_messages", "_handle",
+          "_app",
           "_lease", "_timers", "_scheduler", "_replay"}
 """Modules that must reach storage only through ``_storage.Storage``: never a backend."""
 

@@ -93,6 +93,7 @@ class Driver:
         self.readonly = readonly
         self.faults = faults
         self.forked = False
+        self.schema = sql.SCHEMA_VERSION  # the file's schema, once ``check_and_migrate`` ran
         self.closed = False
         # Reader connections: ``reader`` is the first; more open on demand up to
         # ``max_readers`` (see ``_take_reader``). ``_lent`` counts readers in use or opening.
@@ -217,6 +218,7 @@ class Driver:
                     f"{self.path} needs a schema upgrade ({version} -> {sql.SCHEMA_VERSION}) but "
                     "was opened read-only. Open it once read-write to migrate it."
                 )
+            self.schema = version if tables else sql.SCHEMA_VERSION
             return
         sync = "FULL" if durability == "full" else "NORMAL"
         mode: str = scalar(conn, sql.JOURNAL_MODE_WAL)

@@ -10,6 +10,13 @@ Layout (schema version in ``PRAGMA user_version``, ``application_id`` = ``LDUR``
     owners(owner PK, host, pid, heartbeat, lease, pid_namespace)    (the last two: schema 3)
     schedules(name PK, workflow, cron, tz, catch_up, paused, last_fire, created_at,
               updated_at)                                        (schema 2)
+    messages(seq PK, destination, topic, payload, checksum, sender, key, created_at,
+             consumed_step, consumed_at)                         (schema 5)
+    events(workflow_id, key, value, checksum, updated_at)  PK (workflow_id, key)
+    streams(workflow_id, key, position, value, checksum, created_at)
+            PK (workflow_id, key, position); a NULL value closes the stream
+    promises(promise_id PK, workflow_id, step, output, error, checksum, created_at,
+             settled_at)
 
 Statements are module constants so the whole vocabulary can be read (and reviewed for its
 indexes) in one place; ``storage.py`` only binds parameters.
@@ -89,12 +96,64 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE workflows DROP COLUMN cancel_requested;
     """,
+    # Messages, events, streams and promises. A message is consumed by the step that records
+    # it (``consumed_step``), in the same transaction; ``seq`` orders each mailbox (FIFO).
+    """
+    CREATE TABLE messages (
+        seq           INTEGER PRIMARY KEY,
+        destination   TEXT NOT NULL,
+        topic         TEXT NOT NULL,
+        payload       BLOB NOT NULL,
+        checksum      INTEGER NOT NULL,
+        sender        TEXT,
+        key           TEXT,
+        created_at    REAL NOT NULL,
+        consumed_step INTEGER,
+        consumed_at   REAL
+    );
+    CREATE INDEX messages_unread ON messages(destination, topic, seq)
+        WHERE consumed_step IS NULL;
+    CREATE INDEX messages_by_destination ON messages(destination, seq);
+    CREATE UNIQUE INDEX messages_by_key ON messages(destination, key) WHERE key IS NOT NULL;
+    CREATE TABLE events (
+        workflow_id TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       BLOB NOT NULL,
+        checksum    INTEGER NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (workflow_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE streams (
+        workflow_id TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        position    INTEGER NOT NULL,
+        value       BLOB,
+        checksum    INTEGER NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (workflow_id, key, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE promises (
+        promise_id  TEXT PRIMARY KEY,
+        workflow_id TEXT NOT NULL,
+        step        INTEGER NOT NULL,
+        output      BLOB,
+        error       BLOB,
+        checksum    INTEGER NOT NULL,
+        created_at  REAL NOT NULL,
+        settled_at  REAL
+    );
+    CREATE INDEX promises_by_workflow ON promises(workflow_id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 READABLE_FROM = 3
 """The oldest schema every statement here reads as it is, so a read-only open (the CLI's read
 commands, which cannot migrate) takes it unmigrated: schema 4 only dropped a column that no
-statement names. Raise it when a migration adds or renames something a read needs."""
+statement names. Raise it when a migration adds or renames something a read needs.
+Reads of the tables schema 5 added (messages, events, streams, promises) find nothing in an
+older file instead (``SqliteStorage`` checks the file's schema), so a read-only open still
+takes a schema 3 or 4 journal."""
+MAILBOX_SCHEMA = 5  # the schema that added messages, events, streams and promises
 
 
 WORKFLOW_COLUMNS = (
@@ -213,6 +272,10 @@ FINISHED_BEFORE = (
     "SELECT workflow_id FROM workflows WHERE status != 'pending' AND updated_at < ?"
 )
 DELETE_STEPS = "DELETE FROM steps WHERE workflow_id = ?"
+DELETE_MESSAGES = "DELETE FROM messages WHERE destination = ?"
+DELETE_EVENTS = "DELETE FROM events WHERE workflow_id = ?"
+DELETE_STREAMS = "DELETE FROM streams WHERE workflow_id = ?"
+DELETE_PROMISES = "DELETE FROM promises WHERE workflow_id = ?"
 DELETE_WORKFLOW = "DELETE FROM workflows WHERE workflow_id = ?"
 
 # -- steps --------------------------------------------------------------------------------
@@ -222,6 +285,79 @@ SELECT_STEPS_BELOW = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? AN
 COPY_STEP = f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 UNFENCED_STEP = f"{COPY_STEP} {UPSERT_STEP}"  # the fault seam's ``no_fence`` defect only
 STEP_CHECKSUM = "SELECT checksum FROM steps WHERE workflow_id = ? AND step = ?"
+
+# -- messages, events, streams, promises ---------------------------------------------------
+
+MESSAGE_COLUMNS = (
+    "seq, destination, topic, payload, checksum, sender, key, created_at, consumed_step, "
+    "consumed_at"
+)
+WORKFLOW_EXISTS = "SELECT 1 FROM workflows WHERE workflow_id = ?"
+# Nothing is written for a key the destination already received (an outside retry).
+INSERT_MESSAGE = (
+    "INSERT INTO messages (destination, topic, payload, checksum, sender, key, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination, key) WHERE key IS NOT NULL "
+    "DO NOTHING"
+)
+OLDEST_UNREAD = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE destination = ? AND topic = ? "
+    "AND consumed_step IS NULL ORDER BY seq LIMIT 1"
+)
+CONSUME_MESSAGE = (
+    "UPDATE messages SET consumed_step = ?, consumed_at = ? WHERE seq = ? "
+    "AND consumed_step IS NULL"
+)
+UNREAD_TOPICS = (
+    "SELECT DISTINCT topic FROM messages WHERE destination = ? AND consumed_step IS NULL"
+)
+MAILBOX = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE destination = ? ORDER BY seq"
+UPSERT_EVENT = (
+    "INSERT INTO events (workflow_id, key, value, checksum, updated_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (workflow_id, key) DO UPDATE SET value = excluded.value, "
+    "checksum = excluded.checksum, updated_at = excluded.updated_at"
+)
+SELECT_EVENT = "SELECT value, checksum FROM events WHERE workflow_id = ? AND key = ?"
+SELECT_EVENTS = (
+    "SELECT key, value, checksum FROM events WHERE workflow_id = ? ORDER BY key"
+)
+# (next position, closed) of one stream.
+STREAM_END = (
+    "SELECT coalesce(max(position) + 1, 0), "
+    "coalesce(max(position) FILTER (WHERE value IS NULL), -1) >= 0 "
+    "FROM streams WHERE workflow_id = ? AND key = ?"
+)
+INSERT_STREAM_ITEM = (
+    "INSERT INTO streams (workflow_id, key, position, value, checksum, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+READ_STREAM = (
+    "SELECT position, value, checksum FROM streams WHERE workflow_id = ? AND key = ? "
+    "AND position >= ? ORDER BY position LIMIT ?"
+)
+SELECT_STREAMS = (
+    "SELECT key, count(value), count(*) > count(value) FROM streams WHERE workflow_id = ? "
+    "GROUP BY key ORDER BY key"
+)
+# A fork's streams: the source's first ``count`` items of a key (the ones its copied steps
+# wrote), then the close marker if a copied step closed it.
+COPY_STREAM_ITEMS = (
+    "SELECT position, value, checksum, created_at FROM streams WHERE workflow_id = ? "
+    "AND key = ? AND position < ? AND value IS NOT NULL ORDER BY position"
+)
+PROMISE_COLUMNS = (
+    "promise_id, workflow_id, step, output, error, checksum, created_at, settled_at"
+)
+INSERT_PROMISE = (
+    f"INSERT INTO promises ({PROMISE_COLUMNS}) VALUES (?, ?, ?, NULL, NULL, ?, ?, NULL)"
+)
+SELECT_PROMISE = f"SELECT {PROMISE_COLUMNS} FROM promises WHERE promise_id = ?"
+SETTLE_PROMISE = (
+    "UPDATE promises SET output = ?, error = ?, checksum = ?, settled_at = ? "
+    "WHERE promise_id = ? AND settled_at IS NULL"
+)
+SELECT_PROMISES = (
+    f"SELECT {PROMISE_COLUMNS} FROM promises WHERE workflow_id = ? ORDER BY step"
+)
 
 # -- owners -------------------------------------------------------------------------------
 

@@ -23,11 +23,16 @@ from .._errors import (
 from .._faults import Faults
 from .._storage import (
     Durability,
+    MessageRow,
     OwnerRow,
     ParentNotPending,
+    PromiseRow,
     ScheduleRow,
     StepRow,
     WorkflowRow,
+    checksum,
+    message_checksum,
+    promise_checksum,
     step_checksum,
     workflow_checksum,
 )
@@ -318,10 +323,12 @@ class SqliteStorage:
             conn.execute(sql.INSERT_FORK, (target_id, source.name, source.inputs, total, now,
                                            now, app_version, source.parent_id, owner))
             rows: list[Any] = conn.execute(sql.SELECT_STEPS_BELOW, (source_id, below)).fetchall()
+            rows.sort(key=lambda r: r[1])
             for r in rows:
                 row = StepRow(target_id, r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
                 conn.execute(sql.COPY_STEP, (target_id, r[1], r[2], r[3], r[4], r[5], r[6],
                                              step_checksum(row), r[8], r[9]))
+            _fork_events_and_streams(conn, source_id, target_id, rows, now)
             return len(rows)
 
         return self.commit.write(copy)
@@ -333,6 +340,9 @@ class SqliteStorage:
             ids = [r[0] for r in conn.execute(sql.FINISHED_BEFORE, (before,))]
             for wid in ids:
                 conn.execute(sql.DELETE_STEPS, (wid,))
+                for statement in (sql.DELETE_MESSAGES, sql.DELETE_EVENTS, sql.DELETE_STREAMS,
+                                  sql.DELETE_PROMISES):
+                    conn.execute(statement, (wid,))
                 conn.execute(sql.DELETE_WORKFLOW, (wid,))
             return len(ids)
 
@@ -390,6 +400,219 @@ class SqliteStorage:
             return found
 
         return self.driver.read(load) if ids else {}
+
+    # -- messages, events, streams, promises ----------------------------------------------
+
+    def _mailbox_tables(self) -> bool:
+        """Whether the file has the tables schema 5 added (a read-only older file has not)."""
+        return self.driver.schema >= sql.MAILBOX_SCHEMA
+
+    def send_message(self, *, destination: str, topic: str, payload: bytes, now: float,
+                     key: str | None, sender: str | None = None, step: StepRow | None = None,
+                     owner: str | None = None) -> bool | None:
+        """See ``Storage.send_message``."""
+        total = message_checksum(destination, topic, payload)
+
+        def send(conn: apsw.Connection) -> bool | None:
+            if not conn.execute(sql.WORKFLOW_EXISTS, (destination,)).fetchall():
+                return None
+            conn.execute(sql.INSERT_MESSAGE, (destination, topic, payload, total, sender, key,
+                                              now))
+            sent = conn.changes() == 1
+            if step is not None:
+                assert owner is not None
+                _write_step(conn, step, owner)
+            return sent
+
+        return self.commit.write(send)
+
+    def take_message(self, workflow_id: str, topic: str, step: StepRow, owner: str, *,
+                     open_row: bool) -> bytes | None:
+        """See ``Storage.take_message``."""
+
+        def take(conn: apsw.Connection) -> bytes | None:
+            found = conn.execute(sql.OLDEST_UNREAD, (workflow_id, topic)).fetchall()
+            if not found:
+                if open_row:
+                    _write_step(conn, step, owner)
+                return None
+            message = _message_row(found[0], self.path)
+            conn.execute(sql.CONSUME_MESSAGE, (step.step, step.started_at, message.seq))
+            _write_step(conn, step._replace(output=message.payload,
+                                            finished_at=step.started_at), owner)
+            return message.payload
+
+        return self.commit.write(take)
+
+    def unread_topics(self, workflow_id: str) -> set[str]:
+        """See ``Storage.unread_topics``."""
+        if not self._mailbox_tables():
+            return set()
+        return self.driver.read(
+            lambda conn: {r[0] for r in conn.execute(sql.UNREAD_TOPICS, (workflow_id,))}
+        )
+
+    def mailbox(self, workflow_id: str) -> list[MessageRow]:
+        """See ``Storage.mailbox``."""
+        if not self._mailbox_tables():
+            return []
+        return self.driver.read(
+            lambda conn: [_message_row(r, self.path)
+                          for r in conn.execute(sql.MAILBOX, (workflow_id,))]
+        )
+
+    def set_event(self, workflow_id: str, key: str, value: bytes, now: float, step: StepRow,
+                  owner: str) -> None:
+        """See ``Storage.set_event``."""
+        total = checksum(workflow_id, key, value)
+
+        def put(conn: apsw.Connection) -> None:
+            conn.execute(sql.UPSERT_EVENT, (workflow_id, key, value, total, now))
+            _write_step(conn, step, owner)
+
+        self.commit.write(put)
+
+    def get_event(self, workflow_id: str, key: str) -> bytes | None:
+        """See ``Storage.get_event``."""
+        if not self._mailbox_tables():
+            return None
+
+        def get(conn: apsw.Connection) -> bytes | None:
+            found: list[Any] = conn.execute(sql.SELECT_EVENT, (workflow_id, key)).fetchall()
+            if not found:
+                return None
+            value, total = found[0]
+            self._check(checksum(workflow_id, key, value), total,
+                        f"event {key!r} of workflow {workflow_id!r}")
+            return bytes(value)
+
+        return self.driver.read(get)
+
+    def events(self, workflow_id: str) -> dict[str, bytes]:
+        """See ``Storage.events``."""
+        if not self._mailbox_tables():
+            return {}
+
+        def get(conn: apsw.Connection) -> dict[str, bytes]:
+            found = {}
+            for key, value, total in conn.execute(sql.SELECT_EVENTS, (workflow_id,)):
+                self._check(checksum(workflow_id, key, value), total,
+                            f"event {key!r} of workflow {workflow_id!r}")
+                found[key] = bytes(value)
+            return found
+
+        return self.driver.read(get)
+
+    def write_stream(self, workflow_id: str, key: str, value: bytes | None, now: float,
+                     step: StepRow, owner: str) -> int | None:
+        """See ``Storage.write_stream``."""
+
+        def append(conn: apsw.Connection) -> int | None:
+            end: list[Any] = conn.execute(sql.STREAM_END, (workflow_id, key)).fetchall()
+            position, closed = end[0]
+            if closed:
+                return None
+            total = checksum(workflow_id, key, str(position), value)
+            conn.execute(sql.INSERT_STREAM_ITEM, (workflow_id, key, position, value, total, now))
+            _write_step(conn, step._replace(output=str(position).encode()), owner)
+            return int(position)
+
+        return self.commit.write(append)
+
+    def read_stream(self, workflow_id: str, key: str, position: int,
+                    limit: int) -> tuple[list[tuple[int, bytes]], bool]:
+        """See ``Storage.read_stream``."""
+        if not self._mailbox_tables():
+            return [], False
+
+        def read(conn: apsw.Connection) -> tuple[list[tuple[int, bytes]], bool]:
+            items: list[tuple[int, bytes]] = []
+            closed = False
+            for at, value, total in conn.execute(sql.READ_STREAM,
+                                                 (workflow_id, key, position, limit)):
+                self._check(checksum(workflow_id, key, str(at), value), total,
+                            f"item {at} of stream {key!r} of workflow {workflow_id!r}")
+                if value is None:
+                    closed = True
+                    break
+                items.append((at, bytes(value)))
+            return items, closed
+
+        return self.driver.read(read)
+
+    def streams(self, workflow_id: str) -> dict[str, tuple[int, bool]]:
+        """See ``Storage.streams``."""
+        if not self._mailbox_tables():
+            return {}
+        return self.driver.read(
+            lambda conn: {key: (int(count), bool(closed)) for key, count, closed
+                          in conn.execute(sql.SELECT_STREAMS, (workflow_id,))}
+        )
+
+    def create_promise(self, promise_id: str, workflow_id: str, now: float, step: StepRow,
+                       owner: str) -> None:
+        """See ``Storage.create_promise``."""
+        total = promise_checksum(promise_id, workflow_id, None, None)
+
+        def create(conn: apsw.Connection) -> None:
+            conn.execute(sql.INSERT_PROMISE, (promise_id, workflow_id, step.step, total, now))
+            _write_step(conn, step, owner)
+
+        self.commit.write(create)
+
+    def settle_promise(self, promise_id: str, *, output: bytes | None, error: bytes | None,
+                       now: float) -> tuple[PromiseRow, bool] | None:
+        """See ``Storage.settle_promise``."""
+
+        def settle(conn: apsw.Connection) -> tuple[PromiseRow, bool] | None:
+            found = conn.execute(sql.SELECT_PROMISE, (promise_id,)).fetchall()
+            if not found:
+                return None
+            row = self._promise_row(found[0])
+            if row.settled_at is not None:
+                return row, False
+            total = promise_checksum(promise_id, row.workflow_id, output, error)
+            conn.execute(sql.SETTLE_PROMISE, (output, error, total, now, promise_id))
+            return row._replace(output=output, error=error, settled_at=now), True
+
+        def verify(conn: apsw.Connection) -> bool:
+            found = conn.execute(sql.SELECT_PROMISE, (promise_id,)).fetchall()
+            return bool(found) and found[0][7] == now and found[0][3] == output
+
+        return self.commit.write(settle, verify)
+
+    def get_promise(self, promise_id: str) -> PromiseRow | None:
+        """See ``Storage.get_promise``."""
+        if not self._mailbox_tables():
+            return None
+
+        def get(conn: apsw.Connection) -> PromiseRow | None:
+            found = conn.execute(sql.SELECT_PROMISE, (promise_id,)).fetchall()
+            return self._promise_row(found[0]) if found else None
+
+        return self.driver.read(get)
+
+    def promises(self, workflow_id: str) -> list[PromiseRow]:
+        """See ``Storage.promises``."""
+        if not self._mailbox_tables():
+            return []
+        return self.driver.read(
+            lambda conn: [self._promise_row(r)
+                          for r in conn.execute(sql.SELECT_PROMISES, (workflow_id,))]
+        )
+
+    def _promise_row(self, r: Sequence[Any]) -> PromiseRow:
+        promise_id, workflow_id, step, output, error, total, created, settled = r
+        self._check(promise_checksum(promise_id, workflow_id, output, error), total,
+                    f"promise {promise_id!r} of workflow {workflow_id!r}")
+        return PromiseRow(promise_id, workflow_id, step, output, error, created, settled)
+
+    def _check(self, computed: int, stored: int, what: str) -> None:
+        if computed != stored:
+            raise JournalCorruptError(
+                f"{what} in {self.path} fails its checksum: the file was modified outside "
+                "SQLite or the disk is failing. Restore a backup of the journal."
+            )
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -542,6 +765,60 @@ def _workflow_row(r: Sequence[Any]) -> WorkflowRow:
         )
     return WorkflowRow(wid, name, status, inputs, output, error, created, updated, version,
                        parent, owner, attempts, deadline, bool(detached))
+
+
+def _message_row(r: Sequence[Any], path: str) -> MessageRow:
+    seq, destination, topic, payload, total, sender, key, created, step, consumed = r
+    if message_checksum(destination, topic, payload) != total:
+        raise JournalCorruptError(
+            f"message {seq} to workflow {destination!r} in {path} fails its checksum: the file "
+            "was modified outside SQLite or the disk is failing. Restore a backup of the journal."
+        )
+    return MessageRow(seq, destination, topic, payload, sender, key, created, step, consumed)
+
+
+def _write_step(conn: apsw.Connection, row: StepRow, owner: str) -> None:
+    """Write ``row`` in the caller's transaction, fenced on ``owner`` like ``record_step``."""
+    total = step_checksum(row)
+    conn.execute(sql.INSERT_STEP, (
+        row.workflow_id, row.step, row.kind, row.name, row.output, row.error, row.extra, total,
+        row.started_at, row.finished_at, row.workflow_id, owner,
+    ))
+    if conn.changes() == 0:
+        _fenced(conn, row.workflow_id, owner)
+        _refuse_stale_step(conn, row, total, owner)
+
+
+def _fork_events_and_streams(conn: apsw.Connection, source_id: str, target_id: str,
+                             rows: Sequence[Sequence[Any]], now: float) -> None:
+    """Give a fork the events and streams its copied steps made (rows: in step order).
+
+    An event's value is its ``set_event`` step's output; a stream's items are the source's
+    first ones, one per copied ``write_stream`` step, then a close if one was copied.
+    """
+    writes: dict[str, int] = {}
+    closed: set[str] = set()
+    for r in rows:
+        kind, name, output = r[2], r[3], r[4]
+        if kind == "set_event" and output is not None:
+            conn.execute(sql.UPSERT_EVENT, (target_id, name, output,
+                                            checksum(target_id, name, output), now))
+        elif kind == "write_stream" and r[5] is None:
+            writes[name] = writes.get(name, 0) + 1
+        elif kind == "close_stream" and r[5] is None:
+            closed.add(name)
+    for key in sorted({*writes, *closed}):
+        count = 0
+        for at, value, _, created in conn.execute(sql.COPY_STREAM_ITEMS,
+                                                  (source_id, key, writes.get(key, 0))):
+            conn.execute(sql.INSERT_STREAM_ITEM, (target_id, key, at, value,
+                                                  checksum(target_id, key, str(at), value),
+                                                  created))
+            count = at + 1
+        if key in closed:
+            conn.execute(sql.INSERT_STREAM_ITEM, (target_id, key, count, None,
+                                                  checksum(target_id, key, str(count), None),
+                                                  now))
 
 
 def _fenced(conn: apsw.Connection, workflow_id: str, owner: str | None) -> WorkflowRow:
