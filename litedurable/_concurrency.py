@@ -397,7 +397,7 @@ def wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: boo
         return
     while True:
         pokes = wf_run.pokes  # read before looking: a poke after the look wakes the wait
-        unsettled = [f for f in external if not f._settled()]
+        unsettled = sorted((f for f in external if not f._settled()), key=lambda f: f.step)
         if not wf_run.replay_only:  # an offline replay writes nothing
             for f in unsettled:  # in step order: the older future takes the older message
                 f._refresh()

@@ -276,7 +276,10 @@ class Runtime:
     def delivered(self, workflow_id: str) -> None:
         """A message, event, stream item or promise settlement for ``workflow_id`` (or one it
         may wait on) was committed here: wake whoever may be waiting for it in this process."""
-        self.notify(workflow_id, poked=True)
+        with self._lock:
+            waiting = list(self._waiters.get(workflow_id, ()))  # its event futures' runs
+        for wid in (workflow_id, *waiting):
+            self.notify(wid, poked=True)
         self.changed()
 
     def changed(self) -> None:
