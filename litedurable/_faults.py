@@ -36,8 +36,23 @@ CRASH_POINTS: tuple[str, ...] = (
 DEFECTS: Mapping[str, str] = {
     "no_fence": "the storage accepts step rows from a workflow's former owner (no owner "
                 "fence, and no refusal of a step row someone else already completed)",
+    "record_before_body": "a step's row is committed (with the value None) before its body "
+                          "runs, so a crash after the commit leaves a completed step whose "
+                          "body never ended (G3: at most once instead of at least once)",
+    "decision_after_branch": "the storage holds a select's decision back and commits it with "
+                             "the workflow's next row after it, once the code after the "
+                             "select has run (D3: a crash in between lets replay re-decide)",
+    "lost_step_rows": "the storage acknowledges the rows of inline steps without writing "
+                      "them (D2: a step whose commit was acknowledged runs again)",
+    "no_reread": "a commit whose outcome is unknown (it raised) is taken as written, without "
+                 "re-reading the file (D4: an acknowledged row may be missing)",
+    "no_sync": "the journal is opened with synchronous=OFF whatever its durability (G2: a "
+               "power loss loses acknowledged commits even with durability='full')",
 }
-"""The deliberately broken variants a negative control may switch on, and what each breaks."""
+"""The deliberately broken variants a negative control may switch on, and what each breaks.
+
+Each is read at exactly one place in the engine, as ``faults.broken(name)``, where production
+never gets or pays one attribute read at most (``tests/test_faults.py`` checks the one place)."""
 
 
 class Faults:
@@ -87,14 +102,28 @@ class Faults:
     # -- defects --------------------------------------------------------------------------
 
     def inject(self, *defects: str) -> None:
-        """Switch on deliberately broken behaviours by name (negative controls only)."""
+        """Switch on deliberately broken behaviours by name (negative controls only).
+
+        Inject them before ``launch``: ``no_sync`` is read when the journal is opened. A step's
+        defect is read where its crash points fire, so a no-op callback is installed if the
+        test set none.
+
+        Raises:
+            ValueError: for a name not in ``DEFECTS`` (nothing is injected then).
+        """
         unknown = sorted(set(defects) - set(DEFECTS))
         if unknown:
             raise ValueError(
                 f"unknown defect(s) {', '.join(unknown)}; choose from {', '.join(DEFECTS)}"
             )
         self.defects = self.defects | frozenset(defects)
+        if defects and self.callback is None:  # a step's defect is read where crash points fire
+            self.callback = _ignore
 
     def broken(self, defect: str) -> bool:
         """Whether the defect ``defect`` was injected (one set lookup)."""
         return defect in self.defects
+
+
+def _ignore(point: str, info: Mapping[str, object]) -> None:
+    """The callback of an App with defects and no crash test: its crash points do nothing."""

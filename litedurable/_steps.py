@@ -148,6 +148,8 @@ class Steps:
         if faults:
             info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
             faults.fire("before_step", **info)
+            if faults.broken("record_before_body"):  # a negative control's broken engine
+                return self._record_before_body(task, info)
         started = self.clock.now()
         outcome = self._invoke(task)
         if self.closing and isinstance(outcome.error, AppClosedError):
@@ -167,6 +169,14 @@ class Steps:
         outcome = self.record_outcome(task, outcome, started)
         if faults:
             faults.fire("after_commit", **info)
+        return outcome
+
+    def _record_before_body(self, task: StepTask, info: dict[str, object]) -> Outcome:
+        """The ``record_before_body`` defect: the row (None) is committed, then the body runs."""
+        outcome = self.record_outcome(task, Outcome(), self.clock.now())
+        self.faults.fire("after_commit", **info)
+        self._invoke(task)
+        self.faults.fire("after_body", **info)
         return outcome
 
     def _invoke(self, task: StepTask) -> Outcome:

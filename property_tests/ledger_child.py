@@ -19,8 +19,9 @@ to start, idempotently), ``lease``, ``step_delay``, ``first_delay``, ``hold_firs
 ``build``),
 ``exit_at`` (``[point, nth]``: ``os._exit`` the nth time the engine reaches that crash point, or
 null), ``stay`` (keep running, taking over other processes' workflows, until killed) and
-``broken`` (null, or the name of a deliberately broken engine variant in ``BROKEN``). The child
-prints ``launched`` once its workflows are started and ``done`` when they have finished.
+``broken`` (null, or the name of a deliberately broken engine variant: one of the fault
+seam's ``DEFECTS``, injected with ``app.faults.inject``). The child prints ``launched`` once
+its workflows are started and ``done`` when they have finished.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import litedurable as ld
-from litedurable._steps import Outcome, Steps, StepTask
 
 EXIT_CODE = 70  # what a child that died at a named crash point exits with
 
@@ -97,7 +97,7 @@ def build(path: str, ledger: Ledger, *, lease: float = 10.0, step_delay: float =
     app = ld.App(path, workers=4, lease=lease, app_version="ledger")
 
     @app.step()
-    def work(x: int) -> list[int]:
+    def work(x: int) -> list[int] | None:  # None: the row of the record_before_body defect
         workflow_id, step = ld.idempotency_key().rsplit(":", 1)
         ledger.append("begin", workflow_id, step)
         time.sleep(first_delay if x == 0 and first_delay is not None else step_delay)
@@ -107,7 +107,7 @@ def build(path: str, ledger: Ledger, *, lease: float = 10.0, step_delay: float =
         return [os.getpid(), step_value(x)]
 
     @app.workflow(name="job")
-    def job(steps: int) -> list[list[int]]:
+    def job(steps: int) -> list[list[int] | None]:
         """Inline steps, then a race of two go steps (a select) joined by wait_all."""
         done = [work(i) for i in range(steps)]
         pair = [ld.go(work, 100), ld.go(work, 101)]
@@ -161,75 +161,17 @@ def ledger_hook(ledger: Ledger, exit_at: tuple[str, int] | None
     return hook
 
 
-# -- deliberately broken engines (negative controls) ----------------------------------------
-
-
-def record_before_body() -> None:
-    """A step's completion row is committed before its body runs (at-most-once, not durable)."""
-
-    def execute(self: Steps, task: StepTask) -> Outcome:
-        info = {"workflow_id": task.workflow_id, "step": task.step, "name": task.name}
-        self.faults.fire("before_step", **info)
-        outcome = self.record_outcome(task, Outcome(value=[os.getpid(), -1]), self.clock.now())
-        self.faults.fire("after_commit", **info)
-        self._invoke(task)
-        self.faults.fire("after_body", **info)
-        return outcome
-
-    Steps.execute = execute  # type: ignore[method-assign]
-
-
-def decision_after_branch() -> None:
-    """A select's decision is committed only with the next inline step, after the branch ran."""
-    record, record_outcome = Steps.record, Steps.record_outcome
-    deferred: list[Callable[[], object]] = []
-
-    def late_record(self: Steps, workflow_id: str, step: int, kind: str, name: str, value: Any,
-                    hint: Any, **options: Any) -> Any:
-        if kind != "select" or options.get("open_row"):
-            return record(self, workflow_id, step, kind, name, value, hint, **options)
-        deferred.append(
-            lambda: record(self, workflow_id, step, kind, name, value, hint, **options))
-        return value
-
-    def flushing(self: Steps, task: StepTask, outcome: Outcome, started: float) -> Outcome:
-        if task.kind == "step":
-            while deferred:
-                deferred.pop(0)()
-        return record_outcome(self, task, outcome, started)
-
-    Steps.record = late_record  # type: ignore[method-assign]
-    Steps.record_outcome = flushing  # type: ignore[method-assign]
-
-
-DEFECTS: list[str] = []  # named defects of the fault seam, injected into the App below
-
-
-def no_fence() -> None:
-    """The journal accepts writes from a former owner: no fencing on the owner token, and no
-    refusal of a step row someone else already completed (the fault seam's ``no_fence``)."""
-    DEFECTS.append("no_fence")
-
-
-BROKEN: dict[str, Callable[[], None]] = {
-    "record_before_body": record_before_body,
-    "decision_after_branch": decision_after_branch,
-    "no_fence": no_fence,
-}
-
-
 def main(config_path: str) -> None:
     with open(config_path) as f:
         config = json.load(f)
-    if config.get("broken"):
-        BROKEN[config["broken"]]()
     ledger = Ledger(config["ledger"])
     app, workflows = build(config["db"], ledger, lease=config["lease"],
                            step_delay=config["step_delay"], first_delay=config.get("first_delay"),
                            hold_first=config.get("hold_first", False))
     exit_at = config.get("exit_at")
     app.faults.callback = ledger_hook(ledger, tuple(exit_at) if exit_at else None)
-    app.faults.inject(*DEFECTS)
+    if config.get("broken"):
+        app.faults.inject(config["broken"])
     app.launch()
     handles = [app.start(workflows[name], *([] if arg is None else [arg]), workflow_id=wid)
                for name, wid, arg in config["start"]]

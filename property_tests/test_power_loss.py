@@ -32,10 +32,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import apsw
-import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 from powerloss import CutReport, Disk, Mode, close_leaked, mounted
@@ -44,7 +43,6 @@ from scratch import scratch_dir
 import litedurable as ld
 from litedurable._errors import DurableError
 from litedurable._sqlite import SqliteStorage
-from litedurable._sqlite.driver import Driver
 from litedurable.testing import Crash, FakeClock
 
 Durability = Literal["full", "normal"]
@@ -104,10 +102,11 @@ def expected(inputs: list[int]) -> int:
     return sum(step_value(x) for x in inputs)
 
 
-def build(path: str, recorder: Recorder, durability: Durability,
-          vfs: str | None) -> tuple[ld.App, Callable[..., int]]:
+def build(path: str, recorder: Recorder, durability: Durability, vfs: str | None,
+          defects: tuple[str, ...] = ()) -> tuple[ld.App, Callable[..., int]]:
     app = ld.App(path, durability=durability, vfs=vfs, clock=FakeClock(), workers=2,
                  app_version="power-loss")
+    app.faults.inject(*defects)
 
     @app.step()
     def value(x: int) -> int:
@@ -147,14 +146,16 @@ def result_unless_cut(handle: ld.Handle[int], disk: Disk) -> int:
 
 
 def run_until_cut(path: str, workload: Workload, durability: Durability, disk: Disk, vfs: str,
-                  reboot_at: int, *, cut_before_close: bool = False) -> Recorder:
-    """Run the workload in up to two sessions; stop where the disk loses power."""
+                  reboot_at: int, *, cut_before_close: bool = False,
+                  defects: tuple[str, ...] = ()) -> Recorder:
+    """Run the workload in up to two sessions (an engine with ``defects``); stop where the
+    disk loses power."""
     recorder = Recorder(powered=lambda: disk.powered)
     jobs = list(zip(ids(workload), workload, strict=True))
     for session in (jobs[:reboot_at], jobs[reboot_at:]):
         if not session or not disk.powered:
             continue
-        app, job = build(path, recorder, durability, vfs)
+        app, job = build(path, recorder, durability, vfs, defects)
         disk.on_cut = lambda app=app: app._simulate_crash(lambda: Crash("the power went off"))
         try:
             app.launch()
@@ -236,7 +237,7 @@ class Verdict:
 
 def check_power_loss(workload: Workload, durability: Durability, cut_after: int | None,
                      mode: Mode, seed: int, *, reboot_at: int = 0, honest_sync: bool = True,
-                     cut_before_close: bool = False) -> Verdict:
+                     cut_before_close: bool = False, defects: tuple[str, ...] = ()) -> Verdict:
     """Run, cut the power, inspect, recover; return every broken invariant."""
     problems: list[str] = []
     workflow_ids = ids(workload)
@@ -245,7 +246,7 @@ def check_power_loss(workload: Workload, durability: Durability, cut_after: int 
         disk = Disk(cut_after=cut_after, honest_sync=honest_sync)
         with mounted(disk) as vfs:
             recorder = run_until_cut(path, workload, durability, disk, vfs, reboot_at,
-                                     cut_before_close=cut_before_close)
+                                     cut_before_close=cut_before_close, defects=defects)
             mid_run = not disk.powered
             cut = disk.power_cut(mode, random.Random(seed))
         snapshot = inspect(path, durability, workflow_ids, problems, "after the cut")
@@ -336,17 +337,9 @@ def test_negative_control_an_fsync_that_lies_is_caught() -> None:
     assert any(p.startswith("D4: acknowledged") for p in verdict.problems), verdict
 
 
-def test_negative_control_synchronous_off_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    opened = Driver.check_and_migrate
-
-    def unsynchronized(self: Driver, durability: Any) -> None:
-        opened(self, durability)
-        for conn in (self.writer, self.reader):
-            if conn is not None:
-                conn.execute("PRAGMA synchronous=OFF")
-
-    monkeypatch.setattr(Driver, "check_and_migrate", unsynchronized)
-    verdict = check_power_loss(WORKLOAD, "full", None, Mode.LOSE_ALL, 0, cut_before_close=True)
+def test_negative_control_synchronous_off_is_caught() -> None:
+    verdict = check_power_loss(WORKLOAD, "full", None, Mode.LOSE_ALL, 0, cut_before_close=True,
+                               defects=("no_sync",))
     assert any(p.startswith("D4: acknowledged") for p in verdict.problems), verdict
 
 

@@ -135,6 +135,12 @@ def config(root: str, start: list[list[Any]], **options: Any) -> dict[str, Any]:
 Rows = dict[tuple[str, int], Any]  # (workflow id, step) -> decoded output, for step/go rows
 
 
+def producer(output: Any) -> int | None:
+    """The pid a work row's value carries (None for a row whose body never returned it: the
+    ``record_before_body`` defect commits None before the body runs)."""
+    return output[0] if isinstance(output, list) else None
+
+
 @dataclass
 class Snapshot:
     """The journal's committed work rows and the ledger's length at one instant."""
@@ -183,7 +189,7 @@ def ledger_problems(lines: list[LedgerLine], rows: Rows) -> list[str]:
                 problems.append(f"step {detail} of {wid} committed by {pid} before its body "
                                 "ended")
     for (wid, step), output in rows.items():
-        pid = output[0]
+        pid = producer(output)
         if committed.get((wid, str(step)), pid) != pid:
             problems.append(f"step {step} of {wid}: the row holds {pid}'s value but "
                             f"{committed[wid, str(step)]} was told it committed")
@@ -195,8 +201,9 @@ def death_problems(shot: Snapshot, lines: list[LedgerLine]) -> list[str]:
     before, after = lines[:shot.ledger_length], lines[shot.ledger_length:]
     problems = []
     for (wid, step), output in shot.rows.items():
-        if ("end", wid, str(step), output[0]) not in before:
-            problems.append(f"step {step} of {wid} was committed by {output[0]} but its body "
+        by = producer(output)
+        if ("end", wid, str(step), by) not in before:
+            problems.append(f"step {step} of {wid} was committed by {by} but its body "
                             "had not ended when that process died")
         again = [pid for what, w, s, pid in after if (what, w, s) == ("begin", wid, str(step))]
         if again:
@@ -208,7 +215,7 @@ def death_problems(shot: Snapshot, lines: list[LedgerLine]) -> list[str]:
 def result_problems(wid: str, steps: int, result: list[list[int]], rows: Rows) -> list[str]:
     """D1: the expected values, and exactly the journal's rows (step, then the two go steps)."""
     problems = []
-    if [value for _, value in result] != job_values(steps):
+    if [value[1] if isinstance(value, list) else value for value in result] != job_values(steps):
         problems.append(f"D1: {wid} returned {result}, values should be {job_values(steps)}")
     journal = [rows.get((wid, s)) for s in [*range(steps), steps, steps + 1]]
     if result != journal:

@@ -221,6 +221,8 @@ class Driver:
             self.schema = version if tables else sql.SCHEMA_VERSION
             return
         sync = "FULL" if durability == "full" else "NORMAL"
+        if self.faults.broken("no_sync"):  # a negative control's broken engine
+            sync = "OFF"
         mode: str = scalar(conn, sql.JOURNAL_MODE_WAL)
         if mode.lower() != "wal":
             raise JournalError(

@@ -78,6 +78,7 @@ class SqliteStorage:
         self.driver = Driver(path, durability=durability, busy_timeout=busy_timeout, vfs=vfs,
                              readonly=readonly, faults=self.faults)
         self.commit = GroupCommit(self.driver)
+        self._held_decisions: dict[str, tuple[Any, ...]] = {}  # decision_after_branch only
 
     def read(self, fn: Callable[[apsw.Connection], T]) -> T:
         """Run ``fn`` on a reader connection (SQLite-level access: tests and tools only)."""
@@ -184,8 +185,7 @@ class SqliteStorage:
         total = step_checksum(row)
         fenced_row = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
                       row.extra, total, row.started_at, row.finished_at, row.workflow_id, owner)
-        if self.faults.defects and self.faults.broken("no_fence"):
-            self.commit.write(lambda conn: conn.execute(sql.UNFENCED_STEP, fenced_row[:10]))
+        if self.faults.defects and self._defective_record_step(row, fenced_row):
             return
 
         def insert(conn: apsw.Connection) -> None:
@@ -201,6 +201,28 @@ class SqliteStorage:
             return bool(found) and found[0][0] == total
 
         self.commit.write(insert, verify, autocommit=True, step_row=fenced_row)
+
+    def _defective_record_step(self, row: StepRow, fenced_row: tuple[Any, ...]) -> bool:
+        """``record_step`` as the injected defects break it (negative controls only).
+
+        Returns True when the row was dealt with here (written, held back or dropped), False
+        when the defects leave it to the fenced write.
+        """
+        faults = self.faults
+        if faults.broken("lost_step_rows") and row.kind == "step":
+            return True  # acknowledged, never written
+        if faults.broken("decision_after_branch"):
+            held = self._held_decisions.get(row.workflow_id)
+            if held is not None and row.step > held[1]:  # a row of code after the select
+                self._held_decisions.pop(row.workflow_id, None)
+                self.commit.write(lambda conn: conn.execute(sql.INSERT_STEP, held))
+            if row.kind in ("select", "as_completed") and row.finished_at is not None:
+                self._held_decisions[row.workflow_id] = fenced_row
+                return True
+        if faults.broken("no_fence"):
+            self.commit.write(lambda conn: conn.execute(sql.UNFENCED_STEP, fenced_row[:10]))
+            return True
+        return False
 
     def finish_workflow(
         self,
