@@ -288,3 +288,354 @@ def test_send_inside_workflow_is_exactly_once_across_restart(db_path):
         assert [(m.topic, m.payload, m.sender) for m in mailbox(app, "sink")] == [
             ("t", b'"once"', "sender")]
         app.cancel("sink")
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def test_event_latest_wins_and_get_event_waits_or_times_out(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def publisher() -> None:
+        ld.recv("first")
+        ld.set_event("state", "one")
+        ld.set_event("state", "two")
+        ld.recv("never")
+
+    with app:
+        app.start(publisher, workflow_id="pub")
+        with pytest.raises(ld.WaitTimeoutError):
+            app.get_event("pub", "state", timeout=0.05)
+        got: list[Any] = []
+        reader = threading.Thread(target=lambda: got.append(
+            app.get_event("pub", "state", timeout=60)))
+        reader.start()
+        app.send("pub", 1, topic="first")
+        reader.join(60)
+        assert got and got[0] in ("one", "two")
+        eventually(lambda: app.get_event("pub", "state") == "two", "the latest value")
+        with pytest.raises(ld.WorkflowNotFoundError):
+            app.get_event("nobody", "state", timeout=1)
+        app.cancel("pub")
+
+
+def test_event_read_in_another_workflow_is_recorded(db_path):
+    app = ld.App(db_path, suspend_after=0)
+
+    @app.workflow()
+    def source() -> None:
+        ld.set_event("v", 1)
+        ld.recv("change")
+        ld.set_event("v", 2)
+        ld.recv("never")
+
+    @app.workflow()
+    def watcher() -> tuple[Any, Any]:
+        first = ld.get_event("source", "v", timeout=60)
+        ld.recv("go")  # the event changes while this waits; the replay must see 1
+        return first, ld.event("source", "v").result()
+
+    with app:
+        app.start(source, workflow_id="source")
+        h = app.start(watcher, workflow_id="watcher")
+        eventually(lambda: waiting(app, "watcher"), "the watcher to read the event")
+        app.send("source", 0, topic="change")
+        eventually(lambda: app.get_event("source", "v") == 2, "the event to change")
+        app.send("watcher", 0, topic="go")
+        assert h.result(timeout=30) == (1, 2)
+        app.cancel("source")
+
+
+# -- streams ------------------------------------------------------------------------------------
+
+
+def test_stream_follows_live_writes_resumes_and_ends_on_close(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def writer() -> list[int]:
+        positions = []
+        for n in range(5):
+            ld.recv("next")
+            positions.append(ld.write_stream("s", n))
+        ld.close_stream("s")
+        ld.close_stream("s")  # twice is fine
+        try:
+            ld.write_stream("s", 99)
+        except ld.UsageError as exc:
+            assert "close" in str(exc)
+            positions.append(-1)
+        ld.recv("never")
+        return positions
+
+    with app:
+        app.start(writer, workflow_id="w")
+        seen: list[Any] = []
+        reader = threading.Thread(target=lambda: seen.extend(
+            app.read_stream("w", "s", timeout=60)))
+        reader.start()  # before anything is written
+        for n in range(5):
+            app.send("w", n, topic="next")
+            eventually(lambda n=n: n in seen, f"item {n} to reach the reader")
+        reader.join(60)
+        assert not reader.is_alive() and seen == [0, 1, 2, 3, 4]
+        assert list(app.read_stream("w", "s", offset=3)) == [3, 4]
+        # past the close marker: ends at once (it used to wait forever for an item)
+        assert list(app.read_stream("w", "s", offset=9)) == []
+        eventually(lambda: any(s.kind == "message" and s.name == "never"
+                               for s in app.steps("w")), "the writer to finish writing")
+        storage, _ = app._parts()
+        assert storage.streams("w") == {"s": (5, True)}
+        app.cancel("w")
+
+
+def test_stream_ends_when_workflow_ends_and_times_out_between_items(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def writer() -> None:
+        ld.write_stream("s", "a")
+        ld.recv("end")
+
+    with app:
+        h = app.start(writer, workflow_id="w")
+        items = app.read_stream("w", "s", timeout=0.1)
+        assert next(items) == "a"
+        with pytest.raises(ld.WaitTimeoutError):
+            next(items)
+        app.send("w", 0, topic="end")
+        h.result(timeout=30)
+        assert list(app.read_stream("w", "s", timeout=60)) == ["a"]  # unclosed, yet ends
+        with pytest.raises(ld.WorkflowNotFoundError):
+            app.read_stream("nobody", "s")
+        with pytest.raises(ValueError):
+            app.read_stream("w", "s", offset=-1)
+        with pytest.raises(ValueError):
+            app.read_stream("w", "s", offset=True)
+
+
+# -- promises -----------------------------------------------------------------------------------
+
+
+def test_promise_stable_id_resolve_once_and_rejection(db_path):
+    app = ld.App(db_path, suspend_after=0)
+    ids: list[str] = []
+
+    @app.workflow()
+    def approval() -> tuple[str, Any]:
+        p = ld.promise()
+        ids.append(p.id)
+        return p.id, p.result()
+
+    @app.workflow()
+    def rejected() -> str:
+        p = ld.promise()
+        ld.set_event("id", p.id)
+        try:
+            p.result()
+        except ld.PromiseRejectedError as exc:
+            return str(exc)
+        return "resolved?"
+
+    with app:
+        h = app.start(approval, workflow_id="ap")
+        eventually(lambda: ids, "the promise")
+        assert app.resolve(ids[0], {"ok": True}) is True
+        assert app.resolve(ids[0], "again") is False
+        assert app.reject(ids[0], "no") is False
+        pid, value = h.result(timeout=30)
+        assert value == {"ok": True} and pid == ids[0]
+        assert len(ids) >= 2 and set(ids) == {pid}  # replayed at least once, same id
+        r = app.start(rejected, workflow_id="rej")
+        rid = app.get_event("rej", "id", timeout=30)
+        assert app.reject(rid, "denied") is True
+        assert "denied" in r.result(timeout=30)
+        with pytest.raises(ld.PromiseNotFoundError):
+            app.resolve("no-such-promise", 1)
+        with pytest.raises(ld.PromiseNotFoundError):
+            app.reject("no-such-promise", "x")
+
+
+def build_promise_app(db_path: str) -> tuple[ld.App, Any]:
+    app = ld.App(db_path)
+
+    @app.workflow(name="waits")
+    def waits() -> Any:
+        p = ld.promise()
+        ld.set_event("id", p.id)
+        won = ld.select([p, ld.after(3600)])
+        return won.result()
+
+    return app, waits
+
+
+def test_promise_resolved_while_app_closed_resumes_on_next_launch(db_path):
+    app, waits = build_promise_app(db_path)
+    with app:
+        app.start(waits, workflow_id="pw")
+        pid = app.get_event("pw", "id", timeout=30)
+    other = ld.App(db_path, app_version="other")  # runs nothing of the first version
+    with other:
+        assert other.resolve(pid, "approved") is True
+    app, waits = build_promise_app(db_path)
+    with app:
+        assert app.handle("pw").result(timeout=30) == "approved"
+
+
+def test_promise_loses_to_timer(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def waits() -> str:
+        p = ld.promise()
+        try:
+            ld.select([p], timeout=0.05)
+        except ld.WaitTimeoutError:
+            return "timer"
+        return "promise"
+
+    with app:
+        assert app.run(waits) == "timer"
+
+
+# -- from a step body, and bad input -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ld.send("anyone", 1), lambda: ld.set_event("k", 1),
+    lambda: ld.write_stream("s", 1), lambda: ld.recv()])
+def test_messaging_calls_from_a_step_body_are_usage_errors(db_path, call):
+    app = ld.App(db_path)
+
+    @app.step()
+    def body() -> None:
+        call()
+
+    @app.workflow()
+    def wf() -> None:
+        body()
+
+    with app:
+        with pytest.raises(ld.UsageError) as info:
+            app.run(wf)
+        assert "step" in str(info.value)
+
+
+def test_bad_input_writes_nothing(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def bad(what: str) -> None:
+        if what == "event":
+            ld.set_event("k", object())
+        elif what == "stream":
+            ld.write_stream("s", object())
+        elif what == "send":
+            ld.send(ld.workflow_id(), object())
+        elif what == "topic":
+            ld.recv(topic=3)  # type: ignore[arg-type]
+        elif what == "key":
+            ld.set_event("", 1)
+
+    @app.workflow()
+    def keep() -> None:
+        ld.recv("never")
+
+    with app:
+        app.start(keep, workflow_id="keep")
+        with pytest.raises(ld.SerializationError):
+            app.send("keep", object())
+        with pytest.raises(TypeError):
+            app.send("keep", 1, topic=3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            app.send("keep", 1, idempotency_key="")
+        with pytest.raises(TypeError):
+            app.get_event("keep", "")
+        with pytest.raises(TypeError):
+            app.resolve("")  # type: ignore[call-arg]
+        assert mailbox(app, "keep") == []
+        for what, error in [("event", ld.SerializationError), ("stream", ld.SerializationError),
+                            ("send", ld.SerializationError), ("topic", TypeError),
+                            ("key", TypeError)]:
+            with pytest.raises(error):
+                app.run(bad, what, workflow_id=what)
+        storage, _ = app._parts()
+        assert storage.events("event") == {} and storage.streams("stream") == {}
+        assert mailbox(app, "send") == []
+        app.cancel("keep")
+    with pytest.raises(ld.AppClosedError):
+        app.send("keep", 1)
+    with pytest.raises(ld.AppClosedError):
+        app.get_event("keep", "k")
+    with pytest.raises(ld.AppClosedError):
+        app.resolve("p", 1)
+
+
+def test_outside_only_calls_inside_a_workflow(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def inside(call: str) -> None:
+        if call == "read_stream":
+            app.read_stream(ld.workflow_id(), "s")
+        else:
+            app.resolve("p", 1)
+
+    with app:
+        for call in ("read_stream", "resolve"):
+            with pytest.raises(ld.UsageError):
+                app.run(inside, call, workflow_id=call)
+
+
+# -- retention and fork ------------------------------------------------------------------------
+
+
+def test_gc_removes_messages_events_streams_and_promises(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def full() -> None:
+        ld.set_event("k", 1)
+        ld.write_stream("s", 1)
+        ld.promise()
+        ld.recv()
+
+    with app:
+        h = app.start(full, workflow_id="full")
+        app.send("full", "m")
+        h.result(timeout=30)
+        app.send("full", "unread")
+        storage, _ = app._parts()
+        assert storage.events("full") and storage.streams("full") and storage.promises("full")
+        assert app.gc(0) == 1
+        assert mailbox(app, "full") == []
+        assert storage.events("full") == {} and storage.streams("full") == {}
+        assert storage.promises("full") == []
+
+
+def test_fork_copies_events_and_first_stream_items_only(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def steps() -> None:
+        ld.set_event("k", "first")
+        ld.write_stream("s", 0)
+        ld.set_event("k", "second")  # step 2: the fork starts here
+        ld.write_stream("s", 1)
+        ld.recv("end")
+
+    with app:
+        h = app.start(steps, workflow_id="orig")
+        eventually(lambda: waiting(app, "orig"), "the original to block")
+        # another version: this App leaves the fork alone, so the file shows what was copied
+        app.fork("orig", 2, new_id="forked", app_version="elsewhere")
+        storage, _ = app._parts()
+        assert storage.get_workflow("forked").status == ld.Status.PENDING
+        assert app.codec.decode(storage.events("forked")["k"], Any, "k") == "first"
+        assert storage.streams("forked") == {"s": (1, False)}
+        assert next(app.read_stream("forked", "s", timeout=0.2)) == 0
+        assert mailbox(app, "forked") == []
+        app.send("orig", 0, topic="end")
+        h.result(timeout=30)
+        app.cancel("forked")
