@@ -502,10 +502,10 @@ def test_promise_loses_to_timer(db_path):
 # -- from a step body, and bad input -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ld.send("anyone", 1), lambda: ld.set_event("k", 1),
-    lambda: ld.write_stream("s", 1), lambda: ld.recv()])
-def test_messaging_calls_from_a_step_body_are_usage_errors(db_path, call):
+@pytest.mark.parametrize(("name", "call"), [
+    ("send", lambda: ld.send("anyone", 1)), ("set_event", lambda: ld.set_event("k", 1)),
+    ("write_stream", lambda: ld.write_stream("s", 1)), ("recv", lambda: ld.recv())])
+def test_messaging_calls_from_a_step_body_are_usage_errors(db_path, name, call):
     app = ld.App(db_path)
 
     @app.step()
@@ -519,7 +519,8 @@ def test_messaging_calls_from_a_step_body_are_usage_errors(db_path, call):
     with app:
         with pytest.raises(ld.UsageError) as info:
             app.run(wf)
-        assert "step" in str(info.value)
+        assert f"ld.{name}() was called inside step" in str(info.value)
+        assert "from the workflow function itself" in str(info.value)
 
 
 def test_bad_input_writes_nothing(db_path):
