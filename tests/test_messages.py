@@ -233,13 +233,20 @@ def test_send_to_unknown_workflow(db_path):
         ld.recv("go")  # replay after this wake-up must raise again from the record
         return "ok"
 
+    @app.workflow()
+    def late_comer() -> None:
+        ld.recv("never")
+
     with app:
         with pytest.raises(ld.WorkflowNotFoundError, match="nobody"):
             app.send("nobody", "hi")
         h = app.start(lost, workflow_id="lost")
         eventually(lambda: waiting(app, "lost"), "the recv")
+        app.start(late_comer, workflow_id="nobody")  # exists now: the replay must not send
         app.send("lost", 1, topic="go")
         assert h.result(timeout=30) == "ok"
+        assert mailbox(app, "nobody") == []
+        app.cancel("nobody")
         assert len(sends) == 2, sends  # first run and the replay both raised
         assert [s.kind for s in app.steps("lost")][:1] == ["send"]
         assert app.steps("lost")[0].error is not None
@@ -640,3 +647,22 @@ def test_fork_copies_events_and_first_stream_items_only(db_path):
         app.send("orig", 0, topic="end")
         h.result(timeout=30)
         app.cancel("forked")
+
+
+def test_type_hint_for_events_and_promises(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def typed() -> tuple[Color, Order]:
+        p = ld.promise(type=Order)
+        ld.set_event("color", Color.RED)
+        ld.set_event("pid", p.id)
+        return ld.get_event(ld.workflow_id(), "color", type=Color), p.result()
+
+    with app:
+        h = app.start(typed, workflow_id="typed")
+        assert app.get_event("typed", "color", timeout=30, type=Color) is Color.RED
+        assert app.get_event("typed", "color") == "red"  # no hint: the stored JSON
+        app.resolve(app.get_event("typed", "pid", timeout=30), Order("pen", 3))
+        color, order = h.result(timeout=30)
+        assert color is Color.RED and order == Order("pen", 3)
