@@ -558,6 +558,8 @@ class SqliteStorage:
                     closed = True
                     break
                 items.append((at, bytes(value)))
+            if not items and not closed:  # ``position`` past the close marker: still closed
+                closed = bool(conn.execute(sql.STREAM_END, (workflow_id, key)).fetchall()[0][1])
             return items, closed
 
         return self.driver.read(read)
