@@ -49,7 +49,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._records import step_info, workflow_info
-from ._storage import Storage
+from ._storage import MessageRow, PromiseRow, Storage
 from ._types import Status, check_workflow_id
 
 __all__ = ["main"]
@@ -125,15 +125,27 @@ def _print_json(value: Any) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     with _journal(args) as journal:
         rows = journal.list_workflows(status=args.status, name=args.name, limit=args.limit)
+        # Pending workflows only: one indexed read each, and a finished workflow never reads
+        # its mailbox again.
+        unread = {r.workflow_id: [_topic(t) for t in sorted(journal.unread_topics(r.workflow_id))]
+                  for r in rows if r.status == Status.PENDING}
     codec = Codec(1 << 30)
     infos = [workflow_info(row, codec) for row in rows]
     if args.json:
-        _print_json([{k: getattr(i, k) for k in i.__dataclass_fields__} for i in infos])
+        _print_json([{**{k: getattr(i, k) for k in i.__dataclass_fields__},
+                      "unread_topics": unread.get(i.workflow_id, [])} for i in infos])
         return 0
-    print(f"{'WORKFLOW ID':<40} {'NAME':<24} {'STATUS':<16} UPDATED")
+    print(f"{'WORKFLOW ID':<40} {'NAME':<24} {'STATUS':<16} {'UPDATED':<19} UNREAD MESSAGES ON")
     for i in infos:
-        print(f"{i.workflow_id:<40} {i.name:<24} {i.status:<16} {i.updated_at:%Y-%m-%d %H:%M:%S}")
+        topics = ", ".join(t or "(default topic)" for t in unread.get(i.workflow_id, []))
+        print(f"{i.workflow_id:<40} {i.name:<24} {i.status:<16} "
+              f"{i.updated_at:%Y-%m-%d %H:%M:%S} {topics}".rstrip())
     return 0
+
+
+def _topic(stored: str) -> str | None:
+    """A stored topic as the API names it: ``""`` is the default topic, ``None``."""
+    return stored or None
 
 
 def _find(journal: Storage, workflow_id: str) -> Any:
@@ -146,15 +158,46 @@ def _find(journal: Storage, workflow_id: str) -> Any:
 def cmd_show(args: argparse.Namespace) -> int:
     with _journal(args) as journal:
         row = _find(journal, args.workflow_id)
+        mailbox = journal.mailbox(row.workflow_id)
+        events = journal.events(row.workflow_id)
+        streams = journal.streams(row.workflow_id)
+        promises = journal.promises(row.workflow_id)
     codec = Codec(1 << 30)
     info = workflow_info(row, codec)
     fields = {k: getattr(info, k) for k in info.__dataclass_fields__}
     fields["inputs"] = codec.display(row.inputs)
     fields["output"] = None if row.output is None else codec.display(row.output)
+    fields["messages"] = [_message(m, codec) for m in mailbox]
+    fields["events"] = {key: codec.display(value) for key, value in events.items()}
+    fields["streams"] = {key: {"items": count, "closed": closed}
+                         for key, (count, closed) in streams.items()}
+    fields["promises"] = [_promise(p, codec) for p in promises]
     _print_json(fields)
     if row.error is not None and (tb := codec.error_traceback(row.error)):
         print(tb.rstrip())
     return 0
+
+
+def _message(row: MessageRow, codec: Codec) -> dict[str, Any]:
+    """A mailbox message for ``show``: read (and by which step) or unread."""
+    return {
+        "topic": _topic(row.topic), "message": codec.display(row.payload),
+        "sender": row.sender, "sent_at": to_datetime(row.created_at),
+        "read": row.consumed_step is not None, "read_by_step": row.consumed_step,
+        "read_at": None if row.consumed_at is None else to_datetime(row.consumed_at),
+        "idempotency_key": row.key,
+    }
+
+
+def _promise(row: PromiseRow, codec: Codec) -> dict[str, Any]:
+    """A durable promise for ``show``: settled or not, with its value or error."""
+    return {
+        "promise_id": row.promise_id, "step": row.step, "settled": row.settled_at is not None,
+        "value": None if row.output is None else codec.display(row.output),
+        "error": None if row.error is None else codec.error_summary(row.error),
+        "created_at": to_datetime(row.created_at),
+        "settled_at": None if row.settled_at is None else to_datetime(row.settled_at),
+    }
 
 
 def cmd_steps(args: argparse.Namespace) -> int:
@@ -344,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_list)
 
-    p = sub.add_parser("show", help="show one workflow: status, inputs, output, error")
+    p = sub.add_parser("show", help="show one workflow: status, inputs, output, error, and its "
+                                    "messages, events, streams and promises")
     p.add_argument("workflow_id")
     p.set_defaults(fn=cmd_show)
 

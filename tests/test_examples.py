@@ -18,6 +18,7 @@ from support import child_env
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
+    "approval.py": "each request decided by what came first, across the restart: True",
     "bounded_concurrency.py": "decisions kept across the crash: True",
     "crash_testing.py": "bug found by the crash test, fix passes: True",
     "fallback.py": "fallback decision kept across the crash: True",
@@ -25,10 +26,13 @@ EXPECTED = {
     "map_reduce.py": "completion order kept across the crash: True",
     "parallel_wait_all.py": "committed steps run again: none",
     "parent_children.py": "attached child cancelled, detached child still pending: True",
+    "payment_webhook.py": "each payment settled once, while its workflow was down: True",
     "race_fastest.py": "decision kept across the crash: True",
     "race_timeout.py": "decision kept across the crash: True",
     "racing_strategies.py": "winning strategy kept across the crash: True",
     "scheduled_job.py": "each firing ran exactly once: True",
+    "steering_children.py": "every command taken once, in order, across the crash: True",
+    "token_stream.py": "the reader saw every token once, across the writer's crash: True",
     "workflow_timeout.py": "deadline honoured across the restart, then resumed: True",
 }
 

@@ -36,3 +36,26 @@ def test_quickstart_runs_twice_with_the_same_result(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1]
     assert outputs[0].startswith("receipt-42-1999-order-42:0")
     assert (tmp_path / "litedurable.db").exists()
+
+
+def _messages_example(readme: str) -> str:
+    section = readme[readme.index("## Messages, events, streams, promises"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+def test_readme_messages_example_runs_twice_with_the_same_result(tmp_path: Path) -> None:
+    """The messages section's example runs as written; a second run (the workflow finished,
+    the message resent with its idempotency key, the promise settled again) prints the same."""
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "expense.py"
+    script.write_text(_messages_example((root / "README.md").read_text()))
+    outputs = [
+        subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, check=True, env=child_env()).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    assert outputs[0].splitlines() == [
+        "['checking', 'the', 'budget']", "120 approved by ada, paid with receipt-981",
+    ]
