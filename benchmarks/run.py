@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick          # tiny sizes (a smoke run; the tests use it)
     python benchmarks/run.py --peer dbos      # DBOS Transact side by side, if installed
     python benchmarks/run.py --only a,d       # a subset (raw baselines always run)
+    python benchmarks/run.py --only pingpong,stream   # issue 14's messages and streams
     python benchmarks/run.py --durability full   # one durability only
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
     python benchmarks/profile_summary.py DIR/a-litedurable-full.pstats   # where time goes
@@ -14,6 +15,14 @@ numbers on a shared machine mean little. The raw apsw commit baseline is measure
 every repetition's process just before the workload, and ``ratio`` is the median of the
 per-repetition ratios, so load that changes from minute to minute cancels pairwise. Other
 baselines: the ideal wall time (c), an empty journal measured alternately (e).
+
+Issue 14's workloads: ``pingpong`` (two workflows exchanging messages with ``ld.send``/
+``ld.recv``, in one App and across two processes on one file; figure: one-way p50 in ms, send
+begun to recv returned; ``ratio`` is that over the raw commit; target at full: cross-process
+p50 < 10 ms) and ``stream`` (a workflow in a second process writes values with
+``ld.write_stream``, this one reads them live with ``app.read_stream``; values/s from the
+first write to the last read). The DBOS peer polls its notifications every 5 ms there
+(``dbos_peer.POLL_S``; its SQLite default is 1 s), shown as ``peer_poll_s``.
 
 (a) has a baseline of its own, the *floor*: a raw apsw commit of the leanest record a step
 could be, a small row (workflow id text, step int, 8-byte output blob) written by one
@@ -196,6 +205,8 @@ class Runner:
                 peer_targets.append(Target("litedurable_speedup", ">=", 20))
         if engine.name != "litedurable":
             record.update(engine.info)
+            if key.startswith(("pingpong", "stream")):
+                record["peer_poll_s"] = engine.module.POLL_S
             targets = peer_targets  # the issue's targets are litedurable's
         emit(record, targets)
 
