@@ -22,7 +22,9 @@ litedurable.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -37,11 +39,17 @@ from ld_workloads import (
     RawCommitter,
     interleave,
     kill_when_recorded,
+    one_way_summary,
+    stream_summary,
     wait_until_none_pending,
 )
 
 SQLITE_NOTE = "WAL with synchronous matching durability, set by the runner"
 RECOVERY_VERSION = "bench-recovery"
+POLL_S = 0.005
+"""DBOS on SQLite has no LISTEN/NOTIFY: recv, get_event and read_stream are woken by a thread
+polling every ``notification_listener_polling_interval_sec`` (1 s by default). The message
+and stream workloads set it to litedurable's commit-watch interval (``WATCH_INTERVAL``)."""
 
 
 def _configure_sqlite(durability: str) -> None:
@@ -58,7 +66,8 @@ def _configure_sqlite(durability: str) -> None:
 
 
 @contextmanager
-def _launched(path: str, durability: str, version: str | None = None) -> Iterator[Any]:
+def _launched(path: str, durability: str, version: str | None = None,
+              poll_s: float | None = None) -> Iterator[Any]:
     """DBOS launched on the SQLite file ``path``; functions must be registered before."""
     import logging
 
@@ -69,6 +78,8 @@ def _launched(path: str, durability: str, version: str | None = None) -> Iterato
                               "log_level": "WARNING", "run_admin_server": False}
     if version is not None:
         config["application_version"] = version
+    if poll_s is not None:
+        config["notification_listener_polling_interval_sec"] = poll_s
     DBOS(config=config)  # type: ignore[arg-type]
     logging.getLogger("dbos").setLevel(logging.WARNING)
     DBOS.launch()
@@ -395,5 +406,154 @@ def as_completed_overhead(path: str, durability: str, futures: int) -> dict[str,
     return {"per_yield_s": drain_s / futures, "go_per_step_s": go_s / futures}
 
 
+# -- messages and streams (issue 14) --------------------------------------------------------
+#
+# As in ld_workloads: stamps in the workflow bodies (``setdefault``), ``time.monotonic()``
+# compared across processes, the side process's stamps handed over in a JSON file. Each
+# process gets an executor id of its own (``DBOS__VMID``), so neither recovers the other's
+# pending workflow at launch.
+
+PING, PONG, STREAMER = "bench-ping", "bench-pong", "bench-streamer"
+
+
+def _register_pingpong(stamps: dict[str, float]) -> tuple[Any, Any]:
+    from dbos import DBOS
+
+    @DBOS.workflow(name="bench_ping")
+    def ping(n: int) -> int:
+        for i in range(n):
+            stamps.setdefault(f"sent:{2 * i}", time.monotonic())
+            DBOS.send(PONG, 2 * i)
+            got = DBOS.recv(timeout_seconds=600)
+            stamps.setdefault(f"got:{got}", time.monotonic())
+        return n
+
+    @DBOS.workflow(name="bench_pong")
+    def pong(n: int) -> int:
+        for _ in range(n):
+            got = DBOS.recv(timeout_seconds=600)
+            now = time.monotonic()
+            stamps.setdefault(f"got:{got}", now)
+            stamps.setdefault(f"sent:{got + 1}", now)
+            DBOS.send(PING, got + 1)
+        return n
+
+    return ping, pong
+
+
+def _side(role: str, path: str, durability: str, n: int, out: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DBOS__VMID": f"bench-{role}"}
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), role, path, durability,
+                             str(n), out], env=env)
+
+
+def _wait_exists(dbos: Any, workflow_id: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while not dbos.list_workflows(workflow_ids=[workflow_id]):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the DBOS side process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workflow {workflow_id} never appeared")
+        time.sleep(0.005)
+
+
+def _read_stamps(proc: subprocess.Popen[bytes], out: str) -> dict[str, float]:
+    if proc.wait(600) != 0:
+        raise RuntimeError(f"the DBOS side process exited with {proc.returncode}")
+    with open(out) as f:
+        return dict(json.load(f))
+
+
+def pingpong(path: str, durability: str, n: int, cross_process: bool = False
+             ) -> dict[str, float]:
+    """Issue 14's ping-pong with ``DBOS.send``/``DBOS.recv`` (see ``ld_workloads.pingpong``)."""
+    from dbos import DBOS, SetWorkflowID
+
+    stamps: dict[str, float] = {}
+    ping, pong = _register_pingpong(stamps)
+    proc = None
+    if cross_process:
+        os.environ["DBOS__VMID"] = "bench-ping"
+    with _launched(path, durability, poll_s=POLL_S) as dbos:
+        if cross_process:
+            out = path + ".stamps.json"
+            proc = _side("pong", path, durability, n, out)
+            _wait_exists(dbos, PONG, proc)
+        else:
+            with SetWorkflowID(PONG):
+                pong_handle = DBOS.start_workflow(pong, n)
+        start = time.perf_counter()
+        with SetWorkflowID(PING):
+            handle = DBOS.start_workflow(ping, n)
+        assert handle.get_result() == n
+        elapsed = time.perf_counter() - start
+        if proc is not None:
+            stamps.update(_read_stamps(proc, out))
+        else:
+            assert pong_handle.get_result() == n
+    return {"per_s": n / elapsed, **one_way_summary(stamps, 2 * n)}
+
+
+def _pong_process(path: str, durability: str, n: int, out: str) -> None:
+    from dbos import DBOS, SetWorkflowID
+
+    stamps: dict[str, float] = {}
+    _, pong = _register_pingpong(stamps)
+    with _launched(path, durability, poll_s=POLL_S):
+        with SetWorkflowID(PONG):
+            handle = DBOS.start_workflow(pong, n)
+        assert handle.get_result() == n
+    with open(out, "w") as f:
+        json.dump(stamps, f)
+
+
+def stream_throughput(path: str, durability: str, n: int) -> dict[str, float]:
+    """Issue 14's stream workload with ``DBOS.write_stream``/``read_stream``: the writer in a
+    second process, this one reading live (polling every ``POLL_S``)."""
+    from dbos import DBOS
+
+    out = path + ".stamps.json"
+    read: list[float] = []
+    os.environ["DBOS__VMID"] = "bench-reader"
+    with _launched(path, durability, poll_s=POLL_S) as dbos:
+        proc = _side("streamer", path, durability, n, out)
+        _wait_exists(dbos, STREAMER, proc)
+        DBOS.send(STREAMER, "go")
+        for i, value in enumerate(DBOS.read_stream(STREAMER, "values",
+                                                   polling_interval_sec=POLL_S,
+                                                   timeout_seconds=600)):
+            read.append(time.monotonic())
+            assert value == i
+        assert len(read) == n
+        written = _read_stamps(proc, out)
+    return stream_summary(written, read, n)
+
+
+def _streamer_process(path: str, durability: str, n: int, out: str) -> None:
+    from dbos import DBOS, SetWorkflowID
+
+    stamps: dict[str, float] = {}
+
+    @DBOS.workflow(name="bench_streamer")
+    def streamer(count: int) -> int:
+        DBOS.recv(timeout_seconds=600)
+        stamps.setdefault("start", time.monotonic())
+        for i in range(count):
+            DBOS.write_stream("values", i)
+            stamps.setdefault(str(i), time.monotonic())
+        DBOS.close_stream("values")
+        return count
+
+    with _launched(path, durability, poll_s=POLL_S):
+        with SetWorkflowID(STREAMER):
+            handle = DBOS.start_workflow(streamer, n)
+        assert handle.get_result() == n
+    with open(out, "w") as f:
+        json.dump(stamps, f)
+
+
 if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "victim":
     _victim(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+elif __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] in ("pong", "streamer"):
+    side = _pong_process if sys.argv[1] == "pong" else _streamer_process
+    side(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])

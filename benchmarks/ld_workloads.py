@@ -9,6 +9,7 @@ next one, until the runner SIGKILLs the process.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -706,5 +707,166 @@ def sleeping_threads(path: str, n: int) -> dict[str, float]:
         return {"threads_peak": peak, "wake_all_s": time.perf_counter() - start}
 
 
+# -- messages and streams (issue 14) --------------------------------------------------------
+#
+# Latency is measured with time stamps taken in the workflow bodies and kept in a dict of the
+# process (``setdefault``: a replay never overwrites the live stamp). ``time.monotonic()`` is
+# one system-wide clock on Linux and macOS, so stamps of two processes compare directly; the
+# side process writes its stamps to a JSON file for the measuring one.
+
+PING, PONG, STREAMER = "bench-ping", "bench-pong", "bench-streamer"
+
+
+def one_way_summary(stamps: dict[str, float], messages: int) -> dict[str, float]:
+    """p50/p95 seconds from ``sent:k`` (before the send) to ``got:k`` (recv returned)."""
+    lat = sorted(stamps[f"got:{k}"] - stamps[f"sent:{k}"] for k in range(messages))
+    return {"p50_s": lat[len(lat) // 2], "p95_s": lat[max(0, -(-len(lat) * 95 // 100) - 1)]}
+
+
+def _pingpong_app(path: str, durability: Durability, stamps: dict[str, float]
+                  ) -> tuple[ld.App, Any, Any]:
+    app = ld.App(path, durability=durability)
+
+    @app.workflow(name="bench_ping")
+    def ping(n: int) -> int:
+        for i in range(n):
+            stamps.setdefault(f"sent:{2 * i}", time.monotonic())
+            ld.send(PONG, 2 * i)
+            got = ld.recv()
+            stamps.setdefault(f"got:{got}", time.monotonic())
+        return n
+
+    @app.workflow(name="bench_pong")
+    def pong(n: int) -> int:
+        for _ in range(n):
+            got = ld.recv()
+            now = time.monotonic()
+            stamps.setdefault(f"got:{got}", now)
+            stamps.setdefault(f"sent:{got + 1}", now)
+            ld.send(PING, got + 1)
+        return n
+
+    return app, ping, pong
+
+
+def _side_process(role: str, path: str, durability: str, n: int, out: str) -> list[Any]:
+    """Start ``python ld_workloads.py ROLE ...``: the other workflow of a cross-process pair."""
+    return [sys.executable, os.path.abspath(__file__), role, path, durability, str(n), out]
+
+
+def _wait_exists(app: ld.App, workflow_id: str, proc: subprocess.Popen[bytes],
+                 timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            app.handle(workflow_id)
+            return
+        except ld.WorkflowNotFoundError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the side process exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _read_stamps(proc: subprocess.Popen[bytes], out: str) -> dict[str, float]:
+    if proc.wait(600) != 0:
+        raise RuntimeError(f"the side process exited with {proc.returncode}")
+    with open(out) as f:
+        return dict(json.load(f))
+
+
+def pingpong(path: str, durability: Durability, n: int,
+             cross_process: bool = False) -> dict[str, float]:
+    """Two workflows exchanging ``2n`` messages (``n`` round trips) with ``ld.send``/``recv``.
+
+    In one App, or (``cross_process``) with the pong workflow in a second process on the same
+    file. ``per_s`` is round trips per second, timed from the ping's start to its result;
+    one-way latency runs from just before a send to the return of the matching recv (the
+    send's commit, the wake-up, the receiver's consuming commit).
+    """
+    stamps: dict[str, float] = {}
+    app, ping, pong = _pingpong_app(path, durability, stamps)
+    proc = None
+    with app:
+        if cross_process:
+            out = path + ".stamps.json"
+            proc = subprocess.Popen(_side_process("pong", path, durability, n, out))
+            _wait_exists(app, PONG, proc)
+        else:
+            app.start(pong, n, workflow_id=PONG)  # type: ignore[call-arg]
+        start = time.perf_counter()
+        handle = app.start(ping, n, workflow_id=PING)  # type: ignore[call-arg]
+        assert handle.result(timeout=600) == n
+        elapsed = time.perf_counter() - start
+        if proc is not None:
+            stamps.update(_read_stamps(proc, out))
+        else:
+            assert app.handle(PONG).result(timeout=60) == n
+    return {"per_s": n / elapsed, **one_way_summary(stamps, 2 * n)}
+
+
+def _pong_process(path: str, durability: str, n: int, out: str) -> None:
+    stamps: dict[str, float] = {}
+    app, _, pong = _pingpong_app(path, durability, stamps)
+    with app:
+        handle = app.start(pong, n, workflow_id=PONG)  # type: ignore[call-arg]
+        assert handle.result(timeout=600) == n
+    with open(out, "w") as f:
+        json.dump(stamps, f)
+
+
+def stream_summary(written: dict[str, float], read: list[float], n: int) -> dict[str, float]:
+    """Values/s and end-to-end seconds (first write begun to last value read), and the p50
+    lag of a value (its write committed to its read)."""
+    end_to_end = read[-1] - written["start"]
+    lag = sorted(read[i] - written[str(i)] for i in range(n))
+    return {"per_s": n / end_to_end, "end_to_end_s": end_to_end,
+            "lag_p50_s": lag[len(lag) // 2]}
+
+
+def stream_throughput(path: str, durability: Durability, n: int) -> dict[str, float]:
+    """A workflow in a second process writes ``n`` values with ``ld.write_stream``; this
+    process reads them live with ``app.read_stream`` (the writer starts when the reader says
+    go, so every value is read as it comes)."""
+    out = path + ".stamps.json"
+    read: list[float] = []
+    with ld.App(path, durability=durability) as app:
+        proc = subprocess.Popen(_side_process("streamer", path, durability, n, out))
+        _wait_exists(app, STREAMER, proc)
+        reader = app.read_stream(STREAMER, "values", timeout=600)
+        app.send(STREAMER, "go")
+        for i, value in enumerate(reader):
+            read.append(time.monotonic())
+            assert value == i
+        assert len(read) == n
+        written = _read_stamps(proc, out)
+    return stream_summary(written, read, n)
+
+
+def _streamer_process(path: str, durability: str, n: int, out: str) -> None:
+    stamps: dict[str, float] = {}
+    app = ld.App(path, durability=durability)
+
+    @app.workflow(name="bench_streamer")
+    def streamer(count: int) -> int:
+        ld.recv(timeout=600)
+        stamps.setdefault("start", time.monotonic())
+        for i in range(count):
+            ld.write_stream("values", i)
+            stamps.setdefault(str(i), time.monotonic())
+        ld.close_stream("values")
+        return count
+
+    with app:
+        handle = app.start(streamer, n, workflow_id=STREAMER)  # type: ignore[call-arg]
+        assert handle.result(timeout=600) == n
+    with open(out, "w") as f:
+        json.dump(stamps, f)
+
+
 if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "victim":
     _victim(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
+elif __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] in ("pong", "streamer"):
+    side = _pong_process if sys.argv[1] == "pong" else _streamer_process
+    side(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])

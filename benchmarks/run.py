@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick          # tiny sizes (a smoke run; the tests use it)
     python benchmarks/run.py --peer dbos      # DBOS Transact side by side, if installed
     python benchmarks/run.py --only a,d       # a subset (raw baselines always run)
+    python benchmarks/run.py --only pingpong,stream   # issue 14's messages and streams
     python benchmarks/run.py --durability full   # one durability only
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
     python benchmarks/profile_summary.py DIR/a-litedurable-full.pstats   # where time goes
@@ -14,6 +15,14 @@ numbers on a shared machine mean little. The raw apsw commit baseline is measure
 every repetition's process just before the workload, and ``ratio`` is the median of the
 per-repetition ratios, so load that changes from minute to minute cancels pairwise. Other
 baselines: the ideal wall time (c), an empty journal measured alternately (e).
+
+Issue 14's workloads: ``pingpong`` (two workflows exchanging messages with ``ld.send``/
+``ld.recv``, in one App and across two processes on one file; figure: one-way p50 in ms, send
+begun to recv returned; ``ratio`` is that over the raw commit; target at full: cross-process
+p50 < 10 ms) and ``stream`` (a workflow in a second process writes values with
+``ld.write_stream``, this one reads them live with ``app.read_stream``; values/s from the
+first write to the last read). The DBOS peer polls its notifications every 5 ms there
+(``dbos_peer.POLL_S``; its SQLite default is 1 s), shown as ``peer_poll_s``.
 
 (a) has a baseline of its own, the *floor*: a raw apsw commit of the leanest record a step
 could be, a small row (workflow id text, step int, 8-byte output blob) written by one
@@ -51,8 +60,8 @@ import ld_workloads
 from harness import Target, WorkloadError, copy_database, emit, isolated, median, sig
 
 DURABILITIES = ("full", "normal")
-WORKLOADS = ("a", "b", "c", "d", "e", "f", "sleep")
-LOWER_IS_BETTER = ("us_per_step", "wall_ms", "us_per_select", "us_per_yield")
+WORKLOADS = ("a", "b", "c", "d", "e", "f", "sleep", "pingpong", "stream")
+LOWER_IS_BETTER = ("us_per_step", "wall_ms", "us_per_select", "us_per_yield", "p50_ms")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class Sizes:
     f_select_rounds: int
     f_as_completed: int
     sleepers: int
+    round_trips: int
+    stream_values: int
     d_steps: int = 10
     d_done: int = 5
     c_step_s: float = 0.01
@@ -78,13 +89,14 @@ class Sizes:
     def full(cls) -> Sizes:
         return cls(raw=1000, a_steps=1000, b_workflows=1000, c_steps=100, d_workflows=1000,
                    e_steps=1000, e_rows=(100_000, 1_000_000), f_select_futures=100,
-                   f_select_rounds=100, f_as_completed=1000, sleepers=1000)
+                   f_select_rounds=100, f_as_completed=1000, sleepers=1000,
+                   round_trips=500, stream_values=2000)
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(raw=50, a_steps=20, b_workflows=20, c_steps=10, d_workflows=20, e_steps=20,
                    e_rows=(2_000,), f_select_futures=10, f_select_rounds=10, f_as_completed=20,
-                   sleepers=20)
+                   sleepers=20, round_trips=10, stream_values=20)
 
 
 @dataclass
@@ -193,6 +205,8 @@ class Runner:
                 peer_targets.append(Target("litedurable_speedup", ">=", 20))
         if engine.name != "litedurable":
             record.update(engine.info)
+            if key.startswith(("pingpong", "stream")):
+                record["peer_poll_s"] = engine.module.POLL_S
             targets = peer_targets  # the issue's targets are litedurable's
         emit(record, targets)
 
@@ -375,6 +389,42 @@ class Runner:
                   extra={"go_us_per_step": sig(
                       runs.figure(lambda r: r["go_per_step_s"]) * 1e6)})
 
+    def pingpong(self, engine: Engine, durability: str) -> None:
+        """Issue 14: two workflows exchanging messages, in one process and across two.
+
+        The figure is the one-way p50 (send begun to recv returned), against the raw commit
+        time measured in the same child just before (target at full: cross-process p50
+        under 10 ms); round trips/s and p95 ride along.
+        """
+        n = self.sizes.round_trips
+        for cross in (False, True):
+            where = "cross_process" if cross else "in_process"
+            runs = self.measure(f"pingpong-{where}-{engine.name}-{durability}", partial(
+                engine.module.pingpong, durability=durability, n=n, cross_process=cross),
+                engine.repeat, paired=durability)
+            targets = ([Target("p50_ms", "<", 10)] if cross and durability == "full"
+                       and engine.name == "litedurable" else [])
+            self.line(engine, f"pingpong_{where}", durability, {"round_trips": n},
+                      ("p50_ms", runs.figure(lambda r: r["p50_s"]) * 1e3),
+                      ("raw_commit_ms", median(runs.raw_s) * 1e3),
+                      runs.ratio(lambda r: r["p50_s"], rate=False), engine.repeat, runs.rss,
+                      targets, key=f"pingpong-{where}",
+                      extra={"p95_ms": sig(runs.figure(lambda r: r["p95_s"]) * 1e3),
+                             "round_trips_per_s": sig(runs.figure(lambda r: r["per_s"]))})
+
+    def stream(self, engine: Engine, durability: str) -> None:
+        """Issue 14: values/s written by a workflow and read live by another process."""
+        n = self.sizes.stream_values
+        runs = self.measure(f"stream-{engine.name}-{durability}", partial(
+            engine.module.stream_throughput, durability=durability, n=n), engine.repeat,
+            paired=durability)
+        self.line(engine, "stream_cross_process", durability, {"values": n},
+                  ("per_s", runs.figure(lambda r: r["per_s"])),
+                  ("raw_commits_per_s", 1 / median(runs.raw_s)),
+                  runs.ratio(lambda r: r["per_s"], rate=True), engine.repeat, runs.rss,
+                  extra={"end_to_end_ms": sig(runs.figure(lambda r: r["end_to_end_s"]) * 1e3),
+                         "lag_p50_ms": sig(runs.figure(lambda r: r["lag_p50_s"]) * 1e3)})
+
     def sleep(self) -> None:
         n = self.sizes.sleepers
         runs = self.measure("sleep", lambda p: ld_workloads.sleeping_threads(p, n), 1)
@@ -388,7 +438,8 @@ class Runner:
 
     def run(self) -> None:
         per_durability: list[tuple[str, Callable[[Engine, str], None]]] = [
-            ("a", self.a), ("b", self.b), ("c", self.c), ("d", self.d), ("f", self.f)]
+            ("a", self.a), ("b", self.b), ("c", self.c), ("d", self.d), ("f", self.f),
+            ("pingpong", self.pingpong), ("stream", self.stream)]
         for durability in self.durabilities:
             self.raw(durability)
             for key, workload in per_durability:
