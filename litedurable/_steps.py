@@ -228,7 +228,8 @@ class Steps:
         # Hand back what replay will hand back, so both runs agree: the value as decoded, the
         # exception as rebuilt from its record (its class, args and attributes as stored).
         if output is not None:
-            return Outcome(value=value)
+            outcome.value = value  # the body's own Outcome, reused: one object less per step
+            return outcome
         assert error is not None
         return Outcome(error=self.codec.decode_error(error))
 

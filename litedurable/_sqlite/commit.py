@@ -106,18 +106,31 @@ class GroupCommit:
             raise JournalReadOnlyError(
                 f"{driver.path} was opened read-only; open it read-write to change it"
             )
-        op = _Write(fn, verify, autocommit, step_row)
-        batch: list[_Write] | None = None
+        op: _Write | None = None
         with self._mutex:
             driver.usable()
             if self._committing:  # follow: the committer wakes us when our batch is durable
+                op = _Write(fn, verify, autocommit, step_row)
                 op.wake = threading.Lock()
                 op.wake.acquire()
                 self._queue.append(op)
             else:  # lead: commit our own write now, in this thread (the queue is empty)
                 self._committing = True
-                batch = [op]
-        if batch is None:
+        if op is None and autocommit:
+            # The quiet path of a lone statement (a sequential workflow's every step): no
+            # queue entry, no batch, just the statement, the checks, and the hand-on.
+            try:
+                value, error = self._commit_alone(fn, verify)
+            finally:
+                self._hand_on([])
+            if error is not None:
+                raise error
+            return value  # type: ignore[no-any-return]
+        batch: list[_Write] | None = None
+        if op is None:
+            op = _Write(fn, verify, autocommit, step_row)
+            batch = [op]
+        else:
             assert op.wake is not None
             op.wake.acquire()
             if not op.done:  # handed the lead: commit the whole queue, which starts with us
@@ -135,27 +148,79 @@ class GroupCommit:
         return op.value  # type: ignore[no-any-return]
 
     def _lead(self, batch: list[_Write]) -> None:
-        """Commit ``batch``, then wake exactly its writers, handing the lead to the next one.
-
-        Writers that queued during the commit are left for the queue head, so a commit wakes
-        the writers it made durable plus one, never every waiting thread.
-        """
+        """Commit ``batch``, then wake exactly its writers, handing the lead to the next one."""
         try:
             if not batch[0].done:
                 self._commit(batch)
         finally:
-            with self._mutex:
-                successor = self._queue[0] if self._queue else None
-                if successor is None:
-                    self._committing = False
-                if self._version_wanted or (successor is None and self._closing):
-                    self._cond.notify_all()  # changed_elsewhere() and close() wait on these
-            for queued in batch[1:]:
-                assert queued.wake is not None
-                queued.wake.release()
-            if successor is not None:
-                assert successor.wake is not None
-                successor.wake.release()
+            self._hand_on(batch[1:])
+
+    def _hand_on(self, followers: list[_Write]) -> None:
+        """End the commit: wake ``followers`` (the writers it made durable), and hand the lead
+        to the queue's head if writers queued meanwhile, else leave the journal idle.
+
+        Writers that queued during the commit are left for the queue head, so a commit wakes
+        the writers it made durable plus one, never every waiting thread.
+        """
+        with self._mutex:
+            successor = self._queue[0] if self._queue else None
+            if successor is None:
+                self._committing = False
+            if self._version_wanted or (successor is None and self._closing):
+                self._cond.notify_all()  # changed_elsewhere() and close() wait on these
+        for queued in followers:
+            assert queued.wake is not None
+            queued.wake.release()
+        if successor is not None:
+            assert successor.wake is not None
+            successor.wake.release()
+
+    def _commit_alone(
+        self, fn: Callable[[apsw.Connection], Any],
+        verify: Callable[[apsw.Connection], bool] | None,
+    ) -> tuple[Any, BaseException | None]:
+        """Commit one ``autocommit`` write on its own: (its value, or the error it gets).
+
+        The statement is its own transaction, in SQLite's autocommit mode. A refusal
+        (``DurableError``) changed nothing; a statement that raised is "outcome unknown" and
+        re-read (``verify``); either way the path is checked before the write is acknowledged.
+        """
+        if self.gone is not None:  # refused before it reaches the WAL of a file no one sees
+            return None, JournalReadOnlyError(self.gone)
+        driver = self.driver
+        conn = driver.writer
+        assert conn is not None
+        value: Any = None
+        error: BaseException | None = None
+        known = False  # the statement's outcome is known: written, or refused
+        try:
+            driver.faults.check_alive()
+            try:
+                value = fn(conn)
+            except DurableError as exc:  # refused: the statement changed nothing
+                error = exc
+            known = True
+            self._sample_version(conn)
+        except apsw.Error as exc:
+            rollback(conn)
+            if not known:
+                op = _Write(fn, verify, True, None)
+                self._settle_unknown([op], translate(exc, driver.path))
+                value, error = op.value, op.error
+        except BaseException:  # a simulated crash, KeyboardInterrupt: nothing settles
+            rollback(conn)
+            raise
+        gone = self._moved()
+        if gone is not None and error is None:  # committed to a file no one sees: refused
+            value, error = None, JournalReadOnlyError(gone)
+        return value, error
+
+    def _moved(self) -> str | None:
+        """Why the journal's path no longer names its file (then every write is refused)."""
+        gone = self.driver.moved()
+        if gone is not None:
+            self.gone = gone
+        return gone
 
     def _commit(self, batch: list[_Write]) -> None:
         """One transaction for the whole batch, with no statement per write beyond its own.
@@ -172,19 +237,19 @@ class GroupCommit:
             for op in batch:
                 op.error, op.done = JournalReadOnlyError(self.gone), True
             return
+        if len(batch) == 1 and batch[0].autocommit:
+            op = batch[0]
+            try:
+                op.value, op.error = self._commit_alone(op.fn, op.verify)
+            except BaseException as exc:
+                op.error, op.done = exc, True
+                raise
+            op.done = True
+            return
         faults = driver.faults
         todo = batch
         grouped = True
         try:
-            if len(batch) == 1 and batch[0].autocommit:
-                faults.check_alive()
-                op = batch[0]
-                try:
-                    op.value = op.fn(conn)
-                except DurableError as exc:  # refused: the statement changed nothing
-                    op.error = exc
-                todo = []
-                self._sample_version(conn)
             while todo:
                 conn.execute("BEGIN IMMEDIATE")
                 rest = _insert_step_rows(conn, todo) if grouped else todo
@@ -209,9 +274,8 @@ class GroupCommit:
                 op.error = op.error or exc
                 op.done = True
             raise
-        gone = driver.moved()
+        gone = self._moved()
         if gone is not None:  # committed to a file deleted or replaced: not acknowledged
-            self.gone = gone
             for op in batch:
                 if op.error is None:
                     op.value, op.error = None, JournalReadOnlyError(gone)

@@ -110,6 +110,7 @@ class Driver:
         self._has_moved = ctypes.c_int(0)
         self._has_moved_at = ctypes.addressof(self._has_moved)
         self.abspath = os.path.abspath(path)  # the message must not follow a later chdir
+        self._wal_path = self.abspath + "-wal"
         self._immutable = False  # read-only file system: see ``_may_read_immutable``
         writer: apsw.Connection | None = None
         reader: apsw.Connection | None = None
@@ -345,8 +346,9 @@ class Driver:
         if not self._has_moved.value:
             # SQLite keeps writing to the -wal it has open; if the path's one was deleted, every
             # commit since lives only in an unlinked file and a crash loses it (and what came
-            # before, that was never checkpointed).
-            if os.path.exists(self.abspath + "-wal"):
+            # before, that was never checkpointed). ``access`` answers what ``exists`` would
+            # (the path resolves) without building a ``stat_result``, a third of the check.
+            if os.access(self._wal_path, os.F_OK):
                 return None
             return (
                 f"the journal's write-ahead log {self.path}-wal was deleted while this App had "
