@@ -275,7 +275,11 @@ def set_event(key: str, value: Any) -> None:
 
 def event(workflow_id: str, key: str, *, type: Any = None) -> Future[Any]:
     """Workflow ``workflow_id``'s event ``key`` as a durable future: it settles once the
-    event is set, with the value it has then (recorded, so replay sees the same value)."""
+    event is set, with the value it has then (recorded, so replay sees the same value).
+
+    It waits even while no workflow has that id (one may be started later, by anyone); race
+    it with a timer, or use ``ld.get_event(..., timeout=)``, to bound the wait.
+    """
     run = current_run("event")
     target, name = check_workflow_id(workflow_id), _key(key, "an event key")
     hint, runtime = _hint(type), run.runtime
