@@ -14,13 +14,15 @@ Every decision the workflow code sees (including on replays) is passed to ``obse
 event)``, outside the journal, so a test can check that a replay decides as the first run did.
 
 Run as a child: ``python message_programs.py DB ROLE`` (ROLE ``receiver`` or ``sender``) with
-the program as JSON on stdin; it prints ``launched`` and then ``done``.
+the program (``messages``, ``ops``, the sender's ``pace`` in seconds per message) as JSON on
+stdin; it prints ``launched`` and then ``done``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,8 +35,9 @@ def build(path: str, observe: Observe, **options: Any) -> tuple[ld.App, Any, Any
     app = ld.App(path, app_version="messages", **options)
 
     @app.workflow(name="sender")
-    def sender(messages: list[list[str]]) -> int:
+    def sender(messages: list[list[str]], pace: float = 0.0) -> int:
         for topic, value in messages:
+            time.sleep(pace)  # a test's pacing, so a kill finds the pair at work (not journaled)
             ld.send("receiver", value, topic=topic)
         return len(messages)
 
@@ -96,7 +99,8 @@ def main(path: str, role: str) -> None:
         handle = app.start(receiver, program["ops"], counts_of(program["messages"]),
                            workflow_id="receiver")
     else:
-        handle = app.start(sender, program["messages"], workflow_id="sender")
+        handle = app.start(sender, program["messages"], program.get("pace", 0.0),
+                           workflow_id="sender")
     print("launched", flush=True)
     handle.result()
     print("done", flush=True)

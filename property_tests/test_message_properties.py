@@ -180,10 +180,10 @@ def test_negative_control_a_redecided_timeout_is_caught() -> None:
 def test_sigkilled_sender_and_receiver_processes_deliver_exactly_once() -> None:
     """Two processes on one file, SIGKILLed at random moments and restarted until done."""
     rng = random.Random(1414)
-    messages = [[t, f"{t}{i}"] for i, t in enumerate(rng.choice("ab") for _ in range(40))]
+    messages = [[t, f"{t}{i}"] for i, t in enumerate(rng.choice("ab") for _ in range(200))]
     ops = [["select", 3600], ["recv", "a"], ["future", "b"], ["timeout", "a"],
            ["select", 0], ["recv", "b"]] * 3
-    program = json.dumps({"messages": messages, "ops": ops})
+    program = json.dumps({"messages": messages, "ops": ops, "pace": 0.005})
     with scratch_dir() as d:
         path = os.path.join(d, "j.db")
         procs: dict[str, subprocess.Popen[str]] = {}
@@ -203,11 +203,17 @@ def test_sigkilled_sender_and_receiver_processes_deliver_exactly_once() -> None:
             spawn("receiver")
             assert procs["receiver"].stdout is not None
             assert procs["receiver"].stdout.readline().strip() == "launched"
+            launched = [procs["receiver"]]
             spawn("sender")
             live_kills = 0
             for _ in range(6):
-                threading.Event().wait(rng.uniform(0.2, 1.2))
                 role = rng.choice(["sender", "receiver"])
+                stdout = procs[role].stdout
+                assert stdout is not None
+                if procs[role] not in launched:
+                    stdout.readline()  # "launched" (or nothing: it finished and exited)
+                    launched.append(procs[role])
+                threading.Event().wait(rng.uniform(0.0, 0.2))
                 live_kills += procs[role].poll() is None
                 procs[role].kill()
                 procs[role].wait(30)
