@@ -76,13 +76,15 @@ class Observed:
 
 
 def run(path: str, messages: list[list[str]], ops: list[list[Any]],
-        crash: tuple[str, int], defects: tuple[str, ...] = ()) -> list[str]:
+        crash: tuple[str, int], defects: tuple[str, ...] = (),
+        topic: str | None = None) -> list[str]:
     """Run the pair with a crash at ``crash``, reopen, finish; the invariants broken."""
     observed = Observed()
     app, sender, receiver = build(path, observed, clock=FakeClock(), workers=2,
                                   suspend_after=0.5)
     app.faults.inject(*defects)
-    switch = crash_at(app, crash[0], nth=crash[1])
+    switch = crash_at(app, crash[0], nth=crash[1],  # only at receives on ``topic``, if given
+                      when=None if topic is None else lambda info: info.get("name") == topic)
     with app:
         handles = [app.start(receiver, ops, counts_of(messages), workflow_id="receiver")]
         with contextlib.suppress(Crash):  # the receiver may crash the App first
@@ -172,8 +174,8 @@ def test_negative_control_a_redecided_timeout_is_caught() -> None:
     assert any(p.startswith("timeouts") for p in problems), problems
     # crashed after the code saw the timeout: the replay is seen deciding otherwise
     with scratch_dir() as d:
-        problems = run(os.path.join(d, "seen.db"), *program, ("before_receive", 3),
-                       defects=("redecide_timeout",))
+        problems = run(os.path.join(d, "seen.db"), *program, ("before_receive", 1),
+                       defects=("redecide_timeout",), topic="a")
     assert "decision 0 seen as [['timeout', 'c'], ['recv', 'c', 'late']]" in problems, problems
 
 
