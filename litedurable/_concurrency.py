@@ -463,7 +463,14 @@ def _decide(wf_run: WorkflowRun, futs: list[Future[Any]], timeout: float | None,
                                   recorded_shown=f"{kind} over steps {recorded}",
                                   called_shown=f"{kind} over steps {candidates}")
         if row.finished_at is not None:
-            return _decided(wf_run, futs, step, extra["winner"])
+            winner = extra["winner"]
+            if winner < 0 and runtime.faults.defects and runtime.faults.broken(
+                    "redecide_timeout"):  # a negative control's broken engine, never otherwise
+                for f in futs:
+                    if isinstance(f, ExternalFuture) and not f._settled():
+                        f._refresh()
+                winner = next((i for i, f in enumerate(futs) if f._settled()), -1)
+            return _decided(wf_run, futs, step, winner)
         return _wait_and_decide(wf_run, futs, candidates, step, kind,
                                 extra.get("deadline"))  # still open
 

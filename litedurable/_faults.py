@@ -28,6 +28,10 @@ CRASH_POINTS: tuple[str, ...] = (
     "after_commit",  # the step row is durable; the caller has not seen the value
     "before_decision",  # a select chose its winner; the decision is not written
     "after_decision",  # the decision is durable; code after the select has not run
+    "before_send",  # ld.send's step number is taken; the message and its row are not written
+    "after_send",  # the message and the sender's step row are durable; send has not returned
+    "before_receive",  # a message future is about to try to consume its topic's oldest message
+    "after_receive",  # a message is consumed and recorded; the workflow has not seen it
     "before_outcome",  # the workflow function returned; its outcome is not written
     "after_outcome",  # the workflow's outcome is durable
     "recovery",  # launch() claimed pending workflows and is about to resume them
@@ -48,6 +52,8 @@ DEFECTS: Mapping[str, str] = {
                  "re-reading the file (D4: an acknowledged row may be missing)",
     "no_sync": "the journal is opened with synchronous=OFF whatever its durability (G2: a "
                "power loss loses acknowledged commits even with durability='full')",
+    "redecide_timeout": "a replayed select (or recv/get_event) that timed out waits again: a "
+                        "message or event that arrived since the crash wins instead",
 }
 """The deliberately broken variants a negative control may switch on, and what each breaks.
 

@@ -100,6 +100,11 @@ def _step_row(run: WorkflowRun, step: int, kind: StepKind, name: str,
                    now if finished else None)
 
 
+def _fire(run: WorkflowRun, point: str, step: int, name: str) -> None:
+    """Crash point ``point`` (crash tests only: callers check ``faults.callback`` first)."""
+    run.runtime.faults.fire(point, workflow_id=run.workflow_id, step=step, name=name)
+
+
 # -- messages -------------------------------------------------------------------------------
 
 
@@ -117,9 +122,14 @@ class MessageFuture(ExternalFuture[T]):
         run = self._run
         runtime = run.runtime
         row = _step_row(run, self.step, StepKind.MESSAGE, self.topic, None, finished=False)
+        crash_tests = runtime.faults.callback is not None
+        if crash_tests:
+            _fire(run, "before_receive", self.step, self.topic)
         payload = runtime.storage.take_message(run.workflow_id, self.topic, row, runtime.owner,
                                                open_row=False)
         if payload is not None:
+            if crash_tests:
+                _fire(run, "after_receive", self.step, self.topic)
             self._taken = runtime.steps.replay(row._replace(output=payload), self._hint)
 
     def _probe(self) -> bool:
@@ -149,8 +159,13 @@ def message(topic: str | None = None, *, type: Any = None) -> Future[Any]:
 
     def live(step: int) -> MessageFuture[Any]:
         row = _step_row(run, step, StepKind.MESSAGE, name, None, finished=False)
+        crash_tests = runtime.faults.callback is not None
+        if crash_tests:
+            _fire(run, "before_receive", step, name)
         payload = runtime.storage.take_message(run.workflow_id, name, row, runtime.owner,
                                                open_row=True)
+        if crash_tests and payload is not None:
+            _fire(run, "after_receive", step, name)
         taken = None if payload is None else runtime.steps.replay(
             row._replace(output=payload), hint)
         return MessageFuture(run, step, name, hint, taken)
@@ -187,6 +202,9 @@ def send(workflow_id: str, message: Any, *, topic: str | None = None) -> None:
 
     def live(step: int) -> Outcome:
         row = _step_row(run, step, StepKind.SEND, destination, b"null")
+        crash_tests = runtime.faults.callback is not None
+        if crash_tests:
+            _fire(run, "before_send", step, destination)
         sent = runtime.storage.send_message(
             destination=destination, topic=name, payload=payload, now=row.started_at,
             key=f"{run.workflow_id}:{step}", sender=run.workflow_id, step=row,
@@ -199,6 +217,8 @@ def send(workflow_id: str, message: Any, *, topic: str | None = None) -> None:
                                  error=missing)
             return Outcome(error=missing)
         runtime.delivered(destination)
+        if crash_tests:
+            _fire(run, "after_send", step, destination)
         return Outcome(value=None)
 
     run.journaled(StepKind.SEND, destination,
