@@ -92,3 +92,26 @@ def test_an_event_of_the_wrong_type_is_told_as_an_event(db_path):
             text = str(caught.value)
             assert "event 'size' of workflow 'pub'" in text, text
             assert "Did its type change" not in text, text
+
+
+# -- a reader that never ends ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "app.get_event waits for an event a finished workflow can never set (a succeeded workflow "
+    "is not resumed): without timeout= the caller hangs forever, unlike read_stream, which ends "
+    "when its workflow ends (_messages.get_event_outside checks only that the workflow exists). "
+    "Which error to raise (a new one, or LookupError-like) is an API choice left to the lead."))
+def test_get_event_of_a_finished_workflow_that_never_set_it_does_not_wait(db_path):
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def quiet() -> int:
+        return 1
+
+    with app:
+        app.start(quiet, workflow_id="quiet").result(timeout=30)
+        # timeout= only turns the hang into a failure: a fix raises at the first look
+        with pytest.raises(ld.DurableError) as caught:
+            app.get_event("quiet", "never", timeout=2)
+        assert not isinstance(caught.value, ld.WaitTimeoutError), caught.value
