@@ -483,8 +483,13 @@ class Promise(ExternalFuture[T]):
         self.id = promise_id
 
     def _refresh(self) -> None:
-        runtime = self._run.runtime
+        run = self._run
+        runtime = run.runtime
         row = runtime.storage.get_promise(self.id)
+        if row is not None and row.workflow_id != run.workflow_id:
+            # A fork replays its source's promise, with the source's id: a settlement here
+            # wakes the source (``delivered``), so this run must be woken with it.
+            runtime.wake_on_outcome(run.workflow_id, row.workflow_id)
         if row is None or row.settled_at is None:
             return
         if row.error is not None:
@@ -492,7 +497,7 @@ class Promise(ExternalFuture[T]):
             return
         assert row.output is not None
         self._taken = _received(
-            self._run, StepRow(row.workflow_id, row.step, StepKind.PROMISE, "promise",
+            run, StepRow(row.workflow_id, row.step, StepKind.PROMISE, "promise",
                                row.output, None, None, row.created_at, row.settled_at),
             self._hint, f"the value resolving promise {self.id!r}")
 

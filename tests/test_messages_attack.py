@@ -115,3 +115,32 @@ def test_get_event_of_a_finished_workflow_that_never_set_it_does_not_wait(db_pat
         with pytest.raises(ld.DurableError) as caught:
             app.get_event("quiet", "never", timeout=2)
         assert not isinstance(caught.value, ld.WaitTimeoutError), caught.value
+
+
+# -- a fork waiting on the promise it replays ------------------------------------------------------
+# A fork copies its source's journal rows, so its promise is the source's (same id). Settling it
+# woke only the source's workflow id (``settle_promise`` -> ``Runtime.delivered``): a fork
+# waiting in the same process slept forever.
+
+
+@pytest.mark.parametrize("suspend_after", [2.0, 0.0])
+def test_a_fork_waiting_on_its_sources_promise_is_woken_by_its_settlement(db_path,
+                                                                         suspend_after):
+    app = ld.App(db_path, suspend_after=suspend_after)
+
+    @app.workflow()
+    def payment() -> Any:
+        p = ld.promise()
+        ld.set_event("pid", p.id)
+        return p.result()
+
+    with app:
+        app.start(payment, workflow_id="pay")
+        pid = app.get_event("pay", "pid", timeout=30)
+        assert app.cancel("pay")
+        fork = app.fork("pay", 1, new_id="pay-fork")  # it replays the promise, sets the event
+        assert app.get_event("pay-fork", "pid", timeout=30) == pid
+        # the fork now goes on to wait on the promise; settling it first would not test the
+        # wake-up, but it cannot make this test fail wrongly
+        assert app.resolve(pid, "paid") is True
+        assert fork.result(timeout=30) == "paid"
