@@ -36,6 +36,7 @@ from ._concurrency import ExternalFuture, Future
 from ._errors import (
     PromiseNotFoundError,
     PromiseRejectedError,
+    SerializationError,
     UsageError,
     WaitTimeoutError,
     WorkflowNotFoundError,
@@ -93,6 +94,28 @@ def _hint(type_: Any) -> Any:
     return Any if type_ is None else type_
 
 
+def _received(run: WorkflowRun, row: StepRow, hint: Any, what: str) -> Outcome:
+    """The value a receive took (its step row), read as ``hint`` (see ``_explained``)."""
+    return _explained(run.runtime.steps.replay(row, hint), row, hint, what)
+
+
+def _explained(outcome: Outcome, row: StepRow, hint: Any, what: str) -> Outcome:
+    """``outcome``, with a failure to read ``row``'s value as ``type=`` told as what it is.
+
+    That value was sent (or set, or resolved) in another shape: the codec's own text blames a
+    change of type since recording, which misleads here. A replay gets the same error, so a
+    first run and a replay agree.
+    """
+    if isinstance(outcome.error, SerializationError) and row.output is not None:
+        cause = outcome.error.__context__  # the converter's own complaint
+        return Outcome(error=SerializationError(
+            f"{what} is {row.output[:80]!r}, which cannot be read as type={hint!r} "
+            f"({cause or outcome.error}); it is taken (step {row.step} of "
+            f"{row.workflow_id!r}) and not read again. Make the sender pass that shape, or "
+            "receive without type= and convert the value yourself."))
+    return outcome
+
+
 def _step_row(run: WorkflowRun, step: int, kind: StepKind, name: str,
               output: bytes | None, *, finished: bool = True) -> StepRow:
     now = run.runtime.clock.now()
@@ -130,7 +153,8 @@ class MessageFuture(ExternalFuture[T]):
         if payload is not None:
             if crash_tests:
                 _fire(run, "after_receive", self.step, self.topic)
-            self._taken = runtime.steps.replay(row._replace(output=payload), self._hint)
+            self._taken = _received(run, row._replace(output=payload), self._hint,
+                                    f"the message on topic {self.topic!r}")
 
     def _probe(self) -> bool:
         run = self._run
@@ -155,7 +179,8 @@ def message(topic: str | None = None, *, type: Any = None) -> Future[Any]:
     def replay(step: int, row: StepRow) -> MessageFuture[Any]:
         if row.finished_at is None:  # it was waiting, and nothing has been consumed for it
             return MessageFuture(run, step, name, hint)
-        return MessageFuture(run, step, name, hint, runtime.steps.replay(row, hint))
+        return MessageFuture(run, step, name, hint,
+                             _received(run, row, hint, f"the message on topic {name!r}"))
 
     def live(step: int) -> MessageFuture[Any]:
         row = _step_row(run, step, StepKind.MESSAGE, name, None, finished=False)
@@ -166,8 +191,8 @@ def message(topic: str | None = None, *, type: Any = None) -> Future[Any]:
                                                open_row=True)
         if crash_tests and payload is not None:
             _fire(run, "after_receive", step, name)
-        taken = None if payload is None else runtime.steps.replay(
-            row._replace(output=payload), hint)
+        taken = None if payload is None else _received(
+            run, row._replace(output=payload), hint, f"the message on topic {name!r}")
         return MessageFuture(run, step, name, hint, taken)
 
     return run.journaled(StepKind.MESSAGE, name, replay, live)
@@ -265,9 +290,11 @@ class EventFuture(ExternalFuture[T]):
         runtime = run.runtime
         value = runtime.storage.get_event(self.target, self.key)
         if value is not None:
-            self._taken = runtime.steps.record_copy(
-                run.workflow_id, self.step, StepKind.EVENT, _event_name(self.target, self.key),
-                value, None, self._hint)
+            name = _event_name(self.target, self.key)
+            self._taken = _explained(runtime.steps.record_copy(
+                run.workflow_id, self.step, StepKind.EVENT, name, value, None, self._hint),
+                _step_row(run, self.step, StepKind.EVENT, name, value), self._hint,
+                f"event {self.key!r} of workflow {self.target!r}")
 
     def _probe(self) -> bool:
         return self._run.runtime.storage.get_event(self.target, self.key) is not None
@@ -309,7 +336,8 @@ def event(workflow_id: str, key: str, *, type: Any = None) -> Future[Any]:
     def replay(step: int, row: StepRow) -> EventFuture[Any]:
         if row.finished_at is None:
             return EventFuture(run, step, target, name, hint)
-        return EventFuture(run, step, target, name, hint, runtime.steps.replay(row, hint))
+        return EventFuture(run, step, target, name, hint,
+                           _received(run, row, hint, f"event {name!r} of workflow {target!r}"))
 
     def live(step: int) -> EventFuture[Any]:
         value = runtime.storage.get_event(target, name)
@@ -317,8 +345,11 @@ def event(workflow_id: str, key: str, *, type: Any = None) -> Future[Any]:
             runtime.steps.record(run.workflow_id, step, StepKind.EVENT, step_name, None, Any,
                                  open_row=True)
             return EventFuture(run, step, target, name, hint)
-        taken = runtime.steps.record_copy(run.workflow_id, step, StepKind.EVENT, step_name,
-                                          value, None, hint)
+        taken = _explained(
+            runtime.steps.record_copy(run.workflow_id, step, StepKind.EVENT, step_name,
+                                      value, None, hint),
+            _step_row(run, step, StepKind.EVENT, step_name, value), hint,
+            f"event {name!r} of workflow {target!r}")
         return EventFuture(run, step, target, name, hint, taken)
 
     return run.journaled(StepKind.EVENT, step_name, replay, live)
@@ -476,17 +507,23 @@ class Promise(ExternalFuture[T]):
         self.id = promise_id
 
     def _refresh(self) -> None:
-        runtime = self._run.runtime
+        run = self._run
+        runtime = run.runtime
         row = runtime.storage.get_promise(self.id)
+        if row is not None and row.workflow_id != run.workflow_id:
+            # A fork replays its source's promise, with the source's id: a settlement here
+            # wakes the source (``delivered``), so this run must be woken with it.
+            runtime.wake_on_outcome(run.workflow_id, row.workflow_id)
         if row is None or row.settled_at is None:
             return
         if row.error is not None:
             self._taken = Outcome(error=runtime.codec.decode_error(row.error))
             return
         assert row.output is not None
-        self._taken = runtime.steps.replay(
-            StepRow(row.workflow_id, row.step, StepKind.PROMISE, "promise", row.output, None,
-                    None, row.created_at, row.settled_at), self._hint)
+        self._taken = _received(
+            run, StepRow(row.workflow_id, row.step, StepKind.PROMISE, "promise",
+                               row.output, None, None, row.created_at, row.settled_at),
+            self._hint, f"the value resolving promise {self.id!r}")
 
     def _probe(self) -> bool:
         row = self._run.runtime.storage.get_promise(self.id)
