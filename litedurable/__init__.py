@@ -46,6 +46,7 @@ from ._concurrency import (
 from ._errors import (
     AppClosedError,
     DurableError,
+    EventNotSetError,
     InvalidIdError,
     JournalCorruptError,
     JournalError,
@@ -95,6 +96,7 @@ __all__ = [
     "ChildHandle",
     "Clock",
     "DurableError",
+    "EventNotSetError",
     "Future",
     "Handle",
     "InvalidIdError",

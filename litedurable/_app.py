@@ -730,6 +730,7 @@ class App:
 
         Raises:
             WaitTimeoutError: ``timeout`` seconds passed first. WorkflowNotFoundError.
+            EventNotSetError: the workflow ended without setting it (outside workflows).
         """
         if isinstance(current(), WorkflowRun):
             return messages.get_event(workflow_id, key, timeout=timeout, type=type)

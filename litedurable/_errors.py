@@ -38,6 +38,7 @@ from __future__ import annotations
 __all__ = [
     "AppClosedError",
     "DurableError",
+    "EventNotSetError",
     "InvalidIdError",
     "JournalCorruptError",
     "JournalError",
@@ -97,6 +98,10 @@ class WorkflowConflictError(DurableError, ValueError):
 
 class WorkflowNotFoundError(DurableError, LookupError):
     """No workflow with this id exists in the journal."""
+
+
+class EventNotSetError(DurableError, LookupError):
+    """``app.get_event`` on a workflow that ended without setting that event."""
 
 
 class PromiseNotFoundError(DurableError, LookupError):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._concurrency import ExternalFuture, Future
 from ._errors import (
+    EventNotSetError,
     PromiseNotFoundError,
     PromiseRejectedError,
     SerializationError,
@@ -375,12 +376,18 @@ def get_event_outside(app: App, workflow_id: str, key: str, *,
     seen = runtime.outside_waiting(+1)
     try:
         while True:
+            row = storage.get_workflow(target)  # before the event: one set before it ended shows
             value = storage.get_event(target, name)
             if value is not None:
                 return app.codec.decode(value, _hint(type),
                                         f"event {name!r} of workflow {target!r}")
-            if storage.get_workflow(target) is None:
+            if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {target!r} in {storage.path}")
+            if row.status != Status.PENDING:  # nothing can set it now: waiting would hang
+                raise EventNotSetError(
+                    f"workflow {target!r} ended ({row.status}) without setting event {name!r}; "
+                    "it can only be set if the workflow is resumed (app.resume), so nothing "
+                    "waits for it")
             seen = _wait_outside(app, seen, limit,
                                  f"event {name!r} of workflow {target!r} was not set")
     finally:

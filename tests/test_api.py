@@ -18,6 +18,7 @@ EXPECTED_ALL = [
     "ChildHandle",
     "Clock",
     "DurableError",
+    "EventNotSetError",
     "Future",
     "Handle",
     "InvalidIdError",

@@ -97,11 +97,8 @@ def test_an_event_of_the_wrong_type_is_told_as_an_event(db_path):
 # -- a reader that never ends ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "app.get_event waits for an event a finished workflow can never set (a succeeded workflow "
-    "is not resumed): without timeout= the caller hangs forever, unlike read_stream, which ends "
-    "when its workflow ends (_messages.get_event_outside checks only that the workflow exists). "
-    "Which error to raise (a new one, or LookupError-like) is an API choice left to the lead."))
+# app.get_event waited for an event a finished workflow can never set: without timeout= the
+# caller hung forever, unlike read_stream, which ends when its workflow ends.
 def test_get_event_of_a_finished_workflow_that_never_set_it_does_not_wait(db_path):
     app = ld.App(db_path)
 
@@ -112,9 +109,9 @@ def test_get_event_of_a_finished_workflow_that_never_set_it_does_not_wait(db_pat
     with app:
         app.start(quiet, workflow_id="quiet").result(timeout=30)
         # timeout= only turns the hang into a failure: a fix raises at the first look
-        with pytest.raises(ld.DurableError) as caught:
-            app.get_event("quiet", "never", timeout=2)
-        assert not isinstance(caught.value, ld.WaitTimeoutError), caught.value
+        with pytest.raises(ld.EventNotSetError, match=r"'quiet' ended \(succeeded\) without "
+                           r"setting event 'never'.*app.resume"):
+            app.get_event("quiet", "never", timeout=30)
 
 
 # -- a fork waiting on the promise it replays ------------------------------------------------------
