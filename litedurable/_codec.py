@@ -361,9 +361,13 @@ class Codec:
                 else:
                     data = _dumps(value).encode()
         except (TypeError, ValueError, RecursionError, UnicodeError) as exc:
+            # An object JSON has no form for comes back from unstructuring as itself, and the
+            # encoder's fallback then recurses: Python's "maximum recursion depth" says nothing.
+            why = ("it has no JSON form, or contains itself" if isinstance(exc, RecursionError)
+                   else str(exc))
             raise SerializationError(
                 f"{what} has type {type_name(value)}, which litedurable cannot serialize to JSON "
-                f"({exc}). Return or pass JSON values, bytes, datetimes, Decimal, UUID, tuples, "
+                f"({why}). Return or pass JSON values, bytes, datetimes, Decimal, UUID, tuples, "
                 "sets, or (with a type hint naming them) dataclasses, attrs classes and enums; "
                 "convert other objects before they cross a step or workflow boundary."
             ) from None

@@ -141,3 +141,20 @@ def test_a_fork_waiting_on_its_sources_promise_is_woken_by_its_settlement(db_pat
         # wake-up, but it cannot make this test fail wrongly
         assert app.resolve(pid, "paid") is True
         assert fork.result(timeout=30) == "paid"
+
+
+def test_an_object_with_no_json_form_is_refused_with_a_cause_that_says_so(db_path):
+    # The cause read "maximum recursion depth exceeded in comparison" (Codec.encode).
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def idle() -> int:
+        return ld.recv()
+
+    with app:
+        app.start(idle, workflow_id="idle")
+        with pytest.raises(ld.SerializationError, match=r"type object.*no JSON form") as caught:
+            app.send("idle", object())
+        assert "recursion" not in str(caught.value)
+        app.send("idle", 1)
+        assert app.handle("idle").result(timeout=30) == 1
