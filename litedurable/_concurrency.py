@@ -248,8 +248,9 @@ class ExternalFuture(Future[T]):
     journaled write the workflow makes itself (consuming a message, copying an event) or by
     the settlement itself (a promise). ``_refresh`` does that I/O: it runs in the workflow's
     thread, outside ``WorkflowRun.cond``, before each wait that includes the future and after
-    each wake-up (``Runtime.poke``). ``_probe`` is the read-only question the commit watcher
-    asks for a workflow waiting on it: "might ``_refresh`` settle it now?".
+    each wake-up (``Runtime.delivered``, or the commit watcher). ``_probe`` is the read-only
+    question the commit watcher asks for a workflow waiting on it: "might ``_refresh`` settle
+    it now?".
     """
 
     __slots__ = ("_hint", "_taken")
@@ -387,19 +388,11 @@ def wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: boo
     def ready() -> bool:
         return check(f._settled() for f in futs)
 
-    if not external:
-        while not ready():
-            pending = [d for f in futs if not f._settled() and (d := f._deadline()) is not None]
-            wake = min([*pending, *([] if deadline is None else [deadline])], default=None)
-            wf_run.wait(ready, wake, timer_only=timer_only, steps_ready=steps_ready)
-            if deadline is not None and clock.now() >= deadline:
-                return
-        return
     while True:
         pokes = wf_run.pokes  # read before looking: a poke after the look wakes the wait
-        unsettled = sorted((f for f in external if not f._settled()), key=lambda f: f.step)
-        if not wf_run.replay_only:  # an offline replay writes nothing
-            for f in unsettled:  # in step order: the older future takes the older message
+        if external and not wf_run.replay_only:  # an offline replay writes nothing
+            # In step order: the older future takes the older message.
+            for f in sorted((f for f in external if not f._settled()), key=lambda f: f.step):
                 f._refresh()
                 if f._settled() and not all_settled:
                     break
@@ -407,10 +400,13 @@ def wait_until(wf_run: WorkflowRun, futs: list[Future[Any]], *, all_settled: boo
             return
         pending = [d for f in futs if not f._settled() and (d := f._deadline()) is not None]
         wake = min([*pending, *([] if deadline is None else [deadline])], default=None)
-        wf_run.listening = [f._probe for f in external if not f._settled()]
-        wf_run.wait(functools.partial(_poked_or, ready, wf_run, pokes), wake,
-                    timer_only=False, steps_ready=steps_ready)
-        wf_run.listening = []
+        if external:
+            wf_run.listening = [f._probe for f in external if not f._settled()]
+            wf_run.wait(functools.partial(_poked_or, ready, wf_run, pokes), wake,
+                        timer_only=False, steps_ready=steps_ready)
+            wf_run.listening = []
+        else:
+            wf_run.wait(ready, wake, timer_only=timer_only, steps_ready=steps_ready)
         if deadline is not None and clock.now() >= deadline:
             return
 
