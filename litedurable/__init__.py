@@ -59,6 +59,7 @@ from ._errors import (
     OwnershipLostError,
     PromiseNotFoundError,
     PromiseRejectedError,
+    QueueDeduplicatedError,
     RecordedError,
     ScheduleNotFoundError,
     SerializationError,
@@ -84,8 +85,9 @@ from ._messages import (
     set_event,
     write_stream,
 )
+from ._queues import Queue
 from ._scheduler import CATCH_UP_LIMIT
-from ._types import Retry, ScheduleInfo, Status, StepInfo, WorkflowInfo
+from ._types import QueueInfo, Retry, ScheduleInfo, Status, StepInfo, WorkflowInfo
 
 __version__ = "0.1.0"
 
@@ -112,6 +114,9 @@ __all__ = [
     "Promise",
     "PromiseNotFoundError",
     "PromiseRejectedError",
+    "Queue",
+    "QueueDeduplicatedError",
+    "QueueInfo",
     "RecordedError",
     "Retry",
     "ScheduleInfo",

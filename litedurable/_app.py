@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from ._context import current
 from ._cron import Cron
 from ._errors import (
     AppClosedError,
+    QueueDeduplicatedError,
     ScheduleNotFoundError,
     UsageError,
     WorkflowCancelledError,
@@ -35,15 +37,26 @@ from ._errors import (
 from ._faults import Faults
 from ._handle import ChildHandle, Handle
 from ._lease import Lease
-from ._records import schedule_info, step_info, workflow_info
+from ._queues import Dequeuer, Queue, queue_spec
+from ._records import queue_info, schedule_info, step_info, workflow_info
 from ._registry import Registry, WorkflowDef
 from ._replay import replay_offline
 from ._run import WorkflowRun
 from ._runtime import Runtime
 from ._scheduler import Scheduler, schedule_row
 from ._steps import Outcome
-from ._storage import Durability, ParentNotPending, ScheduleRow, Storage, WorkflowRow
+from ._storage import (
+    Deduplicated,
+    Durability,
+    ParentNotPending,
+    QueueEntry,
+    QueueSpec,
+    ScheduleRow,
+    Storage,
+    WorkflowRow,
+)
 from ._types import (
+    QueueInfo,
     Retry,
     ScheduleInfo,
     Status,
@@ -157,6 +170,9 @@ class App:
         self._recovering = threading.Lock()
         self._schedules: dict[str, ScheduleRow] = {}  # declared in code; written at launch
         self._scheduler: Scheduler | None = None
+        self._queues: dict[str, QueueSpec] = {}  # declared in code; consumed once launched
+        self._dequeuer: Dequeuer | None = None
+        self._serving = threading.Event()  # set by close(): a serve() returns
 
     # -- registration ---------------------------------------------------------------------
 
@@ -279,6 +295,14 @@ class App:
             storage.upsert_schedule(spec, now)
         self._scheduler = Scheduler(storage, self.clock, self.registry.workflows.__contains__,
                                     self._fire, self.faults)
+        self._dequeuer = Dequeuer(
+            storage, runtime, self.clock, self.faults, queues=self._declared_queues,
+            names=lambda: list(self.registry.workflows), app_version=self._app_version,
+            capacity=self.workflow_threads)
+        with self._lock:
+            queues = list(self._queues.values())
+        for queue in queues:
+            self._consume(queue)
         return self
 
     def close(self) -> None:
@@ -301,6 +325,10 @@ class App:
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None
+        if self._dequeuer is not None:
+            self._dequeuer.stop()
+            self._dequeuer = None
+        self._serving.set()
         lease.stop()
         stuck = runtime.shutdown(self.grace)
         if stuck:
@@ -446,7 +474,12 @@ class App:
             SerializationError: an argument cannot be stored (nothing was written).
             InvalidIdError: the id is not a non-empty storable string.
         """
-        workflow_id: object = kwargs.pop("workflow_id", None)
+        return self._begin(wf, args, kwargs, kwargs.pop("workflow_id", None))
+
+    def _begin(self, wf: Callable[..., R], args: Sequence[Any], kwargs: dict[str, Any],
+               workflow_id: object,
+               place: Callable[[float | None], QueueEntry] | None = None) -> Handle[R]:
+        """``start``, or with ``place`` an enqueue: ``place(timeout)`` is the queue entry."""
         timeout: object = kwargs.pop("timeout", None)
         detached: object = kwargs.pop("detached", False)
         definition = self._definition(wf)
@@ -455,10 +488,11 @@ class App:
             seconds = to_seconds(timeout, "timeout")  # type: ignore[arg-type]
         if not isinstance(detached, bool):
             raise UsageError(f"detached= takes True or False, not {detached!r}")
+        entry = None if place is None else place(seconds)
         scope = current()
         if isinstance(scope, WorkflowRun):
             return self._start_child(scope, definition, args, kwargs, workflow_id, seconds,
-                                     detached)
+                                     detached, entry)
         if detached:
             raise UsageError(
                 "detached=True only applies to a child workflow (app.start inside a workflow); "
@@ -466,8 +500,9 @@ class App:
             )
         self._parts()  # refuse before encoding anything when the App is not launched
         wid = str(uuid.uuid4()) if workflow_id is None else check_workflow_id(workflow_id)
-        deadline = None if seconds is None else self.clock.now() + seconds
-        row = self._insert(definition, wid, args, kwargs, deadline=deadline)
+        # A queued workflow's timeout counts from its dequeue (its entry carries it).
+        deadline = None if seconds is None or entry is not None else self.clock.now() + seconds
+        row = self._insert(definition, wid, args, kwargs, deadline=deadline, queue=entry)
         if row.name != definition.name:
             raise _conflict(wid, row, definition)
         return Handle(self, wid)
@@ -491,8 +526,10 @@ class App:
         deadline: float | None,
         parent_id: str | None = None,
         detached: bool = False,
+        queue: QueueEntry | None = None,
     ) -> WorkflowRow:
-        """Create the workflow and schedule it here, unless the id exists; its row either way."""
+        """Create the workflow and schedule it here (or enqueue it, with ``queue``), unless
+        the id exists; its row either way."""
         storage, runtime = self._parts()
         inputs = self.codec.encode_args(
             definition.fn, args, kwargs, f"the arguments of workflow {definition.name!r}"
@@ -501,15 +538,25 @@ class App:
             created, row = storage.insert_workflow(
                 workflow_id=workflow_id, name=definition.name, inputs=inputs,
                 now=self.clock.now(), app_version=runtime.app_version, parent_id=parent_id,
-                owner=self._owner, deadline=deadline, detached=detached,
+                owner=self._owner, deadline=deadline, detached=detached, queue=queue,
             )
         except ParentNotPending as refused:  # the parent ended meanwhile: it stops here too
             raise WorkflowCancelledError(
                 f"workflow {parent_id!r} is {refused.parent.status}; it cannot start child "
                 f"{workflow_id!r}"
             ) from None
-        if created:
+        except Deduplicated as held:
+            assert queue is not None
+            raise QueueDeduplicatedError(
+                f"queue {queue.queue!r} already has workflow {held.existing_id!r} with dedup "
+                f"key {queue.dedup_key!r} (enqueued or running), so {workflow_id!r} was not "
+                "enqueued; the key frees when that workflow ends",
+                held.existing_id,
+            ) from None
+        if created and queue is None:
             runtime.enqueue(workflow_id, row)
+        elif created and self._dequeuer is not None:
+            self._dequeuer.poke()
         return row
 
     def _start_child(
@@ -521,17 +568,19 @@ class App:
         workflow_id: object,
         timeout: float | None,
         detached: bool,
+        queue: QueueEntry | None = None,
     ) -> ChildHandle[Any]:
-        """Start a child workflow as step ``child`` of ``run`` (replayed: the recorded id)."""
+        """Start (or enqueue) a child workflow as step ``child`` of ``run`` (replayed: the
+        recorded id)."""
         self._check_runtime(run, f"starts a {definition.name!r} child")
         limits = [] if detached or run.row.deadline is None else [run.row.deadline]
-        if timeout is not None:
+        if timeout is not None and queue is None:  # a queued child's counts from its dequeue
             limits.append(self.clock.now() + timeout)
 
         def insert(child_id: object) -> WorkflowRow:
             return self._insert(definition, check_workflow_id(child_id), args, kwargs,
                                 deadline=min(limits, default=None), parent_id=run.workflow_id,
-                                detached=detached)
+                                detached=detached, queue=queue)
 
         step, child_id = start_child(run, definition, workflow_id, insert,
                                      lambda row: _conflict(row.workflow_id, row, definition))
@@ -594,14 +643,15 @@ class App:
         status: Status | str | None = None,
         name: str | None = None,
         app_version: str | None = None,
+        queue: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[WorkflowInfo]:
-        """Workflows matching the filters, newest first."""
+        """Workflows matching the filters (``queue``: enqueued on that queue), newest first."""
         storage, _ = self._parts()
         rows = storage.list_workflows(
             status=None if status is None else Status(status).value, name=name,
-            app_version=app_version, limit=limit, offset=offset,
+            app_version=app_version, queue=queue, limit=limit, offset=offset,
         )
         return [workflow_info(row, self.codec) for row in rows]
 
@@ -651,6 +701,8 @@ class App:
         here = self._runs_version(row.app_version if app_version is None else app_version)
         resumed = storage.resume(workflow_id, self.clock.now(), owner=self._owner if here else None,
                                  app_version=app_version)
+        if self._dequeuer is not None:
+            self._dequeuer.poke()  # a queued workflow resumed goes back to its queue
         if here:
             for wid in resumed:
                 runtime.resume_local(wid)
@@ -693,6 +745,107 @@ class App:
         """Delete finished workflows not updated for ``older_than``; returns how many."""
         storage, _ = self._parts()
         return storage.delete_finished(self.clock.now() - to_seconds(older_than, "older_than"))
+
+    # -- queues (``_queues``) -------------------------------------------------------------
+
+    def queue(self, name: str, *, concurrency: int | None = None,
+              worker_concurrency: int | None = None,
+              rate_limit: tuple[int, float] | None = None,
+              partitioned: bool = False) -> Queue:
+        """Declare queue ``name`` and return it; this App consumes it once launched.
+
+        Every launched App that declares a queue consumes it, and its limits hold across all
+        of them: a dequeue counts, checks and claims in one transaction.
+
+        Args:
+            concurrency: at most this many of the queue's workflows ``pending`` at once,
+                across every process on the file (per ``partition_key`` when partitioned).
+            worker_concurrency: at most this many of them running in this App.
+            rate_limit: ``(n, per_seconds)``: at most ``n`` dequeues in any rolling window of
+                ``per_seconds``, across every process, on the App's clock.
+            partitioned: ``concurrency`` applies per partition key, and every enqueue must
+                give one (e.g. one account's events in order, accounts in parallel).
+
+        Raises:
+            ValueError: a limit that is not an int >= 1 (or a bad rate). UsageError: the
+            name is declared on this App already with other limits.
+        """
+        spec = queue_spec(name, concurrency, worker_concurrency, rate_limit, partitioned)
+        with self._lock:
+            known = self._queues.get(spec.name)
+            if known is not None and known != spec:
+                raise UsageError(
+                    f"queue {spec.name!r} is already declared on this App as "
+                    f"{Queue(self, known)!r}; declare each queue once (keep the Queue object "
+                    "app.queue returned)")
+            self._queues[spec.name] = spec
+            launched = self._dequeuer is not None
+        if launched and known is None:
+            self._consume(spec)
+        return Queue(self, spec)
+
+    def _declared_queues(self) -> list[QueueSpec]:
+        with self._lock:
+            return list(self._queues.values())
+
+    def _consume(self, spec: QueueSpec) -> None:
+        """Record a declared queue in the journal (for tools) and start consuming it."""
+        storage, runtime = self._parts()
+        storage.declare_queue(spec, self.clock.now())
+        dequeuer = self._dequeuer
+        if dequeuer is not None:
+            runtime.wake_consumer = dequeuer.poke
+            dequeuer.poke()
+
+    def _enqueue(self, queue: Queue, wf: Callable[..., R], args: Sequence[Any],
+                 kwargs: dict[str, Any], workflow_id: object, priority: object,
+                 dedup_key: object, partition_key: object) -> Handle[R]:
+        """``Queue.enqueue``: ``start``, into the queue."""
+        if queue._app is not self:
+            raise UsageError(f"queue {queue.name!r} belongs to another App")
+        return self._begin(wf, args, kwargs, workflow_id, lambda timeout: queue.entry(
+            priority, dedup_key, partition_key, timeout))
+
+    def list_queues(self) -> list[QueueInfo]:
+        """Every queue declared on the file or holding workflows, with what waits and runs
+        in it now (across every process), by name."""
+        storage, _ = self._parts()
+        return [queue_info(stats) for stats in storage.queue_stats(self.clock.now(), 60.0)]
+
+    def serve(self) -> None:
+        """Work until SIGINT or SIGTERM, then close gracefully: a long-running worker.
+
+        Launches the App if needed; consumes its queues, fires its schedules and recovers
+        pending workflows until a signal (in the main thread) or ``close()`` from another
+        thread. Running steps then get the ``grace`` period; everything else stays pending
+        for the next start, which resumes it: nothing is lost or repeated.
+        """
+        if self._runtime is None:
+            self.launch()
+        self._serving.clear()
+        caught: list[int] = []
+
+        def stop(signum: int, _frame: object) -> None:
+            caught.append(signum)
+            self._serving.set()
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, stop)
+        with self._lock:
+            queues, schedules = sorted(self._queues), sorted(self._schedules)
+        log.info("litedurable: serving %s (queues: %s; schedules: %s)", self.path,
+                 ", ".join(queues) or "none", ", ".join(schedules) or "none")
+        try:
+            while not self._serving.wait(0.5):
+                pass
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if caught:
+                log.info("litedurable: %s received, closing", signal.Signals(caught[0]).name)
+            self.close()
 
     # -- schedules ------------------------------------------------------------------------
 

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._concurrency import Future, wait_point, wait_until
-from ._errors import UsageError, WorkflowCancelledError, WorkflowNotFoundError
+from ._errors import (
+    QueueDeduplicatedError,
+    UsageError,
+    WorkflowCancelledError,
+    WorkflowNotFoundError,
+)
 from ._registry import WorkflowDef
 from ._run import WorkflowRun
 from ._runtime import SETTLED
@@ -78,9 +83,10 @@ def start_child(
 ) -> tuple[int, str]:
     """Start a child workflow as a ``child`` step of ``run``: (step, child id).
 
-    ``insert(child_id)`` checks the id, creates the child (or finds the id taken) and returns
-    its row; ``conflict(row)`` is the error for an id taken by a workflow of another name,
-    which is recorded as the step's outcome (replay raises it again) and raised.
+    ``insert(child_id)`` checks the id, creates (or enqueues) the child, or finds the id taken,
+    and returns its row; ``conflict(row)`` is the error for an id taken by a workflow of
+    another name. That error, or the ``QueueDeduplicatedError`` of a queued child whose dedup
+    key is held, is recorded as the step's outcome (replay raises it again) and raised.
     """
     if workflow_id is not None and workflow_id in (run.workflow_id, run.row.parent_id):
         whose = "its own" if workflow_id == run.workflow_id else "its parent's"
@@ -95,11 +101,18 @@ def start_child(
         return step, str(steps.replay(row, str).get()), None
 
     def live(step: int) -> tuple[int, str, Exception | None]:
-        row = insert(f"{run.workflow_id}/{step}" if workflow_id is None else workflow_id)
-        refused = None if row.name == definition.name else conflict(row)
-        steps.record(run.workflow_id, step, StepKind.CHILD, definition.name, row.workflow_id,
-                     str, error=refused)
-        return step, row.workflow_id, refused
+        child_id = f"{run.workflow_id}/{step}" if workflow_id is None else workflow_id
+        refused: Exception | None
+        try:
+            row = insert(child_id)
+        except QueueDeduplicatedError as held:  # a decision about the world: recorded
+            refused = held
+        else:
+            child_id = row.workflow_id
+            refused = None if row.name == definition.name else conflict(row)
+        steps.record(run.workflow_id, step, StepKind.CHILD, definition.name, child_id, str,
+                     error=refused)
+        return step, str(child_id), refused
 
     step, child_id, refused = run.journaled(StepKind.CHILD, definition.name, replay, live)
     if refused is not None:

@@ -51,6 +51,7 @@ __all__ = [
     "OwnershipLostError",
     "PromiseNotFoundError",
     "PromiseRejectedError",
+    "QueueDeduplicatedError",
     "RecordedError",
     "ScheduleNotFoundError",
     "SerializationError",
@@ -94,6 +95,16 @@ class NonDeterminismError(DurableError):
 
 class WorkflowConflictError(DurableError, ValueError):
     """A workflow id is already taken by a workflow of another name."""
+
+
+class QueueDeduplicatedError(WorkflowConflictError):
+    """``q.enqueue(..., dedup_key=k)`` while a workflow enqueued with ``k`` on that queue is
+    still enqueued or running; ``existing_id`` is that workflow's id. The key frees when it
+    ends."""
+
+    def __init__(self, message: str, existing_id: str | None = None) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
 
 
 class WorkflowNotFoundError(DurableError, LookupError):

@@ -80,7 +80,7 @@ class Handle(Generic[R]):
             while True:
                 outcome.clear()  # before the read: an outcome committed after it sets it again
                 row = app._row(self.workflow_id)
-                if row.status != Status.PENDING:
+                if Status(row.status).is_terminal:
                     value: R = app._outcome(row)
                     return value
                 storage, _ = app._parts()

@@ -383,7 +383,7 @@ def get_event_outside(app: App, workflow_id: str, key: str, *,
                                         f"event {name!r} of workflow {target!r}")
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {target!r} in {storage.path}")
-            if row.status != Status.PENDING:  # nothing can set it now: waiting would hang
+            if Status(row.status).is_terminal:  # nothing can set it now: waiting would hang
                 raise EventNotSetError(
                     f"workflow {target!r} ended ({row.status}) without setting event {name!r}; "
                     "it can only be set if the workflow is resumed (app.resume), so nothing "
@@ -486,7 +486,7 @@ def read_stream_outside(app: App, workflow_id: str, key: str, *, offset: int,
                 if found:
                     limit = None if seconds is None else time.monotonic() + seconds
                     continue
-                if closed or row is None or row.status != Status.PENDING:
+                if closed or row is None or Status(row.status).is_terminal:
                     return
                 seen = _wait_outside(app, seen, limit,
                                      f"no item came on stream {name!r} of workflow {target!r}")

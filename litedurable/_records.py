@@ -1,18 +1,18 @@
 """Records: journal rows as the public, read-only views (``WorkflowInfo``, ``StepInfo``,
-``ScheduleInfo``) that ``App`` listings and the CLI hand out."""
+``ScheduleInfo``, ``QueueInfo``) that ``App`` listings and the CLI hand out."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ._clock import to_datetime
 from ._codec import Codec
 from ._cron import Cron
-from ._storage import ScheduleRow, StepRow, WorkflowRow
-from ._types import ScheduleInfo, Status, StepInfo, WorkflowInfo
+from ._storage import QueueStats, ScheduleRow, StepRow, WorkflowRow
+from ._types import QueueInfo, ScheduleInfo, Status, StepInfo, WorkflowInfo
 
-__all__ = ["schedule_info", "step_info", "workflow_info"]
+__all__ = ["queue_info", "schedule_info", "step_info", "workflow_info"]
 
 
 def workflow_info(row: WorkflowRow, codec: Codec) -> WorkflowInfo:
@@ -48,4 +48,17 @@ def schedule_info(row: ScheduleRow, now: float) -> ScheduleInfo:
         last_fire=None if row.last_fire is None else
         datetime.fromtimestamp(row.last_fire, cron.zone),
         next_fire=None if row.paused else cron.after(now),
+    )
+
+
+def queue_info(stats: QueueStats) -> QueueInfo:
+    """A queue's limits and counts as the public record."""
+    spec = stats.spec
+    return QueueInfo(
+        name=spec.name, concurrency=spec.concurrency,
+        worker_concurrency=spec.worker_concurrency, rate_limit=spec.rate_limit,
+        partitioned=spec.partitioned, enqueued=stats.enqueued, running=stats.running,
+        started_last_minute=stats.started_recently,
+        oldest_enqueued_at=None if stats.oldest_enqueued_at is None else
+        datetime.fromtimestamp(stats.oldest_enqueued_at, UTC),
     )

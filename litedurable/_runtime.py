@@ -21,6 +21,10 @@ Threads
   messages, events and promises (storage reads, no lock held) and wakes those that say yes.
 * ``litedurable-heartbeat`` (``Lease``): refreshes the owner row; recovers once per lease.
 * ``litedurable-scheduler`` (``Scheduler``): starts the firings of cron schedules.
+* ``litedurable-queue`` (``Dequeuer``): takes queued workflows for this App (``_queues``),
+  when poked: by an enqueue here, a run here ending or suspending (``wake_consumer``), the
+  commit watcher, or a timer at a rate-limit window's opening. It holds no lock while it
+  dequeues; ``Dequeuer._wake`` is its event.
 * The group commit has no thread: whichever writer finds no commit in flight commits.
 
 Locks, what each guards, and nesting
@@ -56,7 +60,8 @@ Locks, what each guards, and nesting
 * ``Timers._cond``: the timer heap; actions run outside it. ``Scheduler._cond``: its poke and
   stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
   and the conditions waiting on it.
-* Events: ``Lease._stop``, ``Runtime._watcher_wake``, and one per ``Handle.result`` waiter.
+* Events: ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
+  (``serve`` returns when it is set), and one per ``Handle.result`` waiter.
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
 storage's or ``Runtime._lock``; ``App._recovering`` then any other; ``Runtime._lock`` then
@@ -72,7 +77,9 @@ Deliberate unlocked reads
   notifies the run under ``WorkflowRun.cond``, which publishes them.
 * ``StepScope.cancel_requested`` by ``ld.cancelled()`` in a body: a flag polled by design.
 * ``Runtime._active``/``_result_events``/``_waiters``/``_outside``/``_listeners`` by the
-  commit watcher, to pick its pace: a stale answer costs one interval.
+  commit watcher, to pick its pace: a stale answer costs one interval. ``_active`` by the
+  queue consumer (``busy``), to size a dequeue: a stale answer takes a few workflows more or
+  less, and a run ending pokes it again.
 * ``Runtime._outside`` by ``changed``: a waiter counts itself before it reads the storage, so
   a commit it could miss was made before that read, which sees it.
 * ``WorkflowRun.listening``: replaced (never mutated) by the run thread; the watcher copies
@@ -228,6 +235,10 @@ class Runtime:
         self.changes = threading.Condition()
         self.change_seq = 0
         self._outside = 0  # such callers waiting now (under ``changes``): the watcher's pace
+        # The queue consumer's poke (``_queues.Dequeuer``), when this App consumes queues:
+        # called when a run here ends or suspends (a thread, maybe a queue slot, is free) and
+        # when another process committed (an enqueue, a slot freed there).
+        self.wake_consumer: Callable[[], None] | None = None
         self._watcher_wake = threading.Event()  # set to look now (or to stop, when closing)
         self._watcher = threading.Thread(
             target=self._commit_watch_loop, name="litedurable-watch", daemon=True
@@ -308,6 +319,11 @@ class Runtime:
         if delta > 0:
             self._watcher_wake.set()  # the commit watcher leaves its idle pace now
         return seen
+
+    @property
+    def busy(self) -> int:
+        """Workflows queued for or on a run thread here (unlocked: a hint, for the consumer)."""
+        return self._active
 
     def is_active(self, workflow_id: str) -> bool:
         with self._lock:
@@ -402,6 +418,8 @@ class Runtime:
                             del self._waiters[target]
         if again:
             self.run_pool.submit(lambda: self._drive(workflow_id))
+        elif self.wake_consumer is not None:
+            self.wake_consumer()  # a run thread is free (and a queue slot, if it ended)
         if suspended:
             assert run is not None and run.wake_ready is not None
             if run.wake_deadline is not None:
@@ -626,11 +644,14 @@ class Runtime:
             self._watcher_wake.clear()
             if self.closing:
                 return
+            consumer = self.wake_consumer
             busy = (self._result_events or self._active or self._waiters or self._outside
-                    or self._listeners)
+                    or self._listeners or consumer is not None)
             interval = WATCH_INTERVAL if busy else IDLE_WATCH_INTERVAL
             try:
                 if self.storage.changed_elsewhere():
+                    if consumer is not None:
+                        consumer()
                     self._foreign_change()
             except AppClosedError:
                 return
@@ -663,8 +684,8 @@ class Runtime:
         # (and reports a workflow deleted meanwhile).
         settled = {w for w in [*targets, *awaited] if statuses.get(w, "pending") in SETTLED}
         self.announce_finished(sorted(settled))
-        self.announce_finished([a for a in awaited if statuses.get(a) != Status.PENDING
-                                and a not in settled], settled=False)
+        self.announce_finished([a for a in awaited if a not in settled and (
+            a not in statuses or Status(statuses[a]).is_terminal)], settled=False)
 
     # -- cancellation and shutdown --------------------------------------------------------
 

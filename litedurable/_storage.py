@@ -27,11 +27,16 @@ from typing import Literal, NamedTuple, Protocol
 from ._errors import DurableError
 
 __all__ = [
+    "Deduplicated",
+    "Dequeued",
     "Durability",
     "MessageRow",
     "OwnerRow",
     "ParentNotPending",
     "PromiseRow",
+    "QueueEntry",
+    "QueueSpec",
+    "QueueStats",
     "ScheduleRow",
     "StepRow",
     "Storage",
@@ -129,6 +134,58 @@ class OwnerRow:
     pid_namespace: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue's limits as an App declares them (``app.queue``); see DESIGN 1c.
+
+    ``concurrency`` bounds the queue's ``pending`` workflows across every process (per
+    partition key when ``partitioned``), ``worker_concurrency`` those of one owner, and
+    ``rate_limit`` = (n, per seconds) the dequeues in any rolling window of that length.
+    """
+
+    name: str
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    rate_limit: tuple[int, float] | None = None
+    partitioned: bool = False
+
+
+class QueueEntry(NamedTuple):
+    """Where an enqueued workflow waits, and what its dequeue applies."""
+
+    queue: str
+    priority: int = 0
+    dedup_key: str | None = None
+    partition_key: str | None = None
+    timeout: float | None = None  # seconds from dequeue to the deadline
+
+
+class Dequeued(NamedTuple):
+    """What one ``dequeue`` took: the workflows now pending under the caller, and, when the
+    rate limit held back workflows that wait, the instant its window lets the next one go."""
+
+    workflow_ids: list[str]
+    reopens_at: float | None
+
+
+class QueueStats(NamedTuple):
+    """A queue as ``queue_stats`` finds it (the limits as last declared, then the counts)."""
+
+    spec: QueueSpec
+    enqueued: int
+    running: int
+    started_recently: int
+    oldest_enqueued_at: float | None
+
+
+class Deduplicated(DurableError):
+    """``insert_workflow`` wrote nothing: ``existing_id`` holds the queue's dedup key."""
+
+    def __init__(self, existing_id: str) -> None:
+        super().__init__(f"the dedup key is held by workflow {existing_id!r}")
+        self.existing_id = existing_id
+
+
 class ParentNotPending(DurableError):
     """``insert_workflow`` wrote nothing: the parent it names is no longer pending.
 
@@ -164,12 +221,14 @@ class Storage(Protocol):
     def insert_workflow(
         self, *, workflow_id: str, name: str, inputs: bytes, now: float, app_version: str,
         parent_id: str | None, owner: str, deadline: float | None = None,
-        detached: bool = False,
+        detached: bool = False, queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
         """Create a pending workflow owned by ``owner`` unless the id exists: (created, row).
 
-        Raises ``ParentNotPending`` (writing nothing) if ``parent_id`` names a workflow that is
-        not pending."""
+        With ``queue``, the workflow is ``enqueued`` instead, owned by no one, until a
+        ``dequeue`` takes it. Raises ``ParentNotPending`` (writing nothing) if ``parent_id``
+        names a workflow that is not pending, and ``Deduplicated`` (writing nothing) if the
+        queue entry's dedup key is held by an enqueued or pending workflow of that queue."""
         ...
 
     def get_workflow(self, workflow_id: str) -> WorkflowRow | None: ...
@@ -209,7 +268,8 @@ class Storage(Protocol):
 
     def list_workflows(
         self, *, status: str | None = None, name: str | None = None,
-        app_version: str | None = None, limit: int | None = None, offset: int = 0,
+        app_version: str | None = None, queue: str | None = None, limit: int | None = None,
+        offset: int = 0,
     ) -> list[WorkflowRow]: ...
 
     def pending_by_version(self) -> dict[str, int]: ...
@@ -289,6 +349,29 @@ class Storage(Protocol):
     def get_promise(self, promise_id: str) -> PromiseRow | None: ...
 
     def promises(self, workflow_id: str) -> list[PromiseRow]: ...
+
+    # -- queues ---------------------------------------------------------------------------
+
+    def dequeue(self, spec: QueueSpec, owner: str, *, now: float, limit: int,
+                names: Sequence[str], app_version: str | None) -> Dequeued:
+        """Take up to ``limit`` of the queue's enqueued workflows for ``owner``, in order
+        (lower priority first, then enqueue order), as far as ``spec``'s limits allow.
+
+        One atomic operation with the claim: each taken workflow becomes pending, owned by
+        ``owner``, its dequeue time ``now`` and its deadline (if its entry has a timeout) set
+        from it; two callers never take the same workflow, and no limit is ever exceeded by
+        callers racing. Only workflows named in ``names`` (and of ``app_version``, if given)
+        are taken."""
+        ...
+
+    def declare_queue(self, spec: QueueSpec, now: float) -> None:
+        """Store (or update) a queue's declared limits, for tools that list queues."""
+        ...
+
+    def queue_stats(self, now: float, window: float) -> list[QueueStats]:
+        """Every queue that is declared or holds workflows, by name; ``started_recently``
+        counts dequeues after ``now - window``."""
+        ...
 
     # -- ownership ------------------------------------------------------------------------
 

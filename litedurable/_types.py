@@ -15,7 +15,8 @@ from typing import Any
 from ._errors import InvalidIdError
 
 __all__ = [
-    "MAX_ID_LENGTH", "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind", "WorkflowInfo",
+    "MAX_ID_LENGTH", "QueueInfo", "Retry", "ScheduleInfo", "Status", "StepInfo", "StepKind",
+    "WorkflowInfo",
     "check_seconds", "check_workflow_id", "to_seconds",
 ]
 
@@ -32,11 +33,14 @@ class Status(enum.StrEnum):
     """Parked: replay met a call that differs from the journal. Fix the code, then resume."""
     EXHAUSTED = "exhausted"
     """Parked: recovered ``max_recovery_attempts`` times without progress."""
+    ENQUEUED = "enqueued"
+    """Waiting in a queue (``q.enqueue``); becomes ``pending`` when a consumer dequeues it."""
 
     @property
     def is_terminal(self) -> bool:
-        """True for every status but ``pending``: nothing runs the workflow any more."""
-        return self is not Status.PENDING
+        """True for every status but ``enqueued`` and ``pending``: nothing will run the
+        workflow any more (unless it is resumed)."""
+        return self is not Status.PENDING and self is not Status.ENQUEUED
 
 
 class StepKind(enum.StrEnum):
@@ -236,6 +240,27 @@ class ScheduleInfo:
     paused: bool
     last_fire: datetime | None
     next_fire: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """One queue as ``app.list_queues()`` returns it: its limits (as last declared by any
+    App) and what is in it now, counted across every process on the file.
+
+    ``rate_limit`` is ``(n, per_seconds)``; ``started_last_minute`` counts dequeues in the
+    60 seconds before the read; ``oldest_enqueued_at`` is when the longest-waiting workflow
+    was enqueued (None when nothing waits).
+    """
+
+    name: str
+    concurrency: int | None
+    worker_concurrency: int | None
+    rate_limit: tuple[int, float] | None
+    partitioned: bool
+    enqueued: int
+    running: int
+    started_last_minute: int
+    oldest_enqueued_at: datetime | None
 
 
 MAX_ID_LENGTH = 512

@@ -34,6 +34,9 @@ EXPECTED_ALL = [
     "Promise",
     "PromiseNotFoundError",
     "PromiseRejectedError",
+    "Queue",
+    "QueueDeduplicatedError",
+    "QueueInfo",
     "RecordedError",
     "Retry",
     "ScheduleInfo",
@@ -188,6 +191,7 @@ def test_status_is_str_enum_with_the_full_set():
         "cancelled",
         "nondeterministic",
         "exhausted",
+        "enqueued",
     ]
     assert ld.Status("failed") is ld.Status.FAILED
     assert ld.Status.SUCCEEDED == "succeeded"

@@ -21,14 +21,15 @@ LAYERS: list[set[str]] = [
     {"_run"},
     {"_runtime"},
     {"_concurrency", "_replay"},
-    {"_children", "_messages"},
+    {"_children", "_messages", "_queues"},
     {"_handle"},
     {"_app"},
     {"_demo", "testing"},
     {"_cli"},
     {"__init__", "__main__"},
 ]
-ENGINE = {"_steps", "_run", "_runtime", "_concurrency", "_children", "_messages", "_handle",
+ENGINE = {"_steps", "_run", "_runtime", "_concurrency", "_children", "_messages", "_queues",
+          "_handle",
           "_app",
           "_lease", "_timers", "_scheduler", "_replay"}
 """Modules that must reach storage only through ``_storage.Storage``: never a backend."""

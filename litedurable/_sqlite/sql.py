@@ -17,6 +17,9 @@ Layout (schema version in ``PRAGMA user_version``, ``application_id`` = ``LDUR``
             PK (workflow_id, key, position); a NULL value closes the stream
     promises(promise_id PK, workflow_id, step, output, error, checksum, created_at,
              settled_at)
+    workflows += queue, priority, dedup_key, partition_key, timeout, dequeued_at  (schema 6)
+    queues(name PK, concurrency, worker_concurrency, rate_limit, rate_period, partitioned,
+           updated_at)                                           (schema 6)
 
 Statements are module constants so the whole vocabulary can be read (and reviewed for its
 indexes) in one place; ``storage.py`` only binds parameters.
@@ -144,6 +147,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX promises_by_workflow ON promises(workflow_id);
     """,
+    # Queues. An enqueued workflow is a workflows row in status 'enqueued' with no owner; a
+    # dequeue makes it pending under its consumer. The partial indexes cost nothing to
+    # workflows started outside queues. A dedup key is held while its workflow is enqueued or
+    # pending: the unique index is the check, inside the insert.
+    """
+    ALTER TABLE workflows ADD COLUMN queue TEXT;
+    ALTER TABLE workflows ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workflows ADD COLUMN dedup_key TEXT;
+    ALTER TABLE workflows ADD COLUMN partition_key TEXT;
+    ALTER TABLE workflows ADD COLUMN timeout REAL;
+    ALTER TABLE workflows ADD COLUMN dequeued_at REAL;
+    CREATE INDEX workflows_by_queue ON workflows(queue, status, priority)
+        WHERE queue IS NOT NULL;
+    CREATE INDEX workflows_by_dequeue ON workflows(queue, dequeued_at)
+        WHERE dequeued_at IS NOT NULL;
+    CREATE UNIQUE INDEX workflows_by_dedup_key ON workflows(queue, dedup_key)
+        WHERE dedup_key IS NOT NULL AND status IN ('enqueued', 'pending');
+    CREATE TABLE queues (
+        name               TEXT PRIMARY KEY,
+        concurrency        INTEGER,
+        worker_concurrency INTEGER,
+        rate_limit         INTEGER,
+        rate_period        REAL,
+        partitioned        INTEGER NOT NULL,
+        updated_at         REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 READABLE_FROM = 3
@@ -154,6 +184,7 @@ Reads of the tables schema 5 added (messages, events, streams, promises) find no
 older file instead (``SqliteStorage`` checks the file's schema), so a read-only open still
 takes a schema 3 or 4 journal."""
 MAILBOX_SCHEMA = 5  # the schema that added messages, events, streams and promises
+QUEUE_SCHEMA = 6  # the schema that added queues (read-only opens of older files find none)
 
 
 WORKFLOW_COLUMNS = (
@@ -223,6 +254,16 @@ INSERT_WORKFLOW = (
     "created_at, updated_at, app_version, parent_id, owner, deadline, detached) "
     "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+INSERT_ENQUEUED = (
+    "INSERT OR IGNORE INTO workflows (workflow_id, name, status, inputs, checksum, "
+    "created_at, updated_at, app_version, parent_id, owner, deadline, detached, queue, "
+    "priority, dedup_key, partition_key, timeout) "
+    "VALUES (?, ?, 'enqueued', ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)"
+)
+DEDUP_HOLDER = (
+    "SELECT workflow_id FROM workflows WHERE queue = ? AND dedup_key = ? "
+    "AND status IN ('enqueued', 'pending')"
+)
 # Fenced on the owner when one is given; only a pending workflow takes an outcome.
 FINISH_KNOWN_WORKFLOW = (
     "UPDATE workflows SET status = ?, output = ?, error = ?, checksum = ?, "
@@ -241,10 +282,13 @@ CANCELLED_WITH = (
     "ON w.workflow_id = tree.id WHERE w.workflow_id != ? "
     "AND w.status = 'cancelled' AND w.error IS ?"
 )
+# A queued workflow goes back to its queue (its limits hold for it as for any other); its
+# dedup key is not taken again (it was freed when the workflow ended, and may be held now).
 REOPEN_WORKFLOW = (
-    "UPDATE workflows SET status = 'pending', updated_at = ?, owner = ?, "
-    "deadline = NULL, recovery_attempts = 0, "
-    "app_version = coalesce(?, app_version) WHERE workflow_id = ?"
+    "UPDATE workflows SET status = CASE WHEN queue IS NULL THEN 'pending' ELSE 'enqueued' END, "
+    "updated_at = ?1, owner = CASE WHEN queue IS NULL THEN ?2 END, deadline = NULL, "
+    "recovery_attempts = 0, dedup_key = NULL, app_version = coalesce(?3, app_version) "
+    "WHERE workflow_id = ?4 RETURNING status"
 )
 SELECT_DESCENDANTS = f"{DESCENDANTS} SELECT id FROM tree WHERE id != ?"
 CANCEL_WORKFLOW = (
@@ -269,7 +313,8 @@ INSERT_FORK = (
     "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
 )
 FINISHED_BEFORE = (
-    "SELECT workflow_id FROM workflows WHERE status != 'pending' AND updated_at < ?"
+    "SELECT workflow_id FROM workflows WHERE status NOT IN ('pending', 'enqueued') "
+    "AND updated_at < ?"
 )
 DELETE_STEPS = "DELETE FROM steps WHERE workflow_id = ?"
 DELETE_MESSAGES = "DELETE FROM messages WHERE destination = ?"
@@ -357,6 +402,66 @@ SETTLE_PROMISE = (
 )
 SELECT_PROMISES = (
     f"SELECT {PROMISE_COLUMNS} FROM promises WHERE workflow_id = ? ORDER BY step"
+)
+
+# -- queues -------------------------------------------------------------------------------
+
+# (pending in the queue, of them owned by the owner bound second)
+QUEUE_RUNNING = (
+    "SELECT count(*), count(*) FILTER (WHERE owner = ?2) FROM workflows "
+    "WHERE queue = ?1 AND status = 'pending'"
+)
+QUEUE_RUNNING_BY_PARTITION = (
+    "SELECT partition_key, count(*) FROM workflows WHERE queue = ? AND status = 'pending' "
+    "GROUP BY partition_key"
+)
+# Dequeues inside the rolling window (after the instant bound second): how many, the oldest.
+QUEUE_WINDOW = (
+    "SELECT count(*), min(dequeued_at) FROM workflows WHERE queue = ? AND dequeued_at > ?"
+)
+# The workflows a consumer may take, in queue order: registered with it (a JSON array of
+# names), of its version when it is gated. ``rowid`` is enqueue order (it only grows while
+# the rows it orders exist), and the index on (queue, status, priority) ends in it.
+_TAKEABLE = (
+    "queue = :queue AND status = 'enqueued' AND name IN (SELECT value FROM json_each(:names)) "
+    "AND (:version IS NULL OR app_version = :version)"
+)
+ANY_ENQUEUED = f"SELECT 1 FROM workflows WHERE {_TAKEABLE} LIMIT 1"
+NEXT_ENQUEUED = (
+    f"SELECT workflow_id, partition_key FROM workflows WHERE {_TAKEABLE} "
+    "ORDER BY priority, rowid LIMIT :limit"
+)
+# Partitioned: at most :per_partition heads of each partition, in queue order.
+NEXT_ENQUEUED_PARTITIONED = (
+    "SELECT workflow_id, partition_key FROM (SELECT workflow_id, partition_key, priority, "
+    "rowid AS seq, row_number() OVER (PARTITION BY partition_key ORDER BY priority, rowid) "
+    f"AS rank FROM workflows WHERE {_TAKEABLE}) WHERE rank <= :per_partition "
+    "ORDER BY priority, seq"
+)
+# The claim: only a still-enqueued row, so two consumers never take one workflow. A timeout
+# counts from here; an inherited deadline (a child's parent's) still holds if earlier.
+DEQUEUE = (
+    "UPDATE workflows SET status = 'pending', owner = :owner, dequeued_at = :now, "
+    "updated_at = :now, deadline = CASE WHEN timeout IS NULL THEN deadline "
+    "ELSE min(coalesce(deadline, :now + timeout), :now + timeout) END "
+    "WHERE workflow_id = :id AND status = 'enqueued'"
+)
+UPSERT_QUEUE = (
+    "INSERT INTO queues (name, concurrency, worker_concurrency, rate_limit, rate_period, "
+    "partitioned, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+    "concurrency = excluded.concurrency, worker_concurrency = excluded.worker_concurrency, "
+    "rate_limit = excluded.rate_limit, rate_period = excluded.rate_period, "
+    "partitioned = excluded.partitioned, updated_at = excluded.updated_at"
+)
+SELECT_QUEUES = (
+    "SELECT name, concurrency, worker_concurrency, rate_limit, rate_period, partitioned "
+    "FROM queues"
+)
+QUEUE_COUNTS = (
+    "SELECT queue, count(*) FILTER (WHERE status = 'enqueued'), "
+    "count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE dequeued_at > ?), "
+    "min(created_at) FILTER (WHERE status = 'enqueued') FROM workflows "
+    "WHERE queue IS NOT NULL GROUP BY queue"
 )
 
 # -- owners -------------------------------------------------------------------------------

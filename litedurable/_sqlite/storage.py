@@ -22,11 +22,16 @@ from .._errors import (
 )
 from .._faults import Faults
 from .._storage import (
+    Deduplicated,
+    Dequeued,
     Durability,
     MessageRow,
     OwnerRow,
     ParentNotPending,
     PromiseRow,
+    QueueEntry,
+    QueueSpec,
+    QueueStats,
     ScheduleRow,
     StepRow,
     WorkflowRow,
@@ -121,12 +126,15 @@ class SqliteStorage:
         owner: str,
         deadline: float | None = None,
         detached: bool = False,
+        queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
-        """Create a pending workflow owned by ``owner`` unless the id exists.
+        """Create a pending workflow owned by ``owner`` (or an enqueued one owned by no one,
+        with ``queue``) unless the id exists.
 
         Returns (created, row): ``created`` is False when the id was already taken, and
         ``row`` is then the existing workflow (whatever its name). Raises
-        ``ParentNotPending``, writing nothing, if the parent is no longer pending.
+        ``ParentNotPending``, writing nothing, if the parent is no longer pending, and
+        ``Deduplicated`` if the queue's dedup key is held.
         """
         total = workflow_checksum(workflow_id, name, inputs, None, None)
 
@@ -135,17 +143,27 @@ class SqliteStorage:
                 parent = _fetch_workflow(conn, parent_id)
                 if parent is not None and parent.status != "pending":
                     raise ParentNotPending(parent)
-            conn.execute(sql.INSERT_WORKFLOW, (
-                workflow_id, name, inputs, total, now, now, app_version, parent_id, owner,
-                deadline, int(detached),
-            ))
+            if queue is None:
+                conn.execute(sql.INSERT_WORKFLOW, (
+                    workflow_id, name, inputs, total, now, now, app_version, parent_id, owner,
+                    deadline, int(detached),
+                ))
+            else:
+                conn.execute(sql.INSERT_ENQUEUED, (
+                    workflow_id, name, inputs, total, now, now, app_version, parent_id,
+                    deadline, int(detached), *queue,
+                ))
             if conn.changes() == 1:  # created: the row is what we wrote, no need to read it
                 return True, WorkflowRow(
-                    workflow_id, name, "pending", inputs, None, None, now, now, app_version,
-                    parent_id, owner, 0, deadline, detached,
+                    workflow_id, name, "pending" if queue is None else "enqueued", inputs,
+                    None, None, now, now, app_version, parent_id,
+                    owner if queue is None else None, 0, deadline, detached,
                 )
             row = _fetch_workflow(conn, workflow_id)
-            assert row is not None
+            if row is None:  # ignored, and not for the id: the dedup key is held
+                assert queue is not None
+                holder = conn.execute(sql.DEDUP_HOLDER, (queue.queue, queue.dedup_key))
+                raise Deduplicated(str(holder.fetchall()[0][0]))
             return False, row
 
         def verify(conn: apsw.Connection) -> bool:
@@ -276,6 +294,7 @@ class SqliteStorage:
         ``owner`` with no deadline and a fresh recovery count; a child cancelled on its own
         stays cancelled. ``app_version``, if given, is recorded on each of them (and on the
         workflow alone if it is pending: that moves it without disturbing its owner).
+        A queued workflow goes back to its queue (``enqueued``, owned by no one) instead.
         Returns the ids made pending (empty when there was nothing to resume).
         """
 
@@ -283,22 +302,27 @@ class SqliteStorage:
             row = _fetch_workflow(conn, workflow_id)
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-            if row.status == "pending" and app_version is not None:
+            if row.status in ("pending", "enqueued") and app_version is not None:
                 conn.execute(sql.SET_APP_VERSION, (app_version, now, workflow_id))
-            if row.status in ("pending", "succeeded"):
+            if row.status in ("pending", "enqueued", "succeeded"):
                 return []
             ids = [workflow_id] + [
                 r[0] for r in conn.execute(sql.CANCELLED_WITH,
                                            (workflow_id, workflow_id, row.error))
             ]
+            pending = []
             for wid in ids:
-                conn.execute(sql.REOPEN_WORKFLOW, (now, owner, app_version, wid))
-            return ids
+                for (status,) in conn.execute(sql.REOPEN_WORKFLOW, (now, owner, app_version,
+                                                                    wid)):
+                    if status == "pending":
+                        pending.append(wid)
+            return pending
 
         return self.commit.write(update)
 
     def cancel_tree(self, workflow_id: str, error: bytes, now: float) -> list[str]:
-        """Cancel a workflow and its non-detached descendants that are pending (any process may).
+        """Cancel a workflow and its non-detached descendants that are pending or enqueued
+        (any process may; an enqueued one never starts).
 
         Their owner stays, so steps already running can still record what they did (a resume
         then does not redo it); the owner's runtime notices the status and stops the run, and
@@ -313,7 +337,7 @@ class SqliteStorage:
             done = []
             for wid in ids:
                 row = _fetch_workflow(conn, wid)
-                if row is None or row.status != "pending":
+                if row is None or row.status not in ("pending", "enqueued"):
                     continue
                 total = workflow_checksum(wid, row.name, row.inputs, None, error)
                 conn.execute(sql.CANCEL_WORKFLOW, (error, total, now, wid))
@@ -376,11 +400,17 @@ class SqliteStorage:
         status: str | None = None,
         name: str | None = None,
         app_version: str | None = None,
+        queue: str | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[WorkflowRow]:
         """Workflows matching every given filter, newest first."""
+        if queue is not None and self.driver.schema < sql.QUEUE_SCHEMA:
+            return []  # an older file read as it is: it has no queues
         where, params = [], []
+        if queue is not None:
+            where.append("queue = ?")
+            params.append(queue)
         for column, value in (("status", status), ("name", name), ("app_version", app_version)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -638,6 +668,86 @@ class SqliteStorage:
                 "SQLite or the disk is failing. Restore a backup of the journal."
             )
 
+    # -- queues ---------------------------------------------------------------------------
+
+    def dequeue(self, spec: QueueSpec, owner: str, *, now: float, limit: int,
+                names: Sequence[str], app_version: str | None) -> Dequeued:
+        """See ``Storage.dequeue``.
+
+        Writers are serialized on one file, so counting what runs, checking the limits and
+        claiming is exact in one write transaction: no lock beyond SQLite's own. A read
+        first sees whether anything waits at all, so the commit watcher's many looks
+        cost no write transaction each.
+        """
+        params = {"queue": spec.name, "names": json.dumps(list(names)),
+                  "version": app_version}
+        if limit <= 0 or not self.driver.read(
+                lambda conn: conn.execute(sql.ANY_ENQUEUED, params).fetchall()):
+            return Dequeued([], None)
+
+        def take(conn: apsw.Connection) -> Dequeued:
+            budget, reopens_at = limit, None
+            counts: list[Any] = conn.execute(sql.QUEUE_RUNNING, (spec.name, owner)).fetchall()
+            running, mine = int(counts[0][0]), int(counts[0][1])
+            if spec.concurrency is not None and not spec.partitioned:
+                budget = min(budget, spec.concurrency - running)
+            if spec.worker_concurrency is not None:
+                budget = min(budget, spec.worker_concurrency - mine)
+            if spec.rate_limit is not None:
+                recent, reopens_at = _rate_window(conn, spec.name, spec.rate_limit, now)
+                budget = min(budget, spec.rate_limit[0] - recent)
+            if budget <= 0:
+                return Dequeued([], reopens_at)
+            taken: list[str] = []
+            if spec.partitioned and spec.concurrency is not None:
+                most = spec.concurrency
+                room = {key: most - int(count) for key, count
+                        in conn.execute(sql.QUEUE_RUNNING_BY_PARTITION, (spec.name,))}
+                for wid, key in conn.execute(sql.NEXT_ENQUEUED_PARTITIONED,
+                                             {**params, "per_partition": most}):
+                    if room.get(key, most) > 0:
+                        room[key] = room.get(key, most) - 1
+                        taken.append(wid)
+                        if len(taken) == budget:
+                            break
+            else:
+                taken = [wid for wid, _ in conn.execute(sql.NEXT_ENQUEUED,
+                                                        {**params, "limit": budget})]
+            for wid in taken:
+                conn.execute(sql.DEQUEUE, {"owner": owner, "now": now, "id": wid})
+            if spec.rate_limit is not None and taken:
+                # Full now? Then the next dequeue waits for the window's oldest to leave it.
+                _, reopens_at = _rate_window(conn, spec.name, spec.rate_limit, now)
+            return Dequeued(taken, reopens_at)
+
+        return self.commit.write(take)
+
+    def declare_queue(self, spec: QueueSpec, now: float) -> None:
+        """See ``Storage.declare_queue``."""
+        most, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
+        values = (spec.name, spec.concurrency, spec.worker_concurrency, most, per,
+                  int(spec.partitioned), now)
+        self.commit.write(lambda conn: conn.execute(sql.UPSERT_QUEUE, values))
+
+    def queue_stats(self, now: float, window: float) -> list[QueueStats]:
+        """See ``Storage.queue_stats``."""
+        if self.driver.schema < sql.QUEUE_SCHEMA:
+            return []
+
+        def read(conn: apsw.Connection) -> list[QueueStats]:
+            specs = {
+                str(r[0]): QueueSpec(str(r[0]), r[1], r[2],
+                                     None if r[3] is None else (int(r[3]), float(r[4])),
+                                     bool(r[5]))
+                for r in conn.execute(sql.SELECT_QUEUES)
+            }
+            counts = {row[0]: row[1:] for row in conn.execute(sql.QUEUE_COUNTS, (now - window,))}
+            return [QueueStats(specs.get(name, QueueSpec(name)),
+                               *counts.get(name, (0, 0, 0, None)))
+                    for name in sorted({*specs, *counts})]
+
+        return self.driver.read(read)
+
     # -- ownership ------------------------------------------------------------------------
 
     def heartbeat(self, row: OwnerRow) -> None:
@@ -789,6 +899,16 @@ def _workflow_row(r: Sequence[Any]) -> WorkflowRow:
         )
     return WorkflowRow(wid, name, status, inputs, output, error, created, updated, version,
                        parent, owner, attempts, deadline, bool(detached))
+
+
+def _rate_window(conn: apsw.Connection, queue: str, rate: tuple[int, float],
+                 now: float) -> tuple[int, float | None]:
+    """Dequeues of ``queue`` in the rolling window ending ``now``, and, when that is the
+    limit already, the instant the window's oldest leaves it (the next may go then)."""
+    most, per = rate
+    found: list[Any] = conn.execute(sql.QUEUE_WINDOW, (queue, now - per)).fetchall()
+    recent, oldest = int(found[0][0]), found[0][1]
+    return recent, float(oldest) + per if recent >= most and oldest is not None else None
 
 
 def _message_row(r: Sequence[Any], path: str) -> MessageRow:
