@@ -195,8 +195,9 @@ def test_status_is_str_enum_with_the_full_set():
     ]
     assert ld.Status("failed") is ld.Status.FAILED
     assert ld.Status.SUCCEEDED == "succeeded"
-    assert not ld.Status.PENDING.is_terminal
-    assert all(s.is_terminal for s in ld.Status if s is not ld.Status.PENDING)
+    assert not ld.Status.PENDING.is_terminal and not ld.Status.ENQUEUED.is_terminal
+    assert all(s.is_terminal for s in ld.Status
+               if s not in (ld.Status.PENDING, ld.Status.ENQUEUED))
 
 
 def test_retry_defaults_and_validation():
