@@ -52,6 +52,10 @@ DEFECTS: Mapping[str, str] = {
                  "re-reading the file (D4: an acknowledged row may be missing)",
     "no_sync": "the journal is opened with synchronous=OFF whatever its durability (G2: a "
                "power loss loses acknowledged commits even with durability='full')",
+    "racy_dequeue": "a dequeue counts what its queue runs and picks its workflows in a read, "
+                    "then claims them in a separate write that does not check they are still "
+                    "enqueued (consumers racing exceed the queue's limits and start one "
+                    "queued workflow twice)",
     "redecide_timeout": "a replayed select (or recv/get_event) that timed out waits again: a "
                         "message or event that arrived since the crash wins instead",
 }

@@ -446,6 +446,7 @@ DEQUEUE = (
     "ELSE min(coalesce(deadline, :now + timeout), :now + timeout) END "
     "WHERE workflow_id = :id AND status = 'enqueued'"
 )
+RACY_DEQUEUE = DEQUEUE.removesuffix(" AND status = 'enqueued'")  # the racy_dequeue defect
 UPSERT_QUEUE = (
     "INSERT INTO queues (name, concurrency, worker_concurrency, rate_limit, rate_period, "
     "partitioned, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "

@@ -685,7 +685,8 @@ class SqliteStorage:
                 lambda conn: conn.execute(sql.ANY_ENQUEUED, params).fetchall()):
             return Dequeued([], None)
 
-        def take(conn: apsw.Connection) -> Dequeued:
+        def pick(conn: apsw.Connection) -> Dequeued:
+            """The workflows the limits let go now (read only), in queue order."""
             budget, reopens_at = limit, None
             counts: list[Any] = conn.execute(sql.QUEUE_RUNNING, (spec.name, owner)).fetchall()
             running, mine = int(counts[0][0]), int(counts[0][1])
@@ -698,29 +699,34 @@ class SqliteStorage:
                 budget = min(budget, spec.rate_limit[0] - recent)
             if budget <= 0:
                 return Dequeued([], reopens_at)
-            taken: list[str] = []
-            if spec.partitioned and spec.concurrency is not None:
-                most = spec.concurrency
-                room = {key: most - int(count) for key, count
-                        in conn.execute(sql.QUEUE_RUNNING_BY_PARTITION, (spec.name,))}
-                for wid, key in conn.execute(sql.NEXT_ENQUEUED_PARTITIONED,
-                                             {**params, "per_partition": most}):
-                    if room.get(key, most) > 0:
-                        room[key] = room.get(key, most) - 1
-                        taken.append(wid)
-                        if len(taken) == budget:
-                            break
-            else:
-                taken = [wid for wid, _ in conn.execute(sql.NEXT_ENQUEUED,
-                                                        {**params, "limit": budget})]
-            for wid in taken:
-                conn.execute(sql.DEQUEUE, {"owner": owner, "now": now, "id": wid})
-            if spec.rate_limit is not None and taken:
-                # Full now? Then the next dequeue waits for the window's oldest to leave it.
-                _, reopens_at = _rate_window(conn, spec.name, spec.rate_limit, now)
-            return Dequeued(taken, reopens_at)
+            if not spec.partitioned or spec.concurrency is None:
+                return Dequeued([wid for wid, _ in conn.execute(
+                    sql.NEXT_ENQUEUED, {**params, "limit": budget})], None)
+            most, taken = spec.concurrency, []
+            room = {key: most - int(count) for key, count
+                    in conn.execute(sql.QUEUE_RUNNING_BY_PARTITION, (spec.name,))}
+            for wid, key in conn.execute(sql.NEXT_ENQUEUED_PARTITIONED,
+                                         {**params, "per_partition": most}):
+                if room.get(key, most) > 0:
+                    room[key] = room.get(key, most) - 1
+                    taken.append(wid)
+                    if len(taken) == budget:
+                        break
+            return Dequeued(taken, None)
 
-        return self.commit.write(take)
+        def claim(conn: apsw.Connection, picked: Dequeued, statement: str) -> Dequeued:
+            for wid in picked.workflow_ids:
+                conn.execute(statement, {"owner": owner, "now": now, "id": wid})
+            if spec.rate_limit is None or not picked.workflow_ids:
+                return picked
+            # Full now? Then the next dequeue waits for the window's oldest to leave it.
+            _, reopens_at = _rate_window(conn, spec.name, spec.rate_limit, now)
+            return Dequeued(picked.workflow_ids, reopens_at)
+
+        if self.faults.broken("racy_dequeue"):  # the negative control: read, then claim
+            picked = self.driver.read(pick)
+            return self.commit.write(lambda conn: claim(conn, picked, sql.RACY_DEQUEUE))
+        return self.commit.write(lambda conn: claim(conn, pick(conn), sql.DEQUEUE))
 
     def declare_queue(self, spec: QueueSpec, now: float) -> None:
         """See ``Storage.declare_queue``."""
