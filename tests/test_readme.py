@@ -59,3 +59,24 @@ def test_readme_messages_example_runs_twice_with_the_same_result(tmp_path: Path)
     assert outputs[0].splitlines() == [
         "['checking', 'the', 'budget']", "120 approved by ada, paid with receipt-981",
     ]
+
+
+def test_readme_queues_example_runs_twice_with_the_same_result(tmp_path: Path) -> None:
+    """The queues section's example runs as written; a second run (the parent finished, the
+    trailer enqueued again with its dedup key freed) prints the same."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Queues"):]
+    start = section.index("```python\n") + len("```python\n")
+    script = tmp_path / "encode.py"
+    script.write_text(section[start:section.index("```", start)])
+    outputs = [
+        subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, check=True, env=child_env()).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    assert outputs[0].splitlines() == [
+        "['intro.mp4', 'talk.mp4', 'outro.mp4', 'credits.mp4']", "duplicate refused: True",
+        "trailer.mp4",
+    ]
