@@ -400,6 +400,7 @@ class App:
         taken = lease.claim(pending, self.registry.workflows.__contains__, runtime.is_active)
         if taken:
             self.faults.fire("recovery", workflow_ids=sorted(taken))
+        claimed: list[str] = []
         for wid, attempts in taken.items():
             definition = self.registry.workflows.get(names[wid])
             limit = (definition.max_recovery_attempts if definition is not None
@@ -413,7 +414,15 @@ class App:
                 )
                 runtime.finish(wid, Status.EXHAUSTED, Outcome(error=error))
             else:
+                claimed.append(wid)
+        # A dead consumer's queued workflows go back to their queue, to be dequeued within
+        # its limits (this App's worker_concurrency too); the others run here now.
+        requeued = set(storage.requeue(claimed, lease.owner))
+        for wid in claimed:
+            if wid not in requeued:
                 runtime.enqueue(wid)
+        if requeued and self._dequeuer is not None:
+            self._dequeuer.poke()
         return sorted(taken)
 
     # -- starting -------------------------------------------------------------------------

@@ -364,6 +364,14 @@ class Storage(Protocol):
         are taken."""
         ...
 
+    def requeue(self, workflow_ids: Sequence[str], owner: str) -> list[str]:
+        """Put those of ``workflow_ids`` that are queued, pending and owned by ``owner`` back
+        in their queue (``enqueued``, owned by no one, at their old place); the ids moved.
+
+        Recovery does this with the queued workflows it claims, so a dead consumer's work is
+        dequeued within the queue's limits again instead of running past them."""
+        ...
+
     def declare_queue(self, spec: QueueSpec, now: float) -> None:
         """Store (or update) a queue's declared limits, for tools that list queues."""
         ...

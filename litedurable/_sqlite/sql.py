@@ -20,6 +20,7 @@ Layout (schema version in ``PRAGMA user_version``, ``application_id`` = ``LDUR``
     workflows += queue, priority, dedup_key, partition_key, timeout, dequeued_at  (schema 6)
     queues(name PK, concurrency, worker_concurrency, rate_limit, rate_period, partitioned,
            updated_at)                                           (schema 6)
+    queue_starts(queue, started_at)   each dequeue, kept for the longest window (schema 6)
 
 Statements are module constants so the whole vocabulary can be read (and reviewed for its
 indexes) in one place; ``storage.py`` only binds parameters.
@@ -160,8 +161,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workflows ADD COLUMN dequeued_at REAL;
     CREATE INDEX workflows_by_queue ON workflows(queue, status, priority)
         WHERE queue IS NOT NULL;
-    CREATE INDEX workflows_by_dequeue ON workflows(queue, dequeued_at)
-        WHERE dequeued_at IS NOT NULL;
     CREATE UNIQUE INDEX workflows_by_dedup_key ON workflows(queue, dedup_key)
         WHERE dedup_key IS NOT NULL AND status IN ('enqueued', 'pending');
     CREATE TABLE queues (
@@ -173,6 +172,11 @@ MIGRATIONS: tuple[str, ...] = (
         partitioned        INTEGER NOT NULL,
         updated_at         REAL NOT NULL
     );
+    CREATE TABLE queue_starts (
+        queue      TEXT NOT NULL,
+        started_at REAL NOT NULL
+    );
+    CREATE INDEX queue_starts_by_time ON queue_starts(queue, started_at);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -287,7 +291,8 @@ CANCELLED_WITH = (
 REOPEN_WORKFLOW = (
     "UPDATE workflows SET status = CASE WHEN queue IS NULL THEN 'pending' ELSE 'enqueued' END, "
     "updated_at = ?1, owner = CASE WHEN queue IS NULL THEN ?2 END, deadline = NULL, "
-    "recovery_attempts = 0, dedup_key = NULL, app_version = coalesce(?3, app_version) "
+    "recovery_attempts = 0, dedup_key = NULL, timeout = NULL, "
+    "app_version = coalesce(?3, app_version) "
     "WHERE workflow_id = ?4 RETURNING status"
 )
 SELECT_DESCENDANTS = f"{DESCENDANTS} SELECT id FROM tree WHERE id != ?"
@@ -416,9 +421,12 @@ QUEUE_RUNNING_BY_PARTITION = (
     "GROUP BY partition_key"
 )
 # Dequeues inside the rolling window (after the instant bound second): how many, the oldest.
+# Every dequeue is a row, a recovered workflow's second one too (it starts again).
 QUEUE_WINDOW = (
-    "SELECT count(*), min(dequeued_at) FROM workflows WHERE queue = ? AND dequeued_at > ?"
+    "SELECT count(*), min(started_at) FROM queue_starts WHERE queue = ? AND started_at > ?"
 )
+INSERT_QUEUE_START = "INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)"
+PRUNE_QUEUE_STARTS = "DELETE FROM queue_starts WHERE queue = ? AND started_at <= ?"
 # The workflows a consumer may take, in queue order: registered with it (a JSON array of
 # names), of its version when it is gated. ``rowid`` is enqueue order (it only grows while
 # the rows it orders exist), and the index on (queue, status, priority) ends in it.
@@ -439,9 +447,11 @@ NEXT_ENQUEUED_PARTITIONED = (
     "ORDER BY priority, seq"
 )
 # The claim: only a still-enqueued row, so two consumers never take one workflow. A timeout
-# counts from here; an inherited deadline (a child's parent's) still holds if earlier.
+# counts from the first dequeue (a recovered workflow keeps its deadline); an inherited
+# deadline (a child's parent's) still holds if earlier.
 DEQUEUE = (
-    "UPDATE workflows SET status = 'pending', owner = :owner, dequeued_at = :now, "
+    "UPDATE workflows SET status = 'pending', owner = :owner, "
+    "dequeued_at = coalesce(dequeued_at, :now), "
     "updated_at = :now, deadline = CASE WHEN timeout IS NULL THEN deadline "
     "ELSE min(coalesce(deadline, :now + timeout), :now + timeout) END "
     "WHERE workflow_id = :id AND status = 'enqueued'"
@@ -460,9 +470,18 @@ SELECT_QUEUES = (
 )
 QUEUE_COUNTS = (
     "SELECT queue, count(*) FILTER (WHERE status = 'enqueued'), "
-    "count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE dequeued_at > ?), "
-    "min(created_at) FILTER (WHERE status = 'enqueued') FROM workflows "
+    "count(*) FILTER (WHERE status = 'pending'), "
+    "(SELECT count(*) FROM queue_starts s WHERE s.queue = w.queue AND s.started_at > ?), "
+    "min(created_at) FILTER (WHERE status = 'enqueued') FROM workflows w "
     "WHERE queue IS NOT NULL GROUP BY queue"
+)
+QUEUE_STARTS_WINDOW = 60.0  # seconds of starts kept for every queue (``queue_stats``)
+# A recovered queued workflow goes back to its queue (at its old place: priority, rowid) to
+# be dequeued within the limits again, instead of running past them under its claimer.
+REQUEUE = (
+    "UPDATE workflows SET status = 'enqueued', owner = NULL WHERE workflow_id IN "
+    "(SELECT value FROM json_each(?1)) AND owner = ?2 AND status = 'pending' "
+    "AND queue IS NOT NULL RETURNING workflow_id"
 )
 
 # -- owners -------------------------------------------------------------------------------

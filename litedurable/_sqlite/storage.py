@@ -715,9 +715,14 @@ class SqliteStorage:
             return Dequeued(taken, None)
 
         def claim(conn: apsw.Connection, picked: Dequeued, statement: str) -> Dequeued:
+            if not picked.workflow_ids:
+                return picked
             for wid in picked.workflow_ids:
                 conn.execute(statement, {"owner": owner, "now": now, "id": wid})
-            if spec.rate_limit is None or not picked.workflow_ids:
+                conn.execute(sql.INSERT_QUEUE_START, (spec.name, now))
+            longest = max(sql.QUEUE_STARTS_WINDOW, spec.rate_limit[1] if spec.rate_limit else 0)
+            conn.execute(sql.PRUNE_QUEUE_STARTS, (spec.name, now - longest))
+            if spec.rate_limit is None:
                 return picked
             # Full now? Then the next dequeue waits for the window's oldest to leave it.
             _, reopens_at = _rate_window(conn, spec.name, spec.rate_limit, now)
@@ -727,6 +732,14 @@ class SqliteStorage:
             picked = self.driver.read(pick)
             return self.commit.write(lambda conn: claim(conn, picked, sql.RACY_DEQUEUE))
         return self.commit.write(lambda conn: claim(conn, pick(conn), sql.DEQUEUE))
+
+    def requeue(self, workflow_ids: Sequence[str], owner: str) -> list[str]:
+        """See ``Storage.requeue``."""
+        if not workflow_ids or self.driver.schema < sql.QUEUE_SCHEMA:
+            return []
+        wanted = json.dumps(list(workflow_ids))
+        return self.commit.write(
+            lambda conn: [str(r[0]) for r in conn.execute(sql.REQUEUE, (wanted, owner))])
 
     def declare_queue(self, spec: QueueSpec, now: float) -> None:
         """See ``Storage.declare_queue``."""
