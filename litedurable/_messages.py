@@ -119,9 +119,11 @@ def _explained(outcome: Outcome, row: StepRow, hint: Any, what: str) -> Outcome:
 
 def _step_row(run: WorkflowRun, step: int, kind: StepKind, name: str,
               output: bytes | None, *, finished: bool = True) -> StepRow:
-    now = run.runtime.clock.now()
+    runtime = run.runtime
+    now = runtime.clock.now()
     return StepRow(run.workflow_id, step, kind, name, output, None, None, now,
-                   now if finished else None)
+                   now if finished else None, runtime.steps.sites.pop((run.workflow_id, step),
+                                                                      None))
 
 
 def _fire(run: WorkflowRun, point: str, step: int, name: str) -> None:

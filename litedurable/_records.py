@@ -36,6 +36,9 @@ def step_info(row: StepRow, codec: Codec) -> StepInfo:
         started_at=to_datetime(row.started_at),
         finished_at=None if row.finished_at is None else to_datetime(row.finished_at),
         candidates=extra.get("candidates"), winner=extra.get("winner"),
+        site=row.site, owner=row.owner,
+        attempts=[(to_datetime(start), to_datetime(end), error) for start, end, error
+                  in json.loads(row.attempts)] if row.attempts else [],
     )
 
 

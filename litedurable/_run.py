@@ -21,6 +21,9 @@ their journaled outcome without running), so thousands of waiting workflows need
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,9 +47,31 @@ from ._types import Retry
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["Unwind", "WorkflowRun", "current_run", "current_step"]
+__all__ = ["Unwind", "WorkflowRun", "call_site", "current_run", "current_step"]
 
 T = TypeVar("T")
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+@functools.lru_cache(maxsize=256)
+def _file_name(path: str) -> str:
+    return os.path.basename(path)
+
+
+def call_site() -> str | None:
+    """Where the workflow's code made the journaled call being taken: ``"file.py:23"``.
+
+    The first frame outside this package (the call passes through a few of ours). Recorded
+    with each live call, so a timeline can point at the line and a ``NonDeterminismError``
+    can say where the recorded call was made and where the code now calls something else.
+    """
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return None
+    return f"{_file_name(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
 class Unwind(BaseException):
@@ -137,13 +162,17 @@ class WorkflowRun(Scope):
         step = self.next_step
         self.next_step += 1
         row = self.recorded.get(step)
-        if row is None and self.replay_only:
-            self.fatal = Unwind("offline replay reached the end of the journal")
-            raise self.fatal
-        if row is not None and (row.kind != kind or row.name != name):
+        if row is None:
+            if self.replay_only:
+                self.fatal = Unwind("offline replay reached the end of the journal")
+                raise self.fatal
+            self.runtime.steps.sites[self.workflow_id, step] = call_site()
+        elif row.kind != kind or row.name != name:
             raise self.diverged(step, f"{row.kind} {row.name}", f"{kind} {name}",
-                                recorded_shown=f"{row.kind} {row.name!r}",
-                                called_shown=f"{kind} {name!r}")
+                                recorded_shown=f"{row.kind} {row.name!r}"
+                                + (f" (at {row.site})" if row.site else ""),
+                                called_shown=f"{kind} {name!r}"
+                                + (f" (at {site})" if (site := call_site()) else ""))
         return step, row
 
     def diverged(self, step: int, recorded: str, called: str, *,

@@ -11,6 +11,7 @@ calls it for inline steps, the step pool for ``go`` steps (see ``_runtime``).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,8 +95,8 @@ class StepTask:
     """
 
     __slots__ = (
-        "args", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome", "retry", "scope",
-        "step", "successor", "workflow_id",
+        "args", "attempts", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome",
+        "retry", "scope", "step", "successor", "workflow_id",
     )
 
     def __init__(
@@ -123,6 +124,7 @@ class StepTask:
         self.outcome: Outcome | None = None
         self.broken: BaseException | None = None
         self.successor: StepTask | None = None
+        self.attempts: list[tuple[float, float, str]] | None = None  # failed ones, if retried
 
     @property
     def settled(self) -> bool:
@@ -140,6 +142,9 @@ class Steps:
         self.owner = owner
         self.faults = faults
         self.closing = False  # set once when the App closes: retry delays end at once
+        # The call site of each live journaled call not recorded yet, by (workflow id, step):
+        # put by ``WorkflowRun.take`` in the run thread, taken by the row that records it.
+        self.sites: dict[tuple[str, int], str | None] = {}
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
@@ -184,10 +189,13 @@ class Steps:
         scope = task.scope
         token = enter(scope)
         attempt = 1
+        began = 0.0
         try:
             while True:
                 if scope.cancel_requested:
                     return Outcome(error=_step_cancelled(task))
+                if task.retry is not None:
+                    began = self.clock.now()
                 try:
                     return Outcome(value=task.fn(*task.args, **task.kwargs))
                 except BaseException as exc:  # SystemExit too: it is the body's outcome
@@ -195,6 +203,8 @@ class Steps:
                         return Outcome(error=_step_cancelled(task))
                     if task.retry is None or not task.retry.should_retry(attempt, exc):
                         return Outcome(error=exc)
+                    failed = (began, self.clock.now(), f"{type(exc).__name__}: {exc}"[:500])
+                    task.attempts = [*(task.attempts or ()), failed]
                     wake = self.clock.now() + task.retry.delay(attempt)
                     with scope.cond:
                         while not scope.cancel_requested and not self.closing:
@@ -223,7 +233,9 @@ class Steps:
         if outcome.error is not None:
             error = self.codec.encode_error(outcome.error)
         row = StepRow(task.workflow_id, task.step, task.kind, task.name, output, error, None,
-                      started, self.clock.now())
+                      started, self.clock.now(),
+                      self.sites.pop((task.workflow_id, task.step), None),
+                      None if task.attempts is None else json.dumps(task.attempts))
         self.storage.record_step(row, self.owner)
         # Hand back what replay will hand back, so both runs agree: the value as decoded, the
         # exception as rebuilt from its record (its class, args and attributes as stored).
@@ -248,7 +260,8 @@ class Steps:
         failure = None if error is None else self.codec.encode_error(error)
         finished = None if open_row else now
         self.storage.record_step(
-            StepRow(workflow_id, step, kind, name, output, failure, extra, now, finished),
+            StepRow(workflow_id, step, kind, name, output, failure, extra, now, finished,
+                    self.sites.pop((workflow_id, step), None)),
             self.owner,
         )
         return None if output is None else self.codec.replayed(value, output, hint, what)
@@ -257,7 +270,8 @@ class Steps:
                     output: bytes | None, error: bytes | None, hint: Any) -> Outcome:
         """Record an outcome already encoded (another workflow's, copied); return it rebuilt."""
         now = self.clock.now()
-        row = StepRow(workflow_id, step, kind, name, output, error, None, now, now)
+        row = StepRow(workflow_id, step, kind, name, output, error, None, now, now,
+                      self.sites.pop((workflow_id, step), None))
         self.storage.record_step(row, self.owner)
         return self.replay(row, hint)
 

@@ -80,6 +80,12 @@ class StepRow(NamedTuple):
     extra: bytes | None
     started_at: float
     finished_at: float | None
+    # Diagnostics, outside the checksum (nothing replays them): where the call was made
+    # ("file.py:23"), a retried step's failed attempts (JSON: [[start, end, "Type: msg"], ...]),
+    # and the owner that recorded the row (set by the storage on read).
+    site: str | None = None
+    attempts: str | None = None
+    owner: str | None = None
 
 
 class MessageRow(NamedTuple):

@@ -193,7 +193,8 @@ class StepInfo:
     ``output`` is the decoded JSON value (not structured back to a class: the reader may not
     have the workflow's code). ``error`` is ``"Type: message"`` for a failed step. For a select,
     ``candidates`` holds the candidates' step numbers and ``winner`` the winning index
-    (-1 when the select's timeout won).
+    (-1 when the select's timeout won). ``started_at`` is when the call was made (a retried
+    step: its first attempt).
     """
 
     workflow_id: str
@@ -206,6 +207,12 @@ class StepInfo:
     finished_at: datetime | None
     candidates: Sequence[int] | None = None
     winner: int | None = None
+    site: str | None = None
+    """Where the workflow made the call, ``"file.py:23"`` (None in journals before schema 7)."""
+    owner: str | None = None
+    """The owner (``host:pid:token``) whose run recorded this row."""
+    attempts: Sequence[tuple[datetime, datetime, str]] = ()
+    """A retried step's failed attempts: (start, end, ``"Type: message"``), in order."""
 
 
 @dataclass(frozen=True, slots=True)

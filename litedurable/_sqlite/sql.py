@@ -21,6 +21,7 @@ Layout (schema version in ``PRAGMA user_version``, ``application_id`` = ``LDUR``
     queues(name PK, concurrency, worker_concurrency, rate_limit, rate_period, partitioned,
            updated_at)                                           (schema 6)
     queue_starts(queue, started_at)   each dequeue, kept for the longest window (schema 6)
+    steps += site, attempts, owner     where it was called, failed attempts, who wrote it (7)
 
 Statements are module constants so the whole vocabulary can be read (and reviewed for its
 indexes) in one place; ``storage.py`` only binds parameters.
@@ -178,6 +179,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX queue_starts_by_time ON queue_starts(queue, started_at);
     """,
+    # What a timeline shows and a NonDeterminismError names: where each journaled call was
+    # made (file:line), which owner recorded it, and a retried step's failed attempts. Not
+    # covered by the checksum: nothing replays them.
+    """
+    ALTER TABLE steps ADD COLUMN site TEXT;
+    ALTER TABLE steps ADD COLUMN attempts TEXT;
+    ALTER TABLE steps ADD COLUMN owner TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 READABLE_FROM = 3
@@ -189,6 +198,7 @@ older file instead (``SqliteStorage`` checks the file's schema), so a read-only 
 takes a schema 3 or 4 journal."""
 MAILBOX_SCHEMA = 5  # the schema that added messages, events, streams and promises
 QUEUE_SCHEMA = 6  # the schema that added queues (read-only opens of older files find none)
+SITE_SCHEMA = 7  # the schema that added steps.site, attempts, owner (older files read NULLs)
 
 
 WORKFLOW_COLUMNS = (
@@ -221,18 +231,26 @@ CLAIM = (
 STEP_COLUMNS = (
     "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
 )
+WRITTEN_STEP_COLUMNS = f"{STEP_COLUMNS}, site, attempts, owner"
+READ_STEP_COLUMNS = WRITTEN_STEP_COLUMNS
+OLD_READ_STEP_COLUMNS = f"{STEP_COLUMNS}, NULL, NULL, NULL"  # a file older than SITE_SCHEMA
 # A step row, written only while the owner bound last still owns its workflow; a select's open
 # row (no finished_at yet) is completed, a finished row is never overwritten.
 UPSERT_STEP = (
     "ON CONFLICT(workflow_id, step) DO UPDATE SET output = excluded.output, "
     "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
-    "finished_at = excluded.finished_at WHERE steps.finished_at IS NULL"
+    "finished_at = excluded.finished_at, attempts = excluded.attempts, "
+    "owner = excluded.owner WHERE steps.finished_at IS NULL"
 )
+# Parameters: the 10 checksummed columns, the fence (workflow id, owner: also the row's owner
+# column), then the call site and the failed attempts.
 INSERT_STEP = (
-    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-    f"WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ? AND owner = ?) {UPSERT_STEP}"
+    f"INSERT INTO steps ({WRITTEN_STEP_COLUMNS}) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?13, ?14, ?12 "
+    f"WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ?11 AND owner = ?12) "
+    f"{UPSERT_STEP}"
 )
-STEP_ROW_WIDTH = 12  # the 10 columns, then the fence: workflow id and owner
+STEP_ROW_WIDTH = 14  # the 10 columns, the fence (workflow id, owner), site, attempts
 # Many rows in one statement, padded to a bucket size so a handful of statements stay prepared
 # (a padding row has a NULL workflow id, so its fence fails and it is never written).
 STEP_ROW_BUCKETS = (2, 4, 8, 16, 32, 64, 128, 256)
@@ -242,9 +260,9 @@ ROWS_PER_INSERT = STEP_ROW_BUCKETS[-1]
 @functools.cache
 def insert_steps_sql(rows: int) -> str:
     values = ", ".join(["(" + ", ".join("?" * STEP_ROW_WIDTH) + ")"] * rows)
-    columns = ", ".join(f"column{i}" for i in range(1, 11))
+    columns = ", ".join(f"column{i}" for i in (*range(1, 11), 13, 14, 12))
     return (
-        f"INSERT INTO steps ({STEP_COLUMNS}) SELECT {columns} FROM (VALUES {values}) "
+        f"INSERT INTO steps ({WRITTEN_STEP_COLUMNS}) SELECT {columns} FROM (VALUES {values}) "
         "WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = column11 "
         f"AND owner = column12) {UPSERT_STEP}"
     )
@@ -330,10 +348,20 @@ DELETE_WORKFLOW = "DELETE FROM workflows WHERE workflow_id = ?"
 
 # -- steps --------------------------------------------------------------------------------
 
-SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
-SELECT_STEPS_BELOW = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?"
-COPY_STEP = f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-UNFENCED_STEP = f"{COPY_STEP} {UPSERT_STEP}"  # the fault seam's ``no_fence`` defect only
+SELECT_STEPS = f"SELECT {READ_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
+SELECT_OLD_STEPS = (
+    f"SELECT {OLD_READ_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
+)
+SELECT_STEPS_BELOW = (
+    f"SELECT {READ_STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?"
+)
+COPY_STEP = (
+    f"INSERT INTO steps ({WRITTEN_STEP_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UNFENCED_STEP = (  # the fault seam's ``no_fence`` defect only
+    f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {UPSERT_STEP}"
+)
 STEP_CHECKSUM = "SELECT checksum FROM steps WHERE workflow_id = ? AND step = ?"
 
 # -- messages, events, streams, promises ---------------------------------------------------

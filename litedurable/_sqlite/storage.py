@@ -179,7 +179,12 @@ class SqliteStorage:
 
     def load_steps(self, workflow_id: str) -> list[StepRow]:
         """Every step row of the workflow, in step order, checksums verified (one query)."""
-        return self.driver.read(lambda conn: _fetch_steps(conn, workflow_id, self.path))
+        return self.driver.read(lambda conn: self._fetch_steps(conn, workflow_id))
+
+    def _fetch_steps(self, conn: apsw.Connection, workflow_id: str) -> list[StepRow]:
+        statement = (sql.SELECT_STEPS if self.driver.schema >= sql.SITE_SCHEMA
+                     else sql.SELECT_OLD_STEPS)
+        return _fetch_steps(conn, statement, workflow_id, self.path)
 
     def load_workflow(self, workflow_id: str) -> tuple[WorkflowRow | None, list[StepRow]]:
         """The workflow's row and every step row, as ``get_workflow`` and ``load_steps`` give.
@@ -191,7 +196,7 @@ class SqliteStorage:
 
         def load(conn: apsw.Connection) -> tuple[WorkflowRow | None, list[StepRow]]:
             row = _fetch_workflow(conn, workflow_id)
-            return row, [] if row is None else _fetch_steps(conn, workflow_id, self.path)
+            return row, [] if row is None else self._fetch_steps(conn, workflow_id)
 
         return self.driver.read(load)
 
@@ -202,7 +207,8 @@ class SqliteStorage:
         """
         total = step_checksum(row)
         fenced_row = (row.workflow_id, row.step, row.kind, row.name, row.output, row.error,
-                      row.extra, total, row.started_at, row.finished_at, row.workflow_id, owner)
+                      row.extra, total, row.started_at, row.finished_at, row.workflow_id, owner,
+                      row.site, row.attempts)
         if self.faults.defects and self._defective_record_step(row, fenced_row):
             return
 
@@ -373,7 +379,7 @@ class SqliteStorage:
             for r in rows:
                 row = StepRow(target_id, r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
                 conn.execute(sql.COPY_STEP, (target_id, r[1], r[2], r[3], r[4], r[5], r[6],
-                                             step_checksum(row), r[8], r[9]))
+                                             step_checksum(row), r[8], r[9], *r[10:13]))
             _fork_events_and_streams(conn, source_id, target_id, rows, now)
             return len(rows)
 
@@ -894,10 +900,12 @@ def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | No
     return _workflow_row(found[0]) if found else None
 
 
-def _fetch_steps(conn: apsw.Connection, workflow_id: str, path: str) -> list[StepRow]:
+def _fetch_steps(conn: apsw.Connection, statement: str, workflow_id: str,
+                 path: str) -> list[StepRow]:
     rows = []
-    for r in conn.execute(sql.SELECT_STEPS, (workflow_id,)):
-        row = StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9])
+    for r in conn.execute(statement, (workflow_id,)):
+        row = StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9], r[10], r[11],
+                      r[12])
         if step_checksum(row) != r[7]:
             raise JournalCorruptError(
                 f"step {row.step} of workflow {workflow_id!r} in {path} fails its checksum: the "
@@ -945,7 +953,7 @@ def _write_step(conn: apsw.Connection, row: StepRow, owner: str) -> None:
     total = step_checksum(row)
     conn.execute(sql.INSERT_STEP, (
         row.workflow_id, row.step, row.kind, row.name, row.output, row.error, row.extra, total,
-        row.started_at, row.finished_at, row.workflow_id, owner,
+        row.started_at, row.finished_at, row.workflow_id, owner, row.site, row.attempts,
     ))
     if conn.changes() == 0:
         _fenced(conn, row.workflow_id, owner)
