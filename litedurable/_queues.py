@@ -26,7 +26,6 @@ recorded too, and raised again by replay.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -186,7 +185,8 @@ class Dequeuer:
         self._capacity = capacity
         self._wake = threading.Event()
         self._stopping = False
-        self._armed: set[float] = set()  # rate-window instants a timer will poke at
+        # Rate-window instants a timer will poke at (this thread's own: pruned as they pass).
+        self._armed: set[float] = set()
         self._turn = 0  # which queue is asked first: free threads go round the queues
         self._thread = threading.Thread(target=self._loop, name="litedurable-queue",
                                         daemon=True)
@@ -205,7 +205,7 @@ class Dequeuer:
         while True:
             self._wake.wait()
             self._wake.clear()
-            if self._stopping:
+            if self._stopping or self._faults.dead:
                 return
             try:
                 self._take()
@@ -223,6 +223,8 @@ class Dequeuer:
         if not specs:
             return
         names = list(self._names())
+        now = self._clock.now()
+        self._armed = {at for at in self._armed if at > now}
         self._turn = (self._turn + 1) % len(specs)
         more = False
         for spec in specs[self._turn:] + specs[:self._turn]:
@@ -237,12 +239,8 @@ class Dequeuer:
             at = took.reopens_at
             if at is not None and at not in self._armed:
                 self._armed.add(at)
-                self._runtime.timers.add(at, functools.partial(self._reopened, at))
+                self._runtime.timers.add(at, self.poke)
             more = more or len(took.workflow_ids) == free
         if more:
             self._wake.set()  # a full batch: there may be more to take
-
-    def _reopened(self, at: float) -> None:
-        self._armed.discard(at)
-        self.poke()
 
