@@ -450,8 +450,12 @@ QUEUE_RUNNING_BY_PARTITION = (
 )
 # Dequeues inside the rolling window (after the instant bound second): how many, the oldest.
 # Every dequeue is a row, a recovered workflow's second one too (it starts again).
+# ``started_at + per > now`` is the exact test, written as the reopening instant is computed
+# (``oldest + per``), so a consumer woken at that instant finds the window open; the looser
+# range before it is what the index serves.
 QUEUE_WINDOW = (
-    "SELECT count(*), min(started_at) FROM queue_starts WHERE queue = ? AND started_at > ?"
+    "SELECT count(*), min(started_at) FROM queue_starts WHERE queue = :queue "
+    "AND started_at > :now - :per - 1.0 AND started_at + :per > :now"
 )
 INSERT_QUEUE_START = "INSERT INTO queue_starts (queue, started_at) VALUES (?, ?)"
 PRUNE_QUEUE_STARTS = "DELETE FROM queue_starts WHERE queue = ? AND started_at <= ?"

@@ -933,7 +933,8 @@ def _rate_window(conn: apsw.Connection, queue: str, rate: tuple[int, float],
     """Dequeues of ``queue`` in the rolling window ending ``now``, and, when that is the
     limit already, the instant the window's oldest leaves it (the next may go then)."""
     most, per = rate
-    found: list[Any] = conn.execute(sql.QUEUE_WINDOW, (queue, now - per)).fetchall()
+    found: list[Any] = conn.execute(sql.QUEUE_WINDOW,
+                                    {"queue": queue, "now": now, "per": per}).fetchall()
     recent, oldest = int(found[0][0]), found[0][1]
     return recent, float(oldest) + per if recent >= most and oldest is not None else None
 
