@@ -69,7 +69,7 @@ def queue_spec(name: object, concurrency: object, worker_concurrency: object,
     """A queue's declaration, each part checked here rather than at the first dequeue."""
     if not isinstance(name, str):
         raise UsageError(f"a queue name is a non-empty str, not {type(name).__name__}")
-    check_workflow_id(name)  # shown in tables and stored as text: the same rules as ids
+    check_workflow_id(name, "queue name")  # shown in tables and stored as text: as ids
     rate: tuple[int, float] | None = None
     if rate_limit is not None:
         if not isinstance(rate_limit, tuple | list) or len(rate_limit) != 2:

@@ -273,11 +273,12 @@ class QueueInfo:
 MAX_ID_LENGTH = 512
 
 
-def check_workflow_id(workflow_id: object) -> str:
-    """Return ``workflow_id`` if it can be stored and shown; else ``InvalidIdError``."""
+def check_workflow_id(workflow_id: object, what: str = "workflow_id") -> str:
+    """Return ``workflow_id`` if it can be stored and shown; else ``InvalidIdError`` (its
+    message calls the value ``what``: a queue name follows the same rules)."""
     if not isinstance(workflow_id, str):
         raise InvalidIdError(
-            f"workflow_id must be a str, not {type(workflow_id).__name__} ({workflow_id!r:.60}); "
+            f"{what} must be a str, not {type(workflow_id).__name__} ({workflow_id!r:.60}); "
             "convert it with str() if it is a number or UUID"
         )
     problem = None
@@ -294,7 +295,7 @@ def check_workflow_id(workflow_id: object) -> str:
             problem = "contains a lone surrogate (it is not valid Unicode text)"
     if problem:
         raise InvalidIdError(
-            f"workflow_id {workflow_id[:60]!r} {problem}; use a non-empty text id of at most "
+            f"{what} {workflow_id[:60]!r} {problem}; use a non-empty text id of at most "
             f"{MAX_ID_LENGTH} characters"
         )
     return workflow_id

@@ -306,6 +306,7 @@ CANCELLED_WITH = (
 )
 # A queued workflow goes back to its queue (its limits hold for it as for any other); its
 # dedup key is not taken again (it was freed when the workflow ended, and may be held now).
+# Its timeout goes too: a resumed workflow has no deadline, and the next dequeue would set one.
 REOPEN_WORKFLOW = (
     "UPDATE workflows SET status = CASE WHEN queue IS NULL THEN 'pending' ELSE 'enqueued' END, "
     "updated_at = ?1, owner = CASE WHEN queue IS NULL THEN ?2 END, deadline = NULL, "
