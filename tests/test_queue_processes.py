@@ -395,13 +395,14 @@ def test_recovery_takes_a_dead_consumers_workflow_beyond_worker_concurrency(
 
     Found by the nemesis above. Two Apps in this process stand for two processes: A dies at
     its step's crash point (its writes refused from then on) and is closed, which makes its
-    owner token gone at once. The check is on the order of B's step lines, not on time: the
-    wait only gives the bug its chance to show."""
+    owner token gone at once. B then runs one recovery round (its heartbeat's, called here).
+    Fixed, that round leaves ``a`` alone until ``b`` ends; the check is on the order of B's
+    step lines."""
     gate = threading.Event()
     ledger: list[tuple[str, str]] = []
 
-    def make(**kwargs: Any) -> tuple[ld.App, ld.Queue, Any]:
-        app = ld.App(db_path, lease=0.2, **kwargs)
+    def make() -> tuple[ld.App, ld.Queue, Any]:
+        app = ld.App(db_path, lease=60)  # no heartbeat recovery: the test's own
         queue = app.queue("jobs", worker_concurrency=1)
 
         @app.step(name="hold")
@@ -427,10 +428,8 @@ def test_recovery_takes_a_dead_consumers_workflow_beyond_worker_concurrency(
         with a_app:  # A takes a (B is full) and dies before a's step body
             a_queue.enqueue(a_job, "a", workflow_id="a")
             assert switch.wait(30)
-        for _ in range(50):  # a few of B's recovery rounds (one per lease)
-            if ("start", "a") in ledger:
-                break
-            time.sleep(0.02)
+        if "a" in b_app.recover():  # what B's heartbeat does once per lease (B is full)
+            eventually(lambda: ("start", "a") in ledger, "B to run the recovered workflow")
         gate.set()
         assert b_app.handle("a").result(timeout=30) == "a"
         assert b_app.handle("b").result(timeout=30) == "b"
