@@ -27,11 +27,10 @@ kill has cut a step; then the survivors finish. The consumers' lease is 1 s: sho
 consumer's workflows are taken over soon, yet three missed heartbeats long, so a live consumer
 stalled by a loaded machine is not presumed dead (which would make a legitimate second start).
 
-Known bug, found here: recovery takes a dead consumer's queued workflows over whatever the
-recovering App's ``worker_concurrency`` (``test_recovery_takes_...``, a strict xfail with the
-exact repro). The per-process check therefore leaves the recovered workflows' runs out (they
-are the ones with ``recovery_attempts``); every dequeue-made run is still counted, and the
-global ``concurrency`` check counts every run.
+Found here first: recovery used to take a dead consumer's queued workflows over whatever the
+recovering App's ``worker_concurrency``; it now puts them back in their queue, and
+``test_recovery_puts_a_dead_consumers_workflow_back_in_its_queue`` pins that. Every run is
+counted by both the global and the per-process checks.
 
 The rate limit is checked on the journal's ``dequeued_at`` instants (read with ``sqlite3``),
 exactly as the dequeue judges its rolling window, not on step start times, which scheduling
@@ -54,7 +53,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +131,8 @@ def most_at_once(spans: Iterable[Run]) -> tuple[int, float]:
 
 
 def problems(lines: list[tuple[str, str, int, float]], kills: dict[int, float], *,
-             concurrency: int, worker_concurrency: int | None,
-             recovered: Collection[str] = ()) -> list[str]:
-    """What the ledger shows against the queue's guarantees (empty: nothing wrong).
-
-    The runs of the ``recovered`` workflows (taken over from a killed consumer) are left out
-    of the per-process ``worker_concurrency`` count: recovery does not apply it (see
-    ``test_recovery_takes_a_dead_consumers_workflow_beyond_worker_concurrency``).
-    """
+             concurrency: int, worker_concurrency: int | None) -> list[str]:
+    """What the ledger shows against the queue's guarantees (empty: nothing wrong)."""
     found: list[str] = []
     spans = runs(lines, kills, found)
     most, when = most_at_once(spans)
@@ -149,8 +142,7 @@ def problems(lines: list[tuple[str, str, int, float]], kills: dict[int, float], 
     by_pid: dict[int, list[Run]] = defaultdict(list)
     by_workflow: dict[str, list[Run]] = defaultdict(list)
     for span in spans:
-        if span.workflow_id not in recovered:
-            by_pid[span.pid].append(span)
+        by_pid[span.pid].append(span)
         by_workflow[span.workflow_id].append(span)
     if worker_concurrency is not None:
         for pid, own in sorted(by_pid.items()):
@@ -315,10 +307,7 @@ def test_queued_workflows_run_once_within_limits_while_consumers_are_killed(
     assert all(rows == ["work"] for rows in step_rows.values()), step_rows
     lines = read_ledger(ledger)
     assert {w for k, w, _, _ in lines if k == "start"} == set(results)
-    # the exemption below stays small: a dead consumer held at most `concurrency` workflows
-    assert len(recovered) <= 3 * len(group.kills)
-    assert problems(lines, group.kills, concurrency=3, worker_concurrency=2,
-                    recovered=recovered) == []
+    assert problems(lines, group.kills, concurrency=3, worker_concurrency=2) == []
     # a step cut by a kill left its workflow pending under a dead owner: it was recovered
     assert {r.workflow_id for r in runs(lines, group.kills, []) if r.killed} <= recovered
     # the test's own App consumed as well, and so did consumers that were later killed
@@ -386,18 +375,14 @@ def test_negative_control_racy_dequeue_is_caught(tmp_path: Path, db_path: str,
         assert len({p for k, _, p, _ in read_ledger(ledger) if k == "start"}) >= 2
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: recovery takes over a dead consumer's "
-                   "queued workflows whatever the App's worker_concurrency")
-def test_recovery_takes_a_dead_consumers_workflow_beyond_worker_concurrency(
-        db_path: str) -> None:
+def test_recovery_puts_a_dead_consumers_workflow_back_in_its_queue(db_path: str) -> None:
     """B runs its one allowed workflow (worker_concurrency=1) when consumer A dies holding
-    another: B's recovery must leave that one until B has room (or to another consumer).
+    another: B's recovery puts that one back in its queue, to run when B has room.
 
     Found by the nemesis above. Two Apps in this process stand for two processes: A dies at
     its step's crash point (its writes refused from then on) and is closed, which makes its
-    owner token gone at once. B then runs one recovery round (its heartbeat's, called here).
-    Fixed, that round leaves ``a`` alone until ``b`` ends; the check is on the order of B's
-    step lines."""
+    owner token gone at once. B then runs one recovery round (its heartbeat's, called here):
+    ``a`` is enqueued again, and starts only after ``b`` ends."""
     gate = threading.Event()
     ledger: list[tuple[str, str]] = []
 
@@ -428,8 +413,9 @@ def test_recovery_takes_a_dead_consumers_workflow_beyond_worker_concurrency(
         with a_app:  # A takes a (B is full) and dies before a's step body
             a_queue.enqueue(a_job, "a", workflow_id="a")
             assert switch.wait(30)
-        if "a" in b_app.recover():  # what B's heartbeat does once per lease (B is full)
-            eventually(lambda: ("start", "a") in ledger, "B to run the recovered workflow")
+        assert b_app.recover() == ["a"]  # what B's heartbeat does once per lease (B is full)
+        assert b_app.handle("a").status() == ld.Status.ENQUEUED
+        assert ("start", "a") not in ledger
         gate.set()
         assert b_app.handle("a").result(timeout=30) == "a"
         assert b_app.handle("b").result(timeout=30) == "b"
