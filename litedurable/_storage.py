@@ -22,7 +22,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from ._errors import DurableError
 
@@ -418,6 +418,27 @@ class Storage(Protocol):
 
     def quick_check(self) -> str:
         """"ok" when the store is sound, else what is damaged (never raises for damage)."""
+        ...
+
+    def check(self) -> list[str]:
+        """Every problem found: the database's own check, then every row's checksum (each
+        damaged row named). Empty when the journal is sound."""
+        ...
+
+    def backup(self, destination: str) -> None:
+        """Write a consistent copy of the journal to ``destination`` while others write."""
+        ...
+
+    # -- moving workflows between journals ------------------------------------------------
+
+    def export_workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """The workflow and every row that belongs to it as a JSON-able record (None: no
+        such workflow); ``import_workflow`` in another journal takes it back."""
+        ...
+
+    def import_workflow(self, record: dict[str, Any]) -> str:
+        """Insert an exported workflow, its id and checksums kept, in one transaction; its
+        id. ``WorkflowConflictError`` (nothing written) if the id exists here."""
         ...
 
 

@@ -567,3 +567,13 @@ DATA_VERSION = "PRAGMA data_version"
 CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
 QUICK_CHECK = "PRAGMA quick_check"
 INTEGRITY_CHECK = "PRAGMA integrity_check"
+
+# -- backup, check, export, import (``transfer.py``; table and column names are the schema's
+# own, read from the file, never a caller's) ---------------------------------------------------
+
+VACUUM_INTO = "VACUUM INTO ?"  # one read snapshot, written as a new compact file
+TABLES = "SELECT name FROM sqlite_schema WHERE type = 'table'"
+TABLE_COLUMNS = "PRAGMA table_info({table})"
+ALL_ROWS = "SELECT * FROM {table}"
+ROWS_OF = "SELECT * FROM {table} WHERE {column} = ? ORDER BY {order}"
+INSERT_ROW = "INSERT INTO {table} ({columns}) VALUES ({marks})"

@@ -41,7 +41,7 @@ from .._storage import (
     step_checksum,
     workflow_checksum,
 )
-from . import sql
+from . import sql, transfer
 from .commit import GroupCommit
 from .driver import Driver
 
@@ -884,6 +884,22 @@ class SqliteStorage:
                 return f"{type(exc).__name__}: {exc}"
 
         return self.driver.read(check)
+
+    def backup(self, destination: str) -> None:
+        """See ``Storage.backup``."""
+        transfer.backup(self.driver, destination)
+
+    def check(self) -> list[str]:
+        """See ``Storage.check``."""
+        return transfer.check(self.driver, self.path)
+
+    def export_workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """See ``Storage.export_workflow``."""
+        return transfer.export_workflow(self.driver, workflow_id)
+
+    def import_workflow(self, record: dict[str, Any]) -> str:
+        """See ``Storage.import_workflow``."""
+        return transfer.import_workflow(self.driver, self.commit.write, record)
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""

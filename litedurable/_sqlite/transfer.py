@@ -1,0 +1,194 @@
+"""Moving and checking a journal as a whole: backup, check, export and import.
+
+* ``backup`` writes a consistent copy while workflows run (``VACUUM INTO`` reads one snapshot).
+* ``check`` is SQLite's ``integrity_check`` and then every row's checksum, each damaged row
+  named (``quick_check`` only sees damage SQLite itself can; bytes changed inside a payload
+  only show in the checksums).
+* ``export``/``import`` move workflows between journals as JSON records: the workflow row and
+  every row that belongs to it (steps, mailbox, events, streams, promises), ids and checksums
+  kept, so a record altered on the way is reported as damaged when read, never replayed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from .._errors import JournalError, WorkflowConflictError
+from .._storage import (
+    StepRow,
+    checksum,
+    message_checksum,
+    promise_checksum,
+    step_checksum,
+    workflow_checksum,
+)
+from . import sql
+from .driver import Driver
+
+__all__ = ["EXPORT_FORMAT", "backup", "check", "export_workflow", "import_workflow"]
+
+EXPORT_FORMAT = 1
+"""The version of an export record (``"format"``); an import refuses one it does not know."""
+
+# table -> (the column naming the workflow a row belongs to, the order rows are kept in).
+# Children are workflows of their own (exported by their own ids).
+_BELONGING = {"steps": ("workflow_id", "step"), "messages": ("destination", "seq"),
+              "events": ("workflow_id", "key"), "streams": ("workflow_id", "key, position"),
+              "promises": ("workflow_id", "step, promise_id")}
+_NOT_CARRIED = {"workflows": {"owner"}, "messages": {"seq"}}
+"""Columns an import does not take: the exporting owner means nothing in another journal
+(an imported pending workflow is recovered by whichever App runs it), and a message's
+sequence number is the importing mailbox's to give (the export's order is kept)."""
+
+
+def backup(driver: Driver, destination: str) -> None:
+    """Write a consistent copy of the journal to ``destination`` (which must not exist)."""
+    if os.path.exists(destination):
+        raise FileExistsError(f"{destination} exists; a backup is written to a new file")
+    driver.read(lambda conn: conn.execute(sql.VACUUM_INTO, (destination,)))
+
+
+def check(driver: Driver, path: str) -> list[str]:
+    """Every problem found in the journal (empty: sound), damaged rows by name."""
+
+    def run(conn: apsw.Connection) -> list[str]:
+        found = [r[0] for r in conn.execute(sql.INTEGRITY_CHECK)]
+        problems = [] if found == ["ok"] else [f"SQLite: {line}" for line in found]
+        tables = {r[0] for r in conn.execute(sql.TABLES)}
+        for table, verify in _VERIFIERS.items():
+            if table not in tables:
+                continue
+            for row in conn.execute(sql.ALL_ROWS.format(table=table)):
+                named = dict(zip(_columns(conn, table), row, strict=True))
+                if verify(named) != named["checksum"]:
+                    problems.append(f"{_describe(table, named)} in {path} fails its checksum")
+        return problems
+
+    return driver.read(run)
+
+
+def export_workflow(driver: Driver, workflow_id: str) -> dict[str, Any] | None:
+    """The workflow and every row that belongs to it as a JSON-able record, or None."""
+
+    def read(conn: apsw.Connection) -> dict[str, Any] | None:
+        tables = {r[0] for r in conn.execute(sql.TABLES)}
+        (workflow,) = _rows(conn, "workflows", "workflow_id", "workflow_id",
+                            workflow_id) or (None,)
+        if workflow is None:
+            return None
+        record: dict[str, Any] = {"format": EXPORT_FORMAT, "workflow": workflow}
+        for table, (column, order) in _BELONGING.items():
+            if table in tables:
+                record[table] = _rows(conn, table, column, order, workflow_id)
+        return record
+
+    return driver.read(read)
+
+
+def import_workflow(driver: Driver, write: Callable[[Callable[[apsw.Connection], None]], None],
+                    record: dict[str, Any]) -> str:
+    """Insert an exported workflow and its rows in one transaction; its id.
+
+    Raises:
+        WorkflowConflictError: the id exists here (nothing is written).
+        JournalError: the record is not an export this version reads.
+    """
+    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
+        raise JournalError(f"not a litedurable export record (format {EXPORT_FORMAT})")
+    workflow = record.get("workflow")
+    if not isinstance(workflow, dict) or not isinstance(workflow.get("workflow_id"), str):
+        raise JournalError("an export record without its workflow row")
+    workflow_id: str = workflow["workflow_id"]
+
+    def insert(conn: apsw.Connection) -> None:
+        if conn.execute(sql.WORKFLOW_EXISTS, (workflow_id,)).fetchall():
+            raise WorkflowConflictError(
+                f"workflow {workflow_id!r} already exists in {driver.path}; nothing was "
+                "imported (delete it there first, or import into another journal)")
+        _insert(conn, "workflows", workflow)
+        for table, (column, _) in _BELONGING.items():
+            for row in record.get(table) or ():
+                if not isinstance(row, dict) or row.get(column) != workflow_id:
+                    raise JournalError(f"a {table} row of the record of {workflow_id!r} "
+                                       "belongs to another workflow")
+                _insert(conn, table, row)
+
+    write(insert)
+    return workflow_id
+
+
+# -- rows as JSON ---------------------------------------------------------------------------
+
+
+def _columns(conn: apsw.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(sql.TABLE_COLUMNS.format(table=table))]
+
+
+def _rows(conn: apsw.Connection, table: str, column: str, order: str,
+          value: str) -> list[dict[str, Any]]:
+    names = _columns(conn, table)
+    statement = sql.ROWS_OF.format(table=table, column=column, order=order)
+    return [{name: _to_json(v) for name, v in zip(names, r, strict=True)
+             if name not in _NOT_CARRIED.get(table, ())}
+            for r in conn.execute(statement, (value,))]
+
+
+def _insert(conn: apsw.Connection, table: str, row: dict[str, Any]) -> None:
+    known = set(_columns(conn, table))
+    unknown = sorted(set(row) - known)
+    if unknown:
+        raise JournalError(f"the record's {table} rows have columns this journal does not "
+                           f"know ({', '.join(unknown)}): it was exported by a newer litedurable")
+    names = [n for n in row if n not in _NOT_CARRIED.get(table, ())]
+    marks = ", ".join("?" * len(names))
+    conn.execute(sql.INSERT_ROW.format(table=table, columns=", ".join(names), marks=marks),
+                 [_from_json(row[n]) for n in names])
+
+
+def _to_json(value: Any) -> Any:
+    return {"base64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"base64"}:
+        return base64.b64decode(value["base64"])
+    return value
+
+
+# -- checksums, per table ----------------------------------------------------------------------
+
+
+def _b(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+_VERIFIERS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "workflows": lambda r: workflow_checksum(r["workflow_id"], r["name"], bytes(r["inputs"]),
+                                             _b(r["output"]), _b(r["error"])),
+    "steps": lambda r: step_checksum(StepRow(
+        r["workflow_id"], r["step"], r["kind"], r["name"], _b(r["output"]), _b(r["error"]),
+        _b(r["extra"]), r["started_at"], r["finished_at"])),
+    "messages": lambda r: message_checksum(r["destination"], r["topic"], bytes(r["payload"])),
+    "events": lambda r: checksum(r["workflow_id"], r["key"], bytes(r["value"])),
+    "streams": lambda r: checksum(r["workflow_id"], r["key"], str(r["position"]),
+                                  _b(r["value"])),
+    "promises": lambda r: promise_checksum(r["promise_id"], r["workflow_id"], _b(r["output"]),
+                                           _b(r["error"])),
+}
+
+
+def _describe(table: str, row: dict[str, Any]) -> str:
+    if table == "workflows":
+        return f"workflow {row['workflow_id']!r}"
+    if table == "steps":
+        return f"step {row['step']} of workflow {row['workflow_id']!r}"
+    if table == "messages":
+        return f"message {row['seq']} to workflow {row['destination']!r}"
+    if table == "promises":
+        return f"promise {row['promise_id']!r}"
+    return f"{table[:-1]} {row['key']!r} of workflow {row['workflow_id']!r}"
