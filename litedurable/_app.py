@@ -653,14 +653,22 @@ class App:
         name: str | None = None,
         app_version: str | None = None,
         queue: str | None = None,
+        parent: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[WorkflowInfo]:
-        """Workflows matching the filters (``queue``: enqueued on that queue), newest first."""
+        """Workflows matching every filter given, newest first: ``queue`` (enqueued on that
+        queue), ``parent`` (its children), ``since``/``until`` (created at or after, before:
+        aware datetimes)."""
         storage, _ = self._parts()
         rows = storage.list_workflows(
             status=None if status is None else Status(status).value, name=name,
-            app_version=app_version, queue=queue, limit=limit, offset=offset,
+            app_version=app_version, queue=queue, parent=parent,
+            since=None if since is None else _instant(since, "since"),
+            until=None if until is None else _instant(until, "until"),
+            limit=limit, offset=offset,
         )
         return [workflow_info(row, self.codec) for row in rows]
 
@@ -1025,6 +1033,12 @@ def _check_version(app_version: object) -> str:
             "recover every version"
         )
     return app_version
+
+
+def _instant(moment: object, what: str) -> float:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise UsageError(f"{what}= takes an aware datetime (with a time zone), not {moment!r}")
+    return moment.timestamp()
 
 
 def _conflict(workflow_id: str, row: WorkflowRow, definition: WorkflowDef) -> WorkflowConflictError:

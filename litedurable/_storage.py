@@ -274,9 +274,17 @@ class Storage(Protocol):
 
     def list_workflows(
         self, *, status: str | None = None, name: str | None = None,
-        app_version: str | None = None, queue: str | None = None, limit: int | None = None,
+        app_version: str | None = None, queue: str | None = None, parent: str | None = None,
+        since: float | None = None, until: float | None = None, limit: int | None = None,
         offset: int = 0,
-    ) -> list[WorkflowRow]: ...
+    ) -> list[WorkflowRow]:
+        """Workflows matching every filter given (``since``/``until``: created at or after,
+        before; ``parent``: its children), newest first."""
+        ...
+
+    def count_workflows(self, **filters: Any) -> dict[str, int]:
+        """How many workflows match the filters of ``list_workflows``, by status."""
+        ...
 
     def pending_by_version(self) -> dict[str, int]: ...
 

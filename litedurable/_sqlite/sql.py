@@ -328,6 +328,7 @@ PENDING = (
 )
 LIST_WORKFLOWS = f"SELECT {WORKFLOW_COLUMNS} FROM workflows"  # + the filters, then:
 LIST_ORDER = " ORDER BY created_at DESC, workflow_id DESC LIMIT ? OFFSET ?"
+COUNT_WORKFLOWS = "SELECT status, count(*) FROM workflows{where} GROUP BY status"
 STATUSES = "SELECT workflow_id, status FROM workflows WHERE workflow_id IN ({marks})"
 STATUS_CHUNK = 500  # ids per STATUSES query, well under SQLite's parameter limit
 NAME_AND_STATUS = "SELECT name, status FROM workflows WHERE workflow_id = ?"

@@ -407,28 +407,32 @@ class SqliteStorage:
         name: str | None = None,
         app_version: str | None = None,
         queue: str | None = None,
+        parent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
         limit: int | None = None,
         offset: int = 0,
     ) -> list[WorkflowRow]:
-        """Workflows matching every given filter, newest first."""
+        """Workflows matching every given filter (``since``/``until``: created at or after,
+        before), newest first."""
         if queue is not None and self.driver.schema < sql.QUEUE_SCHEMA:
             return []  # an older file read as it is: it has no queues
-        where, params = [], []
-        if queue is not None:
-            where.append("queue = ?")
-            params.append(queue)
-        for column, value in (("status", status), ("name", name), ("app_version", app_version)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        statement = sql.LIST_WORKFLOWS
-        if where:
-            statement += " WHERE " + " AND ".join(where)
-        statement += sql.LIST_ORDER
+        where, params = _filters(status=status, name=name, app_version=app_version,
+                                 queue=queue, parent=parent, since=since, until=until)
+        statement = sql.LIST_WORKFLOWS + where + sql.LIST_ORDER
         bound: list[Any] = [*params, -1 if limit is None else limit, offset]
         return self.driver.read(
             lambda conn: [_workflow_row(r) for r in conn.execute(statement, bound)]
         )
+
+    def count_workflows(self, **filters: Any) -> dict[str, int]:
+        """How many workflows match ``filters`` (those of ``list_workflows``), by status."""
+        if filters.get("queue") is not None and self.driver.schema < sql.QUEUE_SCHEMA:
+            return {}
+        where, params = _filters(**filters)
+        statement = sql.COUNT_WORKFLOWS.format(where=where)
+        return self.driver.read(
+            lambda conn: {str(status): int(n) for status, n in conn.execute(statement, params)})
 
     def pending_by_version(self) -> dict[str, int]:
         """How many pending workflows each app version has."""
@@ -909,6 +913,22 @@ class SqliteStorage:
 
 
 # -- rows ---------------------------------------------------------------------------------
+
+
+def _filters(*, status: str | None = None, name: str | None = None,
+             app_version: str | None = None, queue: str | None = None,
+             parent: str | None = None, since: float | None = None,
+             until: float | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its parameters for the given workflow filters."""
+    where, params = [], []
+    for test, value in (("status = ?", status), ("name = ?", name),
+                        ("app_version = ?", app_version), ("queue = ?", queue),
+                        ("parent_id = ?", parent), ("created_at >= ?", since),
+                        ("created_at < ?", until)):
+        if value is not None:
+            where.append(test)
+            params.append(value)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def _fetch_workflow(conn: apsw.Connection, workflow_id: str) -> WorkflowRow | None:
