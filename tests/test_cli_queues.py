@@ -188,6 +188,13 @@ def do(n: int) -> int:
 @app.workflow(name="job")
 def job(n: int) -> int:
     return do(n)
+
+
+@app.workflow(name="yearly")
+def yearly(fire_at: object) -> None: ...
+
+
+app.schedule("new-year", yearly, "0 0 1 1 *")
 '''
 
 JOBS, GATED = 20, 8
@@ -236,7 +243,8 @@ def test_worker_consumes_stops_on_sigterm_and_a_second_start_finishes(tmp_path: 
     first = _worker(tmp_path)
     assert first.stdout is not None
     assert "serving" in first.stdout.readline()
-    assert "queue jobs: concurrency 2" in first.stdout.readline()
+    assert "queue jobs: concurrency 2, per worker -, rate limit -" in first.stdout.readline()
+    assert "schedule new-year: yearly at '0 0 1 1 *' (UTC)" in first.stdout.readline()
     eventually(lambda: len(_ledger(ledger)) >= GATED, lambda: f"ledger {_ledger(ledger)}")
     _stop(first)
     done = _ledger(ledger)
