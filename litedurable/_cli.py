@@ -1,7 +1,9 @@
 """The ``litedurable`` command: read and manage a journal file.
 
-Every command but ``replay`` works on the file alone and never imports user code: a journal can
-be inspected on a machine that does not have the application. ``resume`` and ``fork`` mark
+Every command but ``replay`` and ``worker`` works on the file alone and never imports user
+code: a journal can be inspected on a machine that does not have the application.
+``worker MODULE:APP`` imports the application and serves it (``App.serve``) until SIGINT or
+SIGTERM. ``resume`` and ``fork`` mark
 workflows for the application's next recovery (at its next launch, or within one lease period
 if it is running).
 
@@ -15,7 +17,7 @@ Exit status (also in ``litedurable --help``)::
   1    refused or found a problem: cancel/resume of a workflow in a state that does not
        allow it, fork onto a taken id, replay found a difference; nothing was changed
   2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
-       imported
+       imported (or names no App), a --db that is not the worker's App's file
   3    not found: no journal file at --db, or no workflow with that id
   4    the journal cannot be used: damaged, locked past --busy-timeout, read-only, or
        written by another program or a newer litedurable
@@ -28,7 +30,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -48,9 +52,9 @@ from ._errors import (
     WorkflowConflictError,
     WorkflowNotFoundError,
 )
-from ._records import step_info, workflow_info
-from ._storage import MessageRow, PromiseRow, Storage
-from ._types import Status, check_workflow_id
+from ._records import queue_info, step_info, workflow_info
+from ._storage import MessageRow, PromiseRow, QueueSpec, Storage
+from ._types import QueueInfo, Status, check_workflow_id
 
 __all__ = ["main"]
 
@@ -60,7 +64,7 @@ EXIT_STATUS = """exit status:
   1    refused or found a problem (cancel/resume of a workflow in a state that does not
        allow it, fork onto a taken id, replay found a difference); nothing was changed
   2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
-       imported
+       imported (or names no App), a --db that is not the worker's App's file
   3    not found: no journal file at --db, or no workflow with that id
   4    the journal cannot be used: damaged, locked past --busy-timeout, read-only, or
        written by another program or a newer litedurable
@@ -124,11 +128,12 @@ def _print_json(value: Any) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _journal(args) as journal:
-        rows = journal.list_workflows(status=args.status, name=args.name, limit=args.limit)
-        # Pending workflows only: one indexed read each, and a finished workflow never reads
-        # its mailbox again.
+        rows = journal.list_workflows(status=args.status, name=args.name, queue=args.queue,
+                                      limit=args.limit)
+        # Pending and enqueued workflows only: one indexed read each, and a finished workflow
+        # never reads its mailbox again.
         unread = {r.workflow_id: [_topic(t) for t in sorted(journal.unread_topics(r.workflow_id))]
-                  for r in rows if r.status == Status.PENDING}
+                  for r in rows if r.status in (Status.PENDING, Status.ENQUEUED)}
     codec = Codec(1 << 30)
     infos = [workflow_info(row, codec) for row in rows]
     if args.json:
@@ -227,6 +232,49 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_queues(args: argparse.Namespace) -> int:
+    now = time.time()
+    with _journal(args) as journal:
+        infos = [queue_info(stats) for stats in journal.queue_stats(now, 60.0)]
+    if args.json:
+        _print_json([{**{k: getattr(q, k) for k in q.__dataclass_fields__},
+                      "oldest_wait_seconds": _waited(q, now)} for q in infos])
+        return 0
+    if not infos:
+        print(f"no queues in {args.db} (a queue is listed once an App that declares it has "
+              "launched on this file)")
+        return 0
+    print(f"{'QUEUE':<24} {'CONCURRENCY':>11} {'PER WORKER':>10} {'RATE LIMIT':>12} "
+          f"{'PARTITIONED':<11} {'ENQUEUED':>8} {'RUNNING':>7} {'STARTED/MIN':>11} OLDEST WAIT")
+    for q in infos:
+        rate = "-" if q.rate_limit is None else f"{q.rate_limit[0]}/{q.rate_limit[1]:g}s"
+        waited = _waited(q, now)
+        print(f"{q.name:<24} {_limit(q.concurrency):>11} {_limit(q.worker_concurrency):>10} "
+              f"{rate:>12} {'yes' if q.partitioned else 'no':<11} {q.enqueued:>8} "
+              f"{q.running:>7} {q.started_last_minute:>11} "
+              f"{'-' if waited is None else _duration(waited)}")
+    return 0
+
+
+def _limit(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _waited(info: QueueInfo, now: float) -> float | None:
+    """Seconds the queue's longest-waiting workflow has waited (None when nothing waits)."""
+    if info.oldest_enqueued_at is None:
+        return None
+    return max(0.0, now - info.oldest_enqueued_at.timestamp())
+
+
+def _duration(seconds: float) -> str:
+    """A wait as a person reads it: ``3 s``, ``2 min``, ``5 h``, ``2 d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _journal(args, write=True) as journal:
         row = _find(journal, args.workflow_id)
@@ -238,7 +286,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         )
     if not done:
         raise _Refused(f"workflow {args.workflow_id!r} is {row.status} and none of its children "
-                       "is pending: nothing to cancel, nothing was changed")
+                       "is pending or enqueued: nothing to cancel, nothing was changed")
     print(f"cancelled {len(done)} workflow(s): {', '.join(done)}")
     return 0
 
@@ -253,11 +301,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
                   f"{version!r}; an application of that version recovers it once its owner is "
                   "gone")
             return 0
-        if row.status in (Status.PENDING, Status.SUCCEEDED):
+        if row.status == Status.ENQUEUED and version is not None:
+            journal.resume(args.workflow_id, time.time(), owner=None, app_version=version)
+            print(f"workflow {args.workflow_id!r} is enqueued and now records app version "
+                  f"{version!r}; a worker of that version consuming its queue runs it")
+            return 0
+        if row.status in (Status.PENDING, Status.ENQUEUED, Status.SUCCEEDED):
             raise _Refused(f"workflow {args.workflow_id!r} is {row.status}: nothing to resume, "
                            "nothing was changed (resume makes a cancelled, failed, exhausted or "
-                           "nondeterministic workflow pending again)")
+                           "nondeterministic workflow pending again, or enqueued again if it came "
+                           "from a queue)")
         journal.resume(args.workflow_id, time.time(), owner=None, app_version=version)
+        now = journal.get_workflow(args.workflow_id)
+    if now is not None and now.status == Status.ENQUEUED:
+        print(f"workflow {args.workflow_id!r} went back to its queue (enqueued again); a worker "
+              "consuming that queue runs it, after the workflows ahead of it")
+        return 0
     print(f"workflow {args.workflow_id!r} is pending again; the application resumes it at its "
           "next launch (or within one lease period if it is running)")
     return 0
@@ -294,23 +353,34 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    module_name, _, attr = args.app.partition(":")
-    if not attr:
-        raise DurableError("replay needs MODULE:APP, e.g. `litedurable replay myjobs:app`")
+def _load_app(spec: str, command: str) -> App:
+    """Import ``MODULE:APP`` from the current directory (or ``sys.path``) and return the App."""
+    module_name, colon, attr = spec.partition(":")
+    if not colon or not module_name or not attr:
+        raise _Usage(f"{command} needs MODULE:APP (the module, a colon, the name of its App "
+                     f"object), e.g. `litedurable {command} myjobs:app`; got {spec!r}")
     # The directory itself, not ".": a finder cached for "." may list another directory.
     sys.path.insert(0, os.getcwd())
     importlib.invalidate_caches()  # a module written a moment ago must be found
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # anything the user's module raises while importing is theirs
-        raise _Usage(f"cannot import {module_name!r} (from {args.app!r}): {_describe(exc)}. "
-                     "Run replay from the directory the module is in, or fix the module.") from exc
-    app = getattr(module, attr, None)
+        raise _Usage(f"cannot import {module_name!r} (from {spec!r}): {_describe(exc)}. "
+                     f"Run {command} from the directory the module is in, or fix the "
+                     "module.") from exc
+    if not hasattr(module, attr):
+        raise _Usage(f"{spec}: module {module_name!r} has no attribute {attr!r}; name its App "
+                     f"object, e.g. `litedurable {command} myjobs:app`")
+    app = getattr(module, attr)
     if not isinstance(app, App):
         found = "nothing" if app is None else f"a {type(app).__name__}"
-        raise _Usage(f"{args.app}: {module_name}.{attr} is {found}, not a litedurable.App; "
-                     "name the App object, e.g. `litedurable replay myjobs:app`")
+        raise _Usage(f"{spec}: {module_name}.{attr} is {found}, not a litedurable.App; "
+                     f"name the App object, e.g. `litedurable {command} myjobs:app`")
+    return app
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    app = _load_app(args.app, "replay")
     with _journal(args) as journal:
         if args.workflow_ids:
             rows = [_find(journal, wid) for wid in args.workflow_ids]
@@ -327,6 +397,65 @@ def cmd_replay(args: argparse.Namespace) -> int:
             failures += problem is not None
             print(f"{row.workflow_id}: {'ok' if problem is None else problem}")
     return 1 if failures else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(message)s")
+    app = _load_app(args.app, "worker")
+    if args.db_given and not _same_file(args.db, app.path):
+        raise _Usage(f"--db {args.db} is not the journal {args.app} opens ({app.path}); a "
+                     "worker serves its App's own file: drop --db, or change the App's path")
+    # A signal before serve() has its own handlers is kept, not fatal: the worker then
+    # closes as serve() would (serve() restores these handlers when it returns).
+    caught: list[int] = []
+
+    def early(signum: int, _frame: object) -> None:
+        caught.append(signum)
+        app._serving.set()  # serve() returns at once if it had begun
+
+    previous = {signum: signal.signal(signum, early)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        app.launch()
+        with app._lock:
+            queues = list(app._queues.values())
+            schedules = sorted(app._schedules.values(), key=lambda row: row.name)
+        print(f"worker {args.app} serving {os.path.abspath(app.path)} (pid {os.getpid()})")
+        for spec in queues:
+            print(f"  queue {spec.name}: {_describe_queue(spec)}")
+        for row in schedules:
+            print(f"  schedule {row.name}: {row.workflow} at {row.cron!r} ({row.tz or 'UTC'})")
+        if not queues and not schedules:
+            print("  no queues or schedules declared: recovers pending workflows only")
+        print("stop it with SIGINT (Ctrl-C) or SIGTERM; pending work stays in the journal for "
+              "the next start", flush=True)
+        if not caught:
+            app.serve()  # until SIGINT or SIGTERM, then a graceful close
+    finally:
+        app.close()  # a no-op after serve(); closes a launch that failed halfway
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(f"worker stopped; {os.path.abspath(app.path)} keeps what is left for the next start",
+          flush=True)
+    return 0
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _describe_queue(spec: QueueSpec) -> str:
+    parts = [f"concurrency {_limit(spec.concurrency)}",
+             f"per worker {_limit(spec.worker_concurrency)}",
+             "rate limit " + ("-" if spec.rate_limit is None else
+                              f"{spec.rate_limit[0]} per {spec.rate_limit[1]:g} s")]
+    if spec.partitioned:
+        parts.append("partitioned (concurrency per partition key)")
+    return ", ".join(parts)
 
 
 def _text(exc: BaseException) -> str:
@@ -374,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="litedurable", description="Inspect and manage a litedurable journal file.",
         epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--db", default="litedurable.db",
-                        help="journal file (default: litedurable.db)")
+    parser.add_argument("--db", default=None,
+                        help="journal file (default: litedurable.db; the worker command uses "
+                             "its App's file)")
     parser.add_argument("--busy-timeout", type=_seconds, default=5.0,
                         help="seconds to wait for another process's lock")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list workflows, newest first")
     p.add_argument("--status", choices=[s.value for s in Status])
     p.add_argument("--name")
+    p.add_argument("--queue", help="only workflows enqueued on this queue (waiting, running "
+                                   "or finished)")
     p.add_argument("--limit", type=_count, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(fn=cmd_list)
@@ -400,7 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schedules", help="list cron schedules, paused or active")
     p.set_defaults(fn=cmd_schedules)
 
-    p = sub.add_parser("cancel", help="cancel a workflow and its non-detached children")
+    p = sub.add_parser("queues", help="list queues: limits, enqueued, running, started in the "
+                                      "last minute, oldest wait")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(fn=cmd_queues)
+
+    p = sub.add_parser("cancel", help="cancel a workflow (running or enqueued) and its "
+                                      "non-detached children")
     p.add_argument("workflow_id")
     p.set_defaults(fn=cmd_cancel)
 
@@ -428,6 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow_ids", nargs="*")
     p.set_defaults(fn=cmd_replay)
 
+    p = sub.add_parser("worker", help="import MODULE:APP and serve it (consume its queues, fire "
+                                      "its schedules, recover) until SIGINT or SIGTERM")
+    p.add_argument("app", metavar="MODULE:APP")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"],
+                   help="litedurable's log messages on stderr (default: info)")
+    p.set_defaults(fn=cmd_worker)
+
     p = sub.add_parser("demo", help="run a workflow in a child process, kill it, resume it")
     p.set_defaults(fn=cmd_demo)
     return parser
@@ -436,6 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (see ``EXIT_STATUS``)."""
     args = build_parser().parse_args(argv)
+    args.db_given = args.db is not None
+    if args.db is None:
+        args.db = "litedurable.db"
     try:
         code: int = args.fn(args)
         sys.stdout.flush()  # here, not at exit: a closed pipe must be seen by the handler below

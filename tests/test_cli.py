@@ -14,7 +14,8 @@ import litedurable as ld
 from litedurable._cli import build_parser, main
 
 COMMANDS = [
-    "list", "show", "steps", "schedules", "cancel", "resume", "fork", "gc", "replay", "demo",
+    "list", "show", "steps", "schedules", "queues", "cancel", "resume", "fork", "gc", "replay",
+    "worker", "demo",
 ]
 
 WORKFLOW_MODULE = '''

@@ -1,8 +1,9 @@
 """Every example under examples/ runs to completion and prints what it promises.
 
-Each example crashes or stops its own workflow (``litedurable.testing.crash_at``, or closing
-the App), resumes it in a fresh App on the same journal, and exits non-zero if what it
-promises did not hold.
+Each example crashes or stops its own workflow (``litedurable.testing.crash_at``, closing the
+App, or SIGTERM to a worker process), resumes it in a fresh App on the same journal, and exits
+non-zero if what it promises did not hold; ``queue_crawler.py`` runs once and checks its
+rate limit against the recorded start times.
 ``quickstart.py`` has its own test, in ``test_readme.py``.
 """
 
@@ -27,6 +28,10 @@ EXPECTED = {
     "parallel_wait_all.py": "committed steps run again: none",
     "parent_children.py": "attached child cancelled, detached child still pending: True",
     "payment_webhook.py": "each payment settled once, while its workflow was down: True",
+    "queue_accounts.py": "each account's events once, strictly in order, across the restart: True",
+    "queue_crawler.py": "every page fetched once, no faster than the rate limit: True",
+    "queue_fanout.py": "every job ran once, at most 8 at a time: True",
+    "queue_worker.py": "every job done exactly once across the SIGTERM: True",
     "race_fastest.py": "decision kept across the crash: True",
     "race_timeout.py": "decision kept across the crash: True",
     "racing_strategies.py": "winning strategy kept across the crash: True",
