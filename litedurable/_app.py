@@ -417,7 +417,7 @@ class App:
                 claimed.append(wid)
         # A dead consumer's queued workflows go back to their queue, to be dequeued within
         # its limits (this App's worker_concurrency too); the others run here now.
-        requeued = set(storage.requeue(claimed, lease.owner))
+        requeued = set(storage.requeue(claimed, lease.owner, self.clock.now()))
         for wid in claimed:
             if wid not in requeued:
                 runtime.enqueue(wid)
@@ -768,7 +768,7 @@ class App:
     def queue(self, name: str, *, concurrency: int | None = None,
               worker_concurrency: int | None = None,
               rate_limit: tuple[int, float] | None = None,
-              partitioned: bool = False) -> Queue:
+              partitioned: bool = False, consume: bool = True) -> Queue:
         """Declare queue ``name`` and return it; this App consumes it once launched.
 
         Every launched App that declares a queue consumes it, and its limits hold across all
@@ -782,12 +782,18 @@ class App:
                 ``per_seconds``, across every process, on the App's clock.
             partitioned: ``concurrency`` applies per partition key, and every enqueue must
                 give one (e.g. one account's events in order, accounts in parallel).
+            consume: False makes this App a producer only: it enqueues on the queue and never
+                dequeues from it (a web process leaving the work to workers).
 
         Raises:
             ValueError: a limit that is not an int >= 1 (or a bad rate). UsageError: the
             name is declared on this App already with other limits.
         """
         spec = queue_spec(name, concurrency, worker_concurrency, rate_limit, partitioned)
+        if not isinstance(consume, bool):
+            raise UsageError(f"consume= takes True or False, not {consume!r}")
+        if not consume:
+            return Queue(self, spec)  # enqueue only: not consumed, not recorded as declared
         with self._lock:
             known = self._queues.get(spec.name)
             if known is not None and known != spec:

@@ -378,7 +378,7 @@ class Storage(Protocol):
         are taken."""
         ...
 
-    def requeue(self, workflow_ids: Sequence[str], owner: str) -> list[str]:
+    def requeue(self, workflow_ids: Sequence[str], owner: str, now: float) -> list[str]:
         """Put those of ``workflow_ids`` that are queued, pending and owned by ``owner`` back
         in their queue (``enqueued``, owned by no one, at their old place); the ids moved.
 

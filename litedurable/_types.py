@@ -256,7 +256,8 @@ class QueueInfo:
 
     ``rate_limit`` is ``(n, per_seconds)``; ``started_last_minute`` counts dequeues in the
     60 seconds before the read; ``oldest_enqueued_at`` is when the longest-waiting workflow
-    was enqueued (None when nothing waits).
+    was put in the queue (enqueued, or put back by a resume or a recovery; None when nothing
+    waits).
     """
 
     name: str

@@ -17,7 +17,6 @@ from support import child_env, eventually
 
 import litedurable as ld
 from litedurable._cli import _duration, main
-from litedurable._queues import Queue, queue_spec
 
 
 @pytest.fixture
@@ -227,15 +226,15 @@ def _stop(worker: subprocess.Popen[str]) -> tuple[str, str]:
 def test_worker_consumes_stops_on_sigterm_and_a_second_start_finishes(tmp_path: Path) -> None:
     (tmp_path / "queued_jobs.py").write_text(WORKER_MODULE.replace("GATED", str(GATED)))
     ledger = tmp_path / "ledger.txt"
-    # The test enqueues through an App that declares no queue, so it consumes none: the
-    # workers do all the work (a launched App consumes every queue it declares).
+    # The test enqueues through a producer-only declaration (consume=False): the workers do
+    # all the work.
     producer = ld.App(tmp_path / "worker.db")
 
     @producer.workflow(name="job")
     def job(n: int) -> int:
         raise AssertionError("the producer never runs a job")
 
-    jobs = Queue(producer, queue_spec("jobs", 2, None, None, False))
+    jobs = producer.queue("jobs", concurrency=2, consume=False)
     with producer:
         for n in range(JOBS):
             jobs.enqueue(job, n, workflow_id=f"job-{n}")

@@ -569,3 +569,30 @@ def test_recovery_keeps_the_worker_limit(db_path):
         for wid in ("w0", "w1"):
             app.handle(wid).result(timeout=HOLD)
     assert led.most["B"] == 1
+
+
+def test_a_producer_only_app_enqueues_and_never_dequeues(db_path):
+    """``consume=False``: a web process enqueues, the workers run everything."""
+    producer, worker = ld.App(db_path), ld.App(db_path)
+    ran_by: list[str] = []
+
+    @producer.workflow(name="job")
+    def job_p(n: int) -> int:
+        ran_by.append("producer")
+        return n
+
+    @worker.workflow(name="job")
+    def job_w(n: int) -> int:
+        ran_by.append("worker")
+        return n
+
+    queue = producer.queue("jobs", concurrency=2, consume=False)
+    worker.queue("jobs", concurrency=2)
+    with producer:
+        handles = [queue.enqueue(job_p, n) for n in range(10)]
+        assert {h.status() for h in handles} == {ld.Status.ENQUEUED}  # nobody consumes yet
+        with worker:
+            assert [h.result(timeout=10) for h in handles] == list(range(10))
+    assert ran_by == ["worker"] * 10
+    with pytest.raises(ld.UsageError, match="consume= takes True or False"):
+        producer.queue("jobs", consume="no")  # type: ignore[arg-type]

@@ -506,14 +506,15 @@ QUEUE_COUNTS = (
     "SELECT queue, count(*) FILTER (WHERE status = 'enqueued'), "
     "count(*) FILTER (WHERE status = 'pending'), "
     "(SELECT count(*) FROM queue_starts s WHERE s.queue = w.queue AND s.started_at > ?), "
-    "min(created_at) FILTER (WHERE status = 'enqueued') FROM workflows w "
+    "min(updated_at) FILTER (WHERE status = 'enqueued') FROM workflows w "
     "WHERE queue IS NOT NULL GROUP BY queue"
 )
 QUEUE_STARTS_WINDOW = 60.0  # seconds of starts kept for every queue (``queue_stats``)
+# ``updated_at`` of an enqueued workflow is when it was (last) put in its queue: its wait.
 # A recovered queued workflow goes back to its queue (at its old place: priority, rowid) to
 # be dequeued within the limits again, instead of running past them under its claimer.
 REQUEUE = (
-    "UPDATE workflows SET status = 'enqueued', owner = NULL WHERE workflow_id IN "
+    "UPDATE workflows SET status = 'enqueued', owner = NULL, updated_at = ?3 WHERE workflow_id IN "
     "(SELECT value FROM json_each(?1)) AND owner = ?2 AND status = 'pending' "
     "AND queue IS NOT NULL RETURNING workflow_id"
 )

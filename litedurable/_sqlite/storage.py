@@ -743,13 +743,13 @@ class SqliteStorage:
             return self.commit.write(lambda conn: claim(conn, picked, sql.RACY_DEQUEUE))
         return self.commit.write(lambda conn: claim(conn, pick(conn), sql.DEQUEUE))
 
-    def requeue(self, workflow_ids: Sequence[str], owner: str) -> list[str]:
+    def requeue(self, workflow_ids: Sequence[str], owner: str, now: float) -> list[str]:
         """See ``Storage.requeue``."""
         if not workflow_ids or self.driver.schema < sql.QUEUE_SCHEMA:
             return []
         wanted = json.dumps(list(workflow_ids))
         return self.commit.write(
-            lambda conn: [str(r[0]) for r in conn.execute(sql.REQUEUE, (wanted, owner))])
+            lambda conn: [str(r[0]) for r in conn.execute(sql.REQUEUE, (wanted, owner, now))])
 
     def declare_queue(self, spec: QueueSpec, now: float) -> None:
         """See ``Storage.declare_queue``."""
