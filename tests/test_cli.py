@@ -185,7 +185,7 @@ def test_benchmark_runner_smoke(tmp_path: Path) -> None:
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert {r["workload"] for r in records} >= {
         "raw_commit", "a_sequential_steps", "b_three_step_workflows", "c_fan_out",
-        "sleeping_workflows",
+        "sleeping_workflows", "queue_drain", "queue_latency", "queue_rate_limit",
     }
 
 
