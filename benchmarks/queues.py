@@ -154,7 +154,6 @@ class _Producer:
     def launched(self) -> Iterator[_Producer]:
         if self.engine == "litedurable":
             import litedurable as ld
-            from litedurable._queues import Queue, queue_spec
 
             app = ld.App(self.path, durability=self.durability)
 
@@ -163,7 +162,7 @@ class _Producer:
                 del i
 
             with app:
-                queue = Queue(app, queue_spec(QNAME, None, None, None, False))
+                queue = app.queue(QNAME, consume=False)  # a producer only
                 self._enqueue: Callable[[int], Any] = lambda i: queue.enqueue(
                     noop, i, workflow_id=f"q-{i}")
                 yield self
