@@ -14,7 +14,7 @@ import litedurable as ld
 from litedurable._cli import build_parser, main
 
 COMMANDS = [
-    "list", "show", "steps", "schedules", "cancel", "resume", "fork", "gc", "replay", "demo",
+    "list", "show", "steps", "schedules", "cancel", "resume", "fork", "gc", "replay", "demo", "ui",
 ]
 
 WORKFLOW_MODULE = '''
