@@ -42,15 +42,13 @@
     const s = Math.abs(seconds);
     if (s < 1) return `${Math.round(s * 1000)} ms`;
     if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
-    // Round to the smaller unit first, so 3599.7 s reads "1 h 0 min", not "59 min 60 s".
-    const two = (big, small) => {
-      const n = Math.round(s / small), per = big / small;
-      return [Math.floor(n / per), n % per];
-    };
-    if (s < 3600) { const [m, r] = two(60, 1); return `${m} min ${r} s`; }
-    if (s < 86400) { const [h, m] = two(3600, 60); return `${h} h ${m} min`; }
-    const [d, h] = two(86400, 3600);
-    return `${d} d ${h} h`;
+    // Round to the smaller unit before choosing the larger: 3599.7 s is "1 h 0 min".
+    const sec = Math.round(s);
+    if (sec < 3600) return `${Math.floor(sec / 60)} min ${sec % 60} s`;
+    const min = Math.round(s / 60);
+    if (min < 1440) return `${Math.floor(min / 60)} h ${min % 60} min`;
+    const hours = Math.round(s / 3600);
+    return `${Math.floor(hours / 24)} d ${hours % 24} h`;
   }
 
   function ago(iso, nowIso) {
