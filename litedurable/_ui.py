@@ -38,8 +38,7 @@ __all__ = ["detail", "export_html", "serve", "summary"]
 STATIC = Path(__file__).parent / "ui"
 FILES = {"/": ("index.html", "text/html"), "/index.html": ("index.html", "text/html"),
          "/app.js": ("app.js", "text/javascript"), "/style.css": ("style.css", "text/css")}
-MAX_DEPTH = 8  # nested children shown; deeper ones are listed by id only
-MAX_CHILDREN = 200  # children loaded per workflow page, in step order
+MAX_CHILDREN = 300  # descendants loaded for one workflow page (in step order, depth first)
 _codec = Codec(1 << 30)
 
 
@@ -85,9 +84,13 @@ def _step(row: StepRow, now: float) -> dict[str, Any]:
 
 
 def detail(journal: Storage, workflow_id: str, now: float | None = None, *,
-           depth: int = 0) -> dict[str, Any] | None:
-    """One workflow with everything the timeline draws; None if there is no such workflow."""
+           budget: list[int] | None = None) -> dict[str, Any] | None:
+    """One workflow with everything the timeline draws; None if there is no such workflow.
+
+    Its children come nested, as far as ``budget`` (a one-item list: how many descendants may
+    still be loaded) allows; the ids of those left out are in their ``child`` steps."""
     now = time.time() if now is None else now
+    budget = [MAX_CHILDREN] if budget is None else budget
     row = journal.get_workflow(workflow_id)
     if row is None:
         return None
@@ -104,10 +107,12 @@ def detail(journal: Storage, workflow_id: str, now: float | None = None, *,
         s["replayed"] = s["owner"] is not None and s["owner"] != last
     found["owners"] = owners
     found["children"] = []
-    if depth < MAX_DEPTH:
-        child_ids = [s["child_id"] for s in steps if s["child_id"]][:MAX_CHILDREN]
-        found["children"] = [c for c in (detail(journal, cid, now, depth=depth + 1)
-                                         for cid in child_ids) if c is not None]
+    for child_id in (s["child_id"] for s in steps if s["child_id"]):
+        if budget[0] <= 0:
+            break
+        budget[0] -= 1
+        if (child := detail(journal, child_id, now, budget=budget)) is not None:
+            found["children"].append(child)
     found["messages"] = [
         {"topic": m.topic or None, "message": _codec.display(m.payload), "sender": m.sender,
          "sent_at": iso(m.created_at), "read_by_step": m.consumed_step,

@@ -308,8 +308,17 @@ def test_timeline_renders_in_chromium(journal: Path, tmp_path: Path) -> None:
     assert len(elements(dom, "recovery", data_wf="order-1")) == 1
     assert len(elements(dom, "step replayed", data_wf="order-1")) >= 5
 
+    # A step named in the address is selected: its details (call site, owner, attempts) show.
+    chosen = rendered(page.as_uri() + "#?step=5", tmp_path / "profile")
+    assert elements(chosen, "step selected", data_wf="order-1", data_step="5")
+    details = chosen.split('id="details"', 1)[1].split("</div>", 1)[0]
+    assert "step 5 · step" in details and "ui_journal.py:" in details
+    assert details.count("ConnectionError: payment gateway timeout") == 2
+    child_step = rendered(page.as_uri() + "#?step=order-1-invoice:0", tmp_path / "profile")
+    assert elements(child_step, "step selected", data_wf="order-1-invoice", data_step="0")
+
     shot = tmp_path / "timeline.png"
-    browse(page.as_uri(), tmp_path / "profile", f"--screenshot={shot}")
+    browse(page.as_uri() + "#?step=5", tmp_path / "profile", f"--screenshot={shot}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("LITEDURABLE_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, REPO / "docs" / "timeline.png")

@@ -25,17 +25,17 @@ WORKFLOW_IDS = ("order-1", "order-1-invoice", "refund-1", "nap-1")
 
 
 def _define(app: ld.App, released: threading.Event, tries: list[int]) -> dict[str, object]:
-    @app.step()
+    @app.step("reserve")
     def reserve(item: str) -> str:
         return f"reserved {item}"
 
-    @app.step()
+    @app.step("quote")
     def quote(vendor: str) -> int:
         if vendor == "slow":
             released.wait(30)  # finishes only once the workflow went past the select
         return len(vendor)
 
-    @app.step(retries=ld.Retry(max_attempts=3, initial=0.01))
+    @app.step("charge", retries=ld.Retry(max_attempts=3, initial=0.01))
     def charge(amount: int) -> str:
         tries.append(amount)
         if len(tries) < 3:
@@ -43,7 +43,7 @@ def _define(app: ld.App, released: threading.Event, tries: list[int]) -> dict[st
         released.set()
         return f"charged {amount}"
 
-    @app.step()
+    @app.step("refund_card")
     def refund_card(amount: int) -> str:
         raise ValueError(f"card declined for refund of {amount}")
 

@@ -75,19 +75,33 @@
 
   // -- routing --------------------------------------------------------------------------
 
+  // "#/wf/<id>?step=<n>" (served) or "#?step=<n>" (exported): a workflow, and optionally the
+  // step to select (``<child id>:<n>`` for a child's step), so a link can point at a step.
+  function hashParts() {
+    const [path, query] = location.hash.split("?");
+    return { path, step: new URLSearchParams(query || "").get("step") };
+  }
+
+  function preselect(rootId, step) {
+    const m = step && step.match(/^(?:(.*):)?(\d+)$/);
+    if (m) state.selected = { wf: m[1] || rootId, step: Number(m[2]) };
+  }
+
   function route() {
     clearTimeout(state.timer);
+    const { path, step } = hashParts();
     if (EXPORTED) {
       live.textContent = `exported ${EXPORTED.now}`;
+      preselect(EXPORTED.workflow_id, step);
       showWorkflow(EXPORTED);
       return;
     }
-    const hash = location.hash;
-    if (hash.startsWith("#/wf/")) {
-      const id = decodeURIComponent(hash.slice(5));
+    if (path.startsWith("#/wf/")) {
+      const id = decodeURIComponent(path.slice(5));
       if (!state.current || state.current.workflow_id !== id) {
         state.current = null; state.selected = null;
       }
+      preselect(id, step);
       loadWorkflow(id);
     } else {
       state.current = null;
@@ -128,7 +142,7 @@
     for (const [key, value] of Object.entries(state.filters)) if (value) params.set(key, value);
     try {
       const data = await getJSON(`api/workflows?${params}`);
-      if (location.hash.startsWith("#/wf/")) return; // navigated away meanwhile
+      if (hashParts().path.startsWith("#/wf/")) return; // navigated away meanwhile
       renderList(data);
       live.textContent = `live · refreshed ${new Date().toLocaleTimeString()}`;
     } catch (error) {
@@ -179,7 +193,7 @@
   async function loadWorkflow(id) {
     try {
       const data = await getJSON(`api/workflows/${encodeURIComponent(id)}`);
-      if (location.hash !== `#/wf/${encodeURIComponent(id)}`) return;
+      if (hashParts().path !== `#/wf/${encodeURIComponent(id)}`) return; // navigated away
       showWorkflow(data);
       live.textContent = running(data)
         ? `live · refreshed ${new Date().toLocaleTimeString()}` : "finished";
@@ -326,6 +340,9 @@
     const height = TOP + rows.length * ROW + 10;
     const rowOf = new Map(); // "wf/step" -> row index, for select connectors
     rows.forEach((r, i) => {
+      if (r.type === "workflow") {
+        for (const s of r.wf.steps) rowOf.set(`${r.wf.workflow_id}/${s.step}`, i); // its own lane
+      }
       if (r.type === "branch") rowOf.set(`${r.wf.workflow_id}/${r.step.step}`, i);
       if (r.type === "workflow" && r.via) rowOf.set(`${r.wf.parent_id}/${r.via.step}`, i);
     });
