@@ -21,7 +21,9 @@ import signal
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,23 @@ def test_ui_command_serves_until_interrupted(journal: Path) -> None:
 def test_ui_command_refuses_a_missing_file_and_a_bad_port(tmp_path: Path) -> None:
     assert main(["--db", str(tmp_path / "none.db"), "ui", "--port", "0"]) == 3
     assert main(["--db", str(tmp_path / "none.db"), "ui", "--port", "70000"]) == 2
+
+
+def test_the_package_ships_the_page_and_every_subpackage() -> None:
+    """An installed litedurable (not this checkout) has the page's files and its backend.
+
+    Regression: ``packages`` listed ``litedurable`` alone, so a wheel had no ``_sqlite`` and
+    ``import litedurable`` failed once installed; the tests import this checkout and missed it.
+    """
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package = REPO / "litedurable"
+    subpackages = {"litedurable"} | {f"litedurable.{p.parent.name}"
+                                     for p in package.glob("*/__init__.py")}
+    assert subpackages <= set(setup["packages"])
+    page = [p.relative_to(package).as_posix() for p in (package / "ui").iterdir()]
+    assert sorted(page) == ["ui/app.js", "ui/index.html", "ui/style.css"]
+    globs = setup["package-data"]["litedurable"]
+    assert all(any(fnmatch(f, g) for g in globs) for f in page)
 
 
 # -- the export -------------------------------------------------------------------------------
