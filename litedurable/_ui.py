@@ -201,6 +201,7 @@ def handler(db: str, busy_timeout: float = 5.0) -> type[BaseHTTPRequestHandler]:
         def _answer(self, *, head: bool) -> None:
             url = urlsplit(self.path)
             try:
+                self._check_host()
                 if url.path in FILES:
                     name, kind = FILES[url.path]
                     body = (STATIC / name).read_bytes()
@@ -214,6 +215,14 @@ def handler(db: str, busy_timeout: float = 5.0) -> type[BaseHTTPRequestHandler]:
             except DurableError as exc:  # a damaged, locked or foreign file
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
                            _json({"error": f"{type(exc).__name__}: {exc}"}), head=head)
+
+        def _check_host(self) -> None:
+            """Refuse a request addressed to another name (a DNS rebinding page that points
+            its own domain at 127.0.0.1 must not read the journal through the browser)."""
+            port = self.connection.getsockname()[1]  # the port this request came in on
+            if self.headers.get("Host") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+                raise _Problem(HTTPStatus.FORBIDDEN, "this page answers only to "
+                               f"http://127.0.0.1:{port}/ or http://localhost:{port}/")
 
         def _api(self, path: str, query: dict[str, list[str]]) -> Any:
             if path.rstrip("/") == "/api/workflows":

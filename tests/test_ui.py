@@ -57,10 +57,12 @@ def port(journal: Path) -> Iterator[int]:
         thread.join(10)
 
 
-def request(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def request(port: int, path: str, method: str = "GET",
+            host: str | None = None) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, body=b"{}" if method in ("POST", "PUT", "PATCH") else None)
+        conn.request(method, path, body=b"{}" if method in ("POST", "PUT", "PATCH") else None,
+                     headers={} if host is None else {"Host": host})
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -189,6 +191,11 @@ def test_binds_loopback_and_answers_only_reads(journal: Path, port: int) -> None
             assert (status, headers["Allow"]) == (405, "GET, HEAD"), (method, path)
             assert "read-only" in json.loads(body)["error"]
     get_json(port, "/api/workflows/order-1")
+    # Only to its own address: a page of another name resolved to 127.0.0.1 reads nothing.
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1"):
+        status, _, body = request(port, "/api/workflows", host=host)
+        assert status == 403 and b"order-1" not in body, host
+    assert request(port, "/api/workflows", host=f"localhost:{port}")[0] == 200
     assert hashlib.sha256(journal.read_bytes()).hexdigest() == before
     with open_storage(str(journal), readonly=True) as storage:
         assert storage.get_workflow("order-1") is not None  # still a sound journal
