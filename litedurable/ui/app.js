@@ -324,8 +324,8 @@
       for (const s of w.steps) {
         t0 = Math.min(t0, ms(s.started_at));
         t1 = Math.max(t1, s.finished_at ? ms(s.finished_at) : ms(s.started_at));
-        if (s.wake_at) (s.future ? future : []).push(ms(s.wake_at));
-        if (s.wake_at && !s.future) t1 = Math.max(t1, ms(s.wake_at));
+        if (s.wake_at && s.future) future.push(ms(s.wake_at));
+        else if (s.wake_at) t1 = Math.max(t1, ms(s.wake_at));
       }
       w.children.forEach(span);
     })(root);
@@ -349,12 +349,17 @@
     const yOf = (i) => TOP + i * ROW;
     const colour = (owner) => PALETTE[Math.max(0, owners.indexOf(owner)) % PALETTE.length];
 
-    // Which candidates won and lost a select: marks their bars.
+    // Which candidates won and lost a select (a winner of any decision stays a winner: each
+    // as_completed yield is a decision its candidates lose until they win one).
     const outcome = new Map();
     (function mark(w) {
       for (const s of w.steps) {
         if (!s.candidates || s.winner === null || s.winner === undefined) continue;
-        s.candidates.forEach((c, i) => outcome.set(`${w.workflow_id}/${c}`, i === s.winner ? "winner" : "loser"));
+        s.candidates.forEach((c, i) => {
+          const key = `${w.workflow_id}/${c}`;
+          if (i === s.winner) outcome.set(key, "winner");
+          else if (!outcome.has(key)) outcome.set(key, "loser");
+        });
       }
       w.children.forEach(mark);
     })(root);
@@ -370,7 +375,7 @@
     function bar(w, s, i, limit) {
       const y = yOf(i) + (ROW - BAR) / 2;
       const start = ms(s.started_at);
-      let end = stepEnd(s, nowMs);
+      const end = stepEnd(s, nowMs);
       const clipped = end > t1;
       const x0 = x(start), x1 = Math.max(x(Math.min(end, t1)), x0 + 3);
       const classes = ["step", `kind-${s.kind}`];
