@@ -43,8 +43,12 @@ _codec = Codec(1 << 30)
 
 
 def iso(epoch: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in UTC with milliseconds (what ``Date.parse`` reads)."""
-    return None if epoch is None else to_datetime(epoch).isoformat(timespec="milliseconds")
+    """Epoch seconds as ISO 8601 in UTC with milliseconds (what ``Date.parse`` reads); None
+    for None and for an instant no date can show (beyond year 9999)."""
+    try:
+        return None if epoch is None else to_datetime(epoch).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def summary(row: WorkflowRow, now: float) -> dict[str, Any]:
@@ -214,6 +218,9 @@ def handler(db: str, busy_timeout: float = 5.0) -> type[BaseHTTPRequestHandler]:
                            _json({"error": str(problem)}), head=head)
             except DurableError as exc:  # a damaged, locked or foreign file
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, "application/json",
+                           _json({"error": f"{type(exc).__name__}: {exc}"}), head=head)
+            except Exception as exc:  # a row this page cannot read: say so, keep serving
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "application/json",
                            _json({"error": f"{type(exc).__name__}: {exc}"}), head=head)
 
         def _check_host(self) -> None:

@@ -306,7 +306,7 @@
   }
 
   function stepEnd(s, nowMs) {
-    if (s.kind === "sleep" || s.kind === "after") return ms(s.wake_at);
+    if ((s.kind === "sleep" || s.kind === "after") && s.wake_at) return ms(s.wake_at);
     return s.finished_at ? ms(s.finished_at) : nowMs;
   }
 
@@ -403,7 +403,9 @@
       let label = s.kind === "go" || s.kind === "after" ? ""
         : `${s.kind === "step" ? "" : s.kind + " "}${shortName(s.name === s.kind ? "" : s.name)}`;
       if (s.attempts.length) label += ` ×${s.attempts.length + 1} attempts`;
-      if (s.kind === "sleep" || s.kind === "after") label = `${s.kind} → ${s.future ? "wakes" : "woke"} ${s.wake_at.slice(11, 23)}`;
+      if (s.wake_at && (s.kind === "sleep" || s.kind === "after")) {
+        label = `${s.kind} → ${s.future ? "wakes" : "woke"} ${s.wake_at.slice(11, 23)}`;
+      }
       if (clipped) label += ` (in ${duration((end - nowMs) / 1000)}) ⇢`;
       // The label goes right of the bar if it fits before the next item, else inside the
       // bar if the bar is wide enough, else only in the tooltip.
