@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import child_env
+from support import child_env, eventually
 from ui_journal import make_journal
 
+import litedurable as ld
 from litedurable._backends import open_storage
 from litedurable._cli import main
 from litedurable._ui import serve
@@ -199,6 +200,39 @@ def test_binds_loopback_and_answers_only_reads(journal: Path, port: int) -> None
     assert hashlib.sha256(journal.read_bytes()).hexdigest() == before
     with open_storage(str(journal), readonly=True) as storage:
         assert storage.get_workflow("order-1") is not None  # still a sound journal
+
+
+def test_follows_a_journal_another_app_is_writing(tmp_path: Path) -> None:
+    """Each request reads what is committed now: a waiting workflow, then its outcome."""
+    db = tmp_path / "live.db"
+    app = ld.App(db)
+
+    @app.workflow(name="waiter")
+    def waiter() -> str:
+        return f"got {ld.recv('go')}"
+
+    server = serve(str(db), 0)
+    thread = threading.Thread(target=server.serve_forever, name="ui-test-server")
+    thread.start()
+    try:
+        with app:
+            handle = app.start(waiter, workflow_id="w-1")
+            port = server.server_address[1]
+            waiting = eventually(
+                lambda: [s for s in get_json(port, "/api/workflows/w-1")["steps"]
+                         if s["kind"] == "message"], "the workflow to wait for its message")
+            assert waiting[0]["finished_at"] is None  # an open row: still waiting
+            assert get_json(port, "/api/workflows?status=pending")["workflows"][0][
+                "workflow_id"] == "w-1"
+            app.send("w-1", "yes", topic="go")
+            assert handle.result(timeout=30) == "got yes"
+            done = get_json(port, "/api/workflows/w-1")
+            assert (done["status"], done["output"]) == ("succeeded", "got yes")
+            assert done["steps"][0]["finished_at"] is not None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def test_ui_command_serves_until_interrupted(journal: Path) -> None:
