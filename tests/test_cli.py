@@ -15,7 +15,7 @@ from litedurable._cli import build_parser, main
 
 COMMANDS = [
     "list", "show", "steps", "schedules", "queues", "cancel", "resume", "fork", "gc", "replay",
-    "worker", "demo",
+    "worker", "demo", "ui",
 ]
 
 WORKFLOW_MODULE = '''

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"_handle"},
     {"_app"},
     {"_demo", "testing"},
+    {"_ui"},  # the timeline page: reads a journal through _backends, as _cli does
     {"_cli"},
     {"__init__", "__main__"},
 ]
