@@ -861,7 +861,9 @@ class App:
         log.info("litedurable: serving %s (queues: %s; schedules: %s)", self.path,
                  ", ".join(queues) or "none", ", ".join(schedules) or "none")
         try:
-            while not self._serving.wait(0.5):
+            # A close() from another thread sets the flag; one that landed before the clear
+            # above left it unset, so a closed App (no runtime) ends the wait too.
+            while not self._serving.wait(0.5) and self._runtime is not None:
                 pass
         finally:
             for signum, handler in previous.items():

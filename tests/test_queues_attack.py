@@ -1,0 +1,46 @@
+"""Queues attacked as a new user would use them (README "Queues", DESIGN.md 1c): regression
+tests for the defects that attack found.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import litedurable as ld
+
+
+class _CloseOnClear(threading.Event):
+    """An Event whose first ``clear()`` runs ``close`` first: another thread's ``close()``
+    landing between serve()'s launch and its clear of the stop flag."""
+
+    def __init__(self, close: object) -> None:
+        super().__init__()
+        self.close = close
+        self.fired = False
+
+    def clear(self) -> None:
+        if not self.fired:
+            self.fired = True
+            closer = threading.Thread(target=self.close)  # type: ignore[arg-type]
+            closer.start()
+            closer.join()
+        super().clear()
+
+
+def test_serve_returns_when_closed_from_another_thread_as_it_starts(db_path: str) -> None:
+    # close() sets the flag serve() waits on; a close just before serve() cleared that flag
+    # was lost, and serve() then waited forever on a closed App (a non-daemon worker thread
+    # that never ends keeps the process alive).
+    app = ld.App(db_path)
+    app.queue("q", concurrency=1)
+    app.launch()
+    app._serving = _CloseOnClear(app.close)
+    server = threading.Thread(target=app.serve, daemon=True)
+    server.start()
+    server.join(10)  # a hang guard, not a timing assertion
+    alive = server.is_alive()
+    if alive:
+        app._serving.set()
+        server.join(30)
+    assert app._serving.fired
+    assert not alive, "serve() kept waiting on an App closed by another thread"
