@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 import litedurable as ld
 
 
@@ -44,3 +46,20 @@ def test_serve_returns_when_closed_from_another_thread_as_it_starts(db_path: str
         server.join(30)
     assert app._serving.fired
     assert not alive, "serve() kept waiting on an App closed by another thread"
+
+
+def test_an_out_of_range_priority_is_refused_with_its_range(db_path: str) -> None:
+    # The message said "priority must be an int" for an int too large to store.
+    app = ld.App(db_path)
+    q = app.queue("q")
+
+    @app.workflow()
+    def job() -> int:
+        return 1
+
+    with app:
+        for bad in (2**70, -(2**63), 1.5, True):
+            with pytest.raises(ValueError, match=r"from -2\*\*62 to 2\*\*62"):
+                q.enqueue(job, priority=bad)
+        assert app.list_workflows() == []
+        assert q.enqueue(job, priority=2**62).result(timeout=30) == 1
