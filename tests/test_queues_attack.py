@@ -63,3 +63,32 @@ def test_an_out_of_range_priority_is_refused_with_its_range(db_path: str) -> Non
                 q.enqueue(job, priority=bad)
         assert app.list_workflows() == []
         assert q.enqueue(job, priority=2**62).result(timeout=30) == 1
+
+
+def test_a_workflow_parameter_named_like_an_enqueue_keyword_is_refused(db_path: str) -> None:
+    # q.enqueue(alert, "disk full", priority=5) took priority=5 as the queue priority: the
+    # workflow silently ran with its default priority 0 (or failed with a missing argument).
+    app = ld.App(db_path)
+    q = app.queue("q")
+
+    @app.workflow()
+    def alert(message: str, priority: int = 0) -> str:
+        return f"{message} at {priority}"
+
+    @app.workflow()
+    def keyed(message: str, *, dedup_key: str) -> str:
+        return message + dedup_key
+
+    @app.workflow()
+    def fine(message: str, priority_: int = 0) -> str:
+        return f"{message} at {priority_}"
+
+    with app:
+        with pytest.raises(ld.UsageError, match=r"parameter named 'priority'.*rename"):
+            q.enqueue(alert, "disk full", priority=5)
+        with pytest.raises(ld.UsageError, match=r"parameter named 'dedup_key'"):
+            q.enqueue(keyed, "x", dedup_key="y")
+        assert app.list_workflows() == []  # nothing enqueued
+        assert app.run(alert, "disk full", 5) == "disk full at 5"  # app.start is unaffected
+        assert q.enqueue(fine, "disk full", priority_=5, priority=1).result(timeout=30) == (
+            "disk full at 5")
