@@ -129,3 +129,19 @@ def test_a_cancelled_workflows_running_step_still_holds_its_slot(db_path: str) -
         release.set()
         assert b.result(timeout=30) == 2
     assert most[0] == 1, f"{most[0]} step bodies ran at once in a queue of concurrency 1"
+
+
+def test_waiting_on_an_enqueued_workflow_says_it_waits_in_its_queue(db_path: str) -> None:
+    # The timeout said "it keeps running" of a workflow that never started.
+    app = ld.App(db_path)
+    q = app.queue("q", consume=False)  # nothing here takes it
+
+    @app.workflow()
+    def job() -> int:
+        return 1
+
+    with app:
+        handle = q.enqueue(job)
+        with pytest.raises(ld.WaitTimeoutError, match=r"still enqueued .* stays in its queue"):
+            handle.result(timeout=0.05)
+        assert handle.status() == ld.Status.ENQUEUED
