@@ -39,7 +39,7 @@ from ._handle import ChildHandle, Handle
 from ._lease import Lease
 from ._queues import Dequeuer, Queue, queue_spec
 from ._records import queue_info, schedule_info, step_info, workflow_info
-from ._registry import Registry, WorkflowDef
+from ._registry import ENQUEUE_KEYWORDS, Registry, WorkflowDef, enqueue_keyword_clash
 from ._replay import replay_offline
 from ._run import WorkflowRun
 from ._runtime import Runtime
@@ -838,6 +838,14 @@ class App:
         """``Queue.enqueue``: ``start``, into the queue."""
         if queue._app is not self:
             raise UsageError(f"queue {queue.name!r} belongs to another App")
+        clash = enqueue_keyword_clash(self._definition(wf).fn)
+        if clash is not None:
+            raise UsageError(
+                f"workflow {self._definition(wf).name!r} has a parameter named {clash!r}, but "
+                f"q.enqueue() takes {', '.join(ENQUEUE_KEYWORDS)} for itself, so it would never "
+                f"receive that argument by keyword; rename the parameter (for example "
+                f"{clash + '_'!r})"
+            )
         return self._begin(wf, args, kwargs, workflow_id, lambda timeout: queue.entry(
             priority, dedup_key, partition_key, timeout))
 
@@ -873,7 +881,9 @@ class App:
         log.info("litedurable: serving %s (queues: %s; schedules: %s)", self.path,
                  ", ".join(queues) or "none", ", ".join(schedules) or "none")
         try:
-            while not self._serving.wait(0.5):
+            # A close() from another thread sets the flag; one that landed before the clear
+            # above left it unset, so a closed App (no runtime) ends the wait too.
+            while not self._serving.wait(0.5) and self._runtime is not None:
                 pass
         finally:
             for signum, handler in previous.items():

@@ -88,9 +88,11 @@ class Handle(Generic[R]):
                     raise JournalReadOnlyError(storage.gone)
                 remaining = None if limit is None else limit - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    goes_on = ("it stays in its queue until a consumer of that queue takes it"
+                               if row.status == "enqueued" else "it keeps running")
                     raise WaitTimeoutError(
                         f"workflow {self.workflow_id!r} is still {row.status} after {timeout} s; "
-                        "it keeps running. Call result() again to keep waiting."
+                        f"{goes_on}. Call result() again to keep waiting."
                     )
                 # Set by its outcome here or by the commit watcher; the cap is a safety net.
                 outcome.wait(1.0 if remaining is None else min(remaining, 1.0))

@@ -145,7 +145,8 @@ class Queue:
         spec = self.spec
         if (not isinstance(priority, int) or isinstance(priority, bool)
                 or not -MAX_PRIORITY <= priority <= MAX_PRIORITY):
-            raise ValueError(f"priority must be an int (lower runs first), not {priority!r:.40}")
+            raise ValueError(f"priority must be an int from -2**62 to 2**62 (lower runs first), "
+                             f"not {priority!r:.40}")
         for label, key in (("dedup_key", dedup_key), ("partition_key", partition_key)):
             if key is not None and (not isinstance(key, str) or not key or "\0" in key):
                 raise UsageError(f"{label} must be a non-empty str, not {key!r:.60}")

@@ -16,10 +16,15 @@ from ._codec import return_hint
 from ._errors import UsageError
 from ._types import Retry
 
-__all__ = ["START_KEYWORDS", "Registry", "StepDef", "WorkflowDef", "callable_name", "refuse_async"]
+__all__ = ["ENQUEUE_KEYWORDS", "START_KEYWORDS", "Registry", "StepDef", "WorkflowDef",
+           "callable_name", "enqueue_keyword_clash", "refuse_async"]
 
 START_KEYWORDS = ("workflow_id", "timeout", "detached")
 """Keywords ``app.start``/``app.run`` consume; a workflow parameter of these names is refused."""
+
+ENQUEUE_KEYWORDS = ("priority", "dedup_key", "partition_key")
+"""Keywords ``Queue.enqueue`` consumes besides those: a workflow with a parameter of one of
+these names is refused by ``enqueue`` (``enqueue_keyword_clash``)."""
 
 
 def callable_name(fn: Callable[..., Any]) -> str:
@@ -163,6 +168,25 @@ def _check_start_keywords(fn: Callable[..., Any]) -> None:
                 f"it would never receive that argument; rename the parameter (for example "
                 f"{parameter.name + '_'!r})"
             )
+
+
+@functools.lru_cache(maxsize=1024)
+def enqueue_keyword_clash(fn: Callable[..., Any]) -> str | None:
+    """The first parameter of ``fn`` that ``Queue.enqueue`` would take for itself, if any.
+
+    ``q.enqueue(wf, "x", priority=5)`` consumes ``priority``: a workflow parameter of that
+    name would silently get its default (or be missing) instead.
+    """
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): nothing to check
+        return None
+    for parameter in parameters:
+        if parameter.name in ENQUEUE_KEYWORDS and parameter.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+        ):
+            return parameter.name
+    return None
 
 
 def _check_name(name: object, what: str) -> None:
