@@ -162,6 +162,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workflows ADD COLUMN dequeued_at REAL;
     CREATE INDEX workflows_by_queue ON workflows(queue, status, priority)
         WHERE queue IS NOT NULL;
+    CREATE INDEX workflows_by_partition ON workflows(queue, status, partition_key, priority)
+        WHERE partition_key IS NOT NULL;
     CREATE UNIQUE INDEX workflows_by_dedup_key ON workflows(queue, dedup_key)
         WHERE dedup_key IS NOT NULL AND status IN ('enqueued', 'pending');
     CREATE TABLE queues (
@@ -473,12 +475,16 @@ NEXT_ENQUEUED = (
     f"SELECT workflow_id, partition_key FROM workflows WHERE {_TAKEABLE} "
     "ORDER BY priority, rowid LIMIT :limit"
 )
-# Partitioned: at most :per_partition heads of each partition, in queue order.
-NEXT_ENQUEUED_PARTITIONED = (
-    "SELECT workflow_id, partition_key FROM (SELECT workflow_id, partition_key, priority, "
-    "rowid AS seq, row_number() OVER (PARTITION BY partition_key ORDER BY priority, rowid) "
-    f"AS rank FROM workflows WHERE {_TAKEABLE}) WHERE rank <= :per_partition "
-    "ORDER BY priority, seq"
+# Partitioned: the partitions with workflows waiting, then each one's heads (as many as it
+# has room for), each an index range of its own: a dequeue costs the partitions, not the
+# workflows waiting in them.
+WAITING_PARTITIONS = (
+    "SELECT DISTINCT partition_key FROM workflows WHERE queue = ? AND status = 'enqueued' "
+    "AND partition_key IS NOT NULL"
+)
+NEXT_IN_PARTITION = (
+    f"SELECT workflow_id, priority, rowid FROM workflows WHERE {_TAKEABLE} "
+    "AND partition_key = :key ORDER BY priority, rowid LIMIT :limit"
 )
 # The claim: only a still-enqueued row, so two consumers never take one workflow. A timeout
 # counts from the first dequeue (a recovered workflow keeps its deadline); an inherited

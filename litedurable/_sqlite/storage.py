@@ -712,16 +712,16 @@ class SqliteStorage:
             if not spec.partitioned or spec.concurrency is None:
                 return Dequeued([wid for wid, _ in conn.execute(
                     sql.NEXT_ENQUEUED, {**params, "limit": budget})], None)
-            most, taken = spec.concurrency, []
+            most = spec.concurrency
             room = {key: most - int(count) for key, count
                     in conn.execute(sql.QUEUE_RUNNING_BY_PARTITION, (spec.name,))}
-            for wid, key in conn.execute(sql.NEXT_ENQUEUED_PARTITIONED,
-                                         {**params, "per_partition": most}):
-                if room.get(key, most) > 0:
-                    room[key] = room.get(key, most) - 1
-                    taken.append(wid)
-                    if len(taken) == budget:
-                        break
+            heads: list[tuple[int, int, str]] = []  # (priority, enqueue order, id)
+            for (key,) in conn.execute(sql.WAITING_PARTITIONS, (spec.name,)).fetchall():
+                free = min(room.get(key, most), budget)
+                if free > 0:
+                    heads += [(priority, seq, wid) for wid, priority, seq in conn.execute(
+                        sql.NEXT_IN_PARTITION, {**params, "key": key, "limit": free})]
+            taken = [wid for _, _, wid in sorted(heads)[:budget]]
             return Dequeued(taken, None)
 
         def claim(conn: apsw.Connection, picked: Dequeued, statement: str) -> Dequeued:
