@@ -81,10 +81,21 @@ def _step(row: StepRow, now: float) -> dict[str, Any]:
         "output": output,
         "error": None if row.error is None else _codec.error_summary(row.error),
         "traceback": None if row.error is None else _codec.error_traceback(row.error) or None,
-        "candidates": extra.get("candidates"), "winner": extra.get("winner"),
+        # Numbers only: the page puts these in markup, and the journal is not trusted code.
+        "candidates": _ints(extra.get("candidates")), "winner": _int(extra.get("winner")),
         "wake_at": iso(wake), "future": wake is not None and wake > now,
         "child_id": output if row.kind == "child" and isinstance(output, str) else None,
     }
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ints(value: object) -> list[int] | None:
+    if not isinstance(value, list):
+        return None
+    return [n for n in (_int(v) for v in value) if n is not None]
 
 
 def detail(journal: Storage, workflow_id: str, now: float | None = None, *,

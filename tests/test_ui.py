@@ -391,3 +391,26 @@ def test_served_pages_render_in_chromium(port: int, tmp_path: Path) -> None:
     nap = rendered(f"http://127.0.0.1:{port}/#/wf/nap-1", tmp_path / "profile")
     assert elements(nap, "step kind-sleep timer future", data_step="1")
     assert elements(nap, "now-line")  # pending: the page marks the present
+
+
+def test_a_crafted_select_row_reaches_the_page_as_numbers_only(tmp_path: Path) -> None:
+    """The journal is data, not code: a select row whose candidates are markup (checksum and
+    all valid) must not put that markup into the page (found by the code review)."""
+    from litedurable._sqlite import SqliteStorage
+    from litedurable._storage import StepRow
+    from litedurable._ui import detail
+
+    path = str(tmp_path / "crafted.db")
+    evil = '"><img src=x onerror="document.title=1">'
+    with SqliteStorage(path) as journal:
+        journal.insert_workflow(workflow_id="w", name="n", inputs=b'{"args":[],"kwargs":{}}',
+                                now=1.0, app_version="v", parent_id=None, owner="me")
+        extra = json.dumps({"candidates": [evil, 1], "winner": evil}).encode()
+        journal.record_step(StepRow("w", 0, "select", "select", b"0", None, extra, 1.0, 2.0),
+                            "me")
+        found = detail(journal, "w", now=3.0)
+    assert found is not None
+    (step,) = found["steps"]
+    assert (step["candidates"], step["winner"]) == ([1], None)
+    script = (Path(ld.__file__).parent / "ui" / "app.js").read_text()
+    assert 'data-candidate="${esc(c)}"' in script and 'data-step="${s.step}"' not in script

@@ -425,11 +425,16 @@ class SqliteStorage:
             lambda conn: [_workflow_row(r) for r in conn.execute(statement, bound)]
         )
 
-    def count_workflows(self, **filters: Any) -> dict[str, int]:
-        """How many workflows match ``filters`` (those of ``list_workflows``), by status."""
-        if filters.get("queue") is not None and self.driver.schema < sql.QUEUE_SCHEMA:
+    def count_workflows(
+        self, *, status: str | None = None, name: str | None = None,
+        app_version: str | None = None, queue: str | None = None, parent: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> dict[str, int]:
+        """How many workflows match the filters of ``list_workflows``, by status."""
+        if queue is not None and self.driver.schema < sql.QUEUE_SCHEMA:
             return {}
-        where, params = _filters(**filters)
+        where, params = _filters(status=status, name=name, app_version=app_version,
+                                 queue=queue, parent=parent, since=since, until=until)
         statement = sql.COUNT_WORKFLOWS.format(where=where)
         return self.driver.read(
             lambda conn: {str(status): int(n) for status, n in conn.execute(statement, params)})

@@ -110,13 +110,19 @@ def import_workflow(driver: Driver, write: Callable[[Callable[[apsw.Connection],
             raise WorkflowConflictError(
                 f"workflow {workflow_id!r} already exists in {driver.path}; nothing was "
                 "imported (delete it there first, or import into another journal)")
-        _insert(conn, "workflows", workflow)
-        for table, (column, _) in _BELONGING.items():
-            for row in record.get(table) or ():
-                if not isinstance(row, dict) or row.get(column) != workflow_id:
-                    raise JournalError(f"a {table} row of the record of {workflow_id!r} "
-                                       "belongs to another workflow")
-                _insert(conn, table, row)
+        try:
+            _insert(conn, "workflows", workflow)
+            for table, (column, _) in _BELONGING.items():
+                for row in record.get(table) or ():
+                    if not isinstance(row, dict) or row.get(column) != workflow_id:
+                        raise JournalError(f"a {table} row of the record of {workflow_id!r} "
+                                           "belongs to another workflow")
+                    _insert(conn, table, row)
+        except apsw.ConstraintError as clash:
+            raise WorkflowConflictError(
+                f"workflow {workflow_id!r} clashes with rows already in {driver.path} "
+                f"({clash}): a dedup key held there by an enqueued or running workflow, or a "
+                "promise id that exists; nothing was imported") from None
 
     write(insert)
     return workflow_id

@@ -253,7 +253,7 @@
       <div class="timeline-box" id="timeline">${timeline(wf, owners)}</div>
       <div class="details" id="details"><span class="muted">Click a step to see its output, error and call site.</span></div>
       ${failed.length ? `<h2>Failed steps</h2>` + failed.map(([w, s]) => `
-        <div class="failure" data-wf="${esc(w.workflow_id)}" data-step="${s.step}">
+        <div class="failure" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}">
           <b>${esc(w.workflow_id)} · step ${s.step} ${esc(shortName(s.name))}</b>:
           <span class="status-failed">${esc(s.error)}</span>
           ${s.traceback ? `<pre class="traceback">${esc(s.traceback)}</pre>` : ""}</div>`).join("") : ""}
@@ -390,7 +390,7 @@
       const title = `step ${s.step} · ${s.kind} ${s.name}\n${s.started_at} → ${s.wake_at || s.finished_at || "open"}` +
         (s.owner ? `\nowner ${s.owner}${s.replayed ? " (replayed by a later owner)" : ""}` : "") +
         (s.error ? `\n${s.error}` : "") + (s.attempts.length ? `\n${s.attempts.length + 1} attempts` : "");
-      let g = `<g class="${classes.join(" ")}" data-wf="${esc(w.workflow_id)}" data-step="${s.step}" data-kind="${esc(s.kind)}"${s.owner ? ` data-owner="${esc(s.owner)}"` : ""}>
+      let g = `<g class="${esc(classes.join(" "))}" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}" data-kind="${esc(s.kind)}"${s.owner ? ` data-owner="${esc(s.owner)}"` : ""}>
         <title>${esc(title)}</title>
         <rect class="bar" x="${x0}" y="${y}" width="${x1 - x0}" height="${BAR}" rx="2" fill="${colour(s.owner)}"></rect>`;
       if (s.replayed) g += `<rect class="hatch" x="${x0}" y="${y}" width="${x1 - x0}" height="${BAR}"></rect>`;
@@ -429,15 +429,15 @@
         if (row === undefined) return;
         const cls = k === s.winner ? "connector winner" : "connector";
         const ty = yOf(row) + ROW / 2;
-        g += `<line class="${cls}" data-candidate="${c}" x1="${cx}" x2="${cx}" y1="${cy}" y2="${ty}"></line>`;
+        g += `<line class="${cls}" data-candidate="${esc(c)}" x1="${cx}" x2="${cx}" y1="${cy}" y2="${ty}"></line>`;
         if (k === s.winner) g += `<circle class="winner-dot" cx="${cx}" cy="${ty}" r="3.5"></circle>`;
       });
       const timedOut = s.winner === -1 ? " timed-out" : "";
       const wonStep = s.winner >= 0 ? s.candidates[s.winner] : null;
       const title = `step ${s.step} · ${s.kind} over steps ${s.candidates.join(", ")}: ` +
         (s.winner === null ? "undecided" : s.winner === -1 ? "timed out" : `step ${wonStep} won`);
-      overlay.push(`<g class="connectors" data-wf="${esc(w.workflow_id)}" data-step="${s.step}">${g}</g>`);
-      return `<g class="select-mark step kind-${esc(s.kind)}${timedOut}${s.replayed ? " replayed" : ""}" data-wf="${esc(w.workflow_id)}" data-step="${s.step}" data-winner-step="${wonStep ?? ""}">
+      overlay.push(`<g class="connectors" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}">${g}</g>`);
+      return `<g class="select-mark step kind-${esc(s.kind)}${timedOut}${s.replayed ? " replayed" : ""}" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}" data-winner-step="${esc(wonStep ?? "")}">
         <title>${esc(title)}</title>
         <path d="M${cx} ${cy - 7} L${cx + 7} ${cy} L${cx} ${cy + 7} L${cx - 7} ${cy} Z"></path></g>`;
     }
