@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import inspect
 import json
 import logging
 import os
@@ -445,6 +446,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     keywords = given if isinstance(given, dict) else {}
     app = _app_journal(args, "start")
     definition = _definition(app, args.app, args.workflow)
+    try:
+        inspect.signature(definition.fn).bind(*positional, **keywords)
+    except TypeError as exc:
+        raise _Usage(f"--args do not fit workflow {definition.name!r}: {exc}") from None
     workflow_id = str(uuid.uuid4()) if args.id is None else check_workflow_id(args.id)
     with _journal(args, write=True, create=True) as journal:
         entry = None
@@ -673,7 +678,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                          "nothing was imported")
         records.append(record)
     imported, refused, unreadable = [], [], []
-    with _journal(args, write=True) as journal:
+    with _journal(args, write=True, create=True) as journal:
         for record in records:
             try:
                 imported.append(journal.import_workflow(record))

@@ -176,7 +176,8 @@ def show_text(snap: dict[str, Any], steps: list[StepInfo], now: float) -> list[s
     elif snap["status"] == Status.SUCCEEDED:
         lines.append(f"output     {_value(snap['output'])}")
     lines += ["", f"steps ({len(steps)})"]
-    lines += ["  " + line for line in steps_table(steps, now)] if steps else ["  none yet"]
+    lines += ["  " + line for line in steps_table(steps, now)] if steps else [
+        "  none" if snap["finished_at"] is not None else "  none yet"]
     for s in steps:
         lines += [f"  step {s.step} attempt {n} failed after "
                   f"{fmt.duration(_seconds_between(start, end) or 0)}: {error}"
