@@ -9,6 +9,8 @@ import contextlib
 import io
 import json
 import re
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 
 import apsw
 import pytest
-from support import eventually
+from support import child_env, eventually
 
 import litedurable as ld
 from litedurable import _format as fmt
@@ -411,6 +413,30 @@ def test_watch_prints_each_change_until_the_end(held: tuple[Path, threading.Even
     first, *later = out.getvalue().split("\n--- changed, ")
     assert "status     pending" in first and later
     assert "status     succeeded" in later[-1] and "output     42" in later[-1]
+
+
+def test_watch_in_another_process_stops_on_ctrl_c(held: tuple[Path, threading.Event]) -> None:
+    """``watch`` in its own process, reading a file this process is writing: SIGINT (Ctrl-C)
+    stops it quietly with status 130, no traceback."""
+    db, _ = held
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "litedurable", "watch", "h-1", "--db", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert proc.stdout is not None
+        seen = []
+        while not any("status     pending" in line for line in seen):
+            line = proc.stdout.readline()
+            assert line, f"watch ended early: {''.join(seen)}"
+            seen.append(line)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
 
 
 def test_show_follow_on_a_finished_workflow_prints_once(
