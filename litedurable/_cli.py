@@ -308,18 +308,20 @@ def cmd_result(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """Print the workflow, then again each time it changes, until it ends (or Ctrl-C)."""
+    """Print the workflow, then again each time it changes, until it ends (or Ctrl-C); with
+    ``--json``, one JSON snapshot a line."""
     shown: str | None = None
     with _journal(args) as journal:
         while True:
             snap, steps = views.snapshot(journal, _find(journal, args.workflow_id))
             key = fmt.json_text(snap)
-            if key != shown:
+            if key != shown and args.json:  # JSON lines: one snapshot a line
+                print(fmt.json_text(snap, indent=None), flush=True)
+            elif key != shown:
                 if shown is not None:
                     print(f"\n--- changed, {fmt.iso(time.time())} ---")
-                print(key if args.json else "\n".join(views.show_text(snap, steps, time.time())),
-                      flush=True)
-                shown = key
+                print("\n".join(views.show_text(snap, steps, time.time())), flush=True)
+            shown = key
             if Status(snap["status"]).is_terminal:
                 return 0
             time.sleep(POLL)
@@ -956,7 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="show a workflow, then again each time it changes, until "
                                      "it ends (Ctrl-C stops)")
     p.add_argument("workflow_id")
-    _json_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON lines: a snapshot a line")
     p.set_defaults(fn=cmd_watch, follow=True)
 
     p = sub.add_parser("schedules", help="list cron schedules (the default), or pause, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import re
 import signal
@@ -413,6 +414,27 @@ def test_watch_prints_each_change_until_the_end(held: tuple[Path, threading.Even
     first, *later = out.getvalue().split("\n--- changed, ")
     assert "status     pending" in first and later
     assert "status     succeeded" in later[-1] and "output     42" in later[-1]
+
+
+def test_watch_json_prints_a_snapshot_a_line(held: tuple[Path, threading.Event]) -> None:
+    db, release = held
+    out = io.StringIO()
+    codes: list[int] = []
+
+    def watch() -> None:
+        with contextlib.redirect_stdout(out):
+            codes.append(main(["--db", str(db), "watch", "h-1", "--json"]))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    eventually(lambda: out.getvalue().endswith("\n"), "the first snapshot")
+    release.set()
+    watcher.join(60)
+    snapshots = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert codes == [0] and len(snapshots) >= 2
+    assert (snapshots[0]["status"], snapshots[-1]["status"], snapshots[-1]["output"]) == (
+        "pending", "succeeded", 42)
+    assert all(a != b for a, b in itertools.pairwise(snapshots))  # changes only
 
 
 def test_watch_in_another_process_stops_on_ctrl_c(held: tuple[Path, threading.Event]) -> None:
