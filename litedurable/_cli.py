@@ -98,7 +98,8 @@ DEFAULT_DB = "litedurable.db"
 ENV_DB = "LITEDURABLE_DB"
 POLL = 0.1
 """Seconds between two reads of the file by ``result`` and ``watch`` (no App, no watcher)."""
-CODEC = Codec(1 << 30)
+CODEC = views.CODEC
+"""Decodes for display only: a reader without the application structures nothing back."""
 
 
 class _Refused(DurableError):
@@ -1056,9 +1057,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run a workflow in a child process, kill it, resume it")
     p.set_defaults(fn=cmd_demo)
 
+    # Add new commands above: each gets --db and --busy-timeout here, on its own parser too,
+    # and its one-line help as the description of its own --help.
     _journal_options(parser, None)
-    for command in sub.choices.values():  # every command, including ones added above later
+    for command in sub.choices.values():
         _journal_options(command, argparse.SUPPRESS)
+    for listed in sub._choices_actions:
+        command = sub.choices[listed.dest]
+        if command.description is None and listed.help:
+            command.description = listed.help[0].upper() + listed.help[1:] + "."
     return parser
 
 
