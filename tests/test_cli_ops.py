@@ -68,6 +68,7 @@ def job(fire_at: object) -> str:
     return "fired"
 
 app.schedule("nightly", job, "0 0 2 * * *", tz="Europe/Paris")
+work = app.queue("work", concurrency=2)
 '''
 
 LONG_ID = "order-" + "x" * 70
@@ -509,6 +510,9 @@ def test_schedules_trigger_and_start_through_the_app(
     assert main(["start", "parent", "--app", spec, "--args", "[2]", "--id", "s-1"]) == 0
     assert "already exists" in _out(capsys)
     assert main(["start", "child", "--app", spec, "--args", '{"x": 10}', "--id", "s-2"]) == 0
+    assert main(["start", "child", "--app", spec, "--args", "[20]", "--id", "q-1",
+                 "--queue", "work"]) == 0
+    assert "enqueued workflow 'q-1' on queue 'work'" in _out(capsys)
     assert main(["start", "child", "--app", spec, "--args", "[1", "--id", "s-3"]) == 2
     assert main(["start", "nope", "--app", spec]) == 2
     assert main(["start", "child", "--app", spec, "--args", '["a", "b"]']) == 2  # its arity
@@ -516,9 +520,11 @@ def test_schedules_trigger_and_start_through_the_app(
     assert main(["start", "child", "--app", spec, "--args", "[1]", "--id", "p-1"]) == 1
     with open_storage(str(db), readonly=True) as store:
         rows = {wid: store.get_workflow(wid) for wid in ("s-1", "s-2", fired[0])}
+        queued = store.get_workflow("q-1")
     assert all(r is not None and (r.status, r.owner) == ("pending", None)
                for r in rows.values())
-    assert _ids(db) - {"p-1", "p-1/4", "b-1", LONG_ID} == {"s-1", "s-2", fired[0]}
+    assert queued is not None and (queued.status, queued.owner) == ("enqueued", None)
+    assert _ids(db) - {"p-1", "p-1/4", "b-1", LONG_ID} == {"s-1", "s-2", "q-1", fired[0]}
 
     # An App launched on the file (as a worker would) runs what the CLI started.
     _, namespace = _jobs(db.parent, "ops_jobs_runner")
@@ -526,6 +532,7 @@ def test_schedules_trigger_and_start_through_the_app(
         assert app.handle("s-1").result(timeout=60) == 9  # (5 + 1) + (2 + 1)
         assert app.handle("s-2").result(timeout=60) == 11
         assert app.handle(fired[0]).result(timeout=60) == "fired"
+        assert app.handle("q-1").result(timeout=60) == 21
 
 
 def test_start_refuses_a_db_that_is_not_the_apps(
