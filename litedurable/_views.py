@@ -26,6 +26,18 @@ def fields(record: Any) -> dict[str, Any]:
     return {k: getattr(record, k) for k in record.__dataclass_fields__}
 
 
+LONGEST = 400
+"""Characters of a value the text views show (``--json`` has it whole)."""
+
+
+def _value(value: Any, limit: int = LONGEST) -> str:
+    """A value as one line of JSON, cut at ``limit`` characters with a note saying so."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters; --json has them)"
+
+
 def topic(stored: str) -> str | None:
     """A stored topic as the API names it: ``""`` is the default topic, ``None``."""
     return stored or None
@@ -82,7 +94,7 @@ def _step_outcome(step: StepInfo, now: float) -> str:
         return fmt.iso(step.output)
     if step.finished_at is None and step.output is None:
         return "(running or waiting)"
-    return json.dumps(step.output, default=str, ensure_ascii=False)
+    return _value(step.output, 100)
 
 
 def steps_table(steps: list[StepInfo], now: float) -> list[str]:
@@ -91,7 +103,7 @@ def steps_table(steps: list[StepInfo], now: float) -> list[str]:
         took = _seconds_between(s.started_at, s.finished_at)
         rows.append((s.step, s.kind, s.name, fmt.iso(s.started_at),
                      "-" if took is None else fmt.duration(took), 1 + len(s.attempts),
-                     s.site or "-", s.owner or "-", _step_outcome(s, now)))
+                     s.site or "-", s.owner or "-", _step_outcome(s, now)[:LONGEST]))
     return fmt.table(["STEP", "KIND", "NAME", "STARTED", "DURATION", "ATTEMPTS", "SITE", "OWNER",
                       "OUTCOME"], rows, [6, 12, 24, 25, 12, 8, 24, 24])
 
@@ -142,10 +154,6 @@ def _promise(row: PromiseRow) -> dict[str, Any]:
         "created_at": fmt.instant(row.created_at),
         "settled_at": None if row.settled_at is None else fmt.instant(row.settled_at),
     }
-
-
-def _value(value: Any) -> str:
-    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def show_text(snap: dict[str, Any], steps: list[StepInfo], now: float) -> list[str]:

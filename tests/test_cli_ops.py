@@ -294,6 +294,31 @@ def test_show_json_has_iso_instants_and_named_winners(
     assert not EPOCH.search(json.dumps(shown))
 
 
+def test_text_views_cut_a_long_value_and_json_keeps_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "big.db"
+    app = ld.App(db)
+
+    @app.step()
+    def big() -> str:
+        return "y" * 5000
+
+    @app.workflow(name="large")
+    def large() -> str:
+        return big()
+
+    with app:
+        app.run(large, workflow_id="big-1")
+    assert main(["--db", str(db), "show", "big-1"]) == 0
+    out = _out(capsys)
+    assert "y" * 5000 not in out and "more characters; --json has them" in out
+    assert max(len(line) for line in out.splitlines()) < 600
+    assert main(["--db", str(db), "show", "big-1", "--json"]) == 0
+    shown = _json(capsys)
+    assert shown["output"] == "y" * 5000 and shown["steps"][0]["output"] == "y" * 5000
+
+
 def test_steps_text_and_jsonl(journal: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--db", str(journal), "steps", "p-1"]) == 0
     header, *rows = _out(capsys).splitlines()
