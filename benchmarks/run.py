@@ -5,6 +5,7 @@
     python benchmarks/run.py --peer dbos      # DBOS Transact side by side, if installed
     python benchmarks/run.py --only a,d       # a subset (raw baselines always run)
     python benchmarks/run.py --only pingpong,stream   # issue 14's messages and streams
+    python benchmarks/run.py --only queues --durability full --peer dbos   # queues.py
     python benchmarks/run.py --durability full   # one durability only
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
     python benchmarks/profile_summary.py DIR/a-litedurable-full.pstats   # where time goes
@@ -23,6 +24,13 @@ p50 < 10 ms) and ``stream`` (a workflow in a second process writes values with
 ``ld.write_stream``, this one reads them live with ``app.read_stream``; values/s from the
 first write to the last read). The DBOS peer polls its notifications every 5 ms there
 (``dbos_peer.POLL_S``; its SQLite default is 1 s), shown as ``peer_poll_s``.
+
+Queues (``queues``, see ``queues.py``): ``queue_drain`` (workflows/s of 1 and 2 consumer
+processes draining no-op workflows enqueued beforehand; target at full: >= 1,000/s),
+``queue_latency`` (enqueue in this process to the workflow's first line in a consumer
+process; p50/p90/p99; target at full: p50 < 10 ms) and ``queue_rate_limit`` (starts per
+window against ``rate_limit=(50, 1.0)``, 1 and 2 consumers). DBOS's queues poll at their
+default 1 s (``peer_queue_poll_s``).
 
 (a) has a baseline of its own, the *floor*: a raw apsw commit of the leanest record a step
 could be, a small row (workflow id text, step int, 8-byte output blob) written by one
@@ -57,10 +65,11 @@ from types import ModuleType
 from typing import Any
 
 import ld_workloads
+import queues
 from harness import Target, WorkloadError, copy_database, emit, isolated, median, sig
 
 DURABILITIES = ("full", "normal")
-WORKLOADS = ("a", "b", "c", "d", "e", "f", "sleep", "pingpong", "stream")
+WORKLOADS = ("a", "b", "c", "d", "e", "f", "sleep", "pingpong", "stream", "queues")
 LOWER_IS_BETTER = ("us_per_step", "wall_ms", "us_per_select", "us_per_yield", "p50_ms")
 
 
@@ -81,22 +90,29 @@ class Sizes:
     sleepers: int
     round_trips: int
     stream_values: int
+    queue_drain: int
+    queue_samples: int
+    queue_jobs: int
+    queue_rate: tuple[int, float]
     d_steps: int = 10
     d_done: int = 5
     c_step_s: float = 0.01
+    queue_gap_s: float = 0.02
 
     @classmethod
     def full(cls) -> Sizes:
         return cls(raw=1000, a_steps=1000, b_workflows=1000, c_steps=100, d_workflows=1000,
                    e_steps=1000, e_rows=(100_000, 1_000_000), f_select_futures=100,
                    f_select_rounds=100, f_as_completed=1000, sleepers=1000,
-                   round_trips=500, stream_values=2000)
+                   round_trips=500, stream_values=2000, queue_drain=10_000,
+                   queue_samples=200, queue_jobs=300, queue_rate=(50, 1.0))
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(raw=50, a_steps=20, b_workflows=20, c_steps=10, d_workflows=20, e_steps=20,
                    e_rows=(2_000,), f_select_futures=10, f_select_rounds=10, f_as_completed=20,
-                   sleepers=20, round_trips=10, stream_values=20)
+                   sleepers=20, round_trips=10, stream_values=20, queue_drain=100,
+                   queue_samples=10, queue_jobs=20, queue_rate=(10, 0.5))
 
 
 @dataclass
@@ -182,8 +198,11 @@ class Runner:
     def line(self, engine: Engine, workload: str, durability: str, params: dict[str, Any],
              figure: tuple[str, float], baseline: tuple[str, float] | None, ratio: float | None,
              reps: int, rss: float, targets: Sequence[Target] = (), key: str | None = None,
-             extra: dict[str, Any] | None = None) -> None:
-        """Print one result line (and remember litedurable's figure for the peer's line)."""
+             extra: dict[str, Any] | None = None, compare: bool = True) -> None:
+        """Print one result line (and remember litedurable's figure for the peer's line).
+
+        ``compare=False``: no ``litedurable_speedup`` (a figure where more is not better).
+        """
         name, value = figure
         record: dict[str, Any] = {"workload": workload, "engine": engine.name,
                                   "durability": durability, **params,
@@ -197,7 +216,7 @@ class Runner:
         peer_targets: list[Target] = []
         if engine.name == "litedurable":
             self.ours[(key, durability)] = value
-        elif (key, durability) in self.ours:
+        elif compare and (key, durability) in self.ours:
             ours = self.ours[(key, durability)]
             speedup = value / ours if name in LOWER_IS_BETTER else ours / value
             record["litedurable_speedup"] = sig(speedup, 3)
@@ -207,6 +226,8 @@ class Runner:
             record.update(engine.info)
             if key.startswith(("pingpong", "stream")):
                 record["peer_poll_s"] = engine.module.POLL_S
+            if key.startswith("queue"):
+                record["peer_queue_poll_s"] = queues.DBOS_POLL_S
             targets = peer_targets  # the issue's targets are litedurable's
         emit(record, targets)
 
@@ -425,6 +446,70 @@ class Runner:
                   extra={"end_to_end_ms": sig(runs.figure(lambda r: r["end_to_end_s"]) * 1e3),
                          "lag_p50_ms": sig(runs.figure(lambda r: r["lag_p50_s"]) * 1e3)})
 
+    def queues(self, engine: Engine, durability: str) -> None:
+        """Queues (``queues.py``): drain throughput with 1 and 2 consumer processes,
+        enqueue-to-start latency across processes, rate-limit accuracy with 1 and 2
+        consumers. Targets (litedurable, full): drain >= 1,000 workflows/s, p50 < 10 ms."""
+        s = self.sizes
+        full = durability == "full" and engine.name == "litedurable"
+        for consumers in (1, 2):
+            runs = self.measure(f"queue-drain{consumers}-{engine.name}-{durability}", partial(
+                queues.drain, engine=engine.name, durability=durability, n=s.queue_drain,
+                consumers=consumers), engine.repeat, paired=durability)
+            self.line(engine, "queue_drain", durability,
+                      {"consumers": consumers, "workflows": s.queue_drain},
+                      ("per_s", runs.figure(lambda r: r["per_s"])),
+                      ("raw_commits_per_s", 1 / median(runs.raw_s)),
+                      runs.ratio(lambda r: r["per_s"], rate=True), engine.repeat, runs.rss,
+                      [Target("per_s", ">=", 1000)] if full else [],
+                      key=f"queue-drain{consumers}",
+                      extra={"per_s_from_go": sig(runs.figure(lambda r: r["per_s_from_go"])),
+                             "first_start_ms": sig(
+                                 runs.figure(lambda r: r["first_start_s"]) * 1e3),
+                             "enqueue_per_s": sig(runs.figure(lambda r: r["enqueue_per_s"])),
+                             "consumer_cpu_us_per_wf": sig(
+                                 runs.figure(lambda r: r["consumer_cpu_us_per_wf"])),
+                             "split": runs.values[0]["split"]})
+        runs = self.measure(f"queue-latency-{engine.name}-{durability}", partial(
+            queues.latency, engine=engine.name, durability=durability,
+            samples=s.queue_samples, gap=s.queue_gap_s), engine.repeat, paired=durability)
+
+        def ms(field: str) -> float:
+            return sig(runs.figure(lambda r: r[field]) * 1e3)
+
+        self.line(engine, "queue_latency", durability,
+                  {"samples": s.queue_samples, "gap_ms": s.queue_gap_s * 1e3},
+                  ("p50_ms", runs.figure(lambda r: r["p50_s"]) * 1e3),
+                  ("raw_commit_ms", median(runs.raw_s) * 1e3),
+                  runs.ratio(lambda r: r["p50_s"], rate=False), engine.repeat, runs.rss,
+                  [Target("p50_ms", "<", 10)] if full else [], key="queue-latency",
+                  extra={"p90_ms": ms("p90_s"), "p99_ms": ms("p99_s"), "max_ms": ms("max_s"),
+                         "from_call_p50_ms": ms("from_call_p50_s"),
+                         "from_call_p99_ms": ms("from_call_p99_s"),
+                         "enqueue_call_p50_ms": ms("enqueue_call_p50_s")})
+        most, per = s.queue_rate
+        for consumers in (1, 2):
+            runs = self.measure(f"queue-rate{consumers}-{engine.name}-{durability}", partial(
+                queues.rate, engine=engine.name, durability=durability, jobs=s.queue_jobs,
+                most=most, per=per, consumers=consumers), engine.repeat)
+            first = runs.values[0]
+            self.line(engine, "queue_rate_limit", durability,
+                      {"consumers": consumers, "jobs": s.queue_jobs, "limit": most,
+                       "per_s": per},
+                      ("max_per_window", runs.figure(lambda r: r["max_per_window"])),
+                      None, None, engine.repeat, runs.rss, key=f"queue-rate{consumers}",
+                      compare=False,
+                      extra={"mean_per_window": sig(runs.figure(
+                                 lambda r: r["mean_per_window"])),
+                             "rolling_max": runs.figure(lambda r: r["rolling_max"]),
+                             "rolling_max_dequeued": first["rolling_max_dequeued"],
+                             "span_s": sig(runs.figure(lambda r: r["span_s"])),
+                             "ideal_span_s": sig(first["ideal_span_s"]),
+                             "total_s": sig(runs.figure(lambda r: r["total_s"])),
+                             "first_start_ms": sig(
+                                 runs.figure(lambda r: r["first_start_s"]) * 1e3),
+                             "windows": first["windows"], "split": first["split"]})
+
     def sleep(self) -> None:
         n = self.sizes.sleepers
         runs = self.measure("sleep", lambda p: ld_workloads.sleeping_threads(p, n), 1)
@@ -439,7 +524,7 @@ class Runner:
     def run(self) -> None:
         per_durability: list[tuple[str, Callable[[Engine, str], None]]] = [
             ("a", self.a), ("b", self.b), ("c", self.c), ("d", self.d), ("f", self.f),
-            ("pingpong", self.pingpong), ("stream", self.stream)]
+            ("pingpong", self.pingpong), ("stream", self.stream), ("queues", self.queues)]
         for durability in self.durabilities:
             self.raw(durability)
             for key, workload in per_durability:

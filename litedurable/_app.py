@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _messages as messages
 from ._backends import open_storage
@@ -55,6 +55,7 @@ from ._storage import (
     Storage,
     WorkflowRow,
 )
+from ._telemetry import Tracer, check_tracing
 from ._types import (
     QueueInfo,
     Retry,
@@ -67,6 +68,9 @@ from ._types import (
     check_workflow_id,
     to_seconds,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["App"]
 
@@ -110,6 +114,10 @@ class App:
         max_recovery_attempts: recoveries without progress before a workflow is ``exhausted``.
         max_payload_bytes: largest serialized input or output accepted.
         suspend_after: seconds a workflow may block in a wait before it gives its thread back.
+        tracing: OpenTelemetry spans (needs ``pip install 'litedurable[otel]'``): False
+            (default) makes none; True makes a span per workflow run and per step execution
+            through the global ``TracerProvider``; a ``TracerProvider`` makes them through
+            that one. The spans and their attributes are described in the README (Tracing).
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class App:
         max_recovery_attempts: int = 10,
         max_payload_bytes: int = 16 * 1024 * 1024,
         suspend_after: float = 2.0,
+        tracing: bool | TracerProvider = False,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -142,6 +151,7 @@ class App:
         check_seconds(busy_timeout, "App(busy_timeout=...)", maximum=MAX_SETTING)
         check_seconds(lease, "App(lease=...)", positive=True, maximum=MAX_SETTING)
         check_seconds(suspend_after, "App(suspend_after=...)", maximum=MAX_SETTING)
+        check_tracing(tracing)
         self.path = os.fspath(path)
         self.durability: Durability = durability
         self.workers = workers
@@ -153,6 +163,7 @@ class App:
         self.lease = float(lease)
         self.max_recovery_attempts = max_recovery_attempts
         self.suspend_after = suspend_after
+        self.tracing = tracing
         self.faults = Faults()
         self.registry = Registry()
         self.codec = Codec(max_payload_bytes)
@@ -276,6 +287,7 @@ class App:
                     owner=lease.owner, app_version=version, workers=self.workers,
                     workflow_threads=self.workflow_threads, suspend_after=self.suspend_after,
                     faults=self.faults,
+                    tracer=Tracer(self.tracing, lease.owner) if self.tracing else None,
                 )
             except BaseException:
                 storage.close()

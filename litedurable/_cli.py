@@ -48,6 +48,7 @@ import signal
 import sys
 import time
 import uuid
+import webbrowser
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -72,6 +73,7 @@ from ._records import queue_info, schedule_info, step_info, workflow_info
 from ._registry import WorkflowDef
 from ._storage import QueueEntry, QueueSpec, Storage, WorkflowRow
 from ._types import QueueInfo, Status, check_workflow_id
+from ._ui import export_html, serve
 
 __all__ = ["main"]
 
@@ -830,6 +832,35 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the timeline page (until Ctrl-C), or write one workflow's page to a file."""
+    if args.export:
+        workflow_id, out = args.export
+        with _journal(args) as journal:
+            _find(journal, workflow_id)
+            page = export_html(journal, workflow_id)
+        assert page is not None
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(page)
+        print(f"wrote the timeline of {workflow_id!r} to {out}")
+        return 0
+    if args.port > 65535:
+        raise _Usage(f"--port must be a TCP port (0 to 65535), not {args.port}")
+    _journal(args).close()  # the file exists and is readable: refuse now, not per request
+    server = serve(args.db, args.port, busy_timeout=args.busy_timeout)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"serving {args.db} read-only at {url} (Ctrl-C stops)", flush=True)
+    if args.open:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.db)
 
@@ -1053,6 +1084,14 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["debug", "info", "warning", "error"],
                    help="litedurable's log messages on stderr (default: info)")
     p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("ui", help="serve the timeline page on 127.0.0.1 (read-only), or "
+                                  "--export one workflow's page to a self-contained HTML file")
+    p.add_argument("--port", type=_count, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--export", nargs=2, metavar=("ID", "OUT.html"),
+                   help="write workflow ID's timeline to OUT.html (CSS, script and data inlined)")
+    p.set_defaults(fn=cmd_ui)
 
     p = sub.add_parser("demo", help="run a workflow in a child process, kill it, resume it")
     p.set_defaults(fn=cmd_demo)

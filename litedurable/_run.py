@@ -42,6 +42,7 @@ from ._errors import (
 from ._registry import WorkflowDef
 from ._steps import Outcome, StepScope, StepTask
 from ._storage import StepRow, WorkflowRow
+from ._telemetry import replayed
 from ._types import Retry
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ class WorkflowRun(Scope):
     __slots__ = (
         "cond", "definition", "ended", "fatal", "finished", "inline", "listening", "next_step",
         "pokes", "recorded", "replay_only",
-        "replay_until", "resumed_from", "row", "runtime", "steps_ready", "thread", "waits",
-        "wake_deadline", "wake_ready",
+        "replay_until", "resumed_from", "row", "runtime", "span", "steps_ready", "thread",
+        "waits", "wake_deadline", "wake_ready",
     )
 
     def __init__(
@@ -132,6 +133,7 @@ class WorkflowRun(Scope):
         # kept after an unwind so the suspended workflow is resumed when one answers yes.
         self.pokes = 0
         self.listening: list[Callable[[], bool]] = []
+        self.span: Any = None  # this run's span when the App traces (``_telemetry``)
 
     # -- the journaled call ---------------------------------------------------------------
 
@@ -146,7 +148,11 @@ class WorkflowRun(Scope):
         """
         step, row = self.take(kind, name)
         try:
-            return live(step) if row is None else replay(step, row)
+            if row is None:
+                return live(step)
+            if self.span is not None:  # traced: a replayed call is an event on the run's span
+                replayed(self.span, step, kind, name)
+            return replay(step, row)
         except BaseException as exc:
             raise self.remember(exc) from None
 

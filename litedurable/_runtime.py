@@ -123,6 +123,7 @@ from ._registry import Registry
 from ._run import Unwind, WorkflowRun
 from ._steps import Outcome, Steps, StepTask
 from ._storage import StepRow, Storage, WorkflowRow
+from ._telemetry import Tracer
 from ._timers import Timers
 from ._types import Status
 
@@ -188,6 +189,7 @@ class Runtime:
         workers: step pool size (threads running ``go`` bodies).
         workflow_threads: run pool size (threads running workflow functions).
         suspend_after: seconds a run may block in a wait before it unwinds.
+        tracer: the App's spans (``_telemetry``), or None when tracing is off.
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class Runtime:
         workflow_threads: int,
         suspend_after: float,
         faults: Faults,
+        tracer: Tracer | None = None,
     ) -> None:
         self.storage = storage
         self.codec = codec
@@ -212,6 +215,7 @@ class Runtime:
         self.owner = owner
         self.app_version = app_version
         self.faults = faults
+        self.tracer = tracer
         self.suspend_after = suspend_after
         self.closing = False
         self.cancelled: dict[str, WorkflowCancelledError] = {}  # delivered, by workflow id
@@ -227,7 +231,7 @@ class Runtime:
         self._abandoned: dict[str, dict[int, StepTask]] = {}
         self._result_events: dict[str, list[threading.Event]] = {}  # Handle.result waiters
         self._waiters: dict[str, set[str]] = {}  # workflow id -> ids of slots waiting on it
-        self.steps = Steps(storage, codec, clock, owner, faults)
+        self.steps = Steps(storage, codec, clock, owner, faults, tracer)
         self.timers = Timers(clock, faults)
         # Callers outside workflows waiting for an event or a stream item (``_messages``):
         # ``changes`` is notified, and ``change_seq`` grows, after every commit that may be
@@ -354,11 +358,14 @@ class Runtime:
                     "litedurable: workflow %r is a %r, which this App does not register; it "
                     "stays pending for an App that does", workflow_id, row.name)
                 return
-            run = WorkflowRun(self, definition, row, steps)
+            run = this = WorkflowRun(self, definition, row, steps)
             with self._lock:
                 slot.run = run
                 run.resumed_from = slot.reached
-            self._run(run)
+            if self.tracer is None:  # tracing off: the one check it costs a run
+                self._run(run)
+            else:
+                self.tracer.run_workflow(run, lambda: self._run(this))
         except BaseException as exc:
             if self.faults.dead or self.faults.crashed is not None:
                 return
@@ -427,7 +434,9 @@ class Runtime:
             if run.wake_ready():  # it happened while we were unwinding
                 self.enqueue(workflow_id)
 
-    def _run(self, run: WorkflowRun) -> None:
+    def _run(self, run: WorkflowRun) -> tuple[str, BaseException | None]:
+        """Drive one run of the workflow; return how it ended (``_telemetry``'s endings) and
+        the error it ended with, if any."""
         definition = run.definition
         token = enter(run)
         outcome: Outcome | None
@@ -452,28 +461,32 @@ class Runtime:
         fatal = run.fatal or run.unreached(None if outcome is None else outcome.error)
         if isinstance(fatal, WorkflowCancelledError):
             run.ended = True  # already recorded by cancel()
-            return
-        if isinstance(fatal, Unwind) or (isinstance(fatal, AppClosedError) and self.closing):
-            return  # suspended or closing: still pending
+            return "cancelled", fatal
+        if isinstance(fatal, Unwind):
+            return "suspended" if not self.closing else "closing", None
+        if isinstance(fatal, AppClosedError) and self.closing:
+            return "closing", None  # still pending
         if isinstance(fatal, NonDeterminismError):
             self.finish(run.workflow_id, Status.NONDETERMINISTIC, Outcome(error=fatal), run.row)
             run.ended = True
-            return
+            return "nondeterministic", fatal
         if fatal is not None:
             raise fatal
         assert outcome is not None
         self.faults.fire("before_outcome", workflow_id=run.workflow_id)
-        self.finish(run.workflow_id, None, outcome, run.row, hint=hint)
+        error = self.finish(run.workflow_id, None, outcome, run.row, hint=hint)
         run.ended = True
         self.faults.fire("after_outcome", workflow_id=run.workflow_id)
+        return ("succeeded", None) if error is None else ("failed", error)
 
     def finish(
         self, workflow_id: str, status: Status | None, outcome: Outcome,
         row: WorkflowRow | None = None,
         *,
         hint: Any = None,
-    ) -> None:
-        """Record the workflow's outcome (status defaults from the outcome) and wake waiters.
+    ) -> BaseException | None:
+        """Record the workflow's outcome (status defaults from the outcome) and wake waiters;
+        return the error recorded, if any.
 
         ``row``, the workflow as its run loaded it, makes the write a single statement.
         ``hint``, the workflow's return type, checks that its result reads back as itself
@@ -497,6 +510,7 @@ class Runtime:
             now=self.clock.now(), known=row,
         )
         self.announce_finished([workflow_id], settled=status in SETTLED)
+        return outcome.error
 
     def expect_outcome(self, workflow_id: str) -> threading.Event:
         """An event set when ``workflow_id`` may have left ``pending``, here or elsewhere.

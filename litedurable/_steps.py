@@ -23,6 +23,7 @@ from ._context import Scope, enter, leave
 from ._errors import AppClosedError, SerializationError, StepCancelledError, WorkflowCancelledError
 from ._faults import Faults
 from ._storage import StepRow, Storage
+from ._telemetry import Tracer
 from ._types import Retry
 
 __all__ = ["Outcome", "StepScope", "StepTask", "Steps"]
@@ -135,12 +136,13 @@ class Steps:
     """Executes, records and replays steps for one launched App (owner token ``owner``)."""
 
     def __init__(self, storage: Storage, codec: Codec, clock: Clock, owner: str,
-                 faults: Faults) -> None:
+                 faults: Faults, tracer: Tracer | None = None) -> None:
         self.storage = storage
         self.codec = codec
         self.clock = clock
         self.owner = owner
         self.faults = faults
+        self.tracer = tracer  # App(tracing=...): a span per live step execution (``_telemetry``)
         self.closing = False  # set once when the App closes: retry delays end at once
         # The call site of each live journaled call not recorded yet, by (workflow id, step):
         # put by ``WorkflowRun.take`` in the run thread, taken by the row that records it.
@@ -148,6 +150,15 @@ class Steps:
 
     def execute(self, task: StepTask) -> Outcome:
         """Run a step body (with retries), record its outcome durably, return it as replay would."""
+        tracer = self.tracer
+        if tracer is None:  # tracing off: the one check it costs a step
+            return self._execute(task)
+        with tracer.step(task) as done:
+            outcome = self._execute(task)
+            done(outcome.error)
+            return outcome
+
+    def _execute(self, task: StepTask) -> Outcome:
         faults = self.faults if self.faults.callback is not None else None  # crash tests only
         info: dict[str, object] = {}
         if faults:

@@ -16,7 +16,7 @@ from litedurable._cli import build_parser, main
 COMMANDS = [
     "list", "count", "show", "steps", "tree", "result", "watch", "schedules", "queues", "start",
     "cancel", "resume", "fork", "gc", "backup", "check", "export", "import", "replay", "worker",
-    "demo",
+    "ui", "demo",
 ]
 
 WORKFLOW_MODULE = '''
@@ -189,7 +189,7 @@ def test_benchmark_runner_smoke(tmp_path: Path) -> None:
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert {r["workload"] for r in records} >= {
         "raw_commit", "a_sequential_steps", "b_three_step_workflows", "c_fan_out",
-        "sleeping_workflows",
+        "sleeping_workflows", "queue_drain", "queue_latency", "queue_rate_limit",
     }
 
 

@@ -38,25 +38,27 @@ def test_quickstart_runs_twice_with_the_same_result(tmp_path: Path) -> None:
     assert (tmp_path / "litedurable.db").exists()
 
 
-def _messages_example(readme: str) -> str:
-    section = readme[readme.index("## Messages, events, streams, promises"):]
-    start = section.index("```python\n") + len("```python\n")
-    return section[start:section.index("```", start)]
-
-
-def test_readme_messages_example_runs_twice_with_the_same_result(tmp_path: Path) -> None:
-    """The messages section's example runs as written; a second run (the workflow finished,
-    the message resent with its idempotency key, the promise settled again) prints the same."""
-    root = Path(__file__).resolve().parent.parent
-    script = tmp_path / "expense.py"
-    script.write_text(_messages_example((root / "README.md").read_text()))
+def _section_example_output(tmp_path: Path, section: str) -> list[str]:
+    """Run the first python block of README section ``section`` twice in a fresh directory;
+    both runs must print the same lines, which are returned."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = readme[readme.index(f"## {section}"):]
+    start = text.index("```python\n") + len("```python\n")
+    script = tmp_path / "example.py"
+    script.write_text(text[start:text.index("```", start)])
     outputs = [
         subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        timeout=120, cwd=tmp_path, check=True, env=child_env()).stdout
         for _ in range(2)
     ]
     assert outputs[0] == outputs[1]
-    assert outputs[0].splitlines() == [
+    return outputs[0].splitlines()
+
+
+def test_readme_messages_example_runs_twice_with_the_same_result(tmp_path: Path) -> None:
+    """The messages section's example runs as written; a second run (the workflow finished,
+    the message resent with its idempotency key, the promise settled again) prints the same."""
+    assert _section_example_output(tmp_path, "Messages, events, streams, promises") == [
         "['checking', 'the', 'budget']", "120 approved by ada, paid with receipt-981",
     ]
 
@@ -64,19 +66,7 @@ def test_readme_messages_example_runs_twice_with_the_same_result(tmp_path: Path)
 def test_readme_queues_example_runs_twice_with_the_same_result(tmp_path: Path) -> None:
     """The queues section's example runs as written; a second run (the parent finished, the
     trailer enqueued again with its dedup key freed) prints the same."""
-    root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text()
-    section = readme[readme.index("## Queues"):]
-    start = section.index("```python\n") + len("```python\n")
-    script = tmp_path / "encode.py"
-    script.write_text(section[start:section.index("```", start)])
-    outputs = [
-        subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path, check=True, env=child_env()).stdout
-        for _ in range(2)
-    ]
-    assert outputs[0] == outputs[1]
-    assert outputs[0].splitlines() == [
+    assert _section_example_output(tmp_path, "Queues") == [
         "['intro.mp4', 'talk.mp4', 'outro.mp4', 'credits.mp4']", "duplicate refused: True",
         "trailer.mp4",
     ]
