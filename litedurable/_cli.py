@@ -99,7 +99,9 @@ litedurable.db. Times are ISO 8601 with their zone.
 DEFAULT_DB = "litedurable.db"
 ENV_DB = "LITEDURABLE_DB"
 POLL = 0.1
-"""Seconds between two reads of the file by ``result`` and ``watch`` (no App, no watcher)."""
+"""Seconds between two looks at the file by ``result`` and ``watch`` (no App, no watcher)."""
+REREAD = 2.0
+"""Seconds after which ``watch`` reads the workflow again even if the file looks unchanged."""
 CODEC = views.CODEC
 """Decodes for display only: a reader without the application structures nothing back."""
 
@@ -312,10 +314,15 @@ def cmd_result(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Print the workflow, then again each time it changes, until it ends (or Ctrl-C); with
-    ``--json``, one JSON snapshot a line."""
+    ``--json``, one JSON snapshot a line.
+
+    A read-only reader has no commit counter to poll, so the file's (and its WAL's) size and
+    modification time say when to read the workflow again; every ``REREAD`` seconds it is
+    read anyway, in case a commit left both unchanged."""
     shown: str | None = None
     with _journal(args) as journal:
         while True:
+            state, read_at = _file_state(args.db), time.monotonic()
             snap, steps = views.snapshot(journal, _find(journal, args.workflow_id))
             key = fmt.json_text(snap)
             if key != shown and args.json:  # JSON lines: one snapshot a line
@@ -327,7 +334,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
             shown = key
             if Status(snap["status"]).is_terminal:
                 return 0
-            time.sleep(POLL)
+            while _file_state(args.db) == state and time.monotonic() - read_at < REREAD:
+                time.sleep(POLL)
+
+
+def _file_state(path: str) -> tuple[tuple[int, int] | None, ...]:
+    """(modification time, size) of the journal and its WAL: a commit changes one of them."""
+    found: list[tuple[int, int] | None] = []
+    for name in (path, path + "-wal"):
+        try:
+            stat = os.stat(name)
+        except OSError:
+            found.append(None)
+        else:
+            found.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
 
 
 # -- schedules, start -------------------------------------------------------------------------
