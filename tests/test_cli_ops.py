@@ -147,7 +147,7 @@ def test_db_before_or_after_the_command_and_from_the_environment(
 ) -> None:
     missing = str(tmp_path / "missing.db")
     monkeypatch.delenv("LITEDURABLE_DB", raising=False)
-    assert main(["list", "--db", str(journal), "--json"]) == 0
+    assert main(["list", "--db", str(journal), "--busy-timeout", "1", "--json"]) == 0
     assert len(_json(capsys)) == 4
     assert main(["--db", missing, "list", "--db", str(journal), "--json"]) == 0  # the later
     assert len(_json(capsys)) == 4
@@ -317,6 +317,36 @@ def test_text_views_cut_a_long_value_and_json_keeps_it(
     assert main(["--db", str(db), "show", "big-1", "--json"]) == 0
     shown = _json(capsys)
     assert shown["output"] == "y" * 5000 and shown["steps"][0]["output"] == "y" * 5000
+
+
+def test_a_select_won_by_its_timeout_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "timeout.db"
+    app = ld.App(db)
+    release = threading.Event()
+
+    @app.step()
+    def slow() -> int:
+        assert release.wait(60)
+        return 1
+
+    @app.workflow(name="race")
+    def race() -> str:
+        try:
+            ld.select([ld.go(slow)], timeout=0.01)
+        except ld.WaitTimeoutError:
+            return "timed out"
+        return "won"
+
+    with app:
+        assert app.run(race, workflow_id="r-1") == "timed out"
+        release.set()
+    assert main(["--db", str(db), "steps", "r-1", "--json"]) == 0
+    select = next(s for s in _json(capsys) if s["kind"] == "select")
+    assert (select["candidates"], select["winner"], select["winner_step"]) == ([0], -1, None)
+    assert main(["--db", str(db), "steps", "r-1"]) == 0
+    assert "candidates 0; the timeout won" in _out(capsys)
 
 
 def test_steps_text_and_jsonl(journal: Path, capsys: pytest.CaptureFixture[str]) -> None:
