@@ -226,10 +226,11 @@ class Storage(Protocol):
 
     def insert_workflow(
         self, *, workflow_id: str, name: str, inputs: bytes, now: float, app_version: str,
-        parent_id: str | None, owner: str, deadline: float | None = None,
+        parent_id: str | None, owner: str | None, deadline: float | None = None,
         detached: bool = False, queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
-        """Create a pending workflow owned by ``owner`` unless the id exists: (created, row).
+        """Create a pending workflow owned by ``owner`` (None: by no process yet, taken by the
+        next recovery) unless the id exists: (created, row).
 
         With ``queue``, the workflow is ``enqueued`` instead, owned by no one, until a
         ``dequeue`` takes it. Raises ``ParentNotPending`` (writing nothing) if ``parent_id``

@@ -13,7 +13,7 @@ PACKAGE = Path(litedurable.__file__).parent
 LAYERS: list[set[str]] = [
     {"_errors"},
     {"_types"},
-    {"_clock", "_codec", "_pool", "_context", "_faults", "_cron", "_telemetry"},
+    {"_clock", "_codec", "_pool", "_context", "_faults", "_cron", "_telemetry", "_format"},
     {"_storage", "_registry"},
     {"_sqlite", "_records"},  # _sqlite: the only backend today; the engine never imports it
     {"_backends", "_timers", "_lease", "_scheduler"},
@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"_children", "_messages", "_queues"},
     {"_handle"},
     {"_app"},
-    {"_demo", "testing"},
+    {"_demo", "testing", "_views"},
     {"_ui"},  # the timeline page: reads a journal through _backends, as _cli does
     {"_cli"},
     {"__init__", "__main__"},

@@ -123,13 +123,14 @@ class SqliteStorage:
         now: float,
         app_version: str,
         parent_id: str | None,
-        owner: str,
+        owner: str | None,
         deadline: float | None = None,
         detached: bool = False,
         queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
-        """Create a pending workflow owned by ``owner`` (or an enqueued one owned by no one,
-        with ``queue``) unless the id exists.
+        """Create a pending workflow owned by ``owner`` (None: by no process yet, so the next
+        recovery of any App takes it; the CLI's ``start``), or an enqueued one owned by no one,
+        with ``queue``, unless the id exists.
 
         Returns (created, row): ``created`` is False when the id was already taken, and
         ``row`` is then the existing workflow (whatever its name). Raises
