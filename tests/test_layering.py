@@ -26,7 +26,10 @@ LAYERS: list[set[str]] = [
     {"_app"},
     {"_demo", "testing", "_views"},
     {"_ui"},  # the timeline page: reads a journal through _backends, as _cli does
-    {"_cli"},
+    {"_cli_common"},  # what every command shares
+    {"_cli_read"},  # commands that read a journal
+    {"_cli_write"},  # commands that change one or run an application
+    {"_cli"},  # the parser and main
     {"__init__", "__main__"},
 ]
 ENGINE = {"_steps", "_run", "_runtime", "_concurrency", "_children", "_messages", "_queues",
