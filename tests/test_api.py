@@ -35,6 +35,7 @@ EXPECTED_ALL = [
     "PromiseNotFoundError",
     "PromiseRejectedError",
     "Queue",
+    "QueueArgumentError",
     "QueueDeduplicatedError",
     "QueueInfo",
     "RecordedError",
