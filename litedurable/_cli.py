@@ -46,7 +46,7 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO, cast
 
 from ._cli_common import (
     DEFAULT_DB,
@@ -319,9 +319,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_CONTROLS = {c: f"\\u{c:04x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+             if c not in (0x09, 0x0A)}
+"""Control characters (but tab and newline), each to be written as its visible JSON escape."""
+
+
+class _Inert:
+    """A text stream that writes control characters as ``\\u001b``-style escapes. Ids, names,
+    values and error messages come from the journal, which anyone who can start a workflow
+    writes: a terminal must not obey one (clear the screen, retitle the window, rewrite a
+    line). In ``--json`` output these characters only occur inside strings, where the escape
+    reads back as the same character."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text.translate(_CONTROLS))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (see ``EXIT_STATUS``)."""
     args = build_parser().parse_args(argv)
+    if args.fn in (cmd_worker, cmd_demo):  # they print the application's own output
+        return _main(args)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (cast(TextIO, _Inert(stream)) for stream in streams)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(args: argparse.Namespace) -> int:
     args.db_given = args.db is not None
     if args.db is None:
         args.db = os.environ.get(ENV_DB) or DEFAULT_DB

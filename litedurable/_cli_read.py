@@ -233,6 +233,11 @@ def _waited(info: QueueInfo, now: float) -> float | None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    folder = os.path.dirname(os.path.abspath(args.out)) if args.out else ""
+    if not args.out or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        # Said here: SQLite would blame the journal, or (an empty name) copy to a temp file.
+        raise _Usage(f"cannot write a backup to {args.out!r}: name a new file in a writable "
+                     "directory (nothing was written)")
     if os.path.lexists(args.out):
         raise _Refused(f"{args.out} exists; a backup is written to a new file (nothing was "
                        "written)")

@@ -23,6 +23,8 @@ __all__ = ["age", "cell", "duration", "instant", "iso", "json_text", "moment", "
 
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(d|h|m|min|s)?\s*", re.IGNORECASE)
+_MAX_AGE = 1000 * 365.25 * 86400.0
+"""The largest age: that long before now is still an instant a datetime can hold."""
 _AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0, None: 1.0}
 
 
@@ -81,8 +83,8 @@ def age(text: str) -> float:
         raise ValueError(f"{text!r} is not an age: write 30d, 12h, 90m, 45s or seconds "
                          "(>= 0)")
     value = float(match.group(1)) * _AGE_UNITS[(match.group(2) or "").lower() or None]
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is too large an age")
+    if not math.isfinite(value) or value > _MAX_AGE:
+        raise ValueError(f"{text!r} is too large an age (at most 1000 years)")
     return value
 
 
