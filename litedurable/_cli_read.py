@@ -299,14 +299,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
             _find(journal, workflow_id)
             page = export_html(journal, workflow_id)
         assert page is not None
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(page)
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(page)
+        except OSError as exc:
+            raise _Usage(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"wrote the timeline of {workflow_id!r} to {out}")
         return 0
     if args.port > 65535:
         raise _Usage(f"--port must be a TCP port (0 to 65535), not {args.port}")
     _journal(args).close()  # the file exists and is readable: refuse now, not per request
-    server = serve(args.db, args.port, busy_timeout=args.busy_timeout)
+    try:
+        server = serve(args.db, args.port, busy_timeout=args.busy_timeout)
+    except OSError as exc:  # the port is taken (or privileged)
+        raise _Usage(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}; pass "
+                     "another --port (0: any free port)") from None
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     print(f"serving {args.db} read-only at {url} (Ctrl-C stops)", flush=True)
     if args.open:

@@ -6,6 +6,7 @@ terminal."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,22 @@ def test_journal_text_cannot_steer_the_terminal(
         assert "\\u001b" in captured.out + captured.err
     assert main(["--db", str(db), "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["name"] == name  # JSON keeps it whole
+
+
+def test_ui_on_a_taken_port_or_an_export_to_a_missing_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "j.db"
+    _family(db, "mine")
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--db", str(db), "ui", "--port", str(port)]) == 2
+    finally:
+        taken.close()
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+    missing = tmp_path / "no" / "page.html"
+    assert main(["--db", str(db), "ui", "--export", "order-1", str(missing)]) == 2
+    assert f"cannot write {missing}" in capsys.readouterr().err
