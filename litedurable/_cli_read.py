@@ -285,8 +285,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        with open(args.output, "x", encoding="utf-8") as out:
-            out.write(text)
+        try:
+            with open(args.output, "x", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            raise _Usage(f"cannot write {args.output}: {exc.strerror or exc}") from None
         print(f"exported {len(records)} workflow(s) to {args.output}")
     return 0
 

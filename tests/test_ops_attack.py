@@ -209,3 +209,5 @@ def test_ui_on_a_taken_port_or_an_export_to_a_missing_directory_is_a_usage_error
     missing = tmp_path / "no" / "page.html"
     assert main(["--db", str(db), "ui", "--export", "order-1", str(missing)]) == 2
     assert f"cannot write {missing}" in capsys.readouterr().err
+    assert main(["--db", str(db), "export", "order-1", "-o", str(missing)]) == 2
+    assert f"cannot write {missing}" in capsys.readouterr().err
