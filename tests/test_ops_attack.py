@@ -211,3 +211,27 @@ def test_ui_on_a_taken_port_or_an_export_to_a_missing_directory_is_a_usage_error
     assert f"cannot write {missing}" in capsys.readouterr().err
     assert main(["--db", str(db), "export", "order-1", "-o", str(missing)]) == 2
     assert f"cannot write {missing}" in capsys.readouterr().err
+
+
+def test_a_cut_long_id_keeps_its_end_so_siblings_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "j.db"
+    app = ld.App(str(db))
+    long_id = "batch-" + "x" * 80
+
+    @app.workflow(name="leaf")
+    def leaf(i: int) -> int:
+        return i
+
+    @app.workflow(name="fan")
+    def fan() -> int:
+        return sum(app.start(leaf, i).result() for i in range(3))
+
+    with app:
+        assert app.run(fan, workflow_id=long_id) == 3
+    assert main(["--db", str(db), "list", "--parent", long_id]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    firsts = [row.split()[0] for row in rows]
+    assert len(set(firsts)) == 3 and all("…" in f and f.startswith("batch-x") for f in firsts)
+    assert sorted(f[-2:] for f in firsts) == ["/0", "/2", "/4"]  # child ids: the step numbers
