@@ -235,3 +235,24 @@ def test_a_cut_long_id_keeps_its_end_so_siblings_differ(
     firsts = [row.split()[0] for row in rows]
     assert len(set(firsts)) == 3 and all("…" in f and f.startswith("batch-x") for f in firsts)
     assert sorted(f[-2:] for f in firsts) == ["/0", "/2", "/4"]  # child ids: the step numbers
+
+
+def test_a_command_that_writes_leaves_a_damaged_backup_byte_for_byte_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, copy = tmp_path / "j.db", tmp_path / "copy.db"
+    _family(db, "mine")
+    assert main(["--db", str(db), "backup", str(copy)]) == 0  # not in WAL mode, as copies are
+    data = bytearray(copy.read_bytes())
+    pages = len(data) // 4096
+    assert pages >= 3
+    data[4096 * (pages - 1):4096 * (pages - 1) + 64] = b"\xff" * 64  # a b-tree page's header
+    copy.write_bytes(bytes(data))
+    assert main(["--db", str(copy), "check"]) == 4
+    exported = tmp_path / "e.jsonl"
+    assert main(["--db", str(db), "export", "order-1", "-o", str(exported)]) == 0
+    for command in (["cancel", "order-1"], ["resume", "order-1"], ["gc", "--older-than", "0"],
+                    ["fork", "order-1", "0"], ["import", str(exported)]):
+        assert main(["--db", str(copy), *command]) == 4, command
+        assert "refused and changed nothing" in capsys.readouterr().err
+        assert copy.read_bytes() == bytes(data), command
