@@ -26,7 +26,7 @@ Exit status (also in ``litedurable --help``)::
   1    refused or found a problem: cancel/resume of a workflow in a state that does not
        allow it, fork or import onto a taken id, backup onto an existing file, replay
        found a difference; `result` of a workflow that failed or was cancelled
-  2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
+  2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
        imported (or names no App), a --db that is not the App's file, a bad export file
   3    not found: no journal file at --db, no workflow or schedule with that name
   4    the journal cannot be used: damaged (`check` found a problem), locked past
@@ -96,7 +96,7 @@ EXIT_STATUS = """exit status:
   1    refused or found a problem (cancel/resume of a workflow in a state that does not
        allow it, fork or import onto a taken id, backup onto an existing file, replay found
        a difference); `result` of a workflow that failed or was cancelled
-  2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
+  2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
        imported (or names no App), a --db that is not the App's file, a bad export file
   3    not found: no journal file at --db, no workflow or schedule with that name
   4    the journal cannot be used: damaged (`check` found a problem), locked past
@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="app version of the new workflow (default: the source's)")
     p.set_defaults(fn=cmd_fork)
 
-    p = sub.add_parser("gc", help="delete finished workflows not updated for a given age")
+    p = sub.add_parser("gc", help="delete finished workflows not updated for a given age (a "
+                                  "child whose parent is unfinished stays)")
     p.add_argument("--older-than", type=_age, required=True, metavar="AGE",
                    help="30d, 12h, 90m, 45s or seconds")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete "
@@ -277,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--children", action="store_true", help="with their descendants too")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("import", help="import workflows exported with `export` (ids kept; an "
-                                      "id this journal has is refused, exit 1)")
+    p = sub.add_parser("import", help="import workflows exported with `export` (ids kept; all "
+                                      "or nothing: if this journal has one of the ids, nothing "
+                                      "is imported, exit 1)")
     p.add_argument("file", metavar="FILE", help="JSON lines written by export (- for stdin)")
     p.set_defaults(fn=cmd_import)
 
