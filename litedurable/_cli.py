@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="the workflow id (default: a random UUID); an existing id "
                                 "of this workflow is left as it is")
     p.add_argument("--queue", help="enqueue it on this queue instead")
-    p.add_argument("--priority", type=int, default=0, help="with --queue: lower runs first")
+    p.add_argument("--priority", type=int, help="with --queue: lower runs first (default 0)")
     p.add_argument("--partition-key", help="with --queue: on a partitioned queue")
     p.set_defaults(fn=cmd_start)
 

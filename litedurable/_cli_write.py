@@ -124,6 +124,8 @@ def cmd_start(args: argparse.Namespace) -> int:
                      "object of keyword arguments, e.g. --args '[1, \"a\"]'") from None
     if not isinstance(given, list | dict):
         given = [given]
+    if args.queue is None and (args.priority is not None or args.partition_key is not None):
+        raise _Usage("--priority and --partition-key apply to an enqueue: add --queue QUEUE")
     positional = given if isinstance(given, list) else []
     keywords = given if isinstance(given, dict) else {}
     app = _app_journal(args, "start")
@@ -143,7 +145,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                 raise _Usage(f"no queue named {args.queue!r}: {args.app} does not declare it "
                              "and no App has declared it on this journal")
             try:
-                entry = Queue(app, spec).entry(args.priority, None, args.partition_key,
+                entry = Queue(app, spec).entry(args.priority or 0, None, args.partition_key,
                                                definition.timeout)
             except ValueError as exc:
                 raise _Usage(str(exc)) from None

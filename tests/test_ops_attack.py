@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,26 @@ def test_a_command_that_writes_leaves_a_damaged_backup_byte_for_byte_as_it_was(
         assert main(["--db", str(copy), *command]) == 4, command
         assert "refused and changed nothing" in capsys.readouterr().err
         assert copy.read_bytes() == bytes(data), command
+
+
+def test_start_with_a_priority_but_no_queue_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "j.db"
+    module = f"ops_attack_start_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{module}.py").write_text(
+        "import litedurable as ld\n"
+        f"app = ld.App({str(db)!r})\n"
+        "@app.workflow(name='job')\n"
+        "def job(i: int) -> int:\n"
+        "    return i\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        for extra in (["--priority", "3"], ["--partition-key", "acct-1"]):
+            assert main(["start", "job", "--app", f"{module}:app", "--args", "[1]", *extra]) == 2
+            assert "add --queue" in capsys.readouterr().err
+        assert not db.exists()  # nothing was started
+    finally:
+        sys.modules.pop(module, None)
