@@ -26,7 +26,7 @@ Exit status (also in ``litedurable --help``)::
   1    refused or found a problem: cancel/resume of a workflow in a state that does not
        allow it, fork or import onto a taken id, backup onto an existing file, replay
        found a difference; `result` of a workflow that failed or was cancelled
-  2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
+  2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
        imported (or names no App), a --db that is not the App's file, a bad export file
   3    not found: no journal file at --db, no workflow or schedule with that name
   4    the journal cannot be used: damaged (`check` found a problem), locked past
@@ -46,7 +46,7 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO, cast
 
 from ._cli_common import (
     DEFAULT_DB,
@@ -96,7 +96,7 @@ EXIT_STATUS = """exit status:
   1    refused or found a problem (cancel/resume of a workflow in a state that does not
        allow it, fork or import onto a taken id, backup onto an existing file, replay found
        a difference); `result` of a workflow that failed or was cancelled
-  2    usage: bad arguments, a bad --from-step or --new-id, a MODULE:APP that cannot be
+  2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
        imported (or names no App), a --db that is not the App's file, a bad export file
   3    not found: no journal file at --db, no workflow or schedule with that name
   4    the journal cannot be used: damaged (`check` found a problem), locked past
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="the workflow id (default: a random UUID); an existing id "
                                 "of this workflow is left as it is")
     p.add_argument("--queue", help="enqueue it on this queue instead")
-    p.add_argument("--priority", type=int, default=0, help="with --queue: lower runs first")
+    p.add_argument("--priority", type=int, help="with --queue: lower runs first (default 0)")
     p.add_argument("--partition-key", help="with --queue: on a partitioned queue")
     p.set_defaults(fn=cmd_start)
 
@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="app version of the new workflow (default: the source's)")
     p.set_defaults(fn=cmd_fork)
 
-    p = sub.add_parser("gc", help="delete finished workflows not updated for a given age")
+    p = sub.add_parser("gc", help="delete finished workflows not updated for a given age (a "
+                                  "child whose parent is unfinished stays)")
     p.add_argument("--older-than", type=_age, required=True, metavar="AGE",
                    help="30d, 12h, 90m, 45s or seconds")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete "
@@ -277,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--children", action="store_true", help="with their descendants too")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("import", help="import workflows exported with `export` (ids kept; an "
-                                      "id this journal has is refused, exit 1)")
+    p = sub.add_parser("import", help="import workflows exported with `export` (ids kept; all "
+                                      "or nothing: if this journal has one of the ids, nothing "
+                                      "is imported, exit 1)")
     p.add_argument("file", metavar="FILE", help="JSON lines written by export (- for stdin)")
     p.set_defaults(fn=cmd_import)
 
@@ -319,9 +321,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_CONTROLS = {c: f"\\u{c:04x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+             if c not in (0x09, 0x0A)}
+"""Control characters (but tab and newline), each to be written as its visible JSON escape."""
+
+
+class _Inert:
+    """A text stream that writes control characters as ``\\u001b``-style escapes. Ids, names,
+    values and error messages come from the journal, which anyone who can start a workflow
+    writes: a terminal must not obey one (clear the screen, retitle the window, rewrite a
+    line). In ``--json`` output these characters only occur inside strings, where the escape
+    reads back as the same character."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text.translate(_CONTROLS))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (see ``EXIT_STATUS``)."""
     args = build_parser().parse_args(argv)
+    if args.fn in (cmd_worker, cmd_demo):  # they print the application's own output
+        return _main(args)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (cast(TextIO, _Inert(stream)) for stream in streams)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(args: argparse.Namespace) -> int:
     args.db_given = args.db is not None
     if args.db is None:
         args.db = os.environ.get(ENV_DB) or DEFAULT_DB

@@ -77,12 +77,19 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
     if not create and not os.path.exists(args.db):
         raise _NoJournal(f"no journal file at {args.db!r}; pass its path with --db PATH (or "
                          f"set ${ENV_DB})")
-    journal = open_storage(args.db, readonly=not write, busy_timeout=args.busy_timeout)
+    # A command that writes checks through a reading connection first: opening one that
+    # writes may already change the file (a copy made by `backup` is switched to WAL mode).
+    probing = write and os.path.exists(args.db)
+    journal = open_storage(args.db, readonly=not write or probing,
+                           busy_timeout=args.busy_timeout)
     try:
         problem = journal.quick_check()
     except BaseException:
         journal.close()
         raise
+    if probing and problem == "ok":
+        journal.close()
+        return open_storage(args.db, busy_timeout=args.busy_timeout)
     if problem != "ok":
         summary = "; ".join(problem.splitlines()[:3])
         if write:

@@ -233,6 +233,11 @@ def _waited(info: QueueInfo, now: float) -> float | None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    folder = os.path.dirname(os.path.abspath(args.out)) if args.out else ""
+    if not args.out or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        # Said here: SQLite would blame the journal, or (an empty name) copy to a temp file.
+        raise _Usage(f"cannot write a backup to {args.out!r}: name a new file in a writable "
+                     "directory (nothing was written)")
     if os.path.lexists(args.out):
         raise _Refused(f"{args.out} exists; a backup is written to a new file (nothing was "
                        "written)")
@@ -280,8 +285,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        with open(args.output, "x", encoding="utf-8") as out:
-            out.write(text)
+        try:
+            with open(args.output, "x", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            raise _Usage(f"cannot write {args.output}: {exc.strerror or exc}") from None
         print(f"exported {len(records)} workflow(s) to {args.output}")
     return 0
 
@@ -294,14 +302,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
             _find(journal, workflow_id)
             page = export_html(journal, workflow_id)
         assert page is not None
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(page)
+        try:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(page)
+        except OSError as exc:
+            raise _Usage(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"wrote the timeline of {workflow_id!r} to {out}")
         return 0
     if args.port > 65535:
         raise _Usage(f"--port must be a TCP port (0 to 65535), not {args.port}")
     _journal(args).close()  # the file exists and is readable: refuse now, not per request
-    server = serve(args.db, args.port, busy_timeout=args.busy_timeout)
+    try:
+        server = serve(args.db, args.port, busy_timeout=args.busy_timeout)
+    except OSError as exc:  # the port is taken (or privileged)
+        raise _Usage(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}; pass "
+                     "another --port (0: any free port)") from None
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     print(f"serving {args.db} read-only at {url} (Ctrl-C stops)", flush=True)
     if args.open:

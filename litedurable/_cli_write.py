@@ -124,6 +124,8 @@ def cmd_start(args: argparse.Namespace) -> int:
                      "object of keyword arguments, e.g. --args '[1, \"a\"]'") from None
     if not isinstance(given, list | dict):
         given = [given]
+    if args.queue is None and (args.priority is not None or args.partition_key is not None):
+        raise _Usage("--priority and --partition-key apply to an enqueue: add --queue QUEUE")
     positional = given if isinstance(given, list) else []
     keywords = given if isinstance(given, dict) else {}
     app = _app_journal(args, "start")
@@ -143,7 +145,7 @@ def cmd_start(args: argparse.Namespace) -> int:
                 raise _Usage(f"no queue named {args.queue!r}: {args.app} does not declare it "
                              "and no App has declared it on this journal")
             try:
-                entry = Queue(app, spec).entry(args.priority, None, args.partition_key,
+                entry = Queue(app, spec).entry(args.priority or 0, None, args.partition_key,
                                                definition.timeout)
             except ValueError as exc:
                 raise _Usage(str(exc)) from None
@@ -226,8 +228,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     age = fmt.duration(args.older_than)
     if args.dry_run:
         with _journal(args) as journal:
-            ids = [r.workflow_id for r in journal.list_workflows()
-                   if Status(r.status).is_terminal and r.updated_at < before]
+            rows = journal.list_workflows()
+        # As delete_finished: a child its unfinished parent may still wait for stays.
+        unfinished = {r.workflow_id for r in rows if not Status(r.status).is_terminal}
+        ids = [r.workflow_id for r in rows if Status(r.status).is_terminal
+               and r.updated_at < before and r.parent_id not in unfinished]
         print(f"would delete {len(ids)} finished workflow(s) not updated for {age} (since "
               f"{fmt.iso(before)}); nothing was deleted")
         for wid in ids:
@@ -249,6 +254,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                 lines = source.read().splitlines()
     except OSError as exc:
         raise _Usage(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise _Usage(f"{args.file} is not text (UTF-8 JSON lines written by `litedurable "
+                     "export`); nothing was imported") from None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -262,31 +270,20 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise _Usage(f"{args.file} line {number} is not a `litedurable export` record; "
                          "nothing was imported")
         records.append(record)
-    imported, refused, unreadable = [], [], []
-    with _journal(args, write=True, create=True) as journal:
-        for record in records:
-            try:
-                imported.append(journal.import_workflow(record))
-            except WorkflowConflictError:
-                refused.append(str(record["workflow"].get("workflow_id")))
-            except JournalError as exc:
-                if type(exc) is not JournalError:  # the journal's own trouble: stop here
-                    raise
-                unreadable.append(f"{record['workflow'].get('workflow_id')!s}: {exc}")
-    if imported:
-        print(f"imported {len(imported)} workflow(s): {', '.join(imported)}")
-    if unreadable:
-        print("litedurable: records this litedurable cannot import (nothing of them was "
-              "written):\n  " + "\n  ".join(unreadable), file=sys.stderr)
-    if refused:
-        print(f"litedurable: refused {len(refused)} workflow(s) whose id this journal has "
-              f"already (nothing of them was written): {', '.join(refused)}", file=sys.stderr)
-    if unreadable:
-        return 2
-    if refused:
-        return 1
-    if not imported:
+    if not records:
         print(f"{args.file} holds no workflows; nothing was imported")
+        return 0
+    with _journal(args, write=True, create=True) as journal:
+        try:  # every record or none: a child must not land under another workflow's id
+            imported = journal.import_workflows(records)
+        except WorkflowConflictError as exc:
+            raise _Refused(str(exc)) from None
+        except JournalError as exc:
+            if type(exc) is not JournalError:  # the journal's own trouble
+                raise
+            raise _Usage(f"{args.file} holds a record this litedurable cannot import ({exc}); "
+                         "nothing was imported") from None
+    print(f"imported {len(imported)} workflow(s): {', '.join(imported)}")
     return 0
 
 

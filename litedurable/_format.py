@@ -3,8 +3,8 @@
 * Instants are ISO 8601 with their zone, one style everywhere: ``2026-12-06T02:46:25+00:00``
   in tables (seconds), with microseconds in JSON. Never an epoch float, never a bare space.
 * Durations are said as a person says them: ``3 h 12 min``, ``in 3 h 12 min``, ``2 min ago``.
-* Table cells keep their columns: a value longer than its column ends in an ellipsis (the
-  JSON output has it whole).
+* Table cells keep their columns: a value longer than its column is cut in the middle, with an
+  ellipsis, keeping its end (the JSON output has it whole).
 * Ages on the command line (``30d``, ``12h``, ``90m``, ``45s`` or plain seconds) and instants
   (ISO 8601, or an age meaning "that long ago").
 """
@@ -23,6 +23,8 @@ __all__ = ["age", "cell", "duration", "instant", "iso", "json_text", "moment", "
 
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
 _AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(d|h|m|min|s)?\s*", re.IGNORECASE)
+_MAX_AGE = 1000 * 365.25 * 86400.0
+"""The largest age: that long before now is still an instant a datetime can hold."""
 _AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0, None: 1.0}
 
 
@@ -81,8 +83,8 @@ def age(text: str) -> float:
         raise ValueError(f"{text!r} is not an age: write 30d, 12h, 90m, 45s or seconds "
                          "(>= 0)")
     value = float(match.group(1)) * _AGE_UNITS[(match.group(2) or "").lower() or None]
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is too large an age")
+    if not math.isfinite(value) or value > _MAX_AGE:
+        raise ValueError(f"{text!r} is too large an age (at most 1000 years)")
     return value
 
 
@@ -104,17 +106,19 @@ def moment(text: str, now: float) -> float:
 
 
 def cell(value: object, width: int) -> str:
-    """``value`` as text in exactly ``width`` characters: padded, or cut with an ellipsis."""
+    """``value`` as text in exactly ``width`` characters: padded, or cut with an ellipsis in
+    the middle, keeping its end too: the children of a long id differ only there (``…/2``)."""
     text = " ".join(str(value).split()) if value is not None else "-"
     if len(text) > width:
-        return text[:max(width - 1, 0)] + "…"
+        tail = max(width - 1, 0) // 3
+        return text[:max(width - 1 - tail, 0)] + "…" + (text[-tail:] if tail else "")
     return text.ljust(width)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
           widths: Sequence[int]) -> list[str]:
     """Lines of a table: each column as wide as its widest value or header, at most its
-    ``widths`` entry (longer values end in an ellipsis); the last column is never cut."""
+    ``widths`` entry (longer values are cut, see ``cell``); the last column is never cut."""
     texts = [[" ".join(str("-" if v is None else v).split()) for v in row] for row in rows]
     sized = [min(cap, max([len(headers[i]), *(len(r[i]) for r in texts)]))
              for i, cap in enumerate(widths)]

@@ -461,6 +461,13 @@ class Storage(Protocol):
         id. ``WorkflowConflictError`` (nothing written) if the id exists here."""
         ...
 
+    def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
+        """Insert exported workflows as ``import_workflow`` does, all in one transaction:
+        every record or none; their ids. ``WorkflowConflictError`` naming every id that
+        exists here (or repeats in ``records``), ``JournalError`` for a record this version
+        cannot read: nothing written."""
+        ...
+
 
 # -- payload integrity ----------------------------------------------------------------------
 

@@ -679,14 +679,19 @@ def test_export_and_import_between_journals(
         assert main(["--db", str(other), *command]) == 0
         assert _json(capsys) == original
 
-    # b-1 is new there, p-1 is not: b-1 is imported, p-1 refused whole, exit 1.
+    # b-1 is new there, p-1 is not: the import is refused whole (nothing written), exit 1.
     assert main(["--db", str(db), "export", "b-1", "p-1"]) == 0
     both = tmp_path / "both.jsonl"
     both.write_text(_out(capsys))
     assert main(["--db", str(other), "import", str(both)]) == 1
     captured = capsys.readouterr()
-    assert "imported 1 workflow(s): b-1" in captured.out
-    assert "refused 1 workflow(s)" in captured.err and "p-1" in captured.err
+    assert "imported" not in captured.out
+    assert "workflow 'p-1' already exists" in captured.err
+    assert "nothing was imported" in captured.err
+    assert _ids(other) == {"p-1", "p-1/4"}
+    assert main(["--db", str(db), "export", "b-1"]) == 0
+    (tmp_path / "b1.jsonl").write_text(_out(capsys))
+    assert main(["--db", str(other), "import", str(tmp_path / "b1.jsonl")]) == 0
     assert _ids(other) == {"p-1", "p-1/4", "b-1"}
 
     bad = tmp_path / "bad.jsonl"

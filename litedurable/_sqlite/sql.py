@@ -338,9 +338,10 @@ INSERT_FORK = (
     "updated_at, app_version, parent_id, owner) "
     "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
 )
-FINISHED_BEFORE = (
-    "SELECT workflow_id FROM workflows WHERE status NOT IN ('pending', 'enqueued') "
-    "AND updated_at < ?"
+FINISHED_BEFORE = (  # a child its unfinished parent may still wait for stays (gc)
+    "SELECT workflow_id FROM workflows AS w WHERE status NOT IN ('pending', 'enqueued') "
+    "AND updated_at < ? AND NOT EXISTS (SELECT 1 FROM workflows AS p WHERE p.workflow_id = "
+    "w.parent_id AND p.status IN ('pending', 'enqueued'))"
 )
 DELETE_STEPS = "DELETE FROM steps WHERE workflow_id = ?"
 DELETE_MESSAGES = "DELETE FROM messages WHERE destination = ?"

@@ -387,7 +387,8 @@ class SqliteStorage:
         return self.commit.write(copy)
 
     def delete_finished(self, before: float) -> int:
-        """Delete terminal workflows last updated before ``before`` and their steps (gc)."""
+        """Delete terminal workflows last updated before ``before`` and their steps (gc),
+        but not a child whose parent is unfinished: the parent may still wait for it."""
 
         def delete(conn: apsw.Connection) -> int:
             ids = [r[0] for r in conn.execute(sql.FINISHED_BEFORE, (before,))]
@@ -910,6 +911,10 @@ class SqliteStorage:
     def import_workflow(self, record: dict[str, Any]) -> str:
         """See ``Storage.import_workflow``."""
         return transfer.import_workflow(self.driver, self.commit.write, record)
+
+    def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
+        """See ``Storage.import_workflows``."""
+        return transfer.import_workflows(self.driver, self.commit.write, records)
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""
