@@ -129,10 +129,11 @@ def _journal_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _json_options(parser: argparse.ArgumentParser, *, lines: bool = False) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="print JSON")
     if lines:
-        parser.add_argument("--jsonl", action="store_true",
-                            help="print JSON lines: one object per line")
+        group.add_argument("--jsonl", action="store_true",
+                           help="print JSON lines: one object per line")
 
 
 def _workflow_filters(parser: argparse.ArgumentParser) -> None:

@@ -98,11 +98,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_steps(args: argparse.Namespace) -> int:
     with _journal(args) as journal:
-        _find(journal, args.workflow_id)
+        row = _find(journal, args.workflow_id)
         steps = [step_info(r, CODEC) for r in journal.load_steps(args.workflow_id)]
     if _emit(args, [views.step_json(s) for s in steps]):
         return 0
-    print("\n".join(views.steps_table(steps, time.time())))
+    ended = row.updated_at if Status(row.status).is_terminal else None
+    print("\n".join(views.steps_table(steps, time.time(), ended)))
     return 0
 
 

@@ -76,7 +76,7 @@ def step_json(step: StepInfo) -> dict[str, Any]:
     return shown
 
 
-def _step_outcome(step: StepInfo, now: float) -> str:
+def _step_outcome(step: StepInfo, now: float, ended: float | None = None) -> str:
     """What a step did, in one line: its output, its error, a select's decision, a timer."""
     if step.candidates is not None:
         candidates = ", ".join(str(c) for c in step.candidates)
@@ -88,6 +88,8 @@ def _step_outcome(step: StepInfo, now: float) -> str:
     if step.error:
         return f"error {step.error}"
     if step.kind in (StepKind.SLEEP, StepKind.AFTER) and isinstance(step.output, int | float):
+        if ended is not None and step.output > ended:  # a timer that lost, or was cut short
+            return f"never woke: its workflow ended first (it was due {fmt.iso(step.output)})"
         verb = "wakes" if step.output > now else "woke"
         return f"{verb} at {fmt.iso(step.output)} ({fmt.relative(step.output, now)})"
     if step.kind == StepKind.NOW and isinstance(step.output, int | float):
@@ -97,13 +99,14 @@ def _step_outcome(step: StepInfo, now: float) -> str:
     return _value(step.output, 100)
 
 
-def steps_table(steps: list[StepInfo], now: float) -> list[str]:
+def steps_table(steps: list[StepInfo], now: float, ended: float | None = None) -> list[str]:
+    """The steps as a table; ``ended``: when the workflow ended, if it has."""
     rows = []
     for s in steps:
         took = _seconds_between(s.started_at, s.finished_at)
         rows.append((s.step, s.kind, s.name, fmt.iso(s.started_at),
                      "-" if took is None else fmt.duration(took), 1 + len(s.attempts),
-                     s.site or "-", s.owner or "-", _step_outcome(s, now)[:LONGEST]))
+                     s.site or "-", s.owner or "-", _step_outcome(s, now, ended)[:LONGEST]))
     return fmt.table(["STEP", "KIND", "NAME", "STARTED", "DURATION", "ATTEMPTS", "SITE", "OWNER",
                       "OUTCOME"], rows, [6, 12, 24, 25, 12, 8, 24, 24])
 
@@ -184,7 +187,9 @@ def show_text(snap: dict[str, Any], steps: list[StepInfo], now: float) -> list[s
     elif snap["status"] == Status.SUCCEEDED:
         lines.append(f"output     {_value(snap['output'])}")
     lines += ["", f"steps ({len(steps)})"]
-    lines += ["  " + line for line in steps_table(steps, now)] if steps else [
+    ended = (None if finished is None else finished.timestamp()
+             if isinstance(finished, datetime) else datetime.fromisoformat(finished).timestamp())
+    lines += ["  " + line for line in steps_table(steps, now, ended)] if steps else [
         "  none" if snap["finished_at"] is not None else "  none yet"]
     for s in steps:
         lines += [f"  step {s.step} attempt {n} failed after "
@@ -194,7 +199,7 @@ def show_text(snap: dict[str, Any], steps: list[StepInfo], now: float) -> list[s
               and isinstance(s.output, int | float)]
     if timers:
         lines += ["", "timers"]
-        lines += [f"  step {t.step} {t.kind}: {_step_outcome(t, now)}" for t in timers]
+        lines += [f"  step {t.step} {t.kind}: {_step_outcome(t, now, ended)}" for t in timers]
     if snap["children"]:
         lines += ["", "children"]
         lines += [f"  {c['workflow_id']}  {c['name']}  {c['status']}" for c in snap["children"]]

@@ -122,7 +122,9 @@ def test_a_workflow_with_its_race_retry_child_failure_and_recovery(port: int) ->
     race = next(s for s in order["steps"] if s["kind"] == "select")
     assert (race["candidates"], race["winner"]) == ([1, 2, 3], 0)  # the fast branch won
     timer = steps[3]
-    assert timer["future"] is True and timer["wake_at"] > order["updated_at"]
+    # The timer lost the race and the workflow ended before it was due: it never fires.
+    assert timer["wake_at"] > order["updated_at"]
+    assert (timer["future"], timer["unfired"]) == (False, True)
     charge = steps[5]
     assert [a["error"] for a in charge["attempts"]] == [
         "ConnectionError: payment gateway timeout (try 1)",
@@ -360,7 +362,8 @@ def test_timeline_renders_in_chromium(journal: Path, tmp_path: Path) -> None:
     assert elements(dom, "step kind-go loser", data_step="2")
     assert elements(dom, "connector winner", data_candidate="1")
     # The one-hour timer, still to fire, and the retried step's failed attempts.
-    assert elements(dom, "step kind-after timer future", data_step="3")
+    assert elements(dom, "step kind-after timer", data_step="3")
+    assert not elements(dom, "step kind-after timer future", data_step="3")  # ended first
     assert len(elements(dom, "attempt")) == 2
     # The failed step, its traceback below; the recovery, and the replayed steps.
     assert elements(dom, "step kind-step failed", data_step="8")

@@ -306,6 +306,7 @@
   }
 
   function stepEnd(s, nowMs) {
+    if (s.unfired) return ms(s.ended_at); // its workflow ended first: the bar stops there
     if ((s.kind === "sleep" || s.kind === "after") && s.wake_at) return ms(s.wake_at);
     return s.finished_at ? ms(s.finished_at) : nowMs;
   }
@@ -325,7 +326,7 @@
         t0 = Math.min(t0, ms(s.started_at));
         t1 = Math.max(t1, s.finished_at ? ms(s.finished_at) : ms(s.started_at));
         if (s.wake_at && s.future) future.push(ms(s.wake_at));
-        else if (s.wake_at) t1 = Math.max(t1, ms(s.wake_at));
+        else if (s.wake_at && !s.unfired) t1 = Math.max(t1, ms(s.wake_at));
       }
       w.children.forEach(span);
     })(root);
@@ -404,7 +405,8 @@
         : `${s.kind === "step" ? "" : s.kind + " "}${shortName(s.name === s.kind ? "" : s.name)}`;
       if (s.attempts.length) label += ` ×${s.attempts.length + 1} attempts`;
       if (s.wake_at && (s.kind === "sleep" || s.kind === "after")) {
-        label = `${s.kind} → ${s.future ? "wakes" : "woke"} ${s.wake_at.slice(11, 23)}`;
+        label = s.unfired ? `${s.kind} → never woke (the workflow ended first)`
+          : `${s.kind} → ${s.future ? "wakes" : "woke"} ${s.wake_at.slice(11, 23)}`;
       }
       if (clipped) label += ` (in ${duration((end - nowMs) / 1000)}) ⇢`;
       // The label goes right of the bar if it fits before the next item, else inside the
@@ -544,7 +546,7 @@
         <dt>recorded by</dt><dd class="mono">${esc(s.owner || "(not recorded)")}</dd>
         <dt>started</dt><dd>${esc(s.started_at)}</dd>
         <dt>finished</dt><dd>${esc(s.finished_at || "open")} (${took})</dd>
-        ${s.wake_at ? `<dt>wake-up</dt><dd>${esc(s.wake_at)}${s.future ? " (still to come)" : ""}</dd>` : ""}
+        ${s.wake_at ? `<dt>wake-up</dt><dd>${esc(s.wake_at)}${s.future ? " (still to come)" : s.unfired ? " (never: the workflow ended first)" : ""}</dd>` : ""}
         ${s.candidates ? `<dt>candidates</dt><dd>steps ${s.candidates.join(", ")}; ${s.winner === -1 ? "the timeout won" : s.winner === null ? "undecided" : `step ${s.candidates[s.winner]} won`}</dd>` : ""}
         ${child}
         ${s.attempts.length ? `<dt>attempts</dt><dd>${s.attempts.map((a, i) => `#${i + 1} ${esc(a.started_at)}: <span class="status-failed">${esc(a.error)}</span>`).join("<br>")}<br>#${s.attempts.length + 1}: ${s.error ? "failed" : "succeeded"}</dd>` : ""}
