@@ -133,7 +133,8 @@ def cmd_result(args: argparse.Namespace) -> int:
         return 0
     summary = CODEC.error_summary(row.error) if row.error else "(no error recorded)"
     print(f"litedurable: workflow {args.workflow_id!r} {row.status}: {summary}", file=sys.stderr)
-    if row.error and (tb := CODEC.error_traceback(row.error)):
+    tb = CODEC.error_traceback(row.error) if row.error else ""
+    if "Traceback (most recent call last)" in tb:  # not a bare "Type: message" said twice
         print(tb.rstrip(), file=sys.stderr)
     return 1
 
