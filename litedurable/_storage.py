@@ -453,17 +453,12 @@ class Storage(Protocol):
 
     def export_workflow(self, workflow_id: str) -> dict[str, Any] | None:
         """The workflow and every row that belongs to it as a JSON-able record (None: no
-        such workflow); ``import_workflow`` in another journal takes it back."""
-        ...
-
-    def import_workflow(self, record: dict[str, Any]) -> str:
-        """Insert an exported workflow, its id and checksums kept, in one transaction; its
-        id. ``WorkflowConflictError`` (nothing written) if the id exists here."""
+        such workflow); ``import_workflows`` in another journal takes it back."""
         ...
 
     def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
-        """Insert exported workflows as ``import_workflow`` does, all in one transaction:
-        every record or none; their ids. ``WorkflowConflictError`` naming every id that
+        """Insert exported workflows, ids and checksums kept, all in one transaction: every
+        record or none; their ids. ``WorkflowConflictError`` naming every id that
         exists here (or repeats in ``records``), ``JournalError`` for a record this version
         cannot read: nothing written."""
         ...

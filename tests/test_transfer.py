@@ -37,7 +37,7 @@ def test_export_then_import_keeps_ids_rows_and_checksums(tmp_path: Path) -> None
         steps, promises = source.load_steps("w1"), source.promises("w1")
         assert source.export_workflow("missing") is None
     with SqliteStorage(str(tmp_path / "b.db")) as target:
-        assert target.import_workflow(record) == "w1"
+        assert target.import_workflows([record]) == ["w1"]
         row = target.get_workflow("w1")
         assert row is not None and (row.status, row.owner) == ("succeeded", None)
         assert target.load_steps("w1") == steps
@@ -54,7 +54,7 @@ def test_an_import_onto_a_taken_id_writes_nothing(tmp_path: Path) -> None:
         assert record is not None
         before = journal.load_steps("w1")
         with pytest.raises(ld.WorkflowConflictError, match="already exists"):
-            journal.import_workflow(record)
+            journal.import_workflows([record])
         assert journal.load_steps("w1") == before and len(journal.mailbox("w1")) == 1
 
 
@@ -71,7 +71,7 @@ def test_a_record_that_is_not_an_export_is_refused_whole(tmp_path: Path, spoil) 
     spoil(record)
     with SqliteStorage(str(tmp_path / "b.db")) as target:
         with pytest.raises(ld.JournalError):
-            target.import_workflow(record)
+            target.import_workflows([record])
         assert target.get_workflow("w1") is None  # not even the workflow row
 
 
@@ -100,7 +100,7 @@ def test_an_imported_pending_workflow_is_recovered_where_it_lands(tmp_path: Path
         gate.set()
     with SqliteStorage(str(target_path)) as target:
         assert record is not None
-        target.import_workflow(record)
+        target.import_workflows([record])
     app, slow = build(target_path)
     with app:
         assert app.handle("p").result(timeout=10) == "recorded"

@@ -908,10 +908,6 @@ class SqliteStorage:
         """See ``Storage.export_workflow``."""
         return transfer.export_workflow(self.driver, workflow_id)
 
-    def import_workflow(self, record: dict[str, Any]) -> str:
-        """See ``Storage.import_workflow``."""
-        return transfer.import_workflow(self.driver, self.commit.write, record)
-
     def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
         """See ``Storage.import_workflows``."""
         return transfer.import_workflows(self.driver, self.commit.write, records)

@@ -31,8 +31,7 @@ from .._types import Status
 from . import sql
 from .driver import Driver
 
-__all__ = ["EXPORT_FORMAT", "backup", "check", "export_workflow", "import_workflow",
-           "import_workflows"]
+__all__ = ["EXPORT_FORMAT", "backup", "check", "export_workflow", "import_workflows"]
 
 EXPORT_FORMAT = 1
 """The version of an export record (``"format"``); an import refuses one it does not know."""
@@ -90,18 +89,6 @@ def export_workflow(driver: Driver, workflow_id: str) -> dict[str, Any] | None:
         return record
 
     return driver.read(read)
-
-
-def import_workflow(driver: Driver, write: Callable[[Callable[[apsw.Connection], None]], None],
-                    record: dict[str, Any]) -> str:
-    """Insert an exported workflow and its rows in one transaction; its id.
-
-    Raises:
-        WorkflowConflictError: the id exists here (nothing is written).
-        JournalError: the record is not an export this version reads.
-    """
-    (workflow_id,) = import_workflows(driver, write, [record])
-    return workflow_id
 
 
 def import_workflows(driver: Driver,
