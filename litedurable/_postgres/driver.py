@@ -220,7 +220,7 @@ class Driver:
         self.usable()
         for attempt in range(RETRIES + 1):
             committing = False
-            value: Any = None
+            value: T | None = None
             try:
                 with self.pool.connection() as conn:
                     with conn.transaction():
@@ -228,7 +228,7 @@ class Driver:
                         if notify:
                             conn.execute(sql.NOTIFY, (self.channel, self.token))
                         committing = True
-                    return value  # type: ignore[no-any-return]
+                    return value
             except Retry:
                 continue
             except (psycopg.errors.DeadlockDetected,
@@ -240,7 +240,8 @@ class Driver:
             except psycopg.OperationalError as exc:
                 if not committing:
                     raise translate(exc, self.path) from exc
-                return self._reread(exc, verify, value)
+                found: T = self._reread(exc, verify, value)
+                return found
             except psycopg.Error as exc:
                 raise translate(exc, self.path) from exc
             except psycopg_pool.PoolTimeout as exc:
