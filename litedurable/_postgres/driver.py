@@ -44,6 +44,7 @@ from .._errors import (
     JournalReadOnlyError,
     JournalVersionError,
 )
+from .._faults import Faults
 from .._storage import Durability
 from . import sql
 
@@ -84,7 +85,7 @@ class Driver:
 
     def __init__(self, dsn: str, *, schema: str = "litedurable",
                  durability: Durability = "full", timeout: float = 30.0,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, faults: Faults | None = None) -> None:
         if not _IDENTIFIER.match(schema):
             raise ValueError(f"schema must be a lowercase SQL identifier, not {schema!r}")
         self.dsn = dsn
@@ -93,6 +94,7 @@ class Driver:
         self.channel = f"litedurable_{schema}"
         self.token = uuid.uuid4().hex  # this journal's notifications carry it
         self.closed = False
+        self.faults = faults or Faults()
         self._level = "on" if durability == "full" else "off"
         try:
             self._migrate()
@@ -218,6 +220,7 @@ class Driver:
         """Run ``fn`` in one transaction, committed (and durable as configured) when this
         returns; see the module docstring for retries and the unknown-outcome re-read."""
         self.usable()
+        self.faults.check_alive()  # a simulated crash (litedurable.testing) writes nothing
         for attempt in range(RETRIES + 1):
             committing = False
             value: T | None = None

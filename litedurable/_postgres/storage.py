@@ -52,6 +52,7 @@ from .._storage import (
     QueueStats,
     ScheduleRow,
     StepRow,
+    Storage,
     WorkflowRow,
     checksum,
     message_checksum,
@@ -80,7 +81,8 @@ class PostgresStorage:
                  durability: Durability = "full", timeout: float = 30.0,
                  faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
-        self.driver = Driver(dsn, schema=schema, durability=durability, timeout=timeout)
+        self.driver = Driver(dsn, schema=schema, durability=durability, timeout=timeout,
+                             faults=self.faults)
         self.path = self.driver.path
 
     @property
@@ -803,3 +805,8 @@ def _fork_events_and_streams(conn: Connection, source_id: str, target_id: str,
             conn.execute(sql.INSERT_STREAM_ITEM, (target_id, key, count, None,
                                                   checksum(target_id, key, str(count), None),
                                                   now))
+
+
+def _is_a_storage(storage: PostgresStorage) -> Storage:
+    """Never called: mypy checks here that ``PostgresStorage`` has every operation."""
+    return storage
