@@ -50,12 +50,12 @@ MIGRATIONS: tuple[str, ...] = (
         app_version       TEXT NOT NULL,
         parent_id         TEXT,
         owner             TEXT,
-        recovery_attempts INTEGER NOT NULL DEFAULT 0,
+        recovery_attempts BIGINT NOT NULL DEFAULT 0,
         progress_mark     BIGINT NOT NULL DEFAULT -1,
         deadline          DOUBLE PRECISION,
-        detached          INTEGER NOT NULL DEFAULT 0,
+        detached          BIGINT NOT NULL DEFAULT 0,
         queue             TEXT,
-        priority          INTEGER NOT NULL DEFAULT 0,
+        priority          BIGINT NOT NULL DEFAULT 0,
         dedup_key         TEXT,
         partition_key     TEXT,
         timeout           DOUBLE PRECISION,
@@ -101,8 +101,8 @@ MIGRATIONS: tuple[str, ...] = (
         workflow   TEXT NOT NULL,
         cron       TEXT NOT NULL,
         tz         TEXT,
-        catch_up   INTEGER NOT NULL,
-        paused     INTEGER NOT NULL DEFAULT 0,
+        catch_up   BIGINT NOT NULL,
+        paused     BIGINT NOT NULL DEFAULT 0,
         last_fire  DOUBLE PRECISION,
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL
@@ -153,11 +153,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX promises_by_workflow ON promises(workflow_id);
     CREATE TABLE queues (
         name               TEXT PRIMARY KEY,
-        concurrency        INTEGER,
-        worker_concurrency INTEGER,
-        rate_limit         INTEGER,
+        concurrency        BIGINT,
+        worker_concurrency BIGINT,
+        rate_limit         BIGINT,
         rate_period        DOUBLE PRECISION,
-        partitioned        INTEGER NOT NULL,
+        partitioned        BIGINT NOT NULL,
         updated_at         DOUBLE PRECISION NOT NULL
     );
     CREATE TABLE queue_starts (
