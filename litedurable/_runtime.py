@@ -26,6 +26,9 @@ Threads
   commit watcher, or a timer at a rate-limit window's opening. It holds no lock while it
   dequeues; ``Dequeuer._wake`` is its event.
 * The group commit has no thread: whichever writer finds no commit in flight commits.
+* ``litedurable-listen`` (the PostgreSQL backend's ``Driver``, ``_postgres/driver.py``): reads
+  notifications on its own connection and sets ``Driver._changed``, which
+  ``changed_elsewhere`` reads and clears; it takes no other lock.
 
 Locks, what each guards, and nesting
 ------------------------------------
@@ -60,7 +63,8 @@ Locks, what each guards, and nesting
 * ``Timers._cond``: the timer heap; actions run outside it. ``Scheduler._cond``: its poke and
   stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
   and the conditions waiting on it.
-* Events: ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
+* Events: ``Driver._changed`` and ``Driver._listen_ready`` (the PostgreSQL driver's listener:
+  news from other connections, and its first ``LISTEN`` done), ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
   (``serve`` returns when it is set), and one per ``Handle.result`` waiter.
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
