@@ -61,24 +61,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _no_postgres(reason: str) -> None:
+    """Skip, saying why; fail instead where PostgreSQL is required
+    (``LITEDURABLE_REQUIRE_POSTGRES=1``, for CI)."""
+    if os.environ.get("LITEDURABLE_REQUIRE_POSTGRES"):
+        pytest.fail(f"PostgreSQL is required here (LITEDURABLE_REQUIRE_POSTGRES) but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A DSN of a PostgreSQL database the tests may create schemas in, or a skip."""
     if importlib.util.find_spec("psycopg") is None:  # the optional extra
-        pytest.skip("psycopg is not installed (pip install litedurable[postgres])")
+        _no_postgres("psycopg is not installed (pip install litedurable[postgres])")
     given = os.environ.get("LITEDURABLE_TEST_POSTGRES")
     if given:
         yield given
         return
     pg_config = shutil.which("pg_config")
     if pg_config is None:
-        pytest.skip("no PostgreSQL binaries (pg_config not on PATH) and "
+        _no_postgres("no PostgreSQL binaries (pg_config not on PATH) and "
                     "LITEDURABLE_TEST_POSTGRES is not set")
     bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
                             check=True).stdout.strip()
     initdb, pg_ctl = os.path.join(bindir, "initdb"), os.path.join(bindir, "pg_ctl")
     if not (os.path.exists(initdb) and os.path.exists(pg_ctl)):
-        pytest.skip(f"no initdb/pg_ctl in {bindir} and LITEDURABLE_TEST_POSTGRES is not set")
+        _no_postgres(f"no initdb/pg_ctl in {bindir} and LITEDURABLE_TEST_POSTGRES is not set")
     as_user: list[str] = []
     user = pwd.getpwuid(os.geteuid()).pw_name
     root = tempfile.mkdtemp(prefix="litedurable-pg-")
@@ -86,7 +94,7 @@ def postgres_dsn() -> Iterator[str]:
         try:
             postgres = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
+            _no_postgres("running as root and there is no 'postgres' user to run the server")
         os.chown(root, postgres.pw_uid, postgres.pw_gid)
         as_user, user = ["runuser", "-u", "postgres", "--"], "postgres"
     data, port = os.path.join(root, "data"), _free_port()

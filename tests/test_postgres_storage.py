@@ -560,3 +560,67 @@ def test_postgres_schema_opens_once_under_racing_opens_and_refuses_a_newer_one(
         PostgresStorage(postgres_dsn, schema=schema)
     with pytest.raises(ValueError):
         PostgresStorage(postgres_dsn, schema="Robert'); DROP")
+
+
+# -- PostgreSQL only: a commit whose outcome is unknown is re-read ----------------------------
+
+
+def test_a_commit_cut_off_before_it_committed_is_reported_not_written(
+        postgres_dsn: str) -> None:
+    """The connection dies inside COMMIT (a deferred trigger terminates its own backend):
+    the re-read finds nothing, and the caller is told so; nothing is assumed."""
+    storage = PostgresStorage(postgres_dsn, schema=f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        schema = storage.driver.schema
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE FUNCTION {schema}.die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.workflow_id = 'doomed' THEN "
+                "PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NULL; END $$")
+            conn.execute(f"CREATE CONSTRAINT TRIGGER die AFTER INSERT ON {schema}.workflows "
+                         "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "
+                         f"{schema}.die()")
+        with pytest.raises(ld.JournalError, match="nothing was written"):
+            _start(storage, "doomed")
+        assert storage.get_workflow("doomed") is None
+        assert _start(storage, "fine")[0]  # the pool replaced the dead connection
+    finally:
+        storage.close()
+
+
+def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread(
+        postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = PostgresStorage(postgres_dsn, schema=f"t_{uuid.uuid4().hex[:12]}")
+    real = storage.driver.pool.connection
+    armed = [True]
+
+    class LosesTheAck:
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
+        @contextlib.contextmanager
+        def transaction(self) -> Iterator[None]:
+            with self._conn.transaction():
+                yield
+            if armed[0]:
+                armed[0] = False
+                raise psycopg.OperationalError("server closed the connection (simulated)")
+
+    @contextlib.contextmanager
+    def connection(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with real(*args, **kwargs) as conn:
+            yield LosesTheAck(conn)
+
+    monkeypatch.setattr(storage.driver.pool, "connection", connection)
+    try:
+        created, row = _start(storage, "w")  # committed; the re-read finds it
+        assert created and storage.get_workflow("w") == row
+        armed[0] = True  # a write that cannot be re-read is reported, not assumed
+        with pytest.raises(ld.JournalError, match="unknown"):
+            storage.heartbeat(OwnerRow("me", "host", 1, 1.0, 30.0, None))
+        assert set(storage.owners()) == {"me"}  # (it was written: unknown, not lost)
+    finally:
+        storage.close()
