@@ -63,9 +63,10 @@ Locks, what each guards, and nesting
 * ``Timers._cond``: the timer heap; actions run outside it. ``Scheduler._cond``: its poke and
   stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
   and the conditions waiting on it.
-* Events: ``Driver._changed`` and ``Driver._listen_ready`` (the PostgreSQL driver's listener:
-  news from other connections, and its first ``LISTEN`` done), ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
-  (``serve`` returns when it is set), and one per ``Handle.result`` waiter.
+* Events: ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
+  (``serve`` returns when it is set), one per ``Handle.result`` waiter, and the PostgreSQL
+  driver's ``Driver._changed`` (news from other connections) and ``Driver._listen_ready``
+  (its listener's first ``LISTEN`` done).
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
 storage's or ``Runtime._lock``; ``App._recovering`` then any other; ``Runtime._lock`` then

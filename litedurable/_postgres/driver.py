@@ -252,6 +252,34 @@ class Driver:
                     f"no connection to {self.path} came free: {exc}") from exc
         raise JournalError(f"a write to {self.path} lost its race {RETRIES} times; try again")
 
+    def write_one(self, statement: str, params: dict[str, Any],
+                  verify: Callable[[Connection], bool], found: Any) -> Any:
+        """Run one statement as its own transaction (autocommit: one round trip, no BEGIN or
+        COMMIT); the first value of its one row. The statement notifies itself: it is given
+        ``channel`` and ``token`` parameters. Any connection error leaves the outcome unknown:
+        ``verify`` re-reads it, and ``found`` is returned if the write is there."""
+        self.usable()
+        self.faults.check_alive()
+        params = {**params, "channel": self.channel, "token": self.token}
+        for attempt in range(RETRIES + 1):
+            try:
+                with self.pool.connection() as conn:
+                    row = conn.execute(statement, params).fetchone()
+                    return None if row is None else row[0]
+            except (psycopg.errors.DeadlockDetected,
+                    psycopg.errors.SerializationFailure) as exc:
+                if attempt == RETRIES:
+                    raise translate(exc, self.path) from exc
+                time.sleep(0.001 * (attempt + 1))
+            except psycopg.OperationalError as exc:
+                return self._reread(exc, verify, found)
+            except psycopg.Error as exc:
+                raise translate(exc, self.path) from exc
+            except psycopg_pool.PoolTimeout as exc:
+                raise JournalLockedError(
+                    f"no connection to {self.path} came free: {exc}") from exc
+        raise JournalError(f"a write to {self.path} lost its race {RETRIES} times; try again")
+
     def _reread(self, exc: psycopg.Error, verify: Callable[[Connection], bool] | None,
                 value: Any) -> Any:
         """After a COMMIT whose outcome is unknown: ``value`` if the write is found, else the

@@ -301,6 +301,20 @@ INSERT_STEP = (
     "finished_at = excluded.finished_at, attempts = excluded.attempts, "
     "owner = excluded.owner WHERE steps.finished_at IS NULL"
 )
+# ``INSERT_STEP`` as one statement of its own (autocommit: one round trip) that also notifies:
+# how many rows it wrote (0: fenced, or a finished row holds the step).
+RECORD_STEP = (
+    "WITH fence AS (SELECT 1 FROM workflows WHERE workflow_id = %(id)s AND owner = %(owner)s "
+    "FOR SHARE), written AS ("
+    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %(id)s, %(step)s, %(kind)s, %(name)s, "
+    "%(output)s, %(error)s, %(extra)s, %(checksum)s, %(started)s, %(finished)s, %(site)s, "
+    "%(attempts)s, %(owner)s FROM fence "
+    "ON CONFLICT (workflow_id, step) DO UPDATE SET output = excluded.output, "
+    "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
+    "finished_at = excluded.finished_at, attempts = excluded.attempts, "
+    "owner = excluded.owner WHERE steps.finished_at IS NULL RETURNING 1) "
+    "SELECT (SELECT count(*) FROM written), pg_notify(%(channel)s, %(token)s)"
+)
 SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = %s ORDER BY step"
 SELECT_STEPS_BELOW = (
     f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = %s AND step < %s ORDER BY step"

@@ -162,8 +162,11 @@ class PostgresStorage:
     def record_step(self, row: StepRow, owner: str) -> None:
         """See ``Storage.record_step``: refused (``OwnershipLostError``) for a former owner."""
         total = step_checksum(row)
-        self.driver.write(lambda conn: _write_step(conn, row, owner, total),
-                          lambda conn: _step_checksum(conn, row) == total)
+        written = self.driver.write_one(
+            sql.RECORD_STEP, _step_params(row, owner, total),
+            lambda conn: _step_checksum(conn, row) == total, found=1)
+        if written == 0:  # find out why, and raise it (or: the same outcome was there)
+            self.driver.read(lambda conn: _refused_step(conn, row, owner, total))
 
     def finish_workflow(
         self, workflow_id: str, owner: str | None, *, status: str, output: bytes | None,
@@ -697,18 +700,26 @@ def _step_checksum(conn: Connection, row: StepRow) -> int | None:
     return int(found[0][0]) if found else None
 
 
+def _step_params(row: StepRow, owner: str, total: int) -> dict[str, Any]:
+    return {"id": row.workflow_id, "owner": owner, "step": row.step, "kind": row.kind,
+            "name": row.name, "output": row.output, "error": row.error, "extra": row.extra,
+            "checksum": total, "started": row.started_at, "finished": row.finished_at,
+            "site": row.site, "attempts": row.attempts}
+
+
 def _write_step(conn: Connection, row: StepRow, owner: str, total: int) -> None:
     """Write ``row`` in the caller's transaction, fenced on ``owner`` (see ``INSERT_STEP``)."""
-    cur = conn.execute(sql.INSERT_STEP, {
-        "id": row.workflow_id, "owner": owner, "step": row.step, "kind": row.kind,
-        "name": row.name, "output": row.output, "error": row.error, "extra": row.extra,
-        "checksum": total, "started": row.started_at, "finished": row.finished_at,
-        "site": row.site, "attempts": row.attempts})
+    cur = conn.execute(sql.INSERT_STEP, _step_params(row, owner, total))
     if cur.rowcount == 0:
-        _fenced(conn, row.workflow_id, owner)  # raises the error that says which
-        found = _step_checksum(conn, row)
-        if found is not None and found != total:
-            raise OwnershipLostError(
+        _refused_step(conn, row, owner, total)
+
+
+def _refused_step(conn: Connection, row: StepRow, owner: str, total: int) -> None:
+    """After a step write that wrote nothing: raise why, unless the same outcome is there."""
+    _fenced(conn, row.workflow_id, owner)  # raises the error that says which
+    found = _step_checksum(conn, row)
+    if found is not None and found != total:
+        raise OwnershipLostError(
                 f"step {row.step} of workflow {row.workflow_id!r} is already recorded with "
                 f"another outcome: this run of it is stale (its owner {owner!r} lost the "
                 "workflow and took it back meanwhile). The write was refused; the workflow "
