@@ -12,6 +12,7 @@ user). Without either, the PostgreSQL half skips, saying why.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -609,6 +610,13 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
                 armed[0] = False
                 raise psycopg.OperationalError("server closed the connection (simulated)")
 
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            cursor = self._conn.execute(*args, **kwargs)
+            if armed[0] and self._conn.autocommit and not self._conn.info.transaction_status:
+                armed[0] = False  # an autocommit statement ran (record_step): lose its answer
+                raise psycopg.OperationalError("server closed the connection (simulated)")
+            return cursor
+
     @contextlib.contextmanager
     def connection(*args: Any, **kwargs: Any) -> Iterator[Any]:
         with real(*args, **kwargs) as conn:
@@ -622,5 +630,32 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
         with pytest.raises(ld.JournalError, match="unknown"):
             storage.heartbeat(OwnerRow("me", "host", 1, 1.0, 30.0, None))
         assert set(storage.owners()) == {"me"}  # (it was written: unknown, not lost)
+        armed[0] = True  # record_step is one autocommit statement: re-read by its checksum
+        storage.record_step(_step("w", 0, b"zero"), "me")
+        assert not armed[0] and [s.output for s in storage.load_steps("w")] == [b"zero"]
     finally:
         storage.close()
+
+
+# -- PostgreSQL only: durability, errors ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("durability", "setting"), [("full", "on"), ("normal", "off")])
+def test_durability_sets_synchronous_commit(postgres_dsn: str, durability: str,
+                                            setting: str) -> None:
+    storage = PostgresStorage(postgres_dsn, schema=f"t_{uuid.uuid4().hex[:12]}",
+                              durability=durability)  # type: ignore[arg-type]
+    try:
+        found = storage.driver.read(
+            lambda conn: conn.execute("SHOW synchronous_commit").fetchall())
+        assert found == [(setting,)]
+    finally:
+        storage.close()
+
+
+def test_an_unreachable_server_is_a_journal_error(postgres_dsn: str) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(ld.JournalError, match="cannot be reached"):
+            PostgresStorage(f"postgresql://postgres@127.0.0.1:{port}/postgres?connect_timeout=5")
