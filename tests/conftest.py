@@ -23,16 +23,34 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from support import engine_threads, leaked_engine_threads
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test's ``db_path`` on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc) -> None:
+    """Tests marked ``both_backends`` (a module's ``pytestmark``) run once per backend."""
+    if ("db_path" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("both_backends") is not None):
+        metafunc.parametrize("db_backend", BACKENDS, indirect=True)
+
 
 @pytest.fixture
-def db_path(request, tmp_path) -> str:
-    """A fresh journal path inside the test's temporary directory.
+def db_backend(request) -> str:
+    """The backend ``db_path`` names: the test's parameter, else ``LITEDURABLE_TEST_DB``
+    (an experiment: ``postgres`` runs any App-level test on PostgreSQL; those that open the
+    file itself fail there for that reason alone), else SQLite."""
+    return getattr(request, "param", None) or os.environ.get("LITEDURABLE_TEST_DB", "sqlite")
 
-    With ``LITEDURABLE_TEST_DB=postgres`` it is a ``postgresql://`` URL of a fresh schema
-    instead: an experiment, running the App-level tests on PostgreSQL (many of them also
-    look at the file, and fail there for that reason alone).
-    """
-    if os.environ.get("LITEDURABLE_TEST_DB") == "postgres":
+
+@pytest.fixture
+def db_path(request, tmp_path, db_backend) -> str:
+    """A fresh journal: a path inside the test's temporary directory, or on PostgreSQL a
+    ``postgresql://`` URL naming a fresh schema."""
+    if db_backend == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
         sep = "&" if "?" in dsn else "?"
         return f"{dsn}{sep}schema=t_{uuid.uuid4().hex[:12]}"

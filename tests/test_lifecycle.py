@@ -18,6 +18,8 @@ import litedurable as ld
 from litedurable._app import replay_check
 from litedurable.testing import FakeClock, crash_at
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 
 def sleeping(app: ld.App, *workflow_ids: str) -> bool:
     """True once each workflow has recorded its durable sleep (so advancing the clock wakes it)."""

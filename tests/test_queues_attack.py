@@ -10,6 +10,8 @@ import pytest
 
 import litedurable as ld
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 
 class _CloseOnClear(threading.Event):
     """An Event whose first ``clear()`` runs ``close`` first: another thread's ``close()``

@@ -21,6 +21,7 @@ the ``JournalError`` subclass that says what to do about it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -171,6 +172,8 @@ class Driver:
                     self._listen_ready.set()
                     while not self.closed:
                         for note in conn.notifies(timeout=0.5):
+                            if self.closed:
+                                break
                             if note.payload != self.token:
                                 self._changed.set()
             except psycopg.Error as exc:
@@ -308,6 +311,10 @@ class Driver:
         if self.closed:
             return
         self.closed = True
+        # Wake the listener (it waits for a notification): it sees ``closed`` and ends.
+        with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout), \
+                self.pool.connection(timeout=1.0) as conn:
+            conn.execute(sql.NOTIFY, (self.channel, self.token))
         self.pool.close()
         self._listener.join(5.0)
 
