@@ -273,6 +273,37 @@ def test_a_claimed_workflow_takes_no_step_from_its_former_owner(journal: Opener,
     assert [s.step for s in steps] == acked  # and every acknowledged step is there
 
 
+@pytest.mark.parametrize("round_", range(3))
+def test_a_tree_cancelled_while_children_are_started_leaves_none_pending(
+        journal: Opener, round_: int) -> None:
+    """Children and grandchildren started while another connection cancels the tree: each
+    start either lands before the cancel (and is cancelled with it) or is refused."""
+    starter, canceller = journal(), journal()
+    _start(starter, "root")
+    made: list[str] = []
+    going = threading.Event()
+
+    def start_children() -> None:
+        with contextlib.suppress(ParentNotPending):
+            for i in range(100_000):
+                _start(starter, f"c{i}", parent="root")
+                made.append(f"c{i}")
+                _start(starter, f"g{i}", parent=f"c{i}")
+                made.append(f"g{i}")
+                if i == 3 + round_:
+                    going.set()
+        going.set()
+
+    thread = threading.Thread(target=start_children)
+    thread.start()
+    going.wait()
+    cancelled = canceller.cancel_tree("root", b"stop", 5.0)
+    thread.join()
+    statuses = canceller.statuses(made)
+    assert [wid for wid, status in statuses.items() if status != "cancelled"] == []
+    assert sorted(cancelled) == sorted(["root", *made])
+
+
 def test_dequeue_limits_hold_across_racing_consumers(journal: Opener) -> None:
     consumers = [journal() for _ in range(4)]
     spec = QueueSpec("q", concurrency=3, worker_concurrency=2)

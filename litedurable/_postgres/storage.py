@@ -1,12 +1,6 @@
 """``PostgresStorage``: the storage operations on a PostgreSQL database (psycopg 3).
 
-STATUS: work in progress, NOT wired into ``App``/``open_storage``. Every operation of
-``_storage.Storage`` is implemented (``backup`` excepted: it refuses, naming ``pg_dump``) and
-``tests/test_postgres_storage.py`` runs a contract suite over both backends; the App-level
-suites have not been run on it. Not yet done: group commit / pipelined batches (each
-operation is one transaction of its own), leases judged by the database clock (the protocol
-passes ``now``), a nemesis test with several processes. See the module docstring of
-``litedurable/_postgres/__init__.py`` for the plan.
+Status: see the package docstring (``litedurable/_postgres/__init__.py``).
 
 Concurrency (READ COMMITTED, many processes on one database):
 
@@ -23,7 +17,13 @@ Concurrency (READ COMMITTED, many processes on one database):
 * Claims are compare-and-swap UPDATEs (two claimers: one wins). A dequeue takes a
   transaction-level advisory lock per queue (``sql.QUEUE_LOCK``), so counting what runs,
   checking concurrency and rate limits and claiming is exact across peers.
-* ``changed_elsewhere`` is the driver's LISTEN flag: every write transaction notifies once.
+* ``changed_elsewhere`` is the driver's LISTEN flag: every write transaction notifies once
+  (PostgreSQL folds a transaction's identical notifications into one), heartbeats excepted;
+  the runtime re-reads the tables when told, and the flag is always up while the listener
+  is cut off, so a missed notification costs a re-read, never a hang.
+* Each operation is one transaction (``record_step``: one autocommit statement that fences,
+  inserts and notifies); a deadlock or serialization failure runs it again, and a commit
+  whose outcome is unknown is re-read (``driver.py``).
 """
 
 from __future__ import annotations
