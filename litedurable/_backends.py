@@ -43,12 +43,10 @@ def open_storage(
                                "pip install 'litedurable[postgres]'") from exc
         if vfs is not None:
             raise ValueError("vfs= is an SQLite option; a PostgreSQL journal has none")
-        if readonly:
-            raise JournalError("read-only opens of a PostgreSQL journal are not supported yet")
         dsn, schema = _split_schema(location)
         return cast(Storage, backend.PostgresStorage(
             dsn, schema=schema, durability=durability, timeout=max(busy_timeout, 30.0),
-            faults=faults))
+            faults=faults, readonly=readonly))
     return SqliteStorage(location, durability=durability, busy_timeout=busy_timeout, vfs=vfs,
                          readonly=readonly, faults=faults)
 

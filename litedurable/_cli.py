@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._app import App, replay_check
-from ._backends import open_storage
+from ._backends import is_server_url, open_storage
 from ._clock import to_datetime
 from ._codec import Codec
 from ._demo import main as demo
@@ -101,7 +101,7 @@ def _journal(args: argparse.Namespace, *, write: bool = False) -> Storage:
     """Open ``--db``, after SQLite's ``quick_check``: a command that writes refuses a damaged
     file (writing could spread the damage, or delete rows it misreads); one that reads goes on
     but says so and exits 4, so a script does not take a partial answer for the whole."""
-    if not os.path.exists(args.db):
+    if not is_server_url(args.db) and not os.path.exists(args.db):
         raise _NoJournal(f"no journal file at {args.db!r}; pass its path with --db PATH")
     journal = open_storage(args.db, readonly=not write, busy_timeout=args.busy_timeout)
     try:

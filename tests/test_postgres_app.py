@@ -7,6 +7,7 @@ suites with ``db_path`` a PostgreSQL URL (tests that open the file itself fail t
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ from typing import Any
 import pytest
 
 import litedurable as ld
+from litedurable._backends import open_storage
+from litedurable._cli import main
+from litedurable._storage import OwnerRow
 
 HOLD = 30.0  # a hang guard only
 
@@ -91,3 +95,45 @@ def test_a_cancel_from_another_app_stops_the_workflow(location: str) -> None:
         with pytest.raises(ld.WorkflowCancelledError):
             handle.result(timeout=HOLD)
         assert handle.status() == ld.Status.CANCELLED
+
+
+def test_the_cli_reads_and_writes_the_journal(location: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    app = ld.App(location)
+
+    @app.step(name="inc")
+    def inc(n: int) -> int:
+        return n + 1
+
+    @app.workflow(name="count")
+    def count(n: int) -> int:
+        return inc(inc(n))
+
+    @app.workflow(name="stuck")
+    def stuck() -> None:
+        ld.recv("never")
+
+    with app:
+        assert app.start(count, 1, workflow_id="c").result(timeout=HOLD) == 3
+        app.start(stuck, workflow_id="s")
+    assert main(["--db", location, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted((w["workflow_id"], w["status"]) for w in listed) == [
+        ("c", "succeeded"), ("s", "pending")]
+    assert main(["--db", location, "steps", "c", "--json"]) == 0
+    assert [s["output"] for s in json.loads(capsys.readouterr().out)] == [2, 3]
+    assert main(["--db", location, "cancel", "s"]) == 0
+    capsys.readouterr()
+    main(["--db", location, "show", "s"])
+    assert '"status": "cancelled"' in capsys.readouterr().out
+
+
+def test_a_read_only_open_refuses_writes_and_creates_nothing(postgres_dsn: str) -> None:
+    url = f"{postgres_dsn}?schema=t_{uuid.uuid4().hex[:12]}"
+    with pytest.raises(ld.JournalError, match="no litedurable journal"):
+        open_storage(url, readonly=True)
+    open_storage(url).close()  # created
+    with open_storage(url, readonly=True) as journal:
+        assert journal.list_workflows() == [] and journal.quick_check() == "ok"
+        with pytest.raises(ld.JournalReadOnlyError):
+            journal.heartbeat(OwnerRow("me", "host", 1, 1.0, 30.0, None))

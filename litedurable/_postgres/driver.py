@@ -86,7 +86,8 @@ class Driver:
 
     def __init__(self, dsn: str, *, schema: str = "litedurable",
                  durability: Durability = "full", timeout: float = 30.0,
-                 max_connections: int = MAX_CONNECTIONS, faults: Faults | None = None) -> None:
+                 max_connections: int = MAX_CONNECTIONS, faults: Faults | None = None,
+                 readonly: bool = False) -> None:
         if not _IDENTIFIER.match(schema):
             raise ValueError(f"schema must be a lowercase SQL identifier, not {schema!r}")
         self.dsn = dsn
@@ -95,10 +96,14 @@ class Driver:
         self.channel = f"litedurable_{schema}"
         self.token = uuid.uuid4().hex  # this journal's notifications carry it
         self.closed = False
+        self.readonly = readonly
         self.faults = faults or Faults()
         self._level = "on" if durability == "full" else "off"
         try:
-            self._migrate()
+            if readonly:
+                self._check_version()
+            else:
+                self._migrate()
             self.pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
                 dsn, min_size=1, max_size=max_connections, timeout=timeout,
                 kwargs={"autocommit": True}, configure=self._configure, open=False,
@@ -128,6 +133,24 @@ class Driver:
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._format(sql.SET_SEARCH_PATH))
         conn.execute(self._format(sql.SYNCHRONOUS_COMMIT))
+        if self.readonly:
+            conn.execute(sql.READ_ONLY)
+
+    def _check_version(self) -> None:
+        """A read-only open: the schema must be there, at this litedurable's version."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            exists = conn.execute(sql.VERSION_TABLE_EXISTS, (self.schema,)).fetchone()
+            if not (exists and exists[0]):
+                raise JournalError(f"no litedurable journal in schema {self.schema!r} of "
+                                   f"{self.path} (a read-only open does not create one)")
+            found = conn.execute(self._format(sql.SELECT_VERSION)).fetchone()
+            version = int(found[0]) if found and found[0] is not None else 0
+            if version != sql.SCHEMA_VERSION:
+                raise JournalVersionError(
+                    f"schema {self.schema!r} of {self.path} is at version {version}; this "
+                    f"litedurable reads version {sql.SCHEMA_VERSION} (open it read-write with "
+                    "the litedurable that wrote it, or a newer one, to migrate it)")
+            self.schema_version = version
 
     def _migrate(self) -> None:
         """Create or migrate the schema in one transaction, under the migration lock."""
@@ -205,6 +228,12 @@ class Driver:
         if self.closed:
             raise AppClosedError(f"the journal {self.path} is closed")
 
+    def writable(self) -> None:
+        self.usable()
+        if self.readonly:
+            raise JournalReadOnlyError(
+                f"{self.path} was opened read-only; open it read-write to change it")
+
     def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` on a pooled connection (autocommit: each statement sees the last
         commit)."""
@@ -222,7 +251,7 @@ class Driver:
               notify: bool = True) -> T:
         """Run ``fn`` in one transaction, committed (and durable as configured) when this
         returns; see the module docstring for retries and the unknown-outcome re-read."""
-        self.usable()
+        self.writable()
         self.faults.check_alive()  # a simulated crash (litedurable.testing) writes nothing
         for attempt in range(RETRIES + 1):
             committing = False
@@ -261,7 +290,7 @@ class Driver:
         COMMIT); the first value of its one row. The statement notifies itself: it is given
         ``channel`` and ``token`` parameters. Any connection error leaves the outcome unknown:
         ``verify`` re-reads it, and ``found`` is returned if the write is there."""
-        self.usable()
+        self.writable()
         self.faults.check_alive()
         params = {**params, "channel": self.channel, "token": self.token}
         for attempt in range(RETRIES + 1):

@@ -172,6 +172,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 # -- connections ----------------------------------------------------------------------------
 
 SYNCHRONOUS_COMMIT = "SET synchronous_commit TO {level}"  # on / off
+READ_ONLY = "SET default_transaction_read_only TO on"  # a read-only open
 LISTEN = "LISTEN {channel}"
 # Every write transaction ends with this (PostgreSQL folds identical notifications of one
 # transaction into one): the payload is the writing storage's token, so a listener can tell

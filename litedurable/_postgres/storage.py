@@ -74,15 +74,18 @@ class PostgresStorage:
         schema: the schema the tables live in (created and migrated on open).
         durability: ``"full"`` (``synchronous_commit=on``) or ``"normal"`` (``off``).
         timeout: seconds to wait for a pooled connection.
-        faults: the App's fault seam (accepted for the interface; no defect applies here).
+        faults: the App's fault seam (a simulated crash refuses every write; the SQLite
+            backend's injected defects do not apply here).
+        readonly: do not create or migrate the schema (it must be at this version), and
+            refuse every write with ``JournalReadOnlyError``.
     """
 
     def __init__(self, dsn: str, *, schema: str = "litedurable",
                  durability: Durability = "full", timeout: float = 30.0,
-                 faults: Faults | None = None) -> None:
+                 faults: Faults | None = None, readonly: bool = False) -> None:
         self.faults = faults or Faults()
         self.driver = Driver(dsn, schema=schema, durability=durability, timeout=timeout,
-                             faults=self.faults)
+                             faults=self.faults, readonly=readonly)
         self.path = self.driver.path
 
     @property
