@@ -10,6 +10,7 @@ the one named by a ``schema=`` query parameter (litedurable's own: removed befor
 from __future__ import annotations
 
 import importlib
+import os
 import urllib.parse
 from typing import cast
 
@@ -18,7 +19,7 @@ from ._faults import Faults
 from ._sqlite import SqliteStorage
 from ._storage import Durability, Storage
 
-__all__ = ["is_server_url", "open_storage"]
+__all__ = ["describe_location", "is_server_url", "open_storage"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 
@@ -26,6 +27,17 @@ _SCHEMES = ("postgresql://", "postgres://")
 def is_server_url(location: str) -> bool:
     """Whether ``location`` names a database server rather than a file."""
     return location.startswith(_SCHEMES)
+
+
+def describe_location(location: str) -> str:
+    """``location`` for messages: a file's absolute path, or a URL without its password."""
+    if not is_server_url(location):
+        return os.path.abspath(location)
+    parts = urllib.parse.urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def open_storage(

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._app import App, replay_check
-from ._backends import is_server_url, open_storage
+from ._backends import describe_location, is_server_url, open_storage
 from ._clock import to_datetime
 from ._codec import Codec
 from ._demo import main as demo
@@ -423,7 +423,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         with app._lock:
             queues = list(app._queues.values())
             schedules = sorted(app._schedules.values(), key=lambda row: row.name)
-        print(f"worker {args.app} serving {os.path.abspath(app.path)} (pid {os.getpid()})")
+        print(f"worker {args.app} serving {describe_location(app.path)} (pid {os.getpid()})")
         for spec in queues:
             print(f"  queue {spec.name}: {_describe_queue(spec)}")
         for row in schedules:
@@ -438,12 +438,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         app.close()  # a no-op after serve(); closes a launch that failed halfway
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    print(f"worker stopped; {os.path.abspath(app.path)} keeps what is left for the next start",
+    print(f"worker stopped; {describe_location(app.path)} keeps what is left for the next start",
           flush=True)
     return 0
 
 
 def _same_file(a: str, b: str) -> bool:
+    if is_server_url(a) or is_server_url(b):
+        return a == b
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist yet
