@@ -690,3 +690,30 @@ def test_an_unreachable_server_is_a_journal_error(postgres_dsn: str) -> None:
         port = unused.getsockname()[1]  # bound, never listening: connections are refused
         with pytest.raises(ld.JournalError, match="cannot be reached"):
             PostgresStorage(f"postgresql://postgres@127.0.0.1:{port}/postgres?connect_timeout=5")
+
+
+def test_connections_the_server_dropped_are_replaced(postgres_dsn: str) -> None:
+    """Every backend of the storage terminated (a server restart, a failover, an idle
+    timeout): the next read and the next write run on fresh connections, and the listener
+    reconnects (reporting "changed", as it may have missed news meanwhile)."""
+    storage = PostgresStorage(postgres_dsn, schema=f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        _start(storage, "before")
+        storage.changed_elsewhere()
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'").fetchall()
+        assert killed[0][0] >= 2  # the pooled connection and the listener
+        assert storage.get_workflow("before") is not None  # a read
+        assert _start(storage, "after")[0]  # a write
+        storage.record_step(_step("after", 0), "me")  # the autocommit path
+        for _ in range(3000):  # a bound, not a timing
+            if storage.changed_elsewhere():
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the listener never came back")
+    finally:
+        storage.close()

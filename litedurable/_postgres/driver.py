@@ -238,13 +238,18 @@ class Driver:
         """Run ``fn`` on a pooled connection (autocommit: each statement sees the last
         commit)."""
         self.usable()
-        try:
-            with self.pool.connection() as conn:
-                return fn(conn)
-        except psycopg.Error as exc:
-            raise translate(exc, self.path) from exc
-        except psycopg_pool.PoolTimeout as exc:
-            raise JournalLockedError(f"no connection to {self.path} came free: {exc}") from exc
+        for attempt in range(2):
+            try:
+                with self.pool.connection() as conn:
+                    return fn(conn)
+            except psycopg.Error as exc:
+                if attempt == 0 and lost(exc):
+                    continue  # a pooled connection the server dropped: once more, on another
+                raise translate(exc, self.path) from exc
+            except psycopg_pool.PoolTimeout as exc:
+                raise JournalLockedError(
+                    f"no connection to {self.path} came free: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def write(self, fn: Callable[[Connection], T],
               verify: Callable[[Connection], bool] | None = None, *,
@@ -272,12 +277,14 @@ class Driver:
                     raise translate(exc, self.path) from exc
                 time.sleep(0.001 * (attempt + 1))
                 continue
-            except psycopg.OperationalError as exc:
-                if not committing:
-                    raise translate(exc, self.path) from exc
-                found: T = self._reread(exc, verify, value)
-                return found
             except psycopg.Error as exc:
+                if not lost(exc):
+                    raise translate(exc, self.path) from exc
+                if committing:  # the COMMIT was sent, its answer lost: re-read, never assume
+                    found: T = self._reread(exc, verify, value)
+                    return found
+                if attempt == 0:  # lost before COMMIT: the server rolled it back; once more
+                    continue
                 raise translate(exc, self.path) from exc
             except psycopg_pool.PoolTimeout as exc:
                 raise JournalLockedError(
@@ -303,9 +310,9 @@ class Driver:
                 if attempt == RETRIES:
                     raise translate(exc, self.path) from exc
                 time.sleep(0.001 * (attempt + 1))
-            except psycopg.OperationalError as exc:
-                return self._reread(exc, verify, found)
             except psycopg.Error as exc:
+                if lost(exc):  # the statement may or may not have run: re-read it
+                    return self._reread(exc, verify, found)
                 raise translate(exc, self.path) from exc
             except psycopg_pool.PoolTimeout as exc:
                 raise JournalLockedError(
@@ -346,6 +353,14 @@ class Driver:
             conn.execute(sql.NOTIFY, (self.channel, self.token))
         self.pool.close()
         self._listener.join(5.0)
+
+
+def lost(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is the connection lost (the server closed it, was shut down, or the
+    network failed), rather than an answer from the server about the statement."""
+    state = exc.sqlstate
+    return (isinstance(exc, psycopg.OperationalError) and state is None) or (
+        state is not None and (state.startswith("08") or state in ("57P01", "57P02", "57P03")))
 
 
 def translate(exc: psycopg.Error, where: str) -> DurableError:
