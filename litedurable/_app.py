@@ -275,6 +275,7 @@ class App:
             if self._runtime is not None:
                 raise UsageError("this App is already launched; close() it before launching again")
             self.faults.revive()  # a crash simulated in an earlier launch is over
+            self._serving.clear()  # a serve() of this launch waits for its close()
             storage = open_storage(self.path, durability=self.durability,
                                    busy_timeout=self.busy_timeout, vfs=self.vfs,
                                    faults=self.faults)
@@ -307,10 +308,6 @@ class App:
             storage.upsert_schedule(spec, now)
         self._scheduler = Scheduler(storage, self.clock, self.registry.workflows.__contains__,
                                     self._fire, self.faults)
-        self._dequeuer = Dequeuer(
-            storage, runtime, self.clock, self.faults, queues=self._declared_queues,
-            names=lambda: list(self.registry.workflows), app_version=self._app_version,
-            capacity=self.workflow_threads)
         with self._lock:
             queues = list(self._queues.values())
         for queue in queues:
@@ -337,9 +334,10 @@ class App:
         if self._scheduler is not None:
             self._scheduler.stop()
             self._scheduler = None
-        if self._dequeuer is not None:
-            self._dequeuer.stop()
-            self._dequeuer = None
+        with self._lock:
+            dequeuer, self._dequeuer = self._dequeuer, None
+        if dequeuer is not None:
+            dequeuer.stop()
         self._serving.set()
         lease.stop()
         stuck = runtime.shutdown(self.grace)
@@ -409,6 +407,7 @@ class App:
         assert lease is not None
         pending = storage.pending(self._app_version)
         names = {wid: name for wid, name, _ in pending}
+        holders = {wid: holder for wid, _, holder in pending}
         taken = lease.claim(pending, self.registry.workflows.__contains__, runtime.is_active)
         if taken:
             self.faults.fire("recovery", workflow_ids=sorted(taken))
@@ -428,13 +427,16 @@ class App:
             else:
                 claimed.append(wid)
         # A dead consumer's queued workflows go back to their queue, to be dequeued within
-        # its limits (this App's worker_concurrency too); the others run here now.
-        requeued = set(storage.requeue(claimed, lease.owner, self.clock.now()))
+        # its limits (this App's worker_concurrency too); the others run here now. Never our
+        # own: one our consumer has just dequeued is not active here until it hands it to
+        # the runtime, and putting it back would let a second consumer run it beside ours.
+        theirs = [wid for wid in claimed if holders[wid] != lease.owner]
+        requeued = set(storage.requeue(theirs, lease.owner, self.clock.now()))
         for wid in claimed:
             if wid not in requeued:
                 runtime.enqueue(wid)
-        if requeued and self._dequeuer is not None:
-            self._dequeuer.poke()
+        if requeued:
+            self._poke_consumer()
         return sorted(taken)
 
     # -- starting -------------------------------------------------------------------------
@@ -576,8 +578,8 @@ class App:
             ) from None
         if created and queue is None:
             runtime.enqueue(workflow_id, row)
-        elif created and self._dequeuer is not None:
-            self._dequeuer.poke()
+        elif created:
+            self._poke_consumer()
         return row
 
     def _start_child(
@@ -730,8 +732,7 @@ class App:
         here = self._runs_version(row.app_version if app_version is None else app_version)
         resumed = storage.resume(workflow_id, self.clock.now(), owner=self._owner if here else None,
                                  app_version=app_version)
-        if self._dequeuer is not None:
-            self._dequeuer.poke()  # a queued workflow resumed goes back to its queue
+        self._poke_consumer()  # a queued workflow resumed goes back to its queue
         if here:
             for wid in resumed:
                 runtime.resume_local(wid)
@@ -814,10 +815,15 @@ class App:
                     f"{Queue(self, known)!r}; declare each queue once (keep the Queue object "
                     "app.queue returned)")
             self._queues[spec.name] = spec
-            launched = self._dequeuer is not None
+            launched = self._runtime is not None
         if launched and known is None:
             self._consume(spec)
         return Queue(self, spec)
+
+    def _poke_consumer(self) -> None:
+        dequeuer = self._dequeuer  # read once: a close() may set it to None meanwhile
+        if dequeuer is not None:
+            dequeuer.poke()
 
     def _declared_queues(self) -> list[QueueSpec]:
         with self._lock:
@@ -827,7 +833,13 @@ class App:
         """Record a declared queue in the journal (for tools) and start consuming it."""
         storage, runtime = self._parts()
         storage.declare_queue(spec, self.clock.now())
-        dequeuer = self._dequeuer
+        with self._lock:  # the consumer thread is made with the first queue, once per launch
+            dequeuer = self._dequeuer
+            if dequeuer is None and self._runtime is runtime:
+                dequeuer = self._dequeuer = Dequeuer(
+                    storage, runtime, self.clock, self.faults, queues=self._declared_queues,
+                    names=lambda: list(self.registry.workflows),
+                    app_version=self._app_version, capacity=self.workflow_threads)
         if dequeuer is not None:
             runtime.wake_consumer = dequeuer.poke
             dequeuer.poke()
@@ -864,8 +876,7 @@ class App:
         for the next start, which resumes it: nothing is lost or repeated.
         """
         if self._runtime is None:
-            self.launch()
-        self._serving.clear()
+            self.launch()  # which clears ``_serving``: a close() from now on ends the wait
         caught: list[int] = []
 
         def stop(signum: int, _frame: object) -> None:
@@ -881,8 +892,8 @@ class App:
         log.info("litedurable: serving %s (queues: %s; schedules: %s)", self.path,
                  ", ".join(queues) or "none", ", ".join(schedules) or "none")
         try:
-            # A close() from another thread sets the flag; one that landed before the clear
-            # above left it unset, so a closed App (no runtime) ends the wait too.
+            # A close() from another thread sets the flag (a closed App has no runtime: that
+            # ends the wait too, whatever the order).
             while not self._serving.wait(0.5) and self._runtime is not None:
                 pass
         finally:

@@ -319,6 +319,7 @@ def go(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
     def live(step: int) -> Future[T]:
         task = StepTask(wf_run.workflow_id, step, StepKind.GO, name, body, args, kwargs, retry,
                         hint)
+        task.site = runtime.steps.sites.get((wf_run.workflow_id, step))
         return _StepFuture(wf_run, step, hint, task=runtime.start_task(task))
 
     return wf_run.journaled(StepKind.GO, name, replay, live)

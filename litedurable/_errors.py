@@ -51,6 +51,7 @@ __all__ = [
     "OwnershipLostError",
     "PromiseNotFoundError",
     "PromiseRejectedError",
+    "QueueArgumentError",
     "QueueDeduplicatedError",
     "RecordedError",
     "ScheduleNotFoundError",
@@ -175,6 +176,12 @@ class NotInWorkflowError(DurableError, RuntimeError):
 
 class UsageError(DurableError, TypeError):
     """A decorator or API was used the wrong way (the message says the right way)."""
+
+
+class QueueArgumentError(UsageError, ValueError):
+    """A queue declared or enqueued on with an argument that cannot work (a limit below 1, a
+    partition key missing on a partitioned queue, ...). Both a ``UsageError`` and a
+    ``ValueError``: callers check for either, as they would for any bad argument."""
 
 
 class InvalidIdError(DurableError, ValueError):

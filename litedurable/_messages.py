@@ -122,8 +122,7 @@ def _step_row(run: WorkflowRun, step: int, kind: StepKind, name: str,
     runtime = run.runtime
     now = runtime.clock.now()
     return StepRow(run.workflow_id, step, kind, name, output, None, None, now,
-                   now if finished else None, runtime.steps.sites.pop((run.workflow_id, step),
-                                                                      None))
+                   now if finished else None, runtime.steps.sites.get((run.workflow_id, step)))
 
 
 def _fire(run: WorkflowRun, point: str, step: int, name: str) -> None:

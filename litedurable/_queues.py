@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._clock import Clock
-from ._errors import AppClosedError, UsageError
+from ._errors import AppClosedError, QueueArgumentError
 from ._faults import Faults
 from ._runtime import Runtime
 from ._storage import QueueEntry, QueueSpec, Storage
@@ -60,7 +60,8 @@ def _limit(value: object, what: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{what} must be an int >= 1 or None (no limit), not {value!r:.40}")
+        raise QueueArgumentError(
+            f"{what} must be an int >= 1 or None (no limit), not {value!r:.40}")
     return value
 
 
@@ -68,23 +69,24 @@ def queue_spec(name: object, concurrency: object, worker_concurrency: object,
                rate_limit: object, partitioned: object) -> QueueSpec:
     """A queue's declaration, each part checked here rather than at the first dequeue."""
     if not isinstance(name, str):
-        raise UsageError(f"a queue name is a non-empty str, not {type(name).__name__}")
+        raise QueueArgumentError(f"a queue name is a non-empty str, not {type(name).__name__}")
     check_workflow_id(name, "queue name")  # shown in tables and stored as text: as ids
     rate: tuple[int, float] | None = None
     if rate_limit is not None:
         if not isinstance(rate_limit, tuple | list) or len(rate_limit) != 2:
-            raise ValueError(
+            raise QueueArgumentError(
                 f"rate_limit takes (n, per_seconds), e.g. (10, 1.0) for 10 starts a second; "
                 f"got {rate_limit!r:.60}")
         most = _limit(rate_limit[0], "rate_limit's n")
         per = rate_limit[1]
         if (not isinstance(per, int | float) or isinstance(per, bool)
                 or not math.isfinite(per) or per <= 0):
-            raise ValueError(f"rate_limit's per_seconds must be a finite number > 0, not {per!r}")
+            raise QueueArgumentError(
+                f"rate_limit's per_seconds must be a finite number > 0, not {per!r}")
         assert most is not None
         rate = (most, float(per))
     if not isinstance(partitioned, bool):
-        raise UsageError(f"partitioned= takes True or False, not {partitioned!r}")
+        raise QueueArgumentError(f"partitioned= takes True or False, not {partitioned!r}")
     return QueueSpec(name, _limit(concurrency, "concurrency"),
                      _limit(worker_concurrency, "worker_concurrency"), rate, partitioned)
 
@@ -145,17 +147,18 @@ class Queue:
         spec = self.spec
         if (not isinstance(priority, int) or isinstance(priority, bool)
                 or not -MAX_PRIORITY <= priority <= MAX_PRIORITY):
-            raise ValueError(f"priority must be an int from -2**62 to 2**62 (lower runs first), "
-                             f"not {priority!r:.40}")
+            raise QueueArgumentError(
+                f"priority must be an int from -2**62 to 2**62 (lower runs first), not "
+                f"{priority!r:.40}")
         for label, key in (("dedup_key", dedup_key), ("partition_key", partition_key)):
             if key is not None and (not isinstance(key, str) or not key or "\0" in key):
-                raise UsageError(f"{label} must be a non-empty str, not {key!r:.60}")
+                raise QueueArgumentError(f"{label} must be a non-empty str, not {key!r:.60}")
         if spec.partitioned and partition_key is None:
-            raise UsageError(
+            raise QueueArgumentError(
                 f"queue {spec.name!r} is partitioned: every enqueue needs a partition_key= "
                 "(its concurrency applies per key)")
         if not spec.partitioned and partition_key is not None:
-            raise UsageError(
+            raise QueueArgumentError(
                 f"queue {spec.name!r} is not partitioned, so partition_key= would do nothing; "
                 "declare it with app.queue(..., partitioned=True)")
         return QueueEntry(spec.name, priority, dedup_key,  # type: ignore[arg-type]

@@ -155,6 +155,9 @@ class WorkflowRun(Scope):
             return replay(step, row)
         except BaseException as exc:
             raise self.remember(exc) from None
+        finally:
+            if row is None:  # recorded by now, or never: its call site is no longer needed
+                self.runtime.steps.sites.pop((self.workflow_id, step), None)
 
     def take(self, kind: str, name: str) -> tuple[int, StepRow | None]:
         """Take the next step number; return it with its recorded row, checking kind and name."""
@@ -260,6 +263,7 @@ class WorkflowRun(Scope):
 
         def live(step: int) -> Outcome:
             task = StepTask(self.workflow_id, step, kind, name, fn, args, kwargs, retry, hint)
+            task.site = steps.sites.get((self.workflow_id, step))
             self.inline = task
             if self.workflow_id in self.runtime.cancelled:  # cancelled since take(): tell it
                 task.scope.request_cancel(abandon=True)

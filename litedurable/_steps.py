@@ -97,7 +97,7 @@ class StepTask:
 
     __slots__ = (
         "args", "attempts", "broken", "fn", "hint", "kind", "kwargs", "name", "outcome",
-        "retry", "scope", "step", "successor", "workflow_id",
+        "retry", "scope", "site", "step", "successor", "workflow_id",
     )
 
     def __init__(
@@ -126,6 +126,7 @@ class StepTask:
         self.broken: BaseException | None = None
         self.successor: StepTask | None = None
         self.attempts: list[tuple[float, float, str]] | None = None  # failed ones, if retried
+        self.site: str | None = None  # where the workflow called it (``WorkflowRun.take``)
 
     @property
     def settled(self) -> bool:
@@ -144,8 +145,10 @@ class Steps:
         self.faults = faults
         self.tracer = tracer  # App(tracing=...): a span per live step execution (``_telemetry``)
         self.closing = False  # set once when the App closes: retry delays end at once
-        # The call site of each live journaled call not recorded yet, by (workflow id, step):
-        # put by ``WorkflowRun.take`` in the run thread, taken by the row that records it.
+        # The call site of each live journaled call in progress, by (workflow id, step): put
+        # by ``WorkflowRun.take`` and dropped when the call returns (``journaled``), both in
+        # the run thread; read by the rows recorded meanwhile. A ``go`` task, recorded later
+        # on a step thread, carries its own (``StepTask.site``).
         self.sites: dict[tuple[str, int], str | None] = {}
 
     def execute(self, task: StepTask) -> Outcome:
@@ -245,7 +248,7 @@ class Steps:
             error = self.codec.encode_error(outcome.error)
         row = StepRow(task.workflow_id, task.step, task.kind, task.name, output, error, None,
                       started, self.clock.now(),
-                      self.sites.pop((task.workflow_id, task.step), None),
+                      task.site,
                       None if task.attempts is None else json.dumps(task.attempts))
         self.storage.record_step(row, self.owner)
         # Hand back what replay will hand back, so both runs agree: the value as decoded, the
@@ -272,7 +275,7 @@ class Steps:
         finished = None if open_row else now
         self.storage.record_step(
             StepRow(workflow_id, step, kind, name, output, failure, extra, now, finished,
-                    self.sites.pop((workflow_id, step), None)),
+                    self.sites.get((workflow_id, step))),
             self.owner,
         )
         return None if output is None else self.codec.replayed(value, output, hint, what)
@@ -282,7 +285,7 @@ class Steps:
         """Record an outcome already encoded (another workflow's, copied); return it rebuilt."""
         now = self.clock.now()
         row = StepRow(workflow_id, step, kind, name, output, error, None, now, now,
-                      self.sites.pop((workflow_id, step), None))
+                      self.sites.get((workflow_id, step)))
         self.storage.record_step(row, self.owner)
         return self.replay(row, hint)
 

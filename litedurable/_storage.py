@@ -226,10 +226,11 @@ class Storage(Protocol):
 
     def insert_workflow(
         self, *, workflow_id: str, name: str, inputs: bytes, now: float, app_version: str,
-        parent_id: str | None, owner: str, deadline: float | None = None,
+        parent_id: str | None, owner: str | None, deadline: float | None = None,
         detached: bool = False, queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
-        """Create a pending workflow owned by ``owner`` unless the id exists: (created, row).
+        """Create a pending workflow owned by ``owner`` (None: by no process yet, taken by the
+        next recovery) unless the id exists: (created, row).
 
         With ``queue``, the workflow is ``enqueued`` instead, owned by no one, until a
         ``dequeue`` takes it. Raises ``ParentNotPending`` (writing nothing) if ``parent_id``
@@ -282,7 +283,11 @@ class Storage(Protocol):
         before; ``parent``: its children), newest first."""
         ...
 
-    def count_workflows(self, **filters: Any) -> dict[str, int]:
+    def count_workflows(
+        self, *, status: str | None = None, name: str | None = None,
+        app_version: str | None = None, queue: str | None = None, parent: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> dict[str, int]:
         """How many workflows match the filters of ``list_workflows``, by status."""
         ...
 
@@ -374,8 +379,13 @@ class Storage(Protocol):
         One atomic operation with the claim: each taken workflow becomes pending, owned by
         ``owner``, its dequeue time ``now`` and its deadline (if its entry has a timeout) set
         from it; two callers never take the same workflow, and no limit is ever exceeded by
-        callers racing. Only workflows named in ``names`` (and of ``app_version``, if given)
-        are taken."""
+        callers racing. Counting and claiming must be serialized per queue (SQLite has one
+        writer; a server database takes a per-queue lock, e.g. an advisory transaction lock,
+        since its snapshots would let two dequeues count the same free slot). "Enqueue
+        order" is the order the enqueues committed (SQLite: the rowid; elsewhere an explicit
+        sequence, kept across a requeue). Only workflows named in ``names`` (and of
+        ``app_version``, if given) are taken. A backend wakes other processes' consumers
+        through ``changed_elsewhere`` after an enqueue and after a slot is freed."""
         ...
 
     def requeue(self, workflow_ids: Sequence[str], owner: str, now: float) -> list[str]:
@@ -434,7 +444,9 @@ class Storage(Protocol):
         ...
 
     def backup(self, destination: str) -> None:
-        """Write a consistent copy of the journal to ``destination`` while others write."""
+        """Write a consistent copy of the journal to the new file ``destination`` while
+        others write. A server database may refuse (``UsageError``) and name its own tool
+        (``pg_dump``)."""
         ...
 
     # -- moving workflows between journals ------------------------------------------------
@@ -447,6 +459,13 @@ class Storage(Protocol):
     def import_workflow(self, record: dict[str, Any]) -> str:
         """Insert an exported workflow, its id and checksums kept, in one transaction; its
         id. ``WorkflowConflictError`` (nothing written) if the id exists here."""
+        ...
+
+    def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
+        """Insert exported workflows as ``import_workflow`` does, all in one transaction:
+        every record or none; their ids. ``WorkflowConflictError`` naming every id that
+        exists here (or repeats in ``records``), ``JournalError`` for a record this version
+        cannot read: nothing written."""
         ...
 
 

@@ -64,7 +64,7 @@ def summary(row: WorkflowRow, now: float) -> dict[str, Any]:
     }
 
 
-def _step(row: StepRow, now: float) -> dict[str, Any]:
+def _step(row: StepRow, now: float, ended: float | None) -> dict[str, Any]:
     """A step row for the timeline (values in display form, as ``_records.step_info`` shows)."""
     extra = json.loads(row.extra) if row.extra else {}
     output = None if row.output is None else _codec.display(row.output)
@@ -81,10 +81,24 @@ def _step(row: StepRow, now: float) -> dict[str, Any]:
         "output": output,
         "error": None if row.error is None else _codec.error_summary(row.error),
         "traceback": None if row.error is None else _codec.error_traceback(row.error) or None,
-        "candidates": extra.get("candidates"), "winner": extra.get("winner"),
-        "wake_at": iso(wake), "future": wake is not None and wake > now,
+        # Numbers only: the page puts these in markup, and the journal is not trusted code.
+        "candidates": _ints(extra.get("candidates")), "winner": _int(extra.get("winner")),
+        # A timer of a workflow that ended before it was due never fires: not "still to come".
+        "wake_at": iso(wake), "future": wake is not None and wake > now and ended is None,
+        "unfired": wake is not None and ended is not None and wake > ended,
+        "ended_at": iso(ended),  # where an unfired timer's bar stops
         "child_id": output if row.kind == "child" and isinstance(output, str) else None,
     }
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _ints(value: object) -> list[int] | None:
+    if not isinstance(value, list):
+        return None
+    return [n for n in (_int(v) for v in value) if n is not None]
 
 
 def detail(journal: Storage, workflow_id: str, now: float | None = None, *,
@@ -98,7 +112,8 @@ def detail(journal: Storage, workflow_id: str, now: float | None = None, *,
     row = journal.get_workflow(workflow_id)
     if row is None:
         return None
-    steps = [_step(s, now) for s in journal.load_steps(workflow_id)]
+    ended = row.updated_at if Status(row.status).is_terminal else None
+    steps = [_step(s, now, ended) for s in journal.load_steps(workflow_id)]
     found = {**summary(row, now), "now": iso(now), "steps": steps,
              "inputs": _codec.display(row.inputs),
              "output": None if row.output is None else _codec.display(row.output),

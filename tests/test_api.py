@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "PromiseNotFoundError",
     "PromiseRejectedError",
     "Queue",
+    "QueueArgumentError",
     "QueueDeduplicatedError",
     "QueueInfo",
     "RecordedError",

@@ -14,8 +14,9 @@ import litedurable as ld
 from litedurable._cli import build_parser, main
 
 COMMANDS = [
-    "list", "show", "steps", "schedules", "queues", "cancel", "resume", "fork", "gc", "replay",
-    "worker", "demo", "ui",
+    "list", "count", "show", "steps", "tree", "result", "watch", "schedules", "queues", "start",
+    "cancel", "resume", "fork", "gc", "backup", "check", "export", "import", "replay", "worker",
+    "ui", "demo",
 ]
 
 WORKFLOW_MODULE = '''
@@ -68,9 +69,12 @@ def test_schedules_lists_paused_and_active(tmp_path: Path, capsys: pytest.Captur
     assert main(["--db", str(db), "schedules"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["SCHEDULE", "WORKFLOW", "CRON"]
-    assert lines[1].split() == ["nightly", "job", "0", "0", "2", "*", "*", "*", "Europe/Paris",
-                                "active", "never"]
-    assert lines[2].split()[-3:] == ["UTC", "paused", "never"]
+    assert lines[1].split()[:11] == ["nightly", "job", "0", "0", "2", "*", "*", "*",
+                                     "Europe/Paris", "active", "never"]
+    next_fire = lines[1].split()[11]  # ISO 8601 in the schedule's zone, 2:00 there
+    assert next_fire.endswith(("T02:00:00+01:00", "T02:00:00+02:00")), next_fire
+    assert lines[1].split()[12] == "(in"
+    assert lines[2].split()[-3:] == ["paused", "never", "-"]
 
 
 def test_parser_knows_exactly_the_contract_commands() -> None:
@@ -84,7 +88,7 @@ def test_list_show_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["--db", str(db), "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(w["workflow_id"], w["status"]) for w in listed] == [(wid, "succeeded")]
-    assert main(["--db", str(db), "show", wid]) == 0
+    assert main(["--db", str(db), "show", wid, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["output"] == 3 and shown["inputs"] == {"args": [1], "kwargs": {}}
     assert main(["--db", str(db), "steps", wid, "--json"]) == 0
@@ -113,7 +117,7 @@ def test_read_commands_read_a_journal_of_the_previous_schema(
     assert main(["--db", str(db), "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(w["workflow_id"], w["status"]) for w in listed] == [(wid, "succeeded")]
-    assert main(["--db", str(db), "show", wid]) == 0
+    assert main(["--db", str(db), "show", wid, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["output"] == 3
     assert main(["--db", str(db), "steps", wid, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2

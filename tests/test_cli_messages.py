@@ -64,7 +64,7 @@ def test_show_lists_mailbox_events_streams_and_promises(
     received_at = [s["step"] for s in steps if s["kind"] == "message"]
     assert len(received_at) == 1
 
-    assert main(["--db", str(db), "show", "inbox-1"]) == 0
+    assert main(["--db", str(db), "show", "inbox-1", "--json"]) == 0
     shown = _json(capsys)
     assert isinstance(shown, dict)
     assert shown["status"] == "pending"
@@ -89,7 +89,7 @@ def test_show_lists_mailbox_events_streams_and_promises(
     assert "no funds" in promises[refused]["error"]
 
     # A workflow with none of these shows them empty.
-    assert main(["--db", str(db), "show", "sender-1"]) == 0
+    assert main(["--db", str(db), "show", "sender-1", "--json"]) == 0
     shown = _json(capsys)
     assert isinstance(shown, dict)
     assert (shown["messages"], shown["events"], shown["streams"], shown["promises"]) == (

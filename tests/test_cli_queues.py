@@ -16,7 +16,8 @@ import pytest
 from support import child_env, eventually
 
 import litedurable as ld
-from litedurable._cli import _duration, main
+from litedurable._cli import main
+from litedurable._format import duration
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_queues_shows_limits_and_counts(
     assert lines[0].split()[:2] == ["QUEUE", "CONCURRENCY"]
     assert lines[1].split() == ["accounts", "1", "-", "-", "yes", "0", "0", "0", "-"]
     assert lines[2].split()[:8] == ["crawl", "1", "3", "10/1s", "no", "3", "1", "1"]
-    assert lines[2].split()[-1] in ("s", "min")  # "0 s": the oldest wait, as a person reads it
+    assert lines[2].split()[-1] in ("ms", "s", "min")  # the oldest wait, "0 s" or "120 ms"
 
 
 def test_queues_on_a_journal_without_queues(
@@ -90,8 +91,9 @@ def test_queues_on_a_journal_without_queues(
 
 
 def test_duration_reads_like_a_person_would_say_it() -> None:
-    assert [_duration(s) for s in (0.4, 3.9, 59, 150, 7200, 200000)] == [
-        "0 s", "3 s", "59 s", "2 min", "2 h", "2 d"]
+    assert [duration(s) for s in (0, 0.4, 3.9, 59, 150, 7200, 7205, 11520, 200000, -90)] == [
+        "0 s", "400 ms", "3 s", "59 s", "2 min 30 s", "2 h", "2 h", "3 h 12 min", "2 d 7 h",
+        "1 min 30 s"]
 
 
 def test_list_filters_by_queue_and_enqueued_status(

@@ -13,7 +13,7 @@ PACKAGE = Path(litedurable.__file__).parent
 LAYERS: list[set[str]] = [
     {"_errors"},
     {"_types"},
-    {"_clock", "_codec", "_pool", "_context", "_faults", "_cron", "_telemetry"},
+    {"_clock", "_codec", "_pool", "_context", "_faults", "_cron", "_telemetry", "_format"},
     {"_storage", "_registry"},
     {"_sqlite", "_postgres", "_records"},  # the backends: the engine never imports them
     {"_backends", "_timers", "_lease", "_scheduler"},
@@ -24,9 +24,12 @@ LAYERS: list[set[str]] = [
     {"_children", "_messages", "_queues"},
     {"_handle"},
     {"_app"},
-    {"_demo", "testing"},
+    {"_demo", "testing", "_views"},
     {"_ui"},  # the timeline page: reads a journal through _backends, as _cli does
-    {"_cli"},
+    {"_cli_common"},  # what every command shares
+    {"_cli_read"},  # commands that read a journal
+    {"_cli_write"},  # commands that change one or run an application
+    {"_cli"},  # the parser and main
     {"__init__", "__main__"},
 ]
 ENGINE = {"_steps", "_run", "_runtime", "_concurrency", "_children", "_messages", "_queues",

@@ -124,7 +124,7 @@ def test_the_cli_reads_and_writes_the_journal(location: str,
     assert [s["output"] for s in json.loads(capsys.readouterr().out)] == [2, 3]
     assert main(["--db", location, "cancel", "s"]) == 0
     capsys.readouterr()
-    main(["--db", location, "show", "s"])
+    main(["--db", location, "show", "s", "--json"])
     assert '"status": "cancelled"' in capsys.readouterr().out
 
 

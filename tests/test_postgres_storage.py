@@ -717,3 +717,50 @@ def test_connections_the_server_dropped_are_replaced(postgres_dsn: str) -> None:
             pytest.fail("the listener never came back")
     finally:
         storage.close()
+
+
+# -- operations main added: owner-less starts, all-or-nothing imports, gc's parent rule -------
+
+
+def test_an_ownerless_start_is_claimed_by_recovery(store: Storage) -> None:
+    created, row = _start(store, "w", None)  # type: ignore[arg-type]
+    assert created and row.owner is None and store.pending(None) == [("w", "wf", None)]
+    assert store.claim([("w", None)], "me") == {"w": 1}
+
+
+def test_import_workflows_is_every_record_or_none(store: Storage) -> None:
+    for wid in ("kept", "gone"):
+        _start(store, wid)
+        store.record_step(_step(wid, 0), "me")
+    store.finish_workflow("gone", "me", status="succeeded", output=b"", error=None, now=2.0)
+    gone, kept = store.export_workflow("gone"), store.export_workflow("kept")
+    assert gone is not None and kept is not None
+    assert store.delete_finished(10.0) == 1
+    with pytest.raises(ld.WorkflowConflictError, match="'kept'"):
+        store.import_workflows([gone, kept])
+    assert store.get_workflow("gone") is None  # nothing of the import was written
+    with pytest.raises(ld.WorkflowConflictError, match="twice"):
+        store.import_workflows([gone, gone])
+    bad = dict(gone, workflow=dict(gone["workflow"], status="nonsense"))
+    with pytest.raises(ld.JournalError, match="unknown status"):
+        store.import_workflows([bad])
+    assert store.import_workflows([gone]) == ["gone"]
+    assert [s.step for s in store.load_steps("gone")] == [0]
+
+
+def test_gc_keeps_a_finished_child_of_an_unfinished_parent(store: Storage) -> None:
+    _start(store, "parent")
+    _start(store, "child", parent="parent")
+    store.finish_workflow("child", "me", status="succeeded", output=b"", error=None, now=2.0)
+    assert store.delete_finished(10.0) == 0
+    store.finish_workflow("parent", "me", status="succeeded", output=b"", error=None, now=3.0)
+    assert store.delete_finished(10.0) == 2
+
+
+def test_backup_of_a_postgres_journal_names_pg_dump(postgres_dsn: str) -> None:
+    storage = PostgresStorage(postgres_dsn, schema=f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        with pytest.raises(ld.UsageError, match="pg_dump"):
+            storage.backup("/tmp/never-written")
+    finally:
+        storage.close()

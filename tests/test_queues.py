@@ -598,3 +598,26 @@ def test_a_producer_only_app_enqueues_and_never_dequeues(db_path):
     assert ran_by == ["worker"] * 10
     with pytest.raises(ld.UsageError, match="consume= takes True or False"):
         producer.queue("jobs", consume="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("declare", "enqueue"), [
+    ({"concurrency": 0}, None),
+    ({"rate_limit": (1, 0)}, None),
+    ({"partitioned": True, "concurrency": 1}, {}),
+    ({}, {"partition_key": "a"}),
+    ({}, {"priority": "high"}),
+])
+def test_a_bad_queue_argument_is_a_usage_error_and_a_value_error(db_path, declare, enqueue):
+    """Callers check bad arguments with either class (DBOS users: ValueError)."""
+    app = ld.App(db_path)
+
+    @app.workflow()
+    def job() -> None:
+        return None
+
+    with app:
+        with pytest.raises(ld.QueueArgumentError) as caught:
+            queue = app.queue("q", **declare)
+            queue.enqueue(job, **enqueue)
+        assert app.list_workflows() == []
+    assert isinstance(caught.value, ld.UsageError) and isinstance(caught.value, ValueError)

@@ -122,7 +122,9 @@ def test_a_workflow_with_its_race_retry_child_failure_and_recovery(port: int) ->
     race = next(s for s in order["steps"] if s["kind"] == "select")
     assert (race["candidates"], race["winner"]) == ([1, 2, 3], 0)  # the fast branch won
     timer = steps[3]
-    assert timer["future"] is True and timer["wake_at"] > order["updated_at"]
+    # The timer lost the race and the workflow ended before it was due: it never fires.
+    assert timer["wake_at"] > order["updated_at"]
+    assert (timer["future"], timer["unfired"]) == (False, True)
     charge = steps[5]
     assert [a["error"] for a in charge["attempts"]] == [
         "ConnectionError: payment gateway timeout (try 1)",
@@ -360,7 +362,8 @@ def test_timeline_renders_in_chromium(journal: Path, tmp_path: Path) -> None:
     assert elements(dom, "step kind-go loser", data_step="2")
     assert elements(dom, "connector winner", data_candidate="1")
     # The one-hour timer, still to fire, and the retried step's failed attempts.
-    assert elements(dom, "step kind-after timer future", data_step="3")
+    assert elements(dom, "step kind-after timer", data_step="3")
+    assert not elements(dom, "step kind-after timer future", data_step="3")  # ended first
     assert len(elements(dom, "attempt")) == 2
     # The failed step, its traceback below; the recovery, and the replayed steps.
     assert elements(dom, "step kind-step failed", data_step="8")
@@ -391,3 +394,26 @@ def test_served_pages_render_in_chromium(port: int, tmp_path: Path) -> None:
     nap = rendered(f"http://127.0.0.1:{port}/#/wf/nap-1", tmp_path / "profile")
     assert elements(nap, "step kind-sleep timer future", data_step="1")
     assert elements(nap, "now-line")  # pending: the page marks the present
+
+
+def test_a_crafted_select_row_reaches_the_page_as_numbers_only(tmp_path: Path) -> None:
+    """The journal is data, not code: a select row whose candidates are markup (checksum and
+    all valid) must not put that markup into the page (found by the code review)."""
+    from litedurable._sqlite import SqliteStorage
+    from litedurable._storage import StepRow
+    from litedurable._ui import detail
+
+    path = str(tmp_path / "crafted.db")
+    evil = '"><img src=x onerror="document.title=1">'
+    with SqliteStorage(path) as journal:
+        journal.insert_workflow(workflow_id="w", name="n", inputs=b'{"args":[],"kwargs":{}}',
+                                now=1.0, app_version="v", parent_id=None, owner="me")
+        extra = json.dumps({"candidates": [evil, 1], "winner": evil}).encode()
+        journal.record_step(StepRow("w", 0, "select", "select", b"0", None, extra, 1.0, 2.0),
+                            "me")
+        found = detail(journal, "w", now=3.0)
+    assert found is not None
+    (step,) = found["steps"]
+    assert (step["candidates"], step["winner"]) == ([1], None)
+    script = (Path(ld.__file__).parent / "ui" / "app.js").read_text()
+    assert 'data-candidate="${esc(c)}"' in script and 'data-step="${s.step}"' not in script

@@ -274,9 +274,11 @@ INSERT_FORK = (
     "updated_at, app_version, parent_id, owner) "
     "VALUES (%s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
+# A child its unfinished parent may still wait for stays (gc).
 FINISHED_BEFORE = (
-    "SELECT workflow_id FROM workflows WHERE status NOT IN ('pending', 'enqueued') "
-    "AND updated_at < %s FOR UPDATE SKIP LOCKED"
+    "SELECT workflow_id FROM workflows AS w WHERE status NOT IN ('pending', 'enqueued') "
+    "AND updated_at < %s AND NOT EXISTS (SELECT 1 FROM workflows AS p WHERE p.workflow_id = "
+    "w.parent_id AND p.status IN ('pending', 'enqueued')) FOR UPDATE OF w SKIP LOCKED"
 )
 DELETE_STEPS = "DELETE FROM steps WHERE workflow_id = ANY(%s)"
 DELETE_MESSAGES = "DELETE FROM messages WHERE destination = ANY(%s)"

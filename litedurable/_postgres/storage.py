@@ -35,6 +35,7 @@ from .._errors import (
     JournalCorruptError,
     JournalError,
     OwnershipLostError,
+    UsageError,
     WorkflowConflictError,
     WorkflowNotFoundError,
 )
@@ -108,7 +109,7 @@ class PostgresStorage:
 
     def insert_workflow(
         self, *, workflow_id: str, name: str, inputs: bytes, now: float, app_version: str,
-        parent_id: str | None, owner: str, deadline: float | None = None,
+        parent_id: str | None, owner: str | None, deadline: float | None = None,
         detached: bool = False, queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
         """See ``Storage.insert_workflow``."""
@@ -303,8 +304,13 @@ class PostgresStorage:
         return self.driver.read(
             lambda conn: [_workflow_row(r) for r in conn.execute(statement, bound)])
 
-    def count_workflows(self, **filters: Any) -> dict[str, int]:
-        where, params = _filters(**filters)
+    def count_workflows(
+        self, *, status: str | None = None, name: str | None = None,
+        app_version: str | None = None, queue: str | None = None, parent: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> dict[str, int]:
+        where, params = _filters(status=status, name=name, app_version=app_version,
+                                 queue=queue, parent=parent, since=since, until=until)
         statement = sql.COUNT_WORKFLOWS.format(where=where)
         return self.driver.read(lambda conn: {
             str(status): int(n) for status, n in conn.execute(statement, params)})
@@ -630,7 +636,7 @@ class PostgresStorage:
         return transfer.check(self.driver)
 
     def backup(self, destination: str) -> None:
-        raise JournalError(
+        raise UsageError(
             f"backup of a PostgreSQL journal is not litedurable's: use pg_dump --schema="
             f"{self.driver.schema} (or the server's base backups); nothing was written to "
             f"{destination}")
@@ -640,6 +646,9 @@ class PostgresStorage:
 
     def import_workflow(self, record: dict[str, Any]) -> str:
         return transfer.import_workflow(self.driver, record)
+
+    def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
+        return transfer.import_workflows(self.driver, records)
 
 
 # -- rows ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
+import psycopg.errors
 from psycopg import sql as pgsql
 
 from .._errors import JournalError, WorkflowConflictError
@@ -25,10 +26,11 @@ from .._storage import (
     step_checksum,
     workflow_checksum,
 )
+from .._types import Status
 from . import sql
 from .driver import Connection, Driver
 
-__all__ = ["EXPORT_FORMAT", "check", "export_workflow", "import_workflow"]
+__all__ = ["EXPORT_FORMAT", "check", "export_workflow", "import_workflow", "import_workflows"]
 
 EXPORT_FORMAT = 1  # the SQLite backend's format: the records are the same
 
@@ -79,28 +81,66 @@ def import_workflow(driver: Driver, record: dict[str, Any]) -> str:
 
     Raises ``WorkflowConflictError`` (the id exists here; nothing written) and
     ``JournalError`` (not an export record this version reads)."""
+    (workflow_id,) = import_workflows(driver, [record])
+    return workflow_id
+
+
+def import_workflows(driver: Driver, records: list[dict[str, Any]]) -> list[str]:
+    """Insert exported workflows and their rows, all in one transaction: every record or
+    none; their ids, in order (as the SQLite backend's ``import_workflows``).
+
+    Raises ``WorkflowConflictError`` (an id exists here or twice in ``records``, or a row
+    clashes with one here) and ``JournalError`` (a record this version cannot read); nothing
+    is written either way."""
+    checked = [(_checked(record), record) for record in records]
+    ids = [workflow_id for workflow_id, _ in checked]
+
+    def insert(conn: Connection) -> None:
+        taken = [wid for wid in ids if conn.execute(sql.WORKFLOW_EXISTS, (wid,)).fetchall()]
+        taken += sorted({wid for wid in ids if ids.count(wid) > 1} - set(taken))
+        if taken:
+            which = (f"workflow {taken[0]!r} already exists" if len(taken) == 1 else
+                     f"{len(taken)} workflows already exist ({', '.join(map(repr, taken))})")
+            raise WorkflowConflictError(
+                f"{which} in {driver.path} (or twice in the import); nothing was imported "
+                "(delete them there first, or import into another journal)")
+        for workflow_id, record in checked:
+            try:
+                with conn.transaction():  # a savepoint: a clash is reported by its record
+                    _insert_record(conn, driver.schema, workflow_id, record)
+            except psycopg.errors.UniqueViolation as clash:
+                raise WorkflowConflictError(
+                    f"workflow {workflow_id!r} clashes with rows already in {driver.path} "
+                    f"({clash}): a dedup key held there by an enqueued or running workflow, "
+                    "or a promise id that exists; nothing was imported") from None
+
+    driver.write(insert)
+    return ids
+
+
+def _checked(record: dict[str, Any]) -> str:
+    """The id of an export record this version can import (JournalError otherwise)."""
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise JournalError(f"not a litedurable export record (format {EXPORT_FORMAT})")
     workflow = record.get("workflow")
     if not isinstance(workflow, dict) or not isinstance(workflow.get("workflow_id"), str):
         raise JournalError("an export record without its workflow row")
     workflow_id: str = workflow["workflow_id"]
-
-    def insert(conn: Connection) -> None:
-        if conn.execute(sql.WORKFLOW_EXISTS, (workflow_id,)).fetchall():
-            raise WorkflowConflictError(
-                f"workflow {workflow_id!r} already exists in {driver.path}; nothing was "
-                "imported (delete it there first, or import into another journal)")
-        _insert(conn, driver.schema, "workflows", workflow)
-        for table, (column, _) in _BELONGING.items():
-            for row in record.get(table) or ():
-                if not isinstance(row, dict) or row.get(column) != workflow_id:
-                    raise JournalError(f"a {table} row of the record of {workflow_id!r} "
-                                       "belongs to another workflow")
-                _insert(conn, driver.schema, table, row)
-
-    driver.write(insert)
+    if workflow.get("status") not in {status.value for status in Status}:
+        raise JournalError(f"the record of {workflow_id!r} has an unknown status "
+                           f"{workflow.get('status')!r}")
     return workflow_id
+
+
+def _insert_record(conn: Connection, schema: str, workflow_id: str,
+                   record: dict[str, Any]) -> None:
+    _insert(conn, schema, "workflows", record["workflow"])
+    for table, (column, _) in _BELONGING.items():
+        for row in record.get(table) or ():
+            if not isinstance(row, dict) or row.get(column) != workflow_id:
+                raise JournalError(f"a {table} row of the record of {workflow_id!r} "
+                                   "belongs to another workflow")
+            _insert(conn, schema, table, row)
 
 
 def _rows(conn: Connection, table: str, column: str, order: tuple[str, ...],

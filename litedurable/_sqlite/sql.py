@@ -233,9 +233,8 @@ CLAIM = (
 STEP_COLUMNS = (
     "workflow_id, step, kind, name, output, error, extra, checksum, started_at, finished_at"
 )
-WRITTEN_STEP_COLUMNS = f"{STEP_COLUMNS}, site, attempts, owner"
-READ_STEP_COLUMNS = WRITTEN_STEP_COLUMNS
-OLD_READ_STEP_COLUMNS = f"{STEP_COLUMNS}, NULL, NULL, NULL"  # a file older than SITE_SCHEMA
+ALL_STEP_COLUMNS = f"{STEP_COLUMNS}, site, attempts, owner"
+OLD_STEP_COLUMNS = f"{STEP_COLUMNS}, NULL, NULL, NULL"  # read from a file older than SITE_SCHEMA
 # A step row, written only while the owner bound last still owns its workflow; a select's open
 # row (no finished_at yet) is completed, a finished row is never overwritten.
 UPSERT_STEP = (
@@ -247,7 +246,7 @@ UPSERT_STEP = (
 # Parameters: the 10 checksummed columns, the fence (workflow id, owner: also the row's owner
 # column), then the call site and the failed attempts.
 INSERT_STEP = (
-    f"INSERT INTO steps ({WRITTEN_STEP_COLUMNS}) "
+    f"INSERT INTO steps ({ALL_STEP_COLUMNS}) "
     "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?13, ?14, ?12 "
     f"WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = ?11 AND owner = ?12) "
     f"{UPSERT_STEP}"
@@ -264,7 +263,7 @@ def insert_steps_sql(rows: int) -> str:
     values = ", ".join(["(" + ", ".join("?" * STEP_ROW_WIDTH) + ")"] * rows)
     columns = ", ".join(f"column{i}" for i in (*range(1, 11), 13, 14, 12))
     return (
-        f"INSERT INTO steps ({WRITTEN_STEP_COLUMNS}) SELECT {columns} FROM (VALUES {values}) "
+        f"INSERT INTO steps ({ALL_STEP_COLUMNS}) SELECT {columns} FROM (VALUES {values}) "
         "WHERE EXISTS (SELECT 1 FROM workflows WHERE workflow_id = column11 "
         f"AND owner = column12) {UPSERT_STEP}"
     )
@@ -339,9 +338,10 @@ INSERT_FORK = (
     "updated_at, app_version, parent_id, owner) "
     "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
 )
-FINISHED_BEFORE = (
-    "SELECT workflow_id FROM workflows WHERE status NOT IN ('pending', 'enqueued') "
-    "AND updated_at < ?"
+FINISHED_BEFORE = (  # a child its unfinished parent may still wait for stays (gc)
+    "SELECT workflow_id FROM workflows AS w WHERE status NOT IN ('pending', 'enqueued') "
+    "AND updated_at < ? AND NOT EXISTS (SELECT 1 FROM workflows AS p WHERE p.workflow_id = "
+    "w.parent_id AND p.status IN ('pending', 'enqueued'))"
 )
 DELETE_STEPS = "DELETE FROM steps WHERE workflow_id = ?"
 DELETE_MESSAGES = "DELETE FROM messages WHERE destination = ?"
@@ -352,15 +352,15 @@ DELETE_WORKFLOW = "DELETE FROM workflows WHERE workflow_id = ?"
 
 # -- steps --------------------------------------------------------------------------------
 
-SELECT_STEPS = f"SELECT {READ_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
+SELECT_STEPS = f"SELECT {ALL_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
 SELECT_OLD_STEPS = (
-    f"SELECT {OLD_READ_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
+    f"SELECT {OLD_STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY step"
 )
 SELECT_STEPS_BELOW = (
-    f"SELECT {READ_STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?"
+    f"SELECT {ALL_STEP_COLUMNS} FROM steps WHERE workflow_id = ? AND step < ?"
 )
 COPY_STEP = (
-    f"INSERT INTO steps ({WRITTEN_STEP_COLUMNS}) "
+    f"INSERT INTO steps ({ALL_STEP_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UNFENCED_STEP = (  # the fault seam's ``no_fence`` defect only

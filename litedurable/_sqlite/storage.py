@@ -123,13 +123,14 @@ class SqliteStorage:
         now: float,
         app_version: str,
         parent_id: str | None,
-        owner: str,
+        owner: str | None,
         deadline: float | None = None,
         detached: bool = False,
         queue: QueueEntry | None = None,
     ) -> tuple[bool, WorkflowRow]:
-        """Create a pending workflow owned by ``owner`` (or an enqueued one owned by no one,
-        with ``queue``) unless the id exists.
+        """Create a pending workflow owned by ``owner`` (None: by no process yet, so the next
+        recovery of any App takes it; the CLI's ``start``), or an enqueued one owned by no one,
+        with ``queue``, unless the id exists.
 
         Returns (created, row): ``created`` is False when the id was already taken, and
         ``row`` is then the existing workflow (whatever its name). Raises
@@ -386,7 +387,8 @@ class SqliteStorage:
         return self.commit.write(copy)
 
     def delete_finished(self, before: float) -> int:
-        """Delete terminal workflows last updated before ``before`` and their steps (gc)."""
+        """Delete terminal workflows last updated before ``before`` and their steps (gc),
+        but not a child whose parent is unfinished: the parent may still wait for it."""
 
         def delete(conn: apsw.Connection) -> int:
             ids = [r[0] for r in conn.execute(sql.FINISHED_BEFORE, (before,))]
@@ -425,11 +427,16 @@ class SqliteStorage:
             lambda conn: [_workflow_row(r) for r in conn.execute(statement, bound)]
         )
 
-    def count_workflows(self, **filters: Any) -> dict[str, int]:
-        """How many workflows match ``filters`` (those of ``list_workflows``), by status."""
-        if filters.get("queue") is not None and self.driver.schema < sql.QUEUE_SCHEMA:
+    def count_workflows(
+        self, *, status: str | None = None, name: str | None = None,
+        app_version: str | None = None, queue: str | None = None, parent: str | None = None,
+        since: float | None = None, until: float | None = None,
+    ) -> dict[str, int]:
+        """How many workflows match the filters of ``list_workflows``, by status."""
+        if queue is not None and self.driver.schema < sql.QUEUE_SCHEMA:
             return {}
-        where, params = _filters(**filters)
+        where, params = _filters(status=status, name=name, app_version=app_version,
+                                 queue=queue, parent=parent, since=since, until=until)
         statement = sql.COUNT_WORKFLOWS.format(where=where)
         return self.driver.read(
             lambda conn: {str(status): int(n) for status, n in conn.execute(statement, params)})
@@ -904,6 +911,10 @@ class SqliteStorage:
     def import_workflow(self, record: dict[str, Any]) -> str:
         """See ``Storage.import_workflow``."""
         return transfer.import_workflow(self.driver, self.commit.write, record)
+
+    def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
+        """See ``Storage.import_workflows``."""
+        return transfer.import_workflows(self.driver, self.commit.write, records)
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ("ok" when sound)."""

@@ -27,10 +27,12 @@ from .._storage import (
     step_checksum,
     workflow_checksum,
 )
+from .._types import Status
 from . import sql
 from .driver import Driver
 
-__all__ = ["EXPORT_FORMAT", "backup", "check", "export_workflow", "import_workflow"]
+__all__ = ["EXPORT_FORMAT", "backup", "check", "export_workflow", "import_workflow",
+           "import_workflows"]
 
 EXPORT_FORMAT = 1
 """The version of an export record (``"format"``); an import refuses one it does not know."""
@@ -98,28 +100,70 @@ def import_workflow(driver: Driver, write: Callable[[Callable[[apsw.Connection],
         WorkflowConflictError: the id exists here (nothing is written).
         JournalError: the record is not an export this version reads.
     """
+    (workflow_id,) = import_workflows(driver, write, [record])
+    return workflow_id
+
+
+def import_workflows(driver: Driver,
+                     write: Callable[[Callable[[apsw.Connection], None]], None],
+                     records: list[dict[str, Any]]) -> list[str]:
+    """Insert exported workflows and their rows, all in one transaction: every record or none
+    (a child whose parent was refused must not land under another workflow of that id); their
+    ids, in order.
+
+    Raises:
+        WorkflowConflictError: an id exists here, or twice in ``records`` (nothing is written).
+        JournalError: a record is not an export this version reads (nothing is written).
+    """
+    checked = [(_checked(record), record) for record in records]
+    ids = [workflow_id for workflow_id, _ in checked]
+
+    def insert(conn: apsw.Connection) -> None:
+        taken = [wid for wid in ids if conn.execute(sql.WORKFLOW_EXISTS, (wid,)).fetchall()]
+        taken += sorted({wid for wid in ids if ids.count(wid) > 1} - set(taken))
+        if taken:
+            which = (f"workflow {taken[0]!r} already exists" if len(taken) == 1 else
+                     f"{len(taken)} workflows already exist ({', '.join(map(repr, taken))})")
+            raise WorkflowConflictError(
+                f"{which} in {driver.path} (or twice in the import); nothing was imported "
+                "(delete them there first, or import into another journal)")
+        for workflow_id, record in checked:
+            _insert_record(conn, driver.path, workflow_id, record)
+
+    write(insert)
+    return ids
+
+
+def _checked(record: dict[str, Any]) -> str:
+    """The id of an export record this version can import (JournalError otherwise)."""
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise JournalError(f"not a litedurable export record (format {EXPORT_FORMAT})")
     workflow = record.get("workflow")
     if not isinstance(workflow, dict) or not isinstance(workflow.get("workflow_id"), str):
         raise JournalError("an export record without its workflow row")
     workflow_id: str = workflow["workflow_id"]
+    # The status is outside the checksum: an unknown one would break every later listing.
+    if workflow.get("status") not in {status.value for status in Status}:
+        raise JournalError(f"the record of {workflow_id!r} has an unknown status "
+                           f"{workflow.get('status')!r}")
+    return workflow_id
 
-    def insert(conn: apsw.Connection) -> None:
-        if conn.execute(sql.WORKFLOW_EXISTS, (workflow_id,)).fetchall():
-            raise WorkflowConflictError(
-                f"workflow {workflow_id!r} already exists in {driver.path}; nothing was "
-                "imported (delete it there first, or import into another journal)")
-        _insert(conn, "workflows", workflow)
+
+def _insert_record(conn: apsw.Connection, path: str, workflow_id: str,
+                   record: dict[str, Any]) -> None:
+    try:
+        _insert(conn, "workflows", record["workflow"])
         for table, (column, _) in _BELONGING.items():
             for row in record.get(table) or ():
                 if not isinstance(row, dict) or row.get(column) != workflow_id:
                     raise JournalError(f"a {table} row of the record of {workflow_id!r} "
                                        "belongs to another workflow")
                 _insert(conn, table, row)
-
-    write(insert)
-    return workflow_id
+    except apsw.ConstraintError as clash:
+        raise WorkflowConflictError(
+            f"workflow {workflow_id!r} clashes with rows already in {path} "
+            f"({clash}): a dedup key held there by an enqueued or running workflow, or a "
+            "promise id that exists; nothing was imported") from None
 
 
 # -- rows as JSON ---------------------------------------------------------------------------

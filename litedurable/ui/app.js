@@ -253,7 +253,7 @@
       <div class="timeline-box" id="timeline">${timeline(wf, owners)}</div>
       <div class="details" id="details"><span class="muted">Click a step to see its output, error and call site.</span></div>
       ${failed.length ? `<h2>Failed steps</h2>` + failed.map(([w, s]) => `
-        <div class="failure" data-wf="${esc(w.workflow_id)}" data-step="${s.step}">
+        <div class="failure" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}">
           <b>${esc(w.workflow_id)} · step ${s.step} ${esc(shortName(s.name))}</b>:
           <span class="status-failed">${esc(s.error)}</span>
           ${s.traceback ? `<pre class="traceback">${esc(s.traceback)}</pre>` : ""}</div>`).join("") : ""}
@@ -306,6 +306,7 @@
   }
 
   function stepEnd(s, nowMs) {
+    if (s.unfired) return ms(s.ended_at); // its workflow ended first: the bar stops there
     if ((s.kind === "sleep" || s.kind === "after") && s.wake_at) return ms(s.wake_at);
     return s.finished_at ? ms(s.finished_at) : nowMs;
   }
@@ -325,7 +326,7 @@
         t0 = Math.min(t0, ms(s.started_at));
         t1 = Math.max(t1, s.finished_at ? ms(s.finished_at) : ms(s.started_at));
         if (s.wake_at && s.future) future.push(ms(s.wake_at));
-        else if (s.wake_at) t1 = Math.max(t1, ms(s.wake_at));
+        else if (s.wake_at && !s.unfired) t1 = Math.max(t1, ms(s.wake_at));
       }
       w.children.forEach(span);
     })(root);
@@ -390,7 +391,7 @@
       const title = `step ${s.step} · ${s.kind} ${s.name}\n${s.started_at} → ${s.wake_at || s.finished_at || "open"}` +
         (s.owner ? `\nowner ${s.owner}${s.replayed ? " (replayed by a later owner)" : ""}` : "") +
         (s.error ? `\n${s.error}` : "") + (s.attempts.length ? `\n${s.attempts.length + 1} attempts` : "");
-      let g = `<g class="${classes.join(" ")}" data-wf="${esc(w.workflow_id)}" data-step="${s.step}" data-kind="${esc(s.kind)}"${s.owner ? ` data-owner="${esc(s.owner)}"` : ""}>
+      let g = `<g class="${esc(classes.join(" "))}" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}" data-kind="${esc(s.kind)}"${s.owner ? ` data-owner="${esc(s.owner)}"` : ""}>
         <title>${esc(title)}</title>
         <rect class="bar" x="${x0}" y="${y}" width="${x1 - x0}" height="${BAR}" rx="2" fill="${colour(s.owner)}"></rect>`;
       if (s.replayed) g += `<rect class="hatch" x="${x0}" y="${y}" width="${x1 - x0}" height="${BAR}"></rect>`;
@@ -404,7 +405,8 @@
         : `${s.kind === "step" ? "" : s.kind + " "}${shortName(s.name === s.kind ? "" : s.name)}`;
       if (s.attempts.length) label += ` ×${s.attempts.length + 1} attempts`;
       if (s.wake_at && (s.kind === "sleep" || s.kind === "after")) {
-        label = `${s.kind} → ${s.future ? "wakes" : "woke"} ${s.wake_at.slice(11, 23)}`;
+        label = s.unfired ? `${s.kind} → never woke (the workflow ended first)`
+          : `${s.kind} → ${s.future ? "wakes" : "woke"} ${s.wake_at.slice(11, 23)}`;
       }
       if (clipped) label += ` (in ${duration((end - nowMs) / 1000)}) ⇢`;
       // The label goes right of the bar if it fits before the next item, else inside the
@@ -429,15 +431,15 @@
         if (row === undefined) return;
         const cls = k === s.winner ? "connector winner" : "connector";
         const ty = yOf(row) + ROW / 2;
-        g += `<line class="${cls}" data-candidate="${c}" x1="${cx}" x2="${cx}" y1="${cy}" y2="${ty}"></line>`;
+        g += `<line class="${cls}" data-candidate="${esc(c)}" x1="${cx}" x2="${cx}" y1="${cy}" y2="${ty}"></line>`;
         if (k === s.winner) g += `<circle class="winner-dot" cx="${cx}" cy="${ty}" r="3.5"></circle>`;
       });
       const timedOut = s.winner === -1 ? " timed-out" : "";
       const wonStep = s.winner >= 0 ? s.candidates[s.winner] : null;
       const title = `step ${s.step} · ${s.kind} over steps ${s.candidates.join(", ")}: ` +
         (s.winner === null ? "undecided" : s.winner === -1 ? "timed out" : `step ${wonStep} won`);
-      overlay.push(`<g class="connectors" data-wf="${esc(w.workflow_id)}" data-step="${s.step}">${g}</g>`);
-      return `<g class="select-mark step kind-${esc(s.kind)}${timedOut}${s.replayed ? " replayed" : ""}" data-wf="${esc(w.workflow_id)}" data-step="${s.step}" data-winner-step="${wonStep ?? ""}">
+      overlay.push(`<g class="connectors" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}">${g}</g>`);
+      return `<g class="select-mark step kind-${esc(s.kind)}${timedOut}${s.replayed ? " replayed" : ""}" data-wf="${esc(w.workflow_id)}" data-step="${esc(s.step)}" data-winner-step="${esc(wonStep ?? "")}">
         <title>${esc(title)}</title>
         <path d="M${cx} ${cy - 7} L${cx + 7} ${cy} L${cx} ${cy + 7} L${cx - 7} ${cy} Z"></path></g>`;
     }
@@ -544,7 +546,7 @@
         <dt>recorded by</dt><dd class="mono">${esc(s.owner || "(not recorded)")}</dd>
         <dt>started</dt><dd>${esc(s.started_at)}</dd>
         <dt>finished</dt><dd>${esc(s.finished_at || "open")} (${took})</dd>
-        ${s.wake_at ? `<dt>wake-up</dt><dd>${esc(s.wake_at)}${s.future ? " (still to come)" : ""}</dd>` : ""}
+        ${s.wake_at ? `<dt>wake-up</dt><dd>${esc(s.wake_at)}${s.future ? " (still to come)" : s.unfired ? " (never: the workflow ended first)" : ""}</dd>` : ""}
         ${s.candidates ? `<dt>candidates</dt><dd>steps ${s.candidates.join(", ")}; ${s.winner === -1 ? "the timeout won" : s.winner === null ? "undecided" : `step ${s.candidates[s.winner]} won`}</dd>` : ""}
         ${child}
         ${s.attempts.length ? `<dt>attempts</dt><dd>${s.attempts.map((a, i) => `#${i + 1} ${esc(a.started_at)}: <span class="status-failed">${esc(a.error)}</span>`).join("<br>")}<br>#${s.attempts.length + 1}: ${s.error ? "failed" : "succeeded"}</dd>` : ""}
