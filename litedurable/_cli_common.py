@@ -15,7 +15,7 @@ from typing import Any
 from . import _format as fmt
 from . import _views as views
 from ._app import App
-from ._backends import open_storage
+from ._backends import is_server_url, open_storage
 from ._errors import (
     DurableError,
     JournalCorruptError,
@@ -74,12 +74,13 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
     """Open ``--db``, after SQLite's ``quick_check``: a command that writes refuses a damaged
     file (writing could spread the damage, or delete rows it misreads); one that reads goes on
     but says so and exits 4, so a script does not take a partial answer for the whole."""
-    if not create and not os.path.exists(args.db):
+    server = is_server_url(args.db)  # a PostgreSQL URL: no file to look for
+    if not create and not server and not os.path.exists(args.db):
         raise _NoJournal(f"no journal file at {args.db!r}; pass its path with --db PATH (or "
                          f"set ${ENV_DB})")
     # A command that writes checks through a reading connection first: opening one that
     # writes may already change the file (a copy made by `backup` is switched to WAL mode).
-    probing = write and os.path.exists(args.db)
+    probing = write and not server and os.path.exists(args.db)
     journal = open_storage(args.db, readonly=not write or probing,
                            busy_timeout=args.busy_timeout)
     try:
@@ -204,6 +205,8 @@ def _load_app(spec: str, command: str) -> App:
 
 
 def _same_file(a: str, b: str) -> bool:
+    if is_server_url(a) or is_server_url(b):
+        return a == b
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist yet

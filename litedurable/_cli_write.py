@@ -19,6 +19,7 @@ from typing import Any
 
 from . import _format as fmt
 from ._app import UNVERSIONED, App, replay_check
+from ._backends import describe_location
 from ._cli_common import (
     _app_journal,
     _app_version,
@@ -332,7 +333,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         with app._lock:
             queues = list(app._queues.values())
             schedules = sorted(app._schedules.values(), key=lambda row: row.name)
-        print(f"worker {args.app} serving {os.path.abspath(app.path)} (pid {os.getpid()})")
+        print(f"worker {args.app} serving {describe_location(app.path)} (pid {os.getpid()})")
         for spec in queues:
             print(f"  queue {spec.name}: {_describe_queue(spec)}")
         for row in schedules:
@@ -347,7 +348,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         app.close()  # a no-op after serve(); closes a launch that failed halfway
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    print(f"worker stopped; {os.path.abspath(app.path)} keeps what is left for the next start",
+    print(f"worker stopped; {describe_location(app.path)} keeps what is left for the next start",
           flush=True)
     return 0
 

@@ -26,6 +26,9 @@ Threads
   commit watcher, or a timer at a rate-limit window's opening. It holds no lock while it
   dequeues; ``Dequeuer._wake`` is its event.
 * The group commit has no thread: whichever writer finds no commit in flight commits.
+* ``litedurable-listen`` (the PostgreSQL backend's ``Driver``, ``_postgres/driver.py``): reads
+  notifications on its own connection and sets ``Driver._changed``, which
+  ``changed_elsewhere`` reads and clears; it takes no other lock.
 
 Locks, what each guards, and nesting
 ------------------------------------
@@ -62,7 +65,9 @@ Locks, what each guards, and nesting
   stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
   and the conditions waiting on it.
 * Events: ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
-  (``serve`` returns when it is set), and one per ``Handle.result`` waiter.
+  (``serve`` returns when it is set), one per ``Handle.result`` waiter, and the PostgreSQL
+  driver's ``Driver._changed`` (news from other connections) and ``Driver._listen_ready``
+  (its listener's first ``LISTEN`` done).
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
 storage's or ``Runtime._lock``; ``App._recovering`` then any other; ``Runtime._lock`` then

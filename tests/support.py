@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import litedurable as ld
+from litedurable._backends import is_server_url, open_storage
 from litedurable._sqlite import SqliteStorage
+from litedurable._storage import Storage
 from litedurable.testing import CrashSwitch
 
 T = TypeVar("T")
@@ -80,13 +82,19 @@ def eventually(check: Callable[[], T], what: str | Callable[[], str], *,
 # -- the file and crashes -------------------------------------------------------------------------
 
 
+def inspect_journal(path: str) -> Storage:
+    """The journal at ``path`` opened to look at, without an App: a read-only SQLite file, or
+    (``LITEDURABLE_TEST_DB=postgres``) the PostgreSQL schema the URL names."""
+    return open_storage(path) if is_server_url(path) else SqliteStorage(path, readonly=True)
+
+
 def stored_status(path: str, workflow_id: str) -> str:
     """The workflow's status as the file holds it, read without launching an App.
 
     After a simulated crash the App that crashed is unusable, and a new App would recover the
     workflow before it could be asked; a read-only ``SqliteStorage`` shows the file as it was left.
     """
-    with SqliteStorage(path, readonly=True) as journal:
+    with inspect_journal(path) as journal:
         row = journal.get_workflow(workflow_id)
         assert row is not None
         return row.status

@@ -11,6 +11,8 @@ import litedurable as ld
 import litedurable.testing
 from litedurable import _errors
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 EXPECTED_ALL = [
     "App",
     "AppClosedError",

@@ -21,6 +21,8 @@ import litedurable as ld
 from litedurable._clock import SystemClock
 from litedurable.testing import FakeClock, crash_at
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 HANG = 20.0  # seconds before a wait that should never take long is declared a hang
 
 

@@ -18,6 +18,8 @@ from support import child_env, eventually
 
 import litedurable as ld
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 WORKER = textwrap.dedent(
     """
     import sys, time

@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"_types"},
     {"_clock", "_codec", "_pool", "_context", "_faults", "_cron", "_telemetry", "_format"},
     {"_storage", "_registry"},
-    {"_sqlite", "_records"},  # _sqlite: the only backend today; the engine never imports it
+    {"_sqlite", "_postgres", "_records"},  # the backends: the engine never imports them
     {"_backends", "_timers", "_lease", "_scheduler"},
     {"_steps"},
     {"_run"},
@@ -87,8 +87,8 @@ def test_every_module_imports_only_lower_layers() -> None:
             if _layer(imported) >= here:
                 problems.append(f"{path.name} of {module} (layer {here}) imports {imported} "
                                 f"(layer {_layer(imported)})")
-            if module in ENGINE and imported == "_sqlite":
-                problems.append(f"{module} imports the SQLite backend; use _storage.Storage")
+            if module in ENGINE and imported in ("_sqlite", "_postgres"):
+                problems.append(f"{module} imports a backend ({imported}); use _storage.Storage")
     assert problems == []
 
 
@@ -103,6 +103,19 @@ def test_only_the_sqlite_backend_imports_apsw() -> None:
             if any(n.split(".")[0] in ("apsw", "sqlite3") for n in names):
                 users.append(module)
     assert sorted(set(users)) == ["_sqlite"]
+
+
+def test_only_the_postgres_backend_imports_psycopg() -> None:
+    users = []
+    for module, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )
+            if any(n.split(".")[0] in ("psycopg", "psycopg_pool") for n in names):
+                users.append(module)
+    assert sorted(set(users)) == ["_postgres"]
 
 
 def test_no_function_local_imports() -> None:

@@ -12,12 +12,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from support import crash_then_close, eventually, stored_status
+from support import crash_then_close, eventually, inspect_journal, stored_status
 
 import litedurable as ld
 from litedurable._app import replay_check
-from litedurable._sqlite import SqliteStorage
 from litedurable.testing import FakeClock, crash_at
+
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
 
 
 def sleeping(app: ld.App, *workflow_ids: str) -> bool:
@@ -88,7 +89,7 @@ def test_a_parent_crashing_after_starting_a_child_does_not_start_it_twice(db_pat
     # child-1 crashed before its step; child-2's step may have run before the crash but not
     # been committed (steps are at least once).
     assert runs["child-1"] == 1 and runs["child-2"] in (1, 2)
-    with SqliteStorage(db_path, readonly=True) as journal:
+    with inspect_journal(db_path) as journal:
         assert [s.kind for s in journal.load_steps("p")] == ["child", "child", "wait", "wait"]
 
 
@@ -541,7 +542,7 @@ def test_offline_replay_follows_children_and_waits(db_path):
 
     with app:
         assert app.run(parent, workflow_id="p") == 5
-    with SqliteStorage(db_path, readonly=True) as journal:
+    with inspect_journal(db_path) as journal:
         row = journal.get_workflow("p")
         assert row is not None
         assert replay_check(app, journal, row) is None

@@ -18,6 +18,8 @@ from support import eventually
 
 import litedurable as ld
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 
 class Color(enum.Enum):
     RED = "red"

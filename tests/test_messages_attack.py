@@ -13,6 +13,8 @@ from support import eventually
 
 import litedurable as ld
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 
 def waiting(app: ld.App, workflow_id: str, kind: str) -> bool:
     return any(s.kind == kind and s.finished_at is None for s in app.steps(workflow_id))

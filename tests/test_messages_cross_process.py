@@ -15,9 +15,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import child_env, eventually
 
 import litedurable as ld
+
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
 
 WORKER = textwrap.dedent(
     """

@@ -268,6 +268,7 @@ def test_checker_sees_overlaps_double_starts_and_killed_runs() -> None:
         "worker_concurrency exceeded in pid 3: 2 runs at once (limit 1) at 2.8"]
 
 
+@pytest.mark.both_backends  # also on PostgreSQL
 def test_queued_workflows_run_once_within_limits_while_consumers_are_killed(
         tmp_path: Path, db_path: str) -> None:
     rng = random.Random(7)
@@ -375,6 +376,7 @@ def test_negative_control_racy_dequeue_is_caught(tmp_path: Path, db_path: str,
         assert len({p for k, _, p, _ in read_ledger(ledger) if k == "start"}) >= 2
 
 
+@pytest.mark.both_backends  # also on PostgreSQL
 def test_recovery_puts_a_dead_consumers_workflow_back_in_its_queue(db_path: str) -> None:
     """B runs its one allowed workflow (worker_concurrency=1) when consumer A dies holding
     another: B's recovery puts that one back in its queue, to run when B has room.

@@ -22,6 +22,8 @@ from support import eventually
 import litedurable as ld
 from litedurable.testing import FakeClock, crash_at
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 HOLD = 30.0  # seconds a gate or barrier waits before failing the job (a hang guard only)
 
 

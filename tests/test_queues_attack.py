@@ -11,6 +11,8 @@ from support import eventually
 
 import litedurable as ld
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 
 def test_serve_returns_when_closed_from_another_thread_as_it_starts(db_path: str) -> None:
     # serve() used to clear the flag close() sets when it began waiting, so a close() landing

@@ -65,6 +65,7 @@ def _build_abc(path: str, counts: Counter[str]) -> tuple[ld.App, object]:
         ("before_outcome", 1, {"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}),
     ],
 )
+@pytest.mark.both_backends  # also on PostgreSQL
 def test_crash_point_then_recover(db_path, point, nth, after_crash, after_recovery):
     counts: Counter[str] = Counter()
     app, abc = _build_abc(db_path, counts)
@@ -93,6 +94,7 @@ def test_crash_after_outcome_keeps_the_outcome(db_path):
     assert counts == {"a": 1, "b": 1, "c": 1}
 
 
+@pytest.mark.both_backends  # also on PostgreSQL
 def test_repeated_crashes_never_rerun_a_committed_step(db_path):
     """Crash after each step's commit in turn: every body runs exactly once overall."""
     counts: Counter[str] = Counter()
@@ -578,6 +580,7 @@ RECOVER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.both_backends  # also on PostgreSQL
 def test_two_processes_recover_one_file_without_double_execution(tmp_path, db_path):
     script = tmp_path / "recover.py"
     script.write_text(RECOVER_SCRIPT)

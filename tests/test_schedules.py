@@ -19,6 +19,8 @@ import litedurable as ld
 from litedurable._cron import Cron
 from litedurable.testing import FakeClock
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 START = datetime(2026, 1, 1, tzinfo=UTC)
 EVERY_15_S = "*/15 * * * * *"
 

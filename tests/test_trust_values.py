@@ -25,6 +25,8 @@ from litedurable._cli import main
 from litedurable._codec import Codec
 from litedurable.testing import FakeClock
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 WAIT = 30.0  # a hang guard only: every wait below ends as soon as its outcome is recorded
 
 

@@ -18,6 +18,8 @@ from support import crash_then_close
 import litedurable as ld
 from litedurable.testing import FakeClock, crash_at
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 # -- value types (module level so type hints resolve) --------------------------------------
 
 
