@@ -511,11 +511,11 @@ def test_export_import_and_check(journal: Opener, tmp_path: Any) -> None:
     record = store.export_workflow("w")
     assert record is not None and store.export_workflow("ghost") is None
     with pytest.raises(ld.WorkflowConflictError):
-        store.import_workflow(record)
+        store.import_workflows([record])
     # Into an SQLite journal (from PostgreSQL: the records are the same on both backends).
     other = SqliteStorage(str(tmp_path / "other.db"))
     try:
-        assert other.import_workflow(record) == "w"
+        assert other.import_workflows([record]) == ["w"]
         back = other.export_workflow("w")
         assert back is not None
         assert [s.output for s in other.load_steps("w")] == [b"zero", b"out"]
@@ -549,7 +549,7 @@ def test_an_sqlite_export_imports_into_postgres(postgres_dsn: str, tmp_path: Any
         source.write_stream("w", "s", b"item", 1.0, _step("w", 1), "me")
         source.create_promise("p", "w", 1.0, _step("w", 2, kind="promise"), "me")
         record = source.export_workflow("w")
-        assert record is not None and target.import_workflow(record) == "w"
+        assert record is not None and target.import_workflows([record]) == ["w"]
         assert target.load_steps("w") == source.load_steps("w")
         assert target.read_stream("w", "s", 0, 5) == ([(0, b"item")], False)
         assert target.get_promise("p") == source.get_promise("p")

@@ -644,9 +644,6 @@ class PostgresStorage:
     def export_workflow(self, workflow_id: str) -> dict[str, Any] | None:
         return transfer.export_workflow(self.driver, workflow_id)
 
-    def import_workflow(self, record: dict[str, Any]) -> str:
-        return transfer.import_workflow(self.driver, record)
-
     def import_workflows(self, records: list[dict[str, Any]]) -> list[str]:
         return transfer.import_workflows(self.driver, records)
 

@@ -30,7 +30,7 @@ from .._types import Status
 from . import sql
 from .driver import Connection, Driver
 
-__all__ = ["EXPORT_FORMAT", "check", "export_workflow", "import_workflow", "import_workflows"]
+__all__ = ["EXPORT_FORMAT", "check", "export_workflow", "import_workflows"]
 
 EXPORT_FORMAT = 1  # the SQLite backend's format: the records are the same
 
@@ -74,15 +74,6 @@ def export_workflow(driver: Driver, workflow_id: str) -> dict[str, Any] | None:
         return record
 
     return driver.read(read)
-
-
-def import_workflow(driver: Driver, record: dict[str, Any]) -> str:
-    """Insert an exported workflow and its rows in one transaction; its id.
-
-    Raises ``WorkflowConflictError`` (the id exists here; nothing written) and
-    ``JournalError`` (not an export record this version reads)."""
-    (workflow_id,) = import_workflows(driver, [record])
-    return workflow_id
 
 
 def import_workflows(driver: Driver, records: list[dict[str, Any]]) -> list[str]:
