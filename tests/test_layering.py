@@ -15,6 +15,7 @@ LAYERS: list[set[str]] = [
     {"_types"},
     {"_clock", "_codec", "_pool", "_context", "_faults", "_cron", "_telemetry", "_format"},
     {"_storage", "_registry"},
+    {"_export"},  # the export record and per-table checksums, the same for every backend
     {"_sqlite", "_postgres", "_records"},  # the backends: the engine never imports them
     {"_backends", "_timers", "_lease", "_scheduler"},
     {"_steps"},

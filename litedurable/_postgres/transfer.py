@@ -10,29 +10,18 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
 from typing import Any
 
 import psycopg.errors
 from psycopg import sql as pgsql
 
 from .._errors import JournalError, WorkflowConflictError
-from .._storage import (
-    StepRow,
-    checksum,
-    message_checksum,
-    promise_checksum,
-    step_checksum,
-    workflow_checksum,
-)
-from .._types import Status
+from .._export import EXPORT_FORMAT, VERIFIERS, checked_record, describe_row, from_json, to_json
 from . import sql
 from .driver import Connection, Driver
 
 __all__ = ["EXPORT_FORMAT", "check", "export_workflow", "import_workflows"]
 
-EXPORT_FORMAT = 1  # the SQLite backend's format: the records are the same
 
 _BELONGING = {"steps": ("workflow_id", ("step",)), "messages": ("destination", ("seq",)),
               "events": ("workflow_id", ("key",)),
@@ -46,14 +35,14 @@ def check(driver: Driver) -> list[str]:
 
     def run(conn: Connection) -> list[str]:
         problems = []
-        for table, verify in _VERIFIERS.items():
+        for table, verify in VERIFIERS.items():
             cur = conn.execute(pgsql.SQL(sql.ALL_ROWS).format(
                 table=pgsql.Identifier(table)))
             names = [d.name for d in cur.description or ()]
             for row in cur.fetchall():
                 named = dict(zip(names, row, strict=True))
                 if verify(named) != named["checksum"]:
-                    problems.append(f"{_describe(table, named)} in {driver.path} fails its "
+                    problems.append(f"{describe_row(table, named)} in {driver.path} fails its "
                                     "checksum")
         return problems
 
@@ -83,7 +72,7 @@ def import_workflows(driver: Driver, records: list[dict[str, Any]]) -> list[str]
     Raises ``WorkflowConflictError`` (an id exists here or twice in ``records``, or a row
     clashes with one here) and ``JournalError`` (a record this version cannot read); nothing
     is written either way."""
-    checked = [(_checked(record), record) for record in records]
+    checked = [(checked_record(record), record) for record in records]
     ids = [workflow_id for workflow_id, _ in checked]
 
     def insert(conn: Connection) -> None:
@@ -109,20 +98,6 @@ def import_workflows(driver: Driver, records: list[dict[str, Any]]) -> list[str]
     return ids
 
 
-def _checked(record: dict[str, Any]) -> str:
-    """The id of an export record this version can import (JournalError otherwise)."""
-    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
-        raise JournalError(f"not a litedurable export record (format {EXPORT_FORMAT})")
-    workflow = record.get("workflow")
-    if not isinstance(workflow, dict) or not isinstance(workflow.get("workflow_id"), str):
-        raise JournalError("an export record without its workflow row")
-    workflow_id: str = workflow["workflow_id"]
-    if workflow.get("status") not in {status.value for status in Status}:
-        raise JournalError(f"the record of {workflow_id!r} has an unknown status "
-                           f"{workflow.get('status')!r}")
-    return workflow_id
-
-
 def _insert_record(conn: Connection, schema: str, workflow_id: str,
                    record: dict[str, Any]) -> None:
     _insert(conn, schema, "workflows", record["workflow"])
@@ -141,7 +116,7 @@ def _rows(conn: Connection, table: str, column: str, order: tuple[str, ...],
         order=pgsql.SQL(", ").join(pgsql.Identifier(o) for o in order))
     cur = conn.execute(statement, (value,))
     names = [d.name for d in cur.description or ()]
-    return [{name: _to_json(v) for name, v in zip(names, r, strict=True)
+    return [{name: to_json(v) for name, v in zip(names, r, strict=True)
              if name not in _NOT_CARRIED.get(table, ())}
             for r in cur.fetchall()]
 
@@ -157,45 +132,4 @@ def _insert(conn: Connection, schema: str, table: str, row: dict[str, Any]) -> N
         table=pgsql.Identifier(table),
         columns=pgsql.SQL(", ").join(pgsql.Identifier(n) for n in names),
         marks=pgsql.SQL(", ").join(pgsql.Placeholder() for _ in names))
-    conn.execute(statement, [_from_json(row[n]) for n in names])
-
-
-def _to_json(value: Any) -> Any:
-    return {"base64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
-
-
-def _from_json(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"base64"}:
-        return base64.b64decode(value["base64"])
-    return value
-
-
-def _b(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-_VERIFIERS: dict[str, Callable[[dict[str, Any]], int]] = {
-    "workflows": lambda r: workflow_checksum(r["workflow_id"], r["name"], bytes(r["inputs"]),
-                                             _b(r["output"]), _b(r["error"])),
-    "steps": lambda r: step_checksum(StepRow(
-        r["workflow_id"], r["step"], r["kind"], r["name"], _b(r["output"]), _b(r["error"]),
-        _b(r["extra"]), r["started_at"], r["finished_at"])),
-    "messages": lambda r: message_checksum(r["destination"], r["topic"], bytes(r["payload"])),
-    "events": lambda r: checksum(r["workflow_id"], r["key"], bytes(r["value"])),
-    "streams": lambda r: checksum(r["workflow_id"], r["key"], str(r["position"]),
-                                  _b(r["value"])),
-    "promises": lambda r: promise_checksum(r["promise_id"], r["workflow_id"], _b(r["output"]),
-                                           _b(r["error"])),
-}
-
-
-def _describe(table: str, row: dict[str, Any]) -> str:
-    if table == "workflows":
-        return f"workflow {row['workflow_id']!r}"
-    if table == "steps":
-        return f"step {row['step']} of workflow {row['workflow_id']!r}"
-    if table == "messages":
-        return f"message {row['seq']} to workflow {row['destination']!r}"
-    if table == "promises":
-        return f"promise {row['promise_id']!r}"
-    return f"{table[:-1]} {row['key']!r} of workflow {row['workflow_id']!r}"
+    conn.execute(statement, [from_json(row[n]) for n in names])

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,22 +18,12 @@ from typing import Any
 import apsw
 
 from .._errors import JournalError, WorkflowConflictError
-from .._storage import (
-    StepRow,
-    checksum,
-    message_checksum,
-    promise_checksum,
-    step_checksum,
-    workflow_checksum,
-)
-from .._types import Status
+from .._export import EXPORT_FORMAT, VERIFIERS, checked_record, describe_row, from_json, to_json
 from . import sql
 from .driver import Driver
 
 __all__ = ["EXPORT_FORMAT", "backup", "check", "export_workflow", "import_workflows"]
 
-EXPORT_FORMAT = 1
-"""The version of an export record (``"format"``); an import refuses one it does not know."""
 
 # table -> (the column naming the workflow a row belongs to, the order rows are kept in).
 # Children are workflows of their own (exported by their own ids).
@@ -61,13 +50,13 @@ def check(driver: Driver, path: str) -> list[str]:
         found = [r[0] for r in conn.execute(sql.INTEGRITY_CHECK)]
         problems = [] if found == ["ok"] else [f"SQLite: {line}" for line in found]
         tables = {r[0] for r in conn.execute(sql.TABLES)}
-        for table, verify in _VERIFIERS.items():
+        for table, verify in VERIFIERS.items():
             if table not in tables:
                 continue
             for row in conn.execute(sql.ALL_ROWS.format(table=table)):
                 named = dict(zip(_columns(conn, table), row, strict=True))
                 if verify(named) != named["checksum"]:
-                    problems.append(f"{_describe(table, named)} in {path} fails its checksum")
+                    problems.append(f"{describe_row(table, named)} in {path} fails its checksum")
         return problems
 
     return driver.read(run)
@@ -102,7 +91,7 @@ def import_workflows(driver: Driver,
         WorkflowConflictError: an id exists here, or twice in ``records`` (nothing is written).
         JournalError: a record is not an export this version reads (nothing is written).
     """
-    checked = [(_checked(record), record) for record in records]
+    checked = [(checked_record(record), record) for record in records]
     ids = [workflow_id for workflow_id, _ in checked]
 
     def insert(conn: apsw.Connection) -> None:
@@ -119,21 +108,6 @@ def import_workflows(driver: Driver,
 
     write(insert)
     return ids
-
-
-def _checked(record: dict[str, Any]) -> str:
-    """The id of an export record this version can import (JournalError otherwise)."""
-    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
-        raise JournalError(f"not a litedurable export record (format {EXPORT_FORMAT})")
-    workflow = record.get("workflow")
-    if not isinstance(workflow, dict) or not isinstance(workflow.get("workflow_id"), str):
-        raise JournalError("an export record without its workflow row")
-    workflow_id: str = workflow["workflow_id"]
-    # The status is outside the checksum: an unknown one would break every later listing.
-    if workflow.get("status") not in {status.value for status in Status}:
-        raise JournalError(f"the record of {workflow_id!r} has an unknown status "
-                           f"{workflow.get('status')!r}")
-    return workflow_id
 
 
 def _insert_record(conn: apsw.Connection, path: str, workflow_id: str,
@@ -164,7 +138,7 @@ def _rows(conn: apsw.Connection, table: str, column: str, order: str,
           value: str) -> list[dict[str, Any]]:
     names = _columns(conn, table)
     statement = sql.ROWS_OF.format(table=table, column=column, order=order)
-    return [{name: _to_json(v) for name, v in zip(names, r, strict=True)
+    return [{name: to_json(v) for name, v in zip(names, r, strict=True)
              if name not in _NOT_CARRIED.get(table, ())}
             for r in conn.execute(statement, (value,))]
 
@@ -178,48 +152,4 @@ def _insert(conn: apsw.Connection, table: str, row: dict[str, Any]) -> None:
     names = [n for n in row if n not in _NOT_CARRIED.get(table, ())]
     marks = ", ".join("?" * len(names))
     conn.execute(sql.INSERT_ROW.format(table=table, columns=", ".join(names), marks=marks),
-                 [_from_json(row[n]) for n in names])
-
-
-def _to_json(value: Any) -> Any:
-    return {"base64": base64.b64encode(value).decode()} if isinstance(value, bytes) else value
-
-
-def _from_json(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"base64"}:
-        return base64.b64decode(value["base64"])
-    return value
-
-
-# -- checksums, per table ----------------------------------------------------------------------
-
-
-def _b(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-_VERIFIERS: dict[str, Callable[[dict[str, Any]], int]] = {
-    "workflows": lambda r: workflow_checksum(r["workflow_id"], r["name"], bytes(r["inputs"]),
-                                             _b(r["output"]), _b(r["error"])),
-    "steps": lambda r: step_checksum(StepRow(
-        r["workflow_id"], r["step"], r["kind"], r["name"], _b(r["output"]), _b(r["error"]),
-        _b(r["extra"]), r["started_at"], r["finished_at"])),
-    "messages": lambda r: message_checksum(r["destination"], r["topic"], bytes(r["payload"])),
-    "events": lambda r: checksum(r["workflow_id"], r["key"], bytes(r["value"])),
-    "streams": lambda r: checksum(r["workflow_id"], r["key"], str(r["position"]),
-                                  _b(r["value"])),
-    "promises": lambda r: promise_checksum(r["promise_id"], r["workflow_id"], _b(r["output"]),
-                                           _b(r["error"])),
-}
-
-
-def _describe(table: str, row: dict[str, Any]) -> str:
-    if table == "workflows":
-        return f"workflow {row['workflow_id']!r}"
-    if table == "steps":
-        return f"step {row['step']} of workflow {row['workflow_id']!r}"
-    if table == "messages":
-        return f"message {row['seq']} to workflow {row['destination']!r}"
-    if table == "promises":
-        return f"promise {row['promise_id']!r}"
-    return f"{table[:-1]} {row['key']!r} of workflow {row['workflow_id']!r}"
+                 [from_json(row[n]) for n in names])
