@@ -9,6 +9,8 @@
     python benchmarks/run.py --durability full   # one durability only
     python benchmarks/run.py --profile DIR    # cProfile every thread, one .pstats a workload
     python benchmarks/profile_summary.py DIR/a-litedurable-full.pstats   # where time goes
+    python benchmarks/run.py --backend postgres --durability full --peer dbos   # issue 17: a-d, f
+                                              # on one local PostgreSQL server (see pg.py)
 
 Every figure is a median over ``--repeat`` runs, each in a fresh forked process on a fresh
 file, printed next to a baseline measured in this same run and their ratio, because absolute
