@@ -68,13 +68,18 @@ def _configure_sqlite(durability: str) -> None:
 @contextmanager
 def _launched(path: str, durability: str, version: str | None = None,
               poll_s: float | None = None) -> Iterator[Any]:
-    """DBOS launched on the SQLite file ``path``; functions must be registered before."""
+    """DBOS launched on the SQLite file ``path`` (or the PostgreSQL DSN ``path``, for
+    ``run.py --backend postgres``); functions must be registered before."""
     import logging
 
     from dbos import DBOS
 
-    _configure_sqlite(durability)
-    config: dict[str, Any] = {"name": "ldbench", "system_database_url": f"sqlite:///{path}",
+    if path.startswith("postgresql://"):  # run.py --backend postgres: a fresh database
+        url = path  # synchronous_commit: the server's (on); the runner runs "full" only
+    else:
+        _configure_sqlite(durability)
+        url = f"sqlite:///{path}"
+    config: dict[str, Any] = {"name": "ldbench", "system_database_url": url,
                               "log_level": "WARNING", "run_admin_server": False}
     if version is not None:
         config["application_version"] = version

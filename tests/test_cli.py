@@ -193,3 +193,29 @@ def test_benchmark_runner_smoke(tmp_path: Path) -> None:
     }
 
 
+
+
+def test_benchmark_runner_postgres_smoke(tmp_path: Path, postgres_dsn: str) -> None:
+    """``run.py --backend postgres`` on the test server: every engine's databases are fresh
+    per repetition and dropped after, recovery re-runs no recorded step."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**child_env(), "LITEDURABLE_BENCH_POSTGRES": postgres_dsn}
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "run.py"), "--quick", "--backend",
+         "postgres", "--durability", "full", "--only", "a,b,d"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    by_name = {r["workload"]: r for r in records}
+    assert set(by_name) == {"server", "raw_commit", "raw_commit_8_threads",
+                            "a_sequential_steps", "b_three_step_workflows", "d_crash_recovery"}
+    assert by_name["raw_commit"]["engine"] == "psycopg"
+    assert by_name["d_crash_recovery"]["reran_recorded_steps"] == 0
+    assert by_name["d_crash_recovery"]["step_rows_at_kill"] >= 20 * 5
+    import psycopg
+
+    with psycopg.connect(postgres_dsn) as conn:  # every benchmark database was dropped
+        left = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'ldbench_%'").fetchone()
+    assert left == (0,)
