@@ -15,7 +15,7 @@ from typing import Any
 from . import _format as fmt
 from . import _views as views
 from ._app import App
-from ._backends import is_server_url, open_storage
+from ._backends import is_server_url, open_storage, shown_location
 from ._errors import (
     DurableError,
     JournalCorruptError,
@@ -156,8 +156,8 @@ def _app_journal(args: argparse.Namespace, command: str) -> App:
                      "workflow, to encode its arguments)")
     app = _load_app(args.app, command)
     if args.db_given and not _same_file(args.db, app.path):
-        raise _Usage(f"--db {args.db} is not the journal {args.app} opens ({app.path}); drop "
-                     "--db, or change the App's path")
+        raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
+                     f"({shown_location(app.path)}); drop --db, or change the App's path")
     args.db = app.path
     return app
 
