@@ -80,7 +80,9 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
                          f"set ${ENV_DB})")
     # A command that writes checks through a reading connection first: opening one that
     # writes may already change the file (a copy made by `backup` is switched to WAL mode).
-    probing = write and not server and os.path.exists(args.db)
+    # On PostgreSQL the read-only open also refuses a schema that holds no journal (a typo in
+    # ?schema= must not create an empty one), unless the command creates the journal.
+    probing = write and (not create if server else os.path.exists(args.db))
     journal = open_storage(args.db, readonly=not write or probing,
                            busy_timeout=args.busy_timeout)
     try:

@@ -99,3 +99,34 @@ def test_ui_serves_a_postgresql_journal(postgres_dsn: str) -> None:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+def test_a_write_command_does_not_create_a_mistyped_schema(
+        postgres_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """On SQLite `cancel` on a missing file is refused; on PostgreSQL it created an empty
+    schema of that name (then said the workflow was not found)."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    assert main(["--db", f"{postgres_dsn}?schema={schema}", "cancel", "some-id"]) != 0
+    assert "no litedurable journal in schema" in capsys.readouterr().err
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        found = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                             (schema,)).fetchone()
+    assert found == (0,)
+
+
+def test_a_newer_schema_is_refused_read_only_too(
+        postgres_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A read-only open (the CLI's) of a newer schema told the user to "open it read-write
+    with the litedurable that wrote it, or a newer one, to migrate it"."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.schema_version (version integer)")
+        conn.execute(f"INSERT INTO {schema}.schema_version VALUES (99)")
+    location = f"{postgres_dsn}?schema={schema}"
+    with pytest.raises(ld.JournalVersionError, match="upgrade litedurable"):
+        ld.App(location).launch()
+    assert main(["--db", location, "list"]) != 0
+    assert "upgrade litedurable" in capsys.readouterr().err

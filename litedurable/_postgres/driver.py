@@ -145,6 +145,11 @@ class Driver:
                                    f"{self.path} (a read-only open does not create one)")
             found = conn.execute(self._format(sql.SELECT_VERSION)).fetchone()
             version = int(found[0]) if found and found[0] is not None else 0
+            if version > sql.SCHEMA_VERSION:
+                raise JournalVersionError(
+                    f"schema {self.schema!r} of {self.path} is at version {version}, newer "
+                    f"than this litedurable knows ({sql.SCHEMA_VERSION}): upgrade litedurable "
+                    "to read it")
             if version != sql.SCHEMA_VERSION:
                 raise JournalVersionError(
                     f"schema {self.schema!r} of {self.path} is at version {version}; this "
