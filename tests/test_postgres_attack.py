@@ -130,3 +130,38 @@ def test_a_newer_schema_is_refused_read_only_too(
         ld.App(location).launch()
     assert main(["--db", location, "list"]) != 0
     assert "upgrade litedurable" in capsys.readouterr().err
+
+
+def test_every_pooled_connection_dropped_at_once_is_not_an_error(postgres_dsn: str) -> None:
+    """After the server dropped all the App's connections (a restart, pg_terminate_backend,
+    a proxy's idle timeout) with the server up again, reads and writes failed ("the database
+    cannot be reached"): a lost pooled connection was replaced only once."""
+    psycopg = pytest.importorskip("psycopg")
+    app = ld.App(f"{postgres_dsn}?schema=t_{uuid.uuid4().hex[:12]}")
+
+    @app.workflow()
+    def wf(n: int) -> int:
+        return n
+
+    with app:
+        app.start(wf, 1).result(timeout=30)
+        barrier = threading.Barrier(6)
+
+        def busy() -> None:  # six reads at once: the pool holds several connections
+            barrier.wait(timeout=30)
+            for _ in range(20):
+                app.list_workflows()
+
+        threads = [threading.Thread(target=busy) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                "pid <> pg_backend_pid() AND backend_type = 'client backend' AND "
+                "datname = current_database()").fetchone()
+        assert ended is not None and ended[0] >= 3
+        assert len(app.list_workflows()) == 1
+        assert app.start(wf, 2).result(timeout=30) == 2
