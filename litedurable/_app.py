@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from . import _messages as messages
-from ._backends import open_storage
+from ._backends import open_storage, shown_location
 from ._children import start_child
 from ._clock import Clock, SystemClock
 from ._codec import Codec
@@ -365,8 +365,8 @@ class App:
             if isinstance(scope, WorkflowRun):
                 scope.check_interrupts()  # a run of this App, closing: it unwinds, pending
             raise AppClosedError(
-                f"the App on {self.path} is not launched: use `with app:` or call app.launch() "
-                "first"
+                f"the App on {shown_location(self.path)} is not launched: use `with app:` or "
+                "call app.launch() first"
             )
         return storage, runtime
 
@@ -640,7 +640,8 @@ class App:
         row = storage.get_workflow(workflow_id)
         if row is None:
             raise WorkflowNotFoundError(
-                f"no workflow with id {workflow_id!r} in {self.path}; check the id (list them "
+                f"no workflow with id {workflow_id!r} in "
+                f"{shown_location(self.path)}; check the id (list them "
                 "with app.list_workflows() or `litedurable list`)"
             )
         return row
@@ -889,7 +890,7 @@ class App:
                 previous[signum] = signal.signal(signum, stop)
         with self._lock:
             queues, schedules = sorted(self._queues), sorted(self._schedules)
-        log.info("litedurable: serving %s (queues: %s; schedules: %s)", self.path,
+        log.info("litedurable: serving %s (queues: %s; schedules: %s)", shown_location(self.path),
                  ", ".join(queues) or "none", ", ".join(schedules) or "none")
         try:
             # A close() from another thread sets the flag (a closed App has no runtime: that
@@ -1043,7 +1044,8 @@ class App:
 
     def _no_schedule(self, name: str) -> ScheduleNotFoundError:
         return ScheduleNotFoundError(
-            f"no schedule named {name!r} in {self.path}; list them with app.list_schedules()"
+            f"no schedule named {name!r} in "
+            f"{shown_location(self.path)}; list them with app.list_schedules()"
         )
 
     def _poke_scheduler(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import urllib.parse
 from typing import cast
 
@@ -19,7 +20,7 @@ from ._faults import Faults
 from ._sqlite import SqliteStorage
 from ._storage import Durability, Storage
 
-__all__ = ["describe_location", "is_server_url", "open_storage"]
+__all__ = ["describe_location", "is_server_url", "open_storage", "shown_location"]
 
 _SCHEMES = ("postgresql://", "postgres://")
 
@@ -34,10 +35,17 @@ def describe_location(location: str) -> str:
     if not is_server_url(location):
         return os.path.abspath(location)
     parts = urllib.parse.urlsplit(location)
-    if parts.password is None:
-        return location
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    # libpq also takes the password as a query parameter (?password=...)
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return urllib.parse.urlunsplit(parts._replace(query=query))
+
+
+def shown_location(location: str) -> str:
+    """``location`` as given, for messages, but a URL without its password."""
+    return describe_location(location) if is_server_url(location) else location
 
 
 def open_storage(

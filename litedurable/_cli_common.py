@@ -15,7 +15,7 @@ from typing import Any
 from . import _format as fmt
 from . import _views as views
 from ._app import App
-from ._backends import is_server_url, open_storage
+from ._backends import is_server_url, open_storage, shown_location
 from ._errors import (
     DurableError,
     JournalCorruptError,
@@ -80,7 +80,9 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
                          f"set ${ENV_DB})")
     # A command that writes checks through a reading connection first: opening one that
     # writes may already change the file (a copy made by `backup` is switched to WAL mode).
-    probing = write and not server and os.path.exists(args.db)
+    # On PostgreSQL the read-only open also refuses a schema that holds no journal (a typo in
+    # ?schema= must not create an empty one), unless the command creates the journal.
+    probing = write and (not create if server else os.path.exists(args.db))
     journal = open_storage(args.db, readonly=not write or probing,
                            busy_timeout=args.busy_timeout)
     try:
@@ -156,8 +158,8 @@ def _app_journal(args: argparse.Namespace, command: str) -> App:
                      "workflow, to encode its arguments)")
     app = _load_app(args.app, command)
     if args.db_given and not _same_file(args.db, app.path):
-        raise _Usage(f"--db {args.db} is not the journal {args.app} opens ({app.path}); drop "
-                     "--db, or change the App's path")
+        raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
+                     f"({shown_location(app.path)}); drop --db, or change the App's path")
     args.db = app.path
     return app
 

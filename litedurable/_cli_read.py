@@ -13,6 +13,7 @@ import webbrowser
 
 from . import _format as fmt
 from . import _views as views
+from ._backends import is_server_url, shown_location
 from ._cli_common import (
     CODEC,
     POLL,
@@ -188,7 +189,7 @@ def _list_schedules(args: argparse.Namespace) -> int:
     if _emit(args, [views.fields(i) for i in infos]):
         return 0
     if not infos:
-        print(f"no schedules in {args.db}")
+        print(f"no schedules in {shown_location(args.db)}")
         return 0
     rows = [(i.name, i.workflow, i.cron, i.tz or "UTC", "paused" if i.paused else "active",
              "never" if i.last_fire is None else fmt.iso(i.last_fire),
@@ -206,7 +207,8 @@ def cmd_queues(args: argparse.Namespace) -> int:
     if _emit(args, [{**views.fields(q), "oldest_wait_seconds": _waited(q, now)} for q in infos]):
         return 0
     if not infos:
-        print(f"no queues in {args.db} (a queue is listed once an App that declares it has "
+        print(f"no queues in "
+              f"{shown_location(args.db)} (a queue is listed once an App that declares it has "
               "launched on this file)")
         return 0
     rows = [(q.name, _limit(q.concurrency), _limit(q.worker_concurrency),
@@ -245,7 +247,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                        "written)")
     with _journal(args) as journal:
         journal.backup(args.out)
-    print(f"backed up {args.db} to {args.out} (one consistent snapshot)")
+    print(f"backed up {shown_location(args.db)} to {args.out} (one consistent snapshot)")
     return 0
 
 
@@ -256,10 +258,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"ok": not problems, "problems": problems})
     elif problems:
-        print(f"{args.db}: {len(problems)} problem(s):")
+        print(f"{shown_location(args.db)}: {len(problems)} problem(s):")
         print("\n".join(f"  {p}" for p in problems))
     else:
-        print(f"{args.db}: ok (SQLite integrity check, and every row's checksum)")
+        checked = ("every row's checksum" if is_server_url(args.db)
+                   else "SQLite integrity check, and every row's checksum")
+        print(f"{shown_location(args.db)}: ok ({checked})")
     return 0
 
 
@@ -320,7 +324,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise _Usage(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}; pass "
                      "another --port (0: any free port)") from None
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    print(f"serving {args.db} read-only at {url} (Ctrl-C stops)", flush=True)
+    print(f"serving {shown_location(args.db)} read-only at {url} (Ctrl-C stops)", flush=True)
     if args.open:
         webbrowser.open(url)
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _format as fmt
 from ._app import UNVERSIONED, App, replay_check
-from ._backends import describe_location
+from ._backends import describe_location, shown_location
 from ._cli_common import (
     _app_journal,
     _app_version,
@@ -65,7 +65,8 @@ def cmd_schedules(args: argparse.Namespace) -> int:
         done = (journal.delete_schedule(args.schedule) if action == "remove" else
                 journal.pause_schedule(args.schedule, action == "pause", time.time()))
     if not done:
-        raise _NotFound(f"no schedule named {args.schedule!r} in {args.db}; see `litedurable "
+        raise _NotFound(f"no schedule named {args.schedule!r} in "
+                        f"{shown_location(args.db)}; see `litedurable "
                         "schedules`")
     print({"pause": f"schedule {args.schedule!r} is paused: no process starts its firings",
            "resume": f"schedule {args.schedule!r} is active again, from its next fire time "
@@ -108,7 +109,8 @@ def _trigger(args: argparse.Namespace) -> int:
     with _journal(args, write=True) as journal:
         row = next((r for r in journal.schedules() if r.name == args.schedule), None)
         if row is None:
-            raise _NotFound(f"no schedule named {args.schedule!r} in {args.db}; see "
+            raise _NotFound(f"no schedule named {args.schedule!r} in "
+                            f"{shown_location(args.db)}; see "
                             "`litedurable schedules`")
         definition = _definition(app, args.app, row.workflow)
         fire = datetime.now(Cron(row.cron, row.tz).zone).replace(microsecond=0)
@@ -316,8 +318,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     app = _load_app(args.app, "worker")
     if args.db_given and not _same_file(args.db, app.path):
-        raise _Usage(f"--db {args.db} is not the journal {args.app} opens ({app.path}); a "
-                     "worker serves its App's own file: drop --db, or change the App's path")
+        raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
+                     f"({shown_location(app.path)}); a worker serves its App's own file: drop "
+                     "--db, or change the App's path")
     # A signal before serve() has its own handlers is kept, not fatal: the worker then
     # closes as serve() would (serve() restores these handlers when it returns).
     caught: list[int] = []

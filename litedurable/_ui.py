@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._backends import open_storage
+from ._backends import is_server_url, open_storage
 from ._clock import to_datetime
 from ._codec import Codec
 from ._errors import DurableError, InvalidIdError
@@ -282,7 +282,7 @@ def _json(value: Any) -> bytes:
 
 def _with_journal(db: str, busy_timeout: float, read: Callable[[Storage], Any]) -> Any:
     """``read`` on the journal opened read-only for this request alone."""
-    if not Path(db).exists():
+    if not is_server_url(db) and not Path(db).exists():  # a server URL names no file
         raise _Problem(HTTPStatus.NOT_FOUND, f"no journal file at {db!r}")
     with open_storage(db, readonly=True, busy_timeout=busy_timeout) as journal:
         return read(journal)

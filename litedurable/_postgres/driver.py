@@ -98,6 +98,9 @@ class Driver:
         self.closed = False
         self.readonly = readonly
         self.faults = faults or Faults()
+        # Every pooled connection may be dead at once (the server restarted, or terminated
+        # them): a lost one is replaced, up to this many times, before an error is reported.
+        self._redials = max_connections + 1
         self._level = "on" if durability == "full" else "off"
         try:
             if readonly:
@@ -145,6 +148,11 @@ class Driver:
                                    f"{self.path} (a read-only open does not create one)")
             found = conn.execute(self._format(sql.SELECT_VERSION)).fetchone()
             version = int(found[0]) if found and found[0] is not None else 0
+            if version > sql.SCHEMA_VERSION:
+                raise JournalVersionError(
+                    f"schema {self.schema!r} of {self.path} is at version {version}, newer "
+                    f"than this litedurable knows ({sql.SCHEMA_VERSION}): upgrade litedurable "
+                    "to read it")
             if version != sql.SCHEMA_VERSION:
                 raise JournalVersionError(
                     f"schema {self.schema!r} of {self.path} is at version {version}; this "
@@ -238,13 +246,13 @@ class Driver:
         """Run ``fn`` on a pooled connection (autocommit: each statement sees the last
         commit)."""
         self.usable()
-        for attempt in range(2):
+        for attempt in range(self._redials + 1):
             try:
                 with self.pool.connection() as conn:
                     return fn(conn)
             except psycopg.Error as exc:
-                if attempt == 0 and lost(exc):
-                    continue  # a pooled connection the server dropped: once more, on another
+                if attempt < self._redials and lost(exc):
+                    continue  # a pooled connection the server dropped: again, on another
                 raise translate(exc, self.path) from exc
             except psycopg_pool.PoolTimeout as exc:
                 raise JournalLockedError(
@@ -283,7 +291,7 @@ class Driver:
                 if committing:  # the COMMIT was sent, its answer lost: re-read, never assume
                     found: T = self._reread(exc, verify, value)
                     return found
-                if attempt == 0:  # lost before COMMIT: the server rolled it back; once more
+                if attempt < self._redials:  # lost before COMMIT: rolled back; again
                     continue
                 raise translate(exc, self.path) from exc
             except psycopg_pool.PoolTimeout as exc:
@@ -325,19 +333,15 @@ class Driver:
         error (a write without ``verify`` cannot be found, so it is reported failed)."""
         if verify is not None:
             try:
-                with self.pool.connection() as conn:
-                    if verify(conn):
-                        log.warning("litedurable: a commit to %s raised (%s) but the write "
-                                    "is there; it stands", self.path, exc)
-                        return value
-            except psycopg.Error as again:
+                if self.read(verify):
+                    log.warning("litedurable: a commit to %s raised (%s) but the write "
+                                "is there; it stands", self.path, exc)
+                    return value
+            except JournalError as again:
                 raise JournalError(
                     f"the outcome of a commit to {self.path} is unknown (the connection was "
                     f"lost while committing: {exc}) and it cannot be re-read now ({again})"
                 ) from exc
-            except psycopg_pool.PoolTimeout as again:
-                raise JournalError(f"the outcome of a commit to {self.path} is unknown "
-                                   f"({exc}), and no connection came free ({again})") from exc
             raise JournalError(f"a commit to {self.path} failed ({exc}); re-read, the write "
                                "is not there: nothing was written") from exc
         raise JournalError(f"the outcome of a commit to {self.path} is unknown (the "
