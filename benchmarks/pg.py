@@ -27,11 +27,6 @@ small psycopg stand-in with the same three methods (``ApswShim``).
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -41,15 +36,12 @@ from typing import Any
 
 import psycopg
 
+from litedurable.testing import NoPostgresError, postgres_server
+
 SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
             "max_connections": "400", "shared_buffers": "128MB"}
 SUFFIXES = (".raw", ".floor")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -59,33 +51,12 @@ def server() -> Iterator[str]:
     if given:
         yield given
         return
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        raise SystemExit("--backend postgres: no pg_config on PATH and "
-                         "LITEDURABLE_BENCH_POSTGRES is not set")
-    bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    initdb, pg_ctl = os.path.join(bindir, "initdb"), os.path.join(bindir, "pg_ctl")
-    as_user: list[str] = []
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    root = tempfile.mkdtemp(prefix="ld-bench-pg-")
-    if os.geteuid() == 0:  # the server refuses to run as root
-        postgres = pwd.getpwnam("postgres")
-        os.chown(root, postgres.pw_uid, postgres.pw_gid)
-        as_user, user = ["runuser", "-u", "postgres", "--"], "postgres"
-    data, port = os.path.join(root, "data"), _free_port()
-    subprocess.run([*as_user, initdb, "-D", data, "-U", user, "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    options = " ".join([f"-p {port}", f"-k {root}", "-c listen_addresses=127.0.0.1",
-                        *(f"-c {k}={v}" for k, v in SETTINGS.items())])
-    subprocess.run([*as_user, pg_ctl, "-D", data, "-o", options, "-l",
-                    os.path.join(root, "log"), "-w", "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "fast", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        with postgres_server(**SETTINGS) as admin:
+            yield admin
+    except NoPostgresError as missing:
+        raise SystemExit(f"--backend postgres: {missing}, and LITEDURABLE_BENCH_POSTGRES is "
+                         "not set") from None
 
 
 def server_settings(admin: str) -> dict[str, str]:

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
+import socket
+import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +45,11 @@ __all__ = [
     "CrashTestError",
     "CrashTestResult",
     "FakeClock",
+    "NoPostgresError",
     "crash_at",
     "crash_schedules",
     "crash_test",
+    "postgres_server",
 ]
 
 
@@ -287,3 +292,59 @@ def _outcome(app: App, workflow_id: str, timeout: float) -> tuple[str, Any]:
         return ("value", app.handle(workflow_id).result(timeout))
     except Exception as exc:
         return ("error", f"{type(exc).__name__}: {exc}")
+
+
+class NoPostgresError(RuntimeError):
+    """``postgres_server`` cannot start a server here (the message says what is missing)."""
+
+
+@contextlib.contextmanager
+def postgres_server(**settings: str) -> Iterator[str]:
+    """Start a throwaway PostgreSQL server for a test run; yields its admin DSN.
+
+    Uses the machine's binaries (``pg_config --bindir``: ``initdb`` + ``pg_ctl``) in a
+    temporary directory on a free port of 127.0.0.1, run as the ``postgres`` user when this
+    process is root (the server refuses root). ``settings`` are server settings
+    (``fsync="off"`` for fast tests). The server is stopped and its directory removed on exit.
+
+    Raises:
+        NoPostgresError: no binaries, or root without a ``postgres`` user.
+    """
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        raise NoPostgresError("no PostgreSQL binaries (pg_config is not on PATH)")
+    bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    initdb, pg_ctl = os.path.join(bindir, "initdb"), os.path.join(bindir, "pg_ctl")
+    if not (os.path.exists(initdb) and os.path.exists(pg_ctl)):
+        raise NoPostgresError(f"no initdb/pg_ctl in {bindir}")
+    as_user: list[str] = []
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    root = tempfile.mkdtemp(prefix="litedurable-pg-")
+    try:
+        if os.geteuid() == 0:  # the server refuses to run as root
+            try:
+                postgres = pwd.getpwnam("postgres")
+            except KeyError:
+                raise NoPostgresError("running as root, and there is no 'postgres' user to "
+                                      "run the server as") from None
+            os.chown(root, postgres.pw_uid, postgres.pw_gid)
+            as_user, user = ["runuser", "-u", "postgres", "--"], "postgres"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        data = os.path.join(root, "data")
+        subprocess.run([*as_user, initdb, "-D", data, "-U", user, "--auth=trust", "-E", "UTF8"],
+                       check=True, capture_output=True)
+        options = " ".join([f"-p {port}", f"-k {root}", "-c listen_addresses=127.0.0.1",
+                            *(f"-c {k}={v}" for k, v in settings.items())])
+        subprocess.run([*as_user, pg_ctl, "-D", data, "-o", options, "-l",
+                        os.path.join(root, "log"), "-w", "start"], check=True,
+                       capture_output=True)
+        try:
+            yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "fast", "stop"],
+                           capture_output=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-import pwd
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +18,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import engine_threads, leaked_engine_threads
+
+from litedurable.testing import NoPostgresError, postgres_server
 
 BACKENDS = ("sqlite", "postgres")
 
@@ -73,11 +71,6 @@ def no_leaked_threads() -> Iterator[None]:
 # -- a PostgreSQL server for the session (tests/test_postgres_storage.py) ------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _no_postgres(reason: str) -> None:
     """Skip, saying why; fail instead where PostgreSQL is required
@@ -96,34 +89,9 @@ def postgres_dsn() -> Iterator[str]:
     if given:
         yield given
         return
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        _no_postgres("no PostgreSQL binaries (pg_config not on PATH) and "
-                    "LITEDURABLE_TEST_POSTGRES is not set")
-    bindir = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    initdb, pg_ctl = os.path.join(bindir, "initdb"), os.path.join(bindir, "pg_ctl")
-    if not (os.path.exists(initdb) and os.path.exists(pg_ctl)):
-        _no_postgres(f"no initdb/pg_ctl in {bindir} and LITEDURABLE_TEST_POSTGRES is not set")
-    as_user: list[str] = []
-    user = pwd.getpwuid(os.geteuid()).pw_name
-    root = tempfile.mkdtemp(prefix="litedurable-pg-")
-    if os.geteuid() == 0:  # the server refuses to run as root
-        try:
-            postgres = pwd.getpwnam("postgres")
-        except KeyError:
-            _no_postgres("running as root and there is no 'postgres' user to run the server")
-        os.chown(root, postgres.pw_uid, postgres.pw_gid)
-        as_user, user = ["runuser", "-u", "postgres", "--"], "postgres"
-    data, port = os.path.join(root, "data"), _free_port()
-    subprocess.run([*as_user, initdb, "-D", data, "-U", user, "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_user, pg_ctl, "-D", data, "-o", options, "-l",
-                    os.path.join(root, "log"), "-w", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        try:  # a throwaway server of the machine's binaries
+            dsn = stack.enter_context(postgres_server(fsync="off"))
+        except NoPostgresError as missing:
+            _no_postgres(f"{missing}, and LITEDURABLE_TEST_POSTGRES is not set")
+        yield dsn
