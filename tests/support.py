@@ -129,3 +129,20 @@ def child_env() -> dict[str, str]:
     root = str(Path(ld.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return env
+
+
+def cli_exit(argv: list[str]) -> int:
+    """The CLI's exit status, also when argparse itself exits (a usage error)."""
+    from litedurable._cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exit_info:
+        assert isinstance(exit_info.code, int)
+        return exit_info.code
+
+
+def journal_ids(db: Path | str) -> set[str]:
+    """The ids of every workflow in the journal at ``db``, read without writing."""
+    with open_storage(str(db), readonly=True) as store:
+        return {r.workflow_id for r in store.list_workflows()}

@@ -21,7 +21,7 @@ from typing import Any
 
 import apsw
 import pytest
-from support import child_env, eventually
+from support import child_env, cli_exit, eventually, journal_ids
 
 import litedurable as ld
 from litedurable import _format as fmt
@@ -124,18 +124,6 @@ def _json(capsys: pytest.CaptureFixture[str]) -> Any:
     return json.loads(capsys.readouterr().out)
 
 
-def _code(argv: list[str]) -> int:
-    """``main``'s exit status, also when argparse itself exits (a usage error)."""
-    try:
-        return main(argv)
-    except SystemExit as exit_info:
-        assert isinstance(exit_info.code, int)
-        return exit_info.code
-
-
-def _ids(db: Path) -> set[str]:
-    with open_storage(str(db), readonly=True) as store:
-        return {r.workflow_id for r in store.list_workflows()}
 
 
 # -- global options -------------------------------------------------------------------------
@@ -559,7 +547,7 @@ def test_schedules_trigger_and_start_through_the_app(
     db, spec = fresh
     assert main(["--db", str(db), "schedules", "trigger", "nightly"]) == 2  # needs --app
     assert main(["schedules", "trigger", "nightly", "--app", spec]) == 0
-    fired = [w for w in _ids(db) if w.startswith("nightly@")]
+    fired = [w for w in journal_ids(db) if w.startswith("nightly@")]
     assert len(fired) == 1 and datetime.fromisoformat(fired[0].split("@")[1]).tzinfo
     assert main(["start", "parent", "--app", spec, "--args", "[2]", "--id", "s-1"]) == 0
     assert "started workflow 's-1'" in _out(capsys)
@@ -580,7 +568,7 @@ def test_schedules_trigger_and_start_through_the_app(
     assert all(r is not None and (r.status, r.owner) == ("pending", None)
                for r in rows.values())
     assert queued is not None and (queued.status, queued.owner) == ("enqueued", None)
-    assert _ids(db) - {"p-1", "p-1/4", "b-1", LONG_ID} == {"s-1", "s-2", "q-1", fired[0]}
+    assert journal_ids(db) - {"p-1", "p-1/4", "b-1", LONG_ID} == {"s-1", "s-2", "q-1", fired[0]}
 
     # An App launched on the file (as a worker would) runs what the CLI started.
     _, namespace = _jobs(db.parent, "ops_jobs_runner")
@@ -614,19 +602,19 @@ def test_ages(capsys: pytest.CaptureFixture[str]) -> None:
 def test_gc_takes_an_age_and_a_dry_run(fresh: tuple[Path, str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     db, _ = fresh
-    before = _ids(db)
+    before = journal_ids(db)
     assert main(["--db", str(db), "gc", "--older-than", "1d"]) == 0
     assert "deleted 0 finished workflow(s) not updated for 1 d" in _out(capsys)
     for bad in ("-5", "-1d", "nan", "3 weeks"):
-        assert _code(["--db", str(db), "gc", "--older-than", bad]) == 2, bad
-    assert _ids(db) == before
+        assert cli_exit(["--db", str(db), "gc", "--older-than", bad]) == 2, bad
+    assert journal_ids(db) == before
     assert main(["--db", str(db), "gc", "--older-than", "0s", "--dry-run"]) == 0
     out = _out(capsys)
     assert "would delete 4 finished workflow(s)" in out and "nothing was deleted" in out
     assert {line.strip() for line in out.splitlines()[1:]} == before
-    assert _ids(db) == before
+    assert journal_ids(db) == before
     assert main(["--db", str(db), "gc", "--older-than", "0"]) == 0
-    assert "deleted 4" in _out(capsys) and _ids(db) == set()
+    assert "deleted 4" in _out(capsys) and journal_ids(db) == set()
 
 
 def test_backup_writes_a_new_file_only(fresh: tuple[Path, str], tmp_path: Path,
@@ -634,7 +622,7 @@ def test_backup_writes_a_new_file_only(fresh: tuple[Path, str], tmp_path: Path,
     db, _ = fresh
     copy = tmp_path / "copy.db"
     assert main(["--db", str(db), "backup", str(copy)]) == 0
-    assert _ids(copy) == _ids(db)
+    assert journal_ids(copy) == journal_ids(db)
     copy.write_bytes(b"mine")
     assert main(["--db", str(db), "backup", str(copy)]) == 1
     assert "exists" in capsys.readouterr().err and copy.read_bytes() == b"mine"
@@ -689,17 +677,17 @@ def test_export_and_import_between_journals(
     assert "imported" not in captured.out
     assert "workflow 'p-1' already exists" in captured.err
     assert "nothing was imported" in captured.err
-    assert _ids(other) == {"p-1", "p-1/4"}
+    assert journal_ids(other) == {"p-1", "p-1/4"}
     assert main(["--db", str(db), "export", "b-1"]) == 0
     (tmp_path / "b1.jsonl").write_text(_out(capsys))
     assert main(["--db", str(other), "import", str(tmp_path / "b1.jsonl")]) == 0
-    assert _ids(other) == {"p-1", "p-1/4", "b-1"}
+    assert journal_ids(other) == {"p-1", "p-1/4", "b-1"}
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(both.read_text().splitlines()[0].replace("b-1", "c-1") + "\n{oops\n")
     assert main(["--db", str(other), "import", str(bad)]) == 2
     assert "line 2 is not JSON" in capsys.readouterr().err
-    assert _ids(other) == {"p-1", "p-1/4", "b-1"}  # nothing of the file was written
+    assert journal_ids(other) == {"p-1", "p-1/4", "b-1"}  # nothing of the file was written
 
 
 def test_read_commands_work_while_an_app_runs_workflows(
@@ -714,4 +702,4 @@ def test_read_commands_work_while_an_app_runs_workflows(
     assert main(["--db", str(db), "check"]) == 0
     assert main(["--db", str(db), "export", "h-1"]) == 0
     assert json.loads(_out(capsys).splitlines()[-1])["workflow"]["status"] == "pending"
-    assert _ids(tmp_path / "b.db") == {"h-1"}
+    assert journal_ids(tmp_path / "b.db") == {"h-1"}

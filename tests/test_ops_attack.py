@@ -12,25 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import eventually
+from support import cli_exit, eventually, journal_ids
 
 import litedurable as ld
-from litedurable._backends import open_storage
 from litedurable._cli import main
-
-
-def _code(argv: list[str]) -> int:
-    """``main``'s exit status, also when argparse itself exits (a usage error)."""
-    try:
-        return main(argv)
-    except SystemExit as exit_info:
-        assert isinstance(exit_info.code, int)
-        return exit_info.code
-
-
-def _ids(db: Path) -> set[str]:
-    with open_storage(str(db), readonly=True) as store:
-        return {r.workflow_id for r in store.list_workflows()}
 
 
 def _family(db: Path, tag: str) -> None:
@@ -70,7 +55,7 @@ def test_an_import_that_clashes_writes_nothing_not_even_the_children(
     err = capsys.readouterr().err
     assert "order-1" in err and "nothing was imported" in err
     # The child is not left under the other journal's unrelated order-1.
-    assert _ids(target) == {"order-1"}
+    assert journal_ids(target) == {"order-1"}
 
 
 def test_an_import_refuses_a_record_with_an_unknown_status_and_a_binary_file(
@@ -86,7 +71,7 @@ def test_an_import_refuses_a_record_with_an_unknown_status_and_a_binary_file(
     altered.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(["--db", str(target), "import", str(altered)]) == 2
     assert "unknown status 'bogus'" in capsys.readouterr().err
-    assert _ids(target) == set()  # the good record was not written either
+    assert journal_ids(target) == set()  # the good record was not written either
 
     binary = tmp_path / "garbage.bin"
     binary.write_bytes(bytes(range(256)) * 4)
@@ -121,7 +106,7 @@ def test_gc_keeps_a_finished_child_its_pending_parent_still_waits_for(
     with app:
         app.run(done, workflow_id="old-1")
         handle = app.start(dad, workflow_id="dad-1")
-        child = eventually(lambda: "dad-1/0" in _ids(db) and app.handle("dad-1/0"),
+        child = eventually(lambda: "dad-1/0" in journal_ids(db) and app.handle("dad-1/0"),
                            "the child started")
         assert child.result(timeout=30) == "kid's result"
         assert main(["--db", str(db), "gc", "--older-than", "0", "--dry-run"]) == 0
@@ -130,7 +115,7 @@ def test_gc_keeps_a_finished_child_its_pending_parent_still_waits_for(
             "old-1"]
         assert main(["--db", str(db), "gc", "--older-than", "0"]) == 0
         assert "deleted 1 finished" in capsys.readouterr().out
-        assert _ids(db) == {"dad-1", "dad-1/0"}
+        assert journal_ids(db) == {"dad-1", "dad-1/0"}
         app.send("dad-1", "now", topic="go")
         assert handle.result(timeout=30) == "kid's result"
 
@@ -143,9 +128,9 @@ def test_an_age_too_large_for_a_date_is_a_usage_error(
     for command in (["gc", "--older-than", "99999999999d", "--dry-run"],
                     ["gc", "--older-than", "99999999999999999999"],
                     ["list", "--since", "99999999999d"]):
-        assert _code(["--db", str(db), *command]) == 2, command
+        assert cli_exit(["--db", str(db), *command]) == 2, command
         assert "Traceback" not in capsys.readouterr().err
-    assert _ids(db) == {"order-1", "order-1/0"}
+    assert journal_ids(db) == {"order-1", "order-1/0"}
 
 
 def test_backup_to_an_empty_name_or_a_missing_directory_is_refused_naming_it(
