@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._clock import Clock
-from ._codec import Codec
+from ._codec import Codec, error_text
 from ._context import Scope, enter, leave
 from ._errors import AppClosedError, SerializationError, StepCancelledError, WorkflowCancelledError
 from ._faults import Faults
@@ -217,7 +217,7 @@ class Steps:
                         return Outcome(error=_step_cancelled(task))
                     if task.retry is None or not task.retry.should_retry(attempt, exc):
                         return Outcome(error=exc)
-                    failed = (began, self.clock.now(), f"{type(exc).__name__}: {exc}"[:500])
+                    failed = (began, self.clock.now(), error_text(exc)[:500])  # never raises
                     task.attempts = [*(task.attempts or ()), failed]
                     wake = self.clock.now() + task.retry.delay(attempt)
                     with scope.cond:

@@ -105,3 +105,32 @@ def test_a_journal_from_before_schema_7_reads_with_no_sites(tmp_path: Path) -> N
     with SqliteStorage(path, readonly=True) as journal:
         (step,) = journal.load_steps("a")
     assert (step.output, step.site, step.owner, step.attempts) == (b"1", None, None, None)
+
+
+def test_a_retried_failure_that_cannot_be_printed_is_recorded_as_unprintable(
+        tmp_path: Path) -> None:
+    """An exception whose ``str()`` raises must not break the retry loop that records it."""
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    app = ld.App(tmp_path / "j.db")
+    calls = [0]
+
+    @app.step(retries=ld.Retry(max_attempts=2, initial=0.0))
+    def flaky() -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise Unprintable()
+        return 7
+
+    @app.workflow(name="w")
+    def w() -> int:
+        return flaky()
+
+    with app:
+        assert app.run(w, workflow_id="u") == 7
+        (step,) = app.steps("u")
+    assert [error for _, _, error in step.attempts] == [
+        "Unprintable: <unprintable Unprintable object>"]
