@@ -53,7 +53,9 @@ BATCH = 64
 """The most workflows one dequeue takes (fewer when fewer run threads are free)."""
 MAX_PRIORITY = 2**62
 ERROR_PAUSE = 0.2
-"""Seconds the consumer waits after a failed dequeue before it tries again."""
+"""Seconds the consumer waits after a failed dequeue before it tries again; doubled after
+each failure in a row, up to ``MAX_ERROR_PAUSE``."""
+MAX_ERROR_PAUSE = 5.0
 
 
 def _limit(value: object, what: str) -> int | None:
@@ -206,6 +208,7 @@ class Dequeuer:
         self._thread.join()
 
     def _loop(self) -> None:
+        pause = ERROR_PAUSE
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -213,13 +216,19 @@ class Dequeuer:
                 return
             try:
                 self._take()
+                pause = ERROR_PAUSE
             except AppClosedError:
                 return
             except BaseException as exc:
                 if self._faults.dead:
                     return
-                log.warning("litedurable: dequeuing failed (trying again): %s", exc)
-                self._runtime.timers.add(self._clock.now() + ERROR_PAUSE, self.poke)
+                if self._storage.gone is not None:  # no write can succeed again: say it once
+                    log.warning("litedurable: the queue consumer stops: %s", exc)
+                    return
+                log.warning("litedurable: dequeuing failed (trying again in %.1f s): %s",
+                            pause, exc)
+                self._runtime.timers.add(self._clock.now() + pause, self.poke)
+                pause = min(pause * 2, MAX_ERROR_PAUSE)
 
     def _take(self) -> None:
         """One round over the queues: take what the limits and the free threads allow."""

@@ -228,3 +228,32 @@ def test_call_sites_of_calls_that_never_record_are_not_kept(db_path: str) -> Non
         runtime = app._runtime
         assert runtime is not None
         assert runtime.steps.sites == {}
+
+
+def test_a_journal_deleted_under_a_consumer_stops_it_with_one_warning(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """No write can reach a deleted journal again: the consumer said so every 0.2 s, forever."""
+    import logging
+    import os
+
+    path = str(tmp_path / "gone.db")
+    app = ld.App(path)
+    queue = app.queue("q", concurrency=1)
+    gate = threading.Event()
+
+    @app.workflow()
+    def job(i: int) -> int:
+        ld.run(gate.wait, 30)
+        return i
+
+    with caplog.at_level(logging.WARNING, logger="litedurable"), app:
+        first = queue.enqueue(job, 1)
+        queue.enqueue(job, 2)  # waits behind the first: the next dequeue will be refused
+        eventually(lambda: first.status() == ld.Status.PENDING, "the first to run")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        gate.set()  # the first ends (unrecorded): its end pokes the consumer
+        eventually(lambda: "the queue consumer stops" in caplog.text, "the consumer to stop")
+    assert caplog.text.count("the queue consumer stops") == 1
+    assert "trying again" not in caplog.text
