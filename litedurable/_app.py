@@ -866,7 +866,7 @@ class App:
         """Every queue declared on the file or holding workflows, with what waits and runs
         in it now (across every process), by name."""
         storage, _ = self._parts()
-        return [queue_info(stats) for stats in storage.queue_stats(self.clock.now(), 60.0)]
+        return [queue_info(stats) for stats in storage.queue_stats(self.clock.now())]
 
     def serve(self) -> None:
         """Work until SIGINT or SIGTERM, then close gracefully: a long-running worker.

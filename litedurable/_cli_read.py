@@ -203,7 +203,7 @@ def _list_schedules(args: argparse.Namespace) -> int:
 def cmd_queues(args: argparse.Namespace) -> int:
     now = time.time()
     with _journal(args) as journal:
-        infos = [queue_info(stats) for stats in journal.queue_stats(now, 60.0)]
+        infos = [queue_info(stats) for stats in journal.queue_stats(now)]
     if _emit(args, [{**views.fields(q), "oldest_wait_seconds": _waited(q, now)} for q in infos]):
         return 0
     if not infos:

@@ -142,7 +142,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         entry = None
         if args.queue is not None:
             spec = app._queues.get(args.queue) or next(
-                (s.spec for s in journal.queue_stats(time.time(), 60.0)
+                (s.spec for s in journal.queue_stats(time.time())
                  if s.spec.name == args.queue), None)
             if spec is None:
                 raise _Usage(f"no queue named {args.queue!r}: {args.app} does not declare it "

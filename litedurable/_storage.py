@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from ._errors import DurableError
 
 __all__ = [
+    "RECENT_STARTS",
     "Deduplicated",
     "Dequeued",
     "Durability",
@@ -49,6 +50,9 @@ __all__ = [
 ]
 
 Durability = Literal["full", "normal"]
+
+RECENT_STARTS = 60.0
+"""Seconds of a queue's dequeues ``queue_stats`` counts (``QueueInfo.started_last_minute``)."""
 
 
 # Rows are named tuples, not frozen dataclasses: one is built per step and per workflow read,
@@ -400,9 +404,10 @@ class Storage(Protocol):
         """Store (or update) a queue's declared limits, for tools that list queues."""
         ...
 
-    def queue_stats(self, now: float, window: float) -> list[QueueStats]:
+    def queue_stats(self, now: float) -> list[QueueStats]:
         """Every queue that is declared or holds workflows, by name; ``started_recently``
-        counts dequeues after ``now - window``."""
+        counts dequeues in the ``RECENT_STARTS`` seconds before ``now`` (a backend keeps at
+        least that long of them, and the longest rate window)."""
         ...
 
     # -- ownership ------------------------------------------------------------------------

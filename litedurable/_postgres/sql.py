@@ -466,7 +466,6 @@ QUEUE_COUNTS = (
     "min(updated_at) FILTER (WHERE status = 'enqueued') FROM workflows w "
     "WHERE queue IS NOT NULL GROUP BY queue"
 )
-QUEUE_STARTS_WINDOW = 60.0
 REQUEUE = (
     "UPDATE workflows SET status = 'enqueued', owner = NULL, updated_at = %s "
     "WHERE workflow_id = ANY(%s) AND owner = %s AND status = 'pending' "

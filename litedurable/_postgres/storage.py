@@ -41,6 +41,7 @@ from .._errors import (
 )
 from .._faults import Faults
 from .._storage import (
+    RECENT_STARTS,
     Deduplicated,
     Dequeued,
     Durability,
@@ -522,7 +523,7 @@ class PostgresStorage:
                 "owner": owner, "now": now, "ids": picked.workflow_ids})}
             taken = [wid for wid in picked.workflow_ids if wid in got]
             conn.execute(sql.INSERT_QUEUE_STARTS, (spec.name, now, len(taken)))
-            longest = max(sql.QUEUE_STARTS_WINDOW,
+            longest = max(RECENT_STARTS,
                           spec.rate_limit[1] if spec.rate_limit else 0)
             conn.execute(sql.PRUNE_QUEUE_STARTS, (spec.name, now - longest))
             if spec.rate_limit is None:
@@ -545,7 +546,7 @@ class PostgresStorage:
                   int(spec.partitioned), now)
         self.driver.write(_execute(sql.UPSERT_QUEUE, values))
 
-    def queue_stats(self, now: float, window: float) -> list[QueueStats]:
+    def queue_stats(self, now: float) -> list[QueueStats]:
         def read(conn: Connection) -> list[QueueStats]:
             specs = {
                 str(r[0]): QueueSpec(str(r[0]), r[1], r[2],
@@ -554,7 +555,7 @@ class PostgresStorage:
                 for r in conn.execute(sql.SELECT_QUEUES)
             }
             counts = {r[0]: (int(r[1]), int(r[2]), int(r[3]), r[4])
-                      for r in conn.execute(sql.QUEUE_COUNTS, (now - window,))}
+                      for r in conn.execute(sql.QUEUE_COUNTS, (now - RECENT_STARTS,))}
             return [QueueStats(specs.get(name, QueueSpec(name)),
                                *counts.get(name, (0, 0, 0, None)))
                     for name in sorted({*specs, *counts})]

@@ -515,7 +515,6 @@ QUEUE_COUNTS = (
     "min(updated_at) FILTER (WHERE status = 'enqueued') FROM workflows w "
     "WHERE queue IS NOT NULL GROUP BY queue"
 )
-QUEUE_STARTS_WINDOW = 60.0  # seconds of starts kept for every queue (``queue_stats``)
 # ``updated_at`` of an enqueued workflow is when it was (last) put in its queue: its wait.
 # A recovered queued workflow goes back to its queue (at its old place: priority, rowid) to
 # be dequeued within the limits again, instead of running past them under its claimer.

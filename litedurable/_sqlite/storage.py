@@ -22,6 +22,7 @@ from .._errors import (
 )
 from .._faults import Faults
 from .._storage import (
+    RECENT_STARTS,
     Deduplicated,
     Dequeued,
     Durability,
@@ -737,7 +738,7 @@ class SqliteStorage:
             for wid in picked.workflow_ids:
                 conn.execute(statement, {"owner": owner, "now": now, "id": wid})
                 conn.execute(sql.INSERT_QUEUE_START, (spec.name, now))
-            longest = max(sql.QUEUE_STARTS_WINDOW, spec.rate_limit[1] if spec.rate_limit else 0)
+            longest = max(RECENT_STARTS, spec.rate_limit[1] if spec.rate_limit else 0)
             conn.execute(sql.PRUNE_QUEUE_STARTS, (spec.name, now - longest))
             if spec.rate_limit is None:
                 return picked
@@ -765,7 +766,7 @@ class SqliteStorage:
                   int(spec.partitioned), now)
         self.commit.write(lambda conn: conn.execute(sql.UPSERT_QUEUE, values))
 
-    def queue_stats(self, now: float, window: float) -> list[QueueStats]:
+    def queue_stats(self, now: float) -> list[QueueStats]:
         """See ``Storage.queue_stats``."""
         if self.driver.schema < sql.QUEUE_SCHEMA:
             return []
@@ -777,7 +778,8 @@ class SqliteStorage:
                                      bool(r[5]))
                 for r in conn.execute(sql.SELECT_QUEUES)
             }
-            counts = {row[0]: row[1:] for row in conn.execute(sql.QUEUE_COUNTS, (now - window,))}
+            counts = {row[0]: row[1:]
+                      for row in conn.execute(sql.QUEUE_COUNTS, (now - RECENT_STARTS,))}
             return [QueueStats(specs.get(name, QueueSpec(name)),
                                *counts.get(name, (0, 0, 0, None)))
                     for name in sorted({*specs, *counts})]
