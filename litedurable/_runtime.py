@@ -29,6 +29,12 @@ Threads
 * ``litedurable-listen`` (the PostgreSQL backend's ``Driver``, ``_postgres/driver.py``): reads
   notifications on its own connection and sets ``Driver._changed``, which
   ``changed_elsewhere`` reads and clears; it takes no other lock.
+* ``litedurable-notify`` (the same ``Driver``): sends one ``NOTIFY`` each time
+  ``Driver._news`` is set (by ``announce``, after a write of ours commits), covering every
+  commit before it; it takes a pooled connection and no lock. The PostgreSQL journal's step
+  rows have a group commit of their own (``_postgres/commit.py``): no thread, leader/follower
+  under ``StepCommit._mutex`` (the queue; nothing nests inside it), each follower waiting on
+  its own ``StepCommit.wake`` (one per queued write).
 
 Locks, what each guards, and nesting
 ------------------------------------

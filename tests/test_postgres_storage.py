@@ -38,9 +38,11 @@ try:
     import psycopg
 
     from litedurable._postgres import PostgresStorage
+    from litedurable._postgres import sql as pg_sql
 except ImportError:  # the extra is not installed
     psycopg = None  # type: ignore[assignment]
     PostgresStorage = None  # type: ignore[assignment,misc]
+    pg_sql = None  # type: ignore[assignment]
 
 Opener = Callable[[], Any]
 
@@ -643,6 +645,8 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
 
         def execute(self, *args: Any, **kwargs: Any) -> Any:
             cursor = self._conn.execute(*args, **kwargs)
+            if args[0] == pg_sql.NOTIFY:  # the notifier thread's, after a commit: not a write
+                return cursor
             if armed[0] and self._conn.autocommit and not self._conn.info.transaction_status:
                 armed[0] = False  # an autocommit statement ran (record_step): lose its answer
                 raise psycopg.OperationalError("server closed the connection (simulated)")

@@ -7,11 +7,20 @@ thread), and runs every transaction:
 
 * ``read(fn)``: ``fn`` on a pooled connection in autocommit (each statement its own
   snapshot, as SQLite's readers see the last commit).
-* ``write(fn, verify)``: ``fn`` in one READ COMMITTED transaction that ends with a
-  ``pg_notify`` (coalesced by PostgreSQL to one notification per transaction). A deadlock or
+* ``write(fn, verify)``: ``fn`` in one READ COMMITTED transaction. A deadlock or
   serialization failure runs it again. A COMMIT whose outcome is unknown (the connection was
   lost while committing) is re-read with ``verify`` on another connection, never assumed:
   found, the write stands; not found (or no ``verify``), ``JournalError`` says so.
+* ``autocommit(statement, params)``: one statement as its own transaction (one round trip);
+  a lost connection raises ``OutcomeUnknown`` for the caller to re-read (``reread``).
+
+Other processes learn of our commits by ``NOTIFY``, sent after them: ``announce`` asks the
+notifier thread for one notification, which covers every write committed before it is sent
+(many writes, one notification). Not inside the writes: a NOTIFY holds a database-wide lock
+from its commit to the end of its transaction, and every write notifying would commit one
+after another, each waiting for the previous one's WAL flush. A notification lost (a process
+killed between its commit and its notification) costs the listeners a slow poll:
+``changed_elsewhere`` says "changed" at least every ``FALLBACK_POLL`` seconds.
 
 The schema is created and migrated in one transaction under a transaction-level advisory lock
 (two Apps opening a new database at once do not both migrate); a schema newer than this
@@ -21,7 +30,6 @@ the ``JournalError`` subclass that says what to do about it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -54,8 +62,11 @@ log = logging.getLogger("litedurable")
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
 
-MAX_CONNECTIONS = 8
+MAX_CONNECTIONS = 16
 """Most pooled connections one journal opens (the listener is one more)."""
+FALLBACK_POLL = 1.0
+"""Seconds after which ``changed_elsewhere`` says "changed" without a notification: the most a
+lost notification delays a waiter."""
 RETRIES = 20
 """Times a transaction is run again after a deadlock or serialization failure."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
@@ -63,6 +74,15 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 class Retry(Exception):
     """Raised inside ``write``'s function: run the whole transaction again (a race lost)."""
+
+
+class OutcomeUnknown(Exception):
+    """``autocommit``'s statement may or may not have committed: the connection was lost while
+    it ran. ``error`` is the psycopg error; re-read the write (``Driver.reread``)."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def redact(dsn: str) -> str:
@@ -125,6 +145,11 @@ class Driver:
         self._listen_ready = threading.Event()
         self._listener.start()
         self._listen_ready.wait(timeout)
+        self._last_change = time.monotonic()
+        self._news = threading.Event()  # set: a commit of ours awaits its notification
+        self._notifier = threading.Thread(target=self._notify_loop, name="litedurable-notify",
+                                          daemon=True)
+        self._notifier.start()
 
     # -- setup --------------------------------------------------------------------------
 
@@ -221,14 +246,36 @@ class Driver:
 
     def changed_elsewhere(self) -> bool:
         """True if another connection committed a write since the last call (or the listener
-        was cut off, when anything may have happened: the caller re-reads the tables)."""
+        was cut off, or ``FALLBACK_POLL`` seconds passed, when anything may have happened: the
+        caller re-reads the tables)."""
         self.usable()
-        if not self._listening:
-            return True
-        if self._changed.is_set():
+        now = time.monotonic()
+        if (not self._listening or self._changed.is_set()
+                or now - self._last_change >= FALLBACK_POLL):
             self._changed.clear()
+            self._last_change = now
             return True
         return False
+
+    def announce(self) -> None:
+        """A write of ours committed: have the notifier tell the other listeners (soon, and
+        once for every write committed before its notification is sent)."""
+        self._news.set()
+
+    def _notify_loop(self) -> None:
+        """Send one notification per wake-up, until closed (the last one after ``close``)."""
+        while True:
+            self._news.wait()
+            self._news.clear()
+            try:
+                with self.pool.connection() as conn:
+                    conn.execute(sql.NOTIFY, (self.channel, self.token))
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                if not self.closed:  # the listeners fall back to their slow poll
+                    log.warning("litedurable: could not notify the other processes on %s of "
+                                "a commit (%s)", self.path, exc)
+            if self.closed:
+                return
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -270,13 +317,12 @@ class Driver:
             committing = False
             value: T | None = None
             try:
-                with self.pool.connection() as conn:
-                    with conn.transaction():
-                        value = fn(conn)
-                        if notify:
-                            conn.execute(sql.NOTIFY, (self.channel, self.token))
-                        committing = True
-                    return value
+                with self.pool.connection() as conn, conn.transaction():
+                    value = fn(conn)
+                    committing = True
+                if notify:
+                    self.announce()
+                return value
             except Retry:
                 continue
             except (psycopg.errors.DeadlockDetected,
@@ -289,7 +335,9 @@ class Driver:
                 if not lost(exc):
                     raise translate(exc, self.path) from exc
                 if committing:  # the COMMIT was sent, its answer lost: re-read, never assume
-                    found: T = self._reread(exc, verify, value)
+                    found: T = self.reread(exc, verify, value)
+                    if notify:
+                        self.announce()
                     return found
                 if attempt < self._redials:  # lost before COMMIT: rolled back; again
                     continue
@@ -299,37 +347,33 @@ class Driver:
                     f"no connection to {self.path} came free: {exc}") from exc
         raise JournalError(f"a write to {self.path} lost its race {RETRIES} times; try again")
 
-    def write_one(self, statement: str, params: dict[str, Any],
-                  verify: Callable[[Connection], bool], found: Any) -> Any:
-        """Run one statement as its own transaction (autocommit: one round trip, no BEGIN or
-        COMMIT); the first value of its one row. The statement notifies itself: it is given
-        ``channel`` and ``token`` parameters. Any connection error leaves the outcome unknown:
-        ``verify`` re-reads it, and ``found`` is returned if the write is there."""
+    def autocommit(self, statement: str, params: Any) -> list[tuple[Any, ...]]:
+        """Run one statement as its own transaction (one round trip, no BEGIN or COMMIT): its
+        rows. A deadlock or serialization failure runs it again; a lost connection raises
+        ``OutcomeUnknown`` (it may have committed: the caller re-reads). Notifies no one."""
         self.writable()
         self.faults.check_alive()
-        params = {**params, "channel": self.channel, "token": self.token}
         for attempt in range(RETRIES + 1):
             try:
                 with self.pool.connection() as conn:
-                    row = conn.execute(statement, params).fetchone()
-                    return None if row is None else row[0]
+                    return conn.execute(statement, params).fetchall()
             except (psycopg.errors.DeadlockDetected,
                     psycopg.errors.SerializationFailure) as exc:
                 if attempt == RETRIES:
                     raise translate(exc, self.path) from exc
                 time.sleep(0.001 * (attempt + 1))
             except psycopg.Error as exc:
-                if lost(exc):  # the statement may or may not have run: re-read it
-                    return self._reread(exc, verify, found)
+                if lost(exc):
+                    raise OutcomeUnknown(exc) from exc
                 raise translate(exc, self.path) from exc
             except psycopg_pool.PoolTimeout as exc:
                 raise JournalLockedError(
                     f"no connection to {self.path} came free: {exc}") from exc
         raise JournalError(f"a write to {self.path} lost its race {RETRIES} times; try again")
 
-    def _reread(self, exc: psycopg.Error, verify: Callable[[Connection], bool] | None,
+    def reread(self, exc: psycopg.Error, verify: Callable[[Connection], bool] | None,
                 value: Any) -> Any:
-        """After a COMMIT whose outcome is unknown: ``value`` if the write is found, else the
+        """After a commit whose outcome is unknown: ``value`` if the write is found, else the
         error (a write without ``verify`` cannot be found, so it is reported failed)."""
         if verify is not None:
             try:
@@ -351,10 +395,10 @@ class Driver:
         if self.closed:
             return
         self.closed = True
-        # Wake the listener (it waits for a notification): it sees ``closed`` and ends.
-        with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout), \
-                self.pool.connection(timeout=1.0) as conn:
-            conn.execute(sql.NOTIFY, (self.channel, self.token))
+        # The notifier sends a last notification (for the last commits; it also wakes our
+        # listener, which then sees ``closed`` and ends) and stops.
+        self._news.set()
+        self._notifier.join(5.0)
         self.pool.close()
         self._listener.join(5.0)
 

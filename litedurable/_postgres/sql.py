@@ -13,6 +13,8 @@ Placeholders are psycopg's (``%s``, ``%(name)s``); ``storage.py`` only binds par
 
 from __future__ import annotations
 
+import functools
+
 SCHEMA_VERSION = 1
 """The schema this litedurable writes; a database at a newer one is refused."""
 
@@ -174,9 +176,11 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 SYNCHRONOUS_COMMIT = "SET synchronous_commit TO {level}"  # on / off
 READ_ONLY = "SET default_transaction_read_only TO on"  # a read-only open
 LISTEN = "LISTEN {channel}"
-# Every write transaction ends with this (PostgreSQL folds identical notifications of one
-# transaction into one): the payload is the writing storage's token, so a listener can tell
-# its own commits from another's.
+# Sent after write transactions commit, in a transaction of its own, one for every write
+# committed since the last (``driver.Driver.announce``): a NOTIFY takes a database-wide lock
+# from its commit to its end, so inside every write it would serialize their commits (and
+# their WAL flushes). The payload is the writing storage's token, so a listener can tell its
+# own commits from another's.
 NOTIFY = "SELECT pg_notify(%s, %s)"
 PING = "SELECT 1"
 
@@ -293,31 +297,68 @@ DELETE_WORKFLOWS = "DELETE FROM workflows WHERE workflow_id = ANY(%s)"
 # workflow row, so a claim (an UPDATE of it) by another owner either commits first, and the
 # fence reads the new owner and writes nothing, or waits for this insert to commit. A select's
 # open row (no finished_at yet) is completed; a finished row is never overwritten.
-INSERT_STEP = (
-    "WITH fence AS (SELECT 1 FROM workflows WHERE workflow_id = %(id)s AND owner = %(owner)s "
-    "FOR SHARE) "
-    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %(id)s, %(step)s, %(kind)s, %(name)s, "
-    "%(output)s, %(error)s, %(extra)s, %(checksum)s, %(started)s, %(finished)s, %(site)s, "
-    "%(attempts)s, %(owner)s FROM fence "
+_STEP_CONFLICT = (
     "ON CONFLICT (workflow_id, step) DO UPDATE SET output = excluded.output, "
     "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
     "finished_at = excluded.finished_at, attempts = excluded.attempts, "
     "owner = excluded.owner WHERE steps.finished_at IS NULL"
 )
-# ``INSERT_STEP`` as one statement of its own (autocommit: one round trip) that also notifies:
-# how many rows it wrote (0: fenced, or a finished row holds the step).
+"""A step row completes an open one (a select's deadline, then its decision), never a
+finished one."""
+INSERT_STEP = (
+    "WITH fence AS (SELECT 1 FROM workflows WHERE workflow_id = %(id)s AND owner = %(owner)s "
+    "FOR SHARE) "
+    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %(id)s, %(step)s, %(kind)s, %(name)s, "
+    "%(output)s, %(error)s, %(extra)s, %(checksum)s, %(started)s, %(finished)s, %(site)s, "
+    f"%(attempts)s, %(owner)s FROM fence {_STEP_CONFLICT}"
+)
+# ``INSERT_STEP`` as one statement of its own (autocommit: one round trip): how many rows it
+# wrote (0: fenced, or a finished row holds the step). Step rows notify no one: no waiter in
+# another process waits for a step row alone (outcomes, cancels, messages, events, streams,
+# promises and queue slots are written by other operations, which do).
 RECORD_STEP = (
     "WITH fence AS (SELECT 1 FROM workflows WHERE workflow_id = %(id)s AND owner = %(owner)s "
     "FOR SHARE), written AS ("
     f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %(id)s, %(step)s, %(kind)s, %(name)s, "
     "%(output)s, %(error)s, %(extra)s, %(checksum)s, %(started)s, %(finished)s, %(site)s, "
     "%(attempts)s, %(owner)s FROM fence "
-    "ON CONFLICT (workflow_id, step) DO UPDATE SET output = excluded.output, "
-    "error = excluded.error, extra = excluded.extra, checksum = excluded.checksum, "
-    "finished_at = excluded.finished_at, attempts = excluded.attempts, "
-    "owner = excluded.owner WHERE steps.finished_at IS NULL RETURNING 1) "
-    "SELECT (SELECT count(*) FROM written), pg_notify(%(channel)s, %(token)s)"
+    f"{_STEP_CONFLICT} RETURNING 1) "
+    "SELECT count(*) FROM written"
 )
+STEP_ROW = ("%s::text", "%s::text", "%s::bigint", "%s::text", "%s::text", "%s::bytea",
+            "%s::bytea", "%s::bytea", "%s::bigint", "%s::double precision",
+            "%s::double precision", "%s::text", "%s::text")
+"""One row's values in ``record_steps_sql``: workflow id, owner, then ``STEP_COLUMNS`` but
+the first and the last (typed: a column of NULLs must still say what it holds)."""
+STEP_ROW_BUCKETS = (2, 4, 8, 16, 32, 64)
+"""The batch sizes with a statement of their own (a batch is padded up to the next, with rows
+of NULLs that no fence lets through), so a few prepared statements serve every batch."""
+
+
+@functools.cache
+def record_steps_sql(size: int) -> str:
+    """Write ``size`` step rows, each fenced on its own owner, in one statement; the
+    ``(workflow_id, step)`` of the rows written (a row not returned was fenced, or a finished
+    row holds its step). The fence is ``INSERT_STEP``'s for every row at once: the workflow
+    rows still owned by each row's owner, share-locked (in id order, so two batches take them
+    in the same order); a row a concurrent claim changed is waited for, then judged again as
+    it was left (READ COMMITTED re-checks the join on the row version it waited for). Only
+    the fence's answer decides what is written, never a read of the statement's snapshot."""
+    rows = ", ".join(f"({', '.join(STEP_ROW)})" for _ in range(size))
+    return (
+        "WITH batch (workflow_id, owner, step, kind, name, output, error, extra, checksum, "
+        f"started_at, finished_at, site, attempts) AS (VALUES {rows}), "
+        "fence AS MATERIALIZED (SELECT w.workflow_id, w.owner FROM workflows w JOIN batch b "
+        "ON w.workflow_id = b.workflow_id AND w.owner = b.owner ORDER BY w.workflow_id "
+        "FOR SHARE OF w), "
+        f"written AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT b.workflow_id, b.step, b.kind, "
+        "b.name, b.output, b.error, b.extra, b.checksum, b.started_at, b.finished_at, b.site, "
+        "b.attempts, b.owner FROM batch b WHERE (b.workflow_id, b.owner) IN "
+        f"(SELECT workflow_id, owner FROM fence) {_STEP_CONFLICT} RETURNING workflow_id, step) "
+        "SELECT workflow_id, step FROM written"
+    )
+
+
 SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = %s ORDER BY step"
 SELECT_STEPS_BELOW = (
     f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = %s AND step < %s ORDER BY step"

@@ -63,6 +63,7 @@ from .._storage import (
     workflow_checksum,
 )
 from . import sql, transfer
+from .commit import StepCommit, step_params
 from .driver import Connection, Driver, Retry
 
 __all__ = ["PostgresStorage"]
@@ -89,6 +90,7 @@ class PostgresStorage:
         self.driver = Driver(dsn, schema=schema, durability=durability, timeout=timeout,
                              faults=self.faults, readonly=readonly)
         self.path = self.driver.path
+        self.steps = StepCommit(self.driver)
 
     @property
     def gone(self) -> str | None:
@@ -165,13 +167,11 @@ class PostgresStorage:
         return self.driver.read(load)
 
     def record_step(self, row: StepRow, owner: str) -> None:
-        """See ``Storage.record_step``: refused (``OwnershipLostError``) for a former owner."""
+        """See ``Storage.record_step``: refused (``OwnershipLostError``) for a former owner.
+        Written through the group commit (``commit.py``)."""
         total = step_checksum(row)
-        written = self.driver.write_one(
-            sql.RECORD_STEP, _step_params(row, owner, total),
-            lambda conn: _step_checksum(conn, row) == total, found=1)
-        if written == 0:  # find out why, and raise it (or: the same outcome was there)
-            self.driver.read(lambda conn: _refused_step(conn, row, owner, total))
+        if not self.steps.record(row, owner, total):  # why not? raise it (or: the same
+            self.driver.read(lambda conn: _refused_step(conn, row, owner, total))  # was there)
 
     def finish_workflow(
         self, workflow_id: str, owner: str | None, *, status: str, output: bytes | None,
@@ -710,16 +710,9 @@ def _step_checksum(conn: Connection, row: StepRow) -> int | None:
     return int(found[0][0]) if found else None
 
 
-def _step_params(row: StepRow, owner: str, total: int) -> dict[str, Any]:
-    return {"id": row.workflow_id, "owner": owner, "step": row.step, "kind": row.kind,
-            "name": row.name, "output": row.output, "error": row.error, "extra": row.extra,
-            "checksum": total, "started": row.started_at, "finished": row.finished_at,
-            "site": row.site, "attempts": row.attempts}
-
-
 def _write_step(conn: Connection, row: StepRow, owner: str, total: int) -> None:
     """Write ``row`` in the caller's transaction, fenced on ``owner`` (see ``INSERT_STEP``)."""
-    cur = conn.execute(sql.INSERT_STEP, _step_params(row, owner, total))
+    cur = conn.execute(sql.INSERT_STEP, step_params(row, owner, total))
     if cur.rowcount == 0:
         _refused_step(conn, row, owner, total)
 
