@@ -504,6 +504,26 @@ def test_changed_elsewhere_sees_another_connections_commit(journal: Opener) -> N
         pytest.fail("another connection's commit was never reported")
 
 
+def test_a_lost_notification_costs_a_slow_poll_not_a_hang(postgres_dsn: str) -> None:
+    """A writer killed between its commit and its notification (here: one that never
+    notifies) is still seen by the others, at their fallback poll."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    watcher, writer = (PostgresStorage(postgres_dsn, schema=schema) for _ in range(2))
+    try:
+        writer.driver.announce = lambda: None  # type: ignore[method-assign]
+        watcher.changed_elsewhere()
+        _start(writer, "w")
+        for _ in range(1000):  # FALLBACK_POLL is 1 s; 10 s is a bound, not a timing
+            if watcher.changed_elsewhere():
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("a commit whose notification was lost was never reported")
+    finally:
+        watcher.close()
+        writer.close()
+
+
 def test_export_import_and_check(journal: Opener, tmp_path: Any) -> None:
     store = journal()
     _start(store, "w")
