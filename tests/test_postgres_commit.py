@@ -72,8 +72,7 @@ class Statements:
         self.entered.set()
         self.gate.wait()
         batch = statement != pg_sql.RECORD_STEP
-        self.sizes.append(sum(p is not None for p in params[::len(pg_sql.STEP_ROW)])
-                          if batch else 1)
+        self.sizes.append(len(params[0]) if batch else 1)
         if batch and self.lose == "before":
             self.lose = None
             raise OutcomeUnknown(psycopg.OperationalError("connection lost (simulated)"))
@@ -250,13 +249,10 @@ def test_the_race_check_catches_a_batch_fence_that_forgets_the_owner(
         journal: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Negative control: a batch fencing on the workflow alone (not its owner) lets the former
     owner's steps in after the claim, and the check above sees them."""
-    real = pg_sql.record_steps_sql
-
-    def broken(size: int) -> str:
-        return real(size).replace("AND w.owner = b.owner", "").replace(
-            "(b.workflow_id, b.owner) IN (SELECT workflow_id, owner FROM fence)",
-            "b.workflow_id IN (SELECT workflow_id FROM fence)")
-
-    monkeypatch.setattr(pg_sql, "record_steps_sql", broken)
+    broken = pg_sql.RECORD_STEPS.replace("AND w.owner = b.owner", "").replace(
+        "(b.workflow_id, b.owner) IN (SELECT workflow_id, owner FROM fence)",
+        "b.workflow_id IN (SELECT workflow_id FROM fence)")
+    assert "w.owner = b.owner" not in broken and "b.owner) IN" not in broken
+    monkeypatch.setattr(pg_sql, "RECORD_STEPS", broken)
     late, _ = _race_claim_against_batches(journal)
     assert late != []

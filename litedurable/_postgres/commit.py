@@ -3,8 +3,8 @@
 A step write that finds no other in flight is sent at once, alone, in its own thread
 (``sql.RECORD_STEP``: one round trip), so a sequential workflow pays nothing for batching.
 Step writes arriving while one is in flight queue; when it ends, the queue's head writes the
-whole queue in one statement (``sql.record_steps_sql``: every row fenced on its owner, up to
-``ROWS_PER_STATEMENT`` rows each) and wakes the writers it made durable, handing the lead to
+whole queue in one statement (``sql.RECORD_STEPS``: one array per column, every row fenced on
+its owner) and wakes the writers it made durable, handing the lead to
 the next queue head (leader/follower, as the SQLite journal's ``_sqlite/commit.py`` and as
 databases flush their logs). The workflows of a busy App and the branches of a ``go`` fan-out
 then cost one round trip and one WAL flush per batch instead of one per step, and hold one
@@ -17,7 +17,6 @@ reported so to its writer alone, who finds out why. A statement whose connection
 
 from __future__ import annotations
 
-import bisect
 import threading
 from typing import Any
 
@@ -27,9 +26,6 @@ from . import sql
 from .driver import Connection, Driver, OutcomeUnknown
 
 __all__ = ["StepCommit", "step_params"]
-
-ROWS_PER_STATEMENT = sql.STEP_ROW_BUCKETS[-1]
-
 
 class _Step:
     """One queued step write and, once ``done``, what became of it."""
@@ -50,7 +46,7 @@ class _Step:
         return self.row.workflow_id, self.row.step
 
     def values(self) -> tuple[Any, ...]:
-        """The row's values in ``sql.STEP_ROW`` order."""
+        """The row's values in the order of ``sql.RECORD_STEPS``'s arrays."""
         r = self.row
         return (r.workflow_id, self.owner, r.step, r.kind, r.name, r.output, r.error, r.extra,
                 self.total, r.started_at, r.finished_at, r.site, r.attempts)
@@ -121,8 +117,7 @@ class StepCommit:
             todo = batch
             while todo:  # a step twice in one statement is an error: the repeat goes next
                 now, todo = _first_of_each(todo)
-                for start in range(0, len(now), ROWS_PER_STATEMENT):
-                    self._together(now[start:start + ROWS_PER_STATEMENT])
+                self._together(now)
         except BaseException as exc:  # a simulated crash, a closed journal: all settle failed
             for op in batch:
                 if not op.done:
@@ -138,12 +133,10 @@ class StepCommit:
         op.done = True
 
     def _together(self, ops: list[_Step]) -> None:
-        size = sql.STEP_ROW_BUCKETS[bisect.bisect_left(sql.STEP_ROW_BUCKETS, len(ops))]
-        params = [value for op in ops for value in op.values()]
-        params += [None] * (len(sql.STEP_ROW) * (size - len(ops)))  # padding: never written
+        columns = [list(column) for column in zip(*(op.values() for op in ops), strict=True)]
         try:
             written = {(str(wid), int(step)) for wid, step in
-                       self.driver.autocommit(sql.record_steps_sql(size), params)}
+                       self.driver.autocommit(sql.RECORD_STEPS, columns)}
         except OutcomeUnknown as unknown:  # each row re-read: written, or the error
             for op in ops:
                 try:

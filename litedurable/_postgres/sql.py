@@ -13,8 +13,6 @@ Placeholders are psycopg's (``%s``, ``%(name)s``); ``storage.py`` only binds par
 
 from __future__ import annotations
 
-import functools
-
 SCHEMA_VERSION = 1
 """The schema this litedurable writes; a database at a newer one is refused."""
 
@@ -325,40 +323,28 @@ RECORD_STEP = (
     f"{_STEP_CONFLICT} RETURNING 1) "
     "SELECT count(*) FROM written"
 )
-STEP_ROW = ("%s::text", "%s::text", "%s::bigint", "%s::text", "%s::text", "%s::bytea",
-            "%s::bytea", "%s::bytea", "%s::bigint", "%s::double precision",
-            "%s::double precision", "%s::text", "%s::text")
-"""One row's values in ``record_steps_sql``: workflow id, owner, then ``STEP_COLUMNS`` but
-the first and the last (typed: a column of NULLs must still say what it holds)."""
-STEP_ROW_BUCKETS = (2, 4, 8, 16, 32, 64)
-"""The batch sizes with a statement of their own (a batch is padded up to the next, with rows
-of NULLs that no fence lets through), so a few prepared statements serve every batch."""
-
-
-@functools.cache
-def record_steps_sql(size: int) -> str:
-    """Write ``size`` step rows, each fenced on its own owner, in one statement; the
-    ``(workflow_id, step)`` of the rows written (a row not returned was fenced, or a finished
-    row holds its step). The fence is ``INSERT_STEP``'s for every row at once: the workflow
-    rows still owned by each row's owner, share-locked (in id order, so two batches take them
-    in the same order); a row a concurrent claim changed is waited for, then judged again as
-    it was left (READ COMMITTED re-checks the join on the row version it waited for). Only
-    the fence's answer decides what is written, never a read of the statement's snapshot."""
-    rows = ", ".join(f"({', '.join(STEP_ROW)})" for _ in range(size))
-    return (
-        "WITH batch (workflow_id, owner, step, kind, name, output, error, extra, checksum, "
-        f"started_at, finished_at, site, attempts) AS (VALUES {rows}), "
-        "fence AS MATERIALIZED (SELECT w.workflow_id, w.owner FROM workflows w JOIN batch b "
-        "ON w.workflow_id = b.workflow_id AND w.owner = b.owner ORDER BY w.workflow_id "
-        "FOR SHARE OF w), "
-        f"written AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT b.workflow_id, b.step, b.kind, "
-        "b.name, b.output, b.error, b.extra, b.checksum, b.started_at, b.finished_at, b.site, "
-        "b.attempts, b.owner FROM batch b WHERE (b.workflow_id, b.owner) IN "
-        f"(SELECT workflow_id, owner FROM fence) {_STEP_CONFLICT} RETURNING workflow_id, step) "
-        "SELECT workflow_id, step FROM written"
-    )
-
-
+# ``INSERT_STEP`` for many rows in one statement: one array per column (a short statement,
+# prepared once, whatever the batch's size), each row fenced on its own owner; returns the
+# ``(workflow_id, step)`` of the rows written (a row not returned was fenced, or a finished row
+# holds its step). The fence is ``INSERT_STEP``'s for every row at once: the workflow rows
+# still owned by each row's owner, share-locked (in id order, so two batches take them in the
+# same order); a row a concurrent claim changed is waited for, then judged again as it was
+# left (READ COMMITTED re-checks the join on the row version it waited for). Only the fence's
+# answer decides what is written, never a read of the statement's snapshot.
+RECORD_STEPS = (
+    "WITH batch (workflow_id, owner, step, kind, name, output, error, extra, checksum, "
+    "started_at, finished_at, site, attempts) AS (SELECT * FROM unnest(%s::text[], "
+    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::bytea[], "
+    "%s::bigint[], %s::double precision[], %s::double precision[], %s::text[], %s::text[])), "
+    "fence AS MATERIALIZED (SELECT w.workflow_id, w.owner FROM workflows w JOIN batch b "
+    "ON w.workflow_id = b.workflow_id AND w.owner = b.owner ORDER BY w.workflow_id "
+    "FOR SHARE OF w), "
+    f"written AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT b.workflow_id, b.step, b.kind, "
+    "b.name, b.output, b.error, b.extra, b.checksum, b.started_at, b.finished_at, b.site, "
+    "b.attempts, b.owner FROM batch b WHERE (b.workflow_id, b.owner) IN "
+    f"(SELECT workflow_id, owner FROM fence) {_STEP_CONFLICT} RETURNING workflow_id, step) "
+    "SELECT workflow_id, step FROM written"
+)
 SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = %s ORDER BY step"
 SELECT_STEPS_BELOW = (
     f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = %s AND step < %s ORDER BY step"
