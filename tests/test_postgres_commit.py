@@ -69,6 +69,8 @@ class Statements:
         storage.driver.autocommit = self  # type: ignore[method-assign]
 
     def __call__(self, statement: str, params: Any) -> list[tuple[Any, ...]]:
+        if statement not in (pg_sql.RECORD_STEP, pg_sql.RECORD_STEPS):
+            return self._real(statement, params)  # a start or a finish
         self.entered.set()
         self.gate.wait()
         batch = statement != pg_sql.RECORD_STEP
@@ -237,7 +239,7 @@ def _race_claim_against_batches(journal: Callable[[], Any]) -> tuple[list[int], 
     return late, missing
 
 
-@pytest.mark.parametrize("round_", range(3))
+@pytest.mark.parametrize("round_", range(4))  # without the row lock: caught in 4 of 10 rounds
 def test_a_claim_racing_batched_steps_lets_no_former_owners_step_in(
         journal: Callable[[], Any], round_: int) -> None:
     late, missing = _race_claim_against_batches(journal)

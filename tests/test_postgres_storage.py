@@ -688,6 +688,10 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
         armed[0] = True  # record_step is one autocommit statement: re-read by its checksum
         storage.record_step(_step("w", 0, b"zero"), "me")
         assert not armed[0] and [s.output for s in storage.load_steps("w")] == [b"zero"]
+        armed[0] = True  # so is a finish whose row is known: re-read by its status
+        assert storage.finish_workflow("w", "me", status="succeeded", output=b"r", error=None,
+                                       now=3.0, known=row)
+        assert not armed[0] and storage.get_workflow("w").status == "succeeded"
     finally:
         storage.close()
 

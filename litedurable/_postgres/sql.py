@@ -201,7 +201,8 @@ LOCK_WORKFLOW_SHARE = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_
 INSERT_WORKFLOW = (
     "INSERT INTO workflows (workflow_id, name, status, inputs, checksum, created_at, "
     "updated_at, app_version, parent_id, owner, deadline, detached) "
-    "VALUES (%s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    "VALUES (%s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
+    "RETURNING 1"
 )
 # No conflict target: a taken id and a held dedup key (the partial unique index) both write
 # nothing, and a concurrent insert of either waits for the other's commit.
@@ -221,7 +222,7 @@ DEDUP_HOLDER = (
 FINISH_WORKFLOW = (
     "UPDATE workflows SET status = %(status)s, output = %(output)s, error = %(error)s, "
     "checksum = %(checksum)s, updated_at = %(now)s WHERE workflow_id = %(id)s "
-    "AND status = 'pending' AND (%(owner)s::text IS NULL OR owner = %(owner)s)"
+    "AND status = 'pending' AND (%(owner)s::text IS NULL OR owner = %(owner)s) RETURNING 1"
 )
 LOCK_WORKFLOW = f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = %s FOR UPDATE"
 LOCK_WORKFLOWS = (

@@ -64,7 +64,7 @@ from .._storage import (
 )
 from . import sql, transfer
 from .commit import StepCommit, step_params
-from .driver import Connection, Driver, Retry
+from .driver import RETRIES, Connection, Driver, OutcomeUnknown, Retry
 
 __all__ = ["PostgresStorage"]
 
@@ -117,6 +117,10 @@ class PostgresStorage:
     ) -> tuple[bool, WorkflowRow]:
         """See ``Storage.insert_workflow``."""
         total = workflow_checksum(workflow_id, name, inputs, None, None)
+        if parent_id is None and queue is None:
+            return self._insert_top_level(WorkflowRow(
+                workflow_id, name, "pending", inputs, None, None, now, now, app_version, None,
+                owner, 0, deadline, detached), total)
 
         def insert(conn: Connection) -> tuple[bool, WorkflowRow]:
             if parent_id is not None:
@@ -150,6 +154,33 @@ class PostgresStorage:
 
         return self.driver.write(insert, verify)
 
+    def _insert_top_level(self, row: WorkflowRow, total: int) -> tuple[bool, WorkflowRow]:
+        """A start with no parent and no queue: one statement in autocommit (one round trip:
+        no parent to lock, no dedup key to name)."""
+        wid = row.workflow_id
+        params = (wid, row.name, row.inputs, total, row.created_at, row.updated_at,
+                  row.app_version, None, row.owner, row.deadline, int(row.detached))
+        for _ in range(RETRIES):
+            try:
+                created = bool(self.driver.autocommit(sql.INSERT_WORKFLOW, params))
+            except OutcomeUnknown as unknown:  # ours if the row there is the one we wrote
+                self.driver.reread(unknown.error, lambda conn: _one_workflow(
+                    conn, sql.SELECT_WORKFLOW, wid) is not None, True)
+                found = self.get_workflow(wid)
+                if found is None:
+                    continue  # written, then deleted (gc) before the re-read: again
+                self.driver.announce()
+                return found == row, found
+            if created:
+                self.driver.announce()
+                return True, row
+            found = self.get_workflow(wid)
+            if found is not None:
+                return False, found
+            # the id's row was deleted (gc) between our insert and this read: again
+        raise JournalError(f"starting {wid!r} in {self.path} raced a deletion of that id "
+                           f"{RETRIES} times; try again")
+
     def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
         return self.driver.read(lambda conn: _one_workflow(conn, sql.SELECT_WORKFLOW,
                                                            workflow_id))
@@ -179,26 +210,34 @@ class PostgresStorage:
     ) -> bool:
         """See ``Storage.finish_workflow``."""
 
-        def finish(conn: Connection) -> bool:
-            if known is not None:
-                name, inputs = known.name, known.inputs
-            else:
-                row = _fenced(conn, workflow_id, owner)
-                name, inputs = row.name, row.inputs
-            total = workflow_checksum(workflow_id, name, inputs, output, error)
-            cur = conn.execute(sql.FINISH_WORKFLOW, {
-                "status": status, "output": output, "error": error, "checksum": total,
-                "now": now, "id": workflow_id, "owner": owner})
-            if cur.rowcount == 1:
-                return True
-            _fenced(conn, workflow_id, owner)  # raises the error that says why, if fenced
-            return False  # no longer pending
+        def params(name: str, inputs: bytes) -> dict[str, Any]:
+            return {"status": status, "output": output, "error": error, "now": now,
+                    "checksum": workflow_checksum(workflow_id, name, inputs, output, error),
+                    "id": workflow_id, "owner": owner}
 
         def verify(conn: Connection) -> bool:
             row = _one_workflow(conn, sql.SELECT_WORKFLOW, workflow_id)
             return row is not None and row.status == status
 
-        return self.driver.write(finish, verify)
+        def finish(conn: Connection) -> bool:
+            row = _fenced(conn, workflow_id, owner)
+            if conn.execute(sql.FINISH_WORKFLOW, params(row.name, row.inputs)).rowcount == 1:
+                return True
+            _fenced(conn, workflow_id, owner)  # raises the error that says why, if fenced
+            return False  # no longer pending
+
+        if known is None:
+            return self.driver.write(finish, verify)
+        try:  # the usual case: one statement in autocommit (one round trip)
+            done = bool(self.driver.autocommit(sql.FINISH_WORKFLOW,
+                                               params(known.name, known.inputs)))
+        except OutcomeUnknown as unknown:
+            done = self.driver.reread(unknown.error, verify, True)
+        if done:
+            self.driver.announce()
+            return True
+        self.driver.read(lambda conn: _fenced(conn, workflow_id, owner))  # raises why, if fenced
+        return False  # no longer pending
 
     def resume(self, workflow_id: str, now: float, *, owner: str | None,
                app_version: str | None = None) -> list[str]:
