@@ -251,10 +251,12 @@ def test_the_race_check_catches_a_batch_fence_that_forgets_the_owner(
         journal: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Negative control: a batch fencing on the workflow alone (not its owner) lets the former
     owner's steps in after the claim, and the check above sees them."""
-    broken = pg_sql.RECORD_STEPS.replace("AND w.owner = b.owner", "").replace(
+    broken = pg_sql.RECORD_STEPS.replace(
+        "WHERE (workflow_id, owner) IN (SELECT workflow_id, owner FROM batch)",
+        "WHERE workflow_id IN (SELECT workflow_id FROM batch)").replace(
         "(b.workflow_id, b.owner) IN (SELECT workflow_id, owner FROM fence)",
         "b.workflow_id IN (SELECT workflow_id FROM fence)")
-    assert "w.owner = b.owner" not in broken and "b.owner) IN" not in broken
+    assert "owner) IN" not in broken
     monkeypatch.setattr(pg_sql, "RECORD_STEPS", broken)
     late, _ = _race_claim_against_batches(journal)
     assert late != []

@@ -329,17 +329,17 @@ RECORD_STEP = (
 # ``(workflow_id, step)`` of the rows written (a row not returned was fenced, or a finished row
 # holds its step). The fence is ``INSERT_STEP``'s for every row at once: the workflow rows
 # still owned by each row's owner, share-locked (in id order, so two batches take them in the
-# same order); a row a concurrent claim changed is waited for, then judged again as it was
-# left (READ COMMITTED re-checks the join on the row version it waited for). Only the fence's
+# same order; each once, however many of its steps the batch has); a row a concurrent claim
+# changed is waited for, then judged again as it was left (READ COMMITTED re-checks the
+# condition on the row version it waited for). Only the fence's
 # answer decides what is written, never a read of the statement's snapshot.
 RECORD_STEPS = (
     "WITH batch (workflow_id, owner, step, kind, name, output, error, extra, checksum, "
     "started_at, finished_at, site, attempts) AS (SELECT * FROM unnest(%s::text[], "
     "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::bytea[], "
     "%s::bigint[], %s::double precision[], %s::double precision[], %s::text[], %s::text[])), "
-    "fence AS MATERIALIZED (SELECT w.workflow_id, w.owner FROM workflows w JOIN batch b "
-    "ON w.workflow_id = b.workflow_id AND w.owner = b.owner ORDER BY w.workflow_id "
-    "FOR SHARE OF w), "
+    "fence AS MATERIALIZED (SELECT workflow_id, owner FROM workflows WHERE (workflow_id, owner) "
+    "IN (SELECT workflow_id, owner FROM batch) ORDER BY workflow_id FOR SHARE), "
     f"written AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT b.workflow_id, b.step, b.kind, "
     "b.name, b.output, b.error, b.extra, b.checksum, b.started_at, b.finished_at, b.site, "
     "b.attempts, b.owner FROM batch b WHERE (b.workflow_id, b.owner) IN "
