@@ -161,6 +161,7 @@ class Driver:
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._format(sql.SET_SEARCH_PATH))
         conn.execute(self._format(sql.SYNCHRONOUS_COMMIT))
+        conn.execute(sql.IDLE_IN_TRANSACTION)
         if self.readonly:
             conn.execute(sql.READ_ONLY)
 

@@ -172,6 +172,10 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 # -- connections ----------------------------------------------------------------------------
 
 SYNCHRONOUS_COMMIT = "SET synchronous_commit TO {level}"  # on / off
+# A transaction of ours left open by a client that stopped mid-way (SIGSTOP, a frozen VM) is
+# ended by the server after this long, releasing its row locks (writes of the same rows wait
+# for them); the client, if it ever continues, finds its connection lost and re-reads.
+IDLE_IN_TRANSACTION = "SET idle_in_transaction_session_timeout TO '15s'"
 READ_ONLY = "SET default_transaction_read_only TO on"  # a read-only open
 LISTEN = "LISTEN {channel}"
 # Sent after write transactions commit, in a transaction of its own, one for every write
@@ -514,15 +518,24 @@ DISOWN = "UPDATE workflows SET owner = NULL WHERE owner = %s"
 # concurrency (an UPDATE re-checks its WHERE on a row a concurrent claim changed, so of two
 # claimers expecting the same owner only the first changes it). ``mark`` is the workflow's
 # highest step: a claim after progress counts attempt 1 again.
+# The rows to claim are locked first, skipping those another transaction holds: a peer
+# claiming them now, or a stopped owner's open transaction (SIGSTOP, a frozen VM), which a
+# claim waiting for it would wait with (the heartbeat thread recovers: waiting, it would stop
+# beating, and its own App would look dead). A skipped workflow is claimed at a later recovery.
 CLAIM = (
+    "WITH free AS (SELECT w.workflow_id FROM workflows w "
+    "JOIN unnest(%(ids)s::text[], %(olds)s::text[]) AS c(id, old) ON w.workflow_id = c.id "
+    "AND w.owner IS NOT DISTINCT FROM c.old WHERE w.status = 'pending' "
+    "ORDER BY w.workflow_id FOR UPDATE OF w SKIP LOCKED) "
     "UPDATE workflows w SET owner = %(new)s, "
     "recovery_attempts = CASE WHEN w.progress_mark = wanted.mark "
     "THEN w.recovery_attempts + 1 ELSE 1 END, progress_mark = wanted.mark "
     "FROM (SELECT c.id, c.old, coalesce((SELECT max(step) FROM steps s "
     "WHERE s.workflow_id = c.id), -1) AS mark "
     "FROM unnest(%(ids)s::text[], %(olds)s::text[]) AS c(id, old)) AS wanted "
-    "WHERE w.workflow_id = wanted.id AND w.owner IS NOT DISTINCT FROM wanted.old "
-    "AND w.status = 'pending' RETURNING w.workflow_id, w.recovery_attempts"
+    "WHERE w.workflow_id = wanted.id AND w.workflow_id IN (SELECT workflow_id FROM free) "
+    "AND w.owner IS NOT DISTINCT FROM wanted.old AND w.status = 'pending' "
+    "RETURNING w.workflow_id, w.recovery_attempts"
 )
 
 # -- schedules ------------------------------------------------------------------------------
