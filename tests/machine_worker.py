@@ -1,14 +1,14 @@
 """One "machine" of tests/test_machines.py: a worker process with its own App on a shared
 PostgreSQL journal, posing as another host whose wall clock is off by ``skew`` seconds.
 
-Usage: ``python machine_worker.py URL K SKEW LEDGER_DIR T0 STOP_FILE LEASE [DEFECT]``.
+Usage: ``python machine_worker.py URL K SKEW LEDGER_DIR T0 PACE STOP_FILE LEASE [DEFECT]``.
 
 It patches ``time.time`` (the machine's wall clock, skewed) and ``litedurable._lease.HOST``
 (``machine-K``: no pid check applies to its owners, only leases decide) before the App
 launches. It starts its share of the workflows (``job-K-I``, the I-th due at ``T0 + (4I + K) *
 PACE`` of the real clock; a restarted worker starts those its killed predecessor had not, an
 existing id being left alone), then runs them and whatever recovery gives it until
-``STOP_FILE`` exists.
+``STOP_FILE`` exists. ``DEFECT``: a fault-seam defect to inject (a negative control).
 
 The ledger (``LEDGER_DIR/ledger-K-PID.jsonl``, opened O_APPEND, one JSON line per event, real
 clock times): ``owner`` (this process's owner token), ``start``/``end`` of each step body
@@ -28,15 +28,14 @@ import time
 
 STEPS = 5  # steps per workflow
 PER_WORKER = 10  # workflows each worker starts
-PACE = 0.3  # seconds between two workflows' due times (all workers together)
 STEP_SECONDS = 0.3  # each step body's length
 
 _real_time = time.time
 
 
 def main() -> None:
-    url, k, skew, ledger_dir, t0, stop_file, lease = sys.argv[1:8]
-    defect = sys.argv[8] if len(sys.argv) > 8 else ""
+    url, k, skew, ledger_dir, t0, pace, stop_file, lease = sys.argv[1:9]
+    defect = sys.argv[9] if len(sys.argv) > 9 else ""
     index, offset = int(k), float(skew)
     time.time = lambda: _real_time() + offset  # this machine's wall clock is off
 
@@ -82,7 +81,8 @@ def main() -> None:
 
     with app:
         log("owner", owner=app._owner, k=index)
-        due = [(float(t0) + (4 * i + index) * PACE, f"job-{index}-{i}") for i in range(PER_WORKER)]
+        due = [(float(t0) + (4 * i + index) * float(pace), f"job-{index}-{i}")
+               for i in range(PER_WORKER)]
         while not os.path.exists(stop_file):
             while due and due[0][0] <= _real_time():
                 wid = due.pop(0)[1]

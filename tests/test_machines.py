@@ -37,6 +37,8 @@ and the checks must say so.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import random
@@ -80,8 +82,8 @@ class Run:
 class Machines:
     """The worker processes: started, SIGKILLed, SIGSTOPped and continued, stopped."""
 
-    def __init__(self, url: str, tmp: Path, t0: float, defect: str | None) -> None:
-        self.url, self.tmp, self.t0, self.defect = url, tmp, t0, defect
+    def __init__(self, url: str, tmp: Path, t0: float, pace: float, defect: str | None) -> None:
+        self.url, self.tmp, self.t0, self.pace, self.defect = url, tmp, t0, pace, defect
         self.stop_file = tmp / "stop"
         self.procs: dict[int, subprocess.Popen[bytes]] = {}  # machine -> its live process
         self.all: list[subprocess.Popen[bytes]] = []
@@ -90,7 +92,7 @@ class Machines:
 
     def start(self, k: int) -> None:
         args = [sys.executable, str(WORKER), self.url, str(k), str(SKEWS[k]), str(self.tmp),
-                str(self.t0), str(self.stop_file), str(LEASE)]
+                str(self.t0), str(self.pace), str(self.stop_file), str(LEASE)]
         proc = subprocess.Popen([*args, *([self.defect] if self.defect else [])],
                                 env=child_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -105,7 +107,8 @@ class Machines:
         self.start(k)
 
     def busiest(self, among: list[int]) -> int:
-        """The machine whose process has the most step bodies running now (by its ledger)."""
+        """The machine (of ``among``) whose process has the most step bodies running now, by
+        its ledger: stopping it leaves workflows in flight to take over and fence."""
         def running(k: int) -> int:
             open_ = set()
             for event in _read_ledger(self.tmp, self.procs[k].pid):
@@ -154,10 +157,13 @@ def _finished(url: str) -> int:
         return journal.count_workflows().get("succeeded", 0)
 
 
-def _scenario(url: str, tmp: Path, *, defect: str | None = None, nemesis: bool = True) -> Run:
+def _scenario(url: str, tmp: Path, *, defect: str | None = None, nemesis: bool = True,
+              pace: float = 0.3) -> Run:
+    """Run the machines (the nemesis too, if ``nemesis``) until every workflow succeeded;
+    ``pace``: seconds between two workflows' starts (all machines together)."""
     rng = random.Random(os.getpid())
     open_storage(url).close()  # the schema exists before four workers race to create it
-    machines = Machines(url, tmp, time.time() + 1.5, defect)
+    machines = Machines(url, tmp, time.time() + 1.5, pace, defect)
     try:
         for k in range(MACHINES):
             machines.start(k)
@@ -165,7 +171,8 @@ def _scenario(url: str, tmp: Path, *, defect: str | None = None, nemesis: bool =
             if _finished(url) == WORKFLOWS:
                 break
             time.sleep(0.5)
-            stop = machines.busiest(list(range(MACHINES)))
+            fresh = [k for k in range(MACHINES) if machines.procs[k].pid not in machines.stopped]
+            stop = machines.busiest(fresh or list(range(MACHINES)))
             stopped = machines.procs[stop]
             stopped.send_signal(signal.SIGSTOP)
             machines.kill(rng.choice([k for k in range(MACHINES) if k != stop]))
@@ -255,7 +262,7 @@ def violations(run: Run) -> list[str]:
                 found.append(f"{wid} step {row.step} ran again after it was recorded: {ex} "
                              f"(recorded: {recorded}; its process learnt next: {learnt})")
         owners = [r.owner for r in rows]
-        for before, after in zip(owners, owners[1:], strict=False):
+        for before, after in itertools.pairwise(owners):
             if before != after and before not in presumable:
                 found.append(f"{wid}: {after} took it over from {before}, which was neither "
                              f"killed nor stopped (owners by step: {owners})")
@@ -289,12 +296,39 @@ def test_machines_under_kills_and_stops_keep_every_step_once(url: str, tmp_path:
     run = _scenario(url, tmp_path)
     assert violations(run) == []
     assert _nemesis_did_its_work(run) == []
+    _the_checks_can_fail(run)
+
+
+def _the_checks_can_fail(run: Run) -> None:
+    """The checks flag a recorded step run again by its recorder, one run again by an owner
+    that was never presumed dead, and a workflow taken from a live owner (each written into
+    a copy of the run's evidence)."""
+    wid, rows = next((w, r) for w, r in sorted(run.steps.items()) if len(r) == STEPS)
+    row = rows[1]
+    recorded = _executions(run)[json.loads(row.output or b"null")]
+    again = {"ev": "start", "pid": recorded.pid, "t": (recorded.end or 0) + 1e-3, "w": wid,
+             "step": row.step, "nonce": "again", "owner": recorded.owner}
+    rerun = dataclasses.replace(run, ledgers={**run.ledgers, recorded.pid: [
+        *run.ledgers[recorded.pid], again]})
+    assert any("ran again after it was recorded" in v for v in violations(rerun))
+    live = {pid for pid in run.ledgers if pid not in run.killed and pid not in run.stopped}
+    other = next(pid for pid in sorted(live) if pid != recorded.pid
+                 and any(e["ev"] == "start" for e in run.ledgers[pid]))
+    late = {**again, "pid": other, "owner": next(e["owner"] for e in run.ledgers[other]
+                                                if e["ev"] == "start")}
+    stranger = dataclasses.replace(run, ledgers={**run.ledgers, other: [*run.ledgers[other],
+                                                                         late]})
+    assert any("ran again after it was recorded" in v for v in violations(stranger))
+    victim, thief = "machine-8:1:alive", "machine-9:2:thief"  # neither killed nor stopped
+    taken = [r._replace(owner=victim if r.step < 2 else thief) for r in rows]
+    stolen = dataclasses.replace(run, steps={**run.steps, wid: taken})
+    assert any("neither killed nor stopped" in v for v in violations(stolen))
 
 
 def test_the_checks_catch_leases_judged_by_each_machines_own_clock(url: str,
                                                                    tmp_path: Path) -> None:
     """Negative control: with the old verdict (``wall_clock_leases``) the machine an hour
     ahead presumes every live owner dead and takes their workflows (no nemesis needed)."""
-    run = _scenario(url, tmp_path, defect="wall_clock_leases", nemesis=False)
+    run = _scenario(url, tmp_path, defect="wall_clock_leases", nemesis=False, pace=0.15)
     found = violations(run)
     assert any("neither killed nor stopped" in v for v in found), found
