@@ -19,11 +19,12 @@ real clock, on the causal order the journal imposes):
 * every workflow succeeded, its result the outputs of its five step rows, one row per step;
 * each row names an execution of that step by the row's owner that ended (the recorded one);
 * no recorded step ran again: any other execution that started after the recorded one ended
-  is by another owner, and was then fenced (the next thing its process learnt about that
-  workflow is a refused write) or cut (its process was SIGKILLed before it learnt more). An
+  is by another owner, in a process SIGSTOPped before it started, that did not go on to a
+  next step of that workflow (the next thing it learnt about it was a refused write, or
+  nothing). An
   owner that claimed the workflow after the row was written has read the row and must not
   run the step; one that owned it before can only run it after that if it was presumed dead
-  meanwhile, and then its write is refused;
+  meanwhile (a live owner never is: checked below), and then its write is refused;
 * ownership moved only away from a killed or stopped process (a live owner's workflow was
   never taken), and a stopped process, continued, recorded nothing of a workflow taken from
   it: in each workflow's rows an owner change is from a killed or stopped owner;
@@ -76,7 +77,9 @@ class Run:
     steps: dict[str, list[StepRow]]
     ledgers: dict[int, list[dict[str, Any]]]  # pid -> events, in the order written
     killed: set[int] = field(default_factory=set)
-    stopped: dict[int, float] = field(default_factory=dict)  # pid -> when SIGCONT was sent
+    # pid -> (when SIGSTOP was sent, when SIGCONT was) of its first stop (each is stopped once
+    # while a machine that was not is left; after that, one may be stopped again)
+    stopped: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 class Machines:
@@ -88,7 +91,7 @@ class Machines:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}  # machine -> its live process
         self.all: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
-        self.stopped: dict[int, float] = {}
+        self.stopped: dict[int, tuple[float, float]] = {}
 
     def start(self, k: int) -> None:
         args = [sys.executable, str(WORKER), self.url, str(k), str(SKEWS[k]), str(self.tmp),
@@ -174,10 +177,11 @@ def _scenario(url: str, tmp: Path, *, defect: str | None = None, nemesis: bool =
             fresh = [k for k in range(MACHINES) if machines.procs[k].pid not in machines.stopped]
             stop = machines.busiest(fresh or list(range(MACHINES)))
             stopped = machines.procs[stop]
+            stop_sent = time.time()
             stopped.send_signal(signal.SIGSTOP)
             machines.kill(rng.choice([k for k in range(MACHINES) if k != stop]))
             time.sleep(3 * LEASE)  # its lease lapses; the others take its workflows over
-            machines.stopped[stopped.pid] = time.time()
+            machines.stopped.setdefault(stopped.pid, (stop_sent, time.time()))
             stopped.send_signal(signal.SIGCONT)
         eventually(lambda: _finished(url) == WORKFLOWS, "every workflow to succeed",
                    timeout=HANG, every=0.1)
@@ -256,9 +260,13 @@ def violations(run: Run) -> list[str]:
                 if ex is recorded or ex.start < recorded.end:
                     continue  # ran before the recorded execution ended (cut, or fenced)
                 learnt = _learnt_next(run, ex)
-                if ex.owner != row.owner and (
-                        learnt == "fenced" or (learnt is None and ex.pid in run.killed)):
-                    continue  # an owner presumed dead ran it late, and its write was refused
+                if (ex.owner != row.owner and ex.pid in run.stopped
+                        and run.stopped[ex.pid][0] <= ex.start and learnt != "start"):
+                    # Its process was stopped before (so presumed dead: it may run a step
+                    # late); the next thing it learnt of the workflow was a refused write (or
+                    # nothing: killed, or closed, before it tried). It never went on to a
+                    # next step. (A killed process runs nothing late: it is dead by then.)
+                    continue
                 found.append(f"{wid} step {row.step} ran again after it was recorded: {ex} "
                              f"(recorded: {recorded}; its process learnt next: {learnt})")
         owners = [r.owner for r in rows]
@@ -273,7 +281,7 @@ def _nemesis_did_its_work(run: Run) -> list[str]:
     missing = []
     if not any(len({r.owner for r in rows}) > 1 for rows in run.steps.values()):
         missing.append("no workflow was taken over (every one has a single owner in its rows)")
-    fenced = [e for pid, cont in run.stopped.items() for e in run.ledgers.get(pid, [])
+    fenced = [e for pid, (_, cont) in run.stopped.items() for e in run.ledgers.get(pid, [])
               if e["ev"] == "fenced" and e["t"] >= cont]
     if not fenced:
         missing.append("no stopped process was fenced once continued")
