@@ -56,6 +56,10 @@ DEFECTS: Mapping[str, str] = {
                     "then claims them in a separate write that does not check they are still "
                     "enqueued (consumers racing exceed the queue's limits and start one "
                     "queued workflow twice)",
+    "wall_clock_leases": "the lease verdict compares the owner rows with this machine's wall "
+                         "clock instead of the journal's (issue 17 item 4: on several "
+                         "machines, one whose clock runs ahead presumes every live owner dead "
+                         "and takes their workflows over)",
     "redecide_timeout": "a replayed select (or recv/get_event) that timed out waits again: a "
                         "message or event that arrived since the crash wins instead",
 }

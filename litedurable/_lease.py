@@ -6,9 +6,17 @@ in this very pid namespace, or a closed App in this very process) may be claimed
 compare-and-swap on its owner; the former owner's late writes are then refused by the
 storage's fence.
 
-Time here is wall time (``time.time()``), never the App's injected clock: a heartbeat is read
-by other processes, which judge it by their own wall clock; a test's ``FakeClock`` in one of
-them would make every live owner look dead (or a dead one alive) to the others.
+Time here is the journal's clock, never the App's injected clock nor (on a server database)
+this machine's: the storage stamps each heartbeat with its clock, and ``owners()`` reads that
+clock with the rows, so a heartbeat's age is one clock's difference (``Storage.owners``). On
+PostgreSQL that is the server's clock: machines whose clocks disagree by an hour still agree on
+who is alive (one ahead no longer presumes every live owner dead, one behind still takes a dead
+owner's workflows over). On SQLite (one machine) it is the wall clock, ``time.time()``. A
+test's ``FakeClock`` in one App would make every live owner look dead (or a dead one alive)
+to the others.
+
+A pid proves an owner dead only on the owner's own host and in its own pid namespace; on
+another machine (or container) the lease alone decides.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from collections.abc import Callable
 
 from ._errors import AppClosedError
 from ._faults import Faults
-from ._storage import OwnerRow, Storage
+from ._storage import OwnerRow, Owners, Storage
 
 __all__ = ["HOST", "Lease", "Verdicts", "pid_namespace"]
 
@@ -103,7 +111,8 @@ class Lease:
         return max(self.lease, 3 * self.beat)
 
     def heartbeat(self) -> None:
-        """Write (or refresh) this owner's row, vouching for it for ``stated`` seconds."""
+        """Write (or refresh) this owner's row, vouching for it for ``stated`` seconds (the
+        storage stamps the instant with the journal's clock)."""
         self.storage.heartbeat(OwnerRow(self.owner, HOST, os.getpid(), time.time(), self.stated,
                                         pid_namespace()))
 
@@ -144,7 +153,10 @@ class Lease:
 
     def verdicts(self) -> Verdicts:
         """A judge of owners, from the owner rows as they are now."""
-        return Verdicts(self.storage.owners(), self._lease_of)
+        owners = self.storage.owners()
+        if self.faults.defects and self.faults.broken("wall_clock_leases"):  # negative control
+            owners = Owners(owners.rows, time.time())
+        return Verdicts(owners, self._lease_of)
 
     def claim(self, pending: list[tuple[str, str, str | None]], runs: Callable[[str], bool],
               running_here: Callable[[str], bool]) -> dict[str, int]:
@@ -178,16 +190,17 @@ class Lease:
 
 
 class Verdicts:
-    """Which owners are presumed dead, judged from one read of the owner rows (``rows``).
+    """Which owners are presumed dead, judged from one read of the owner rows (``rows``) and
+    of the journal's clock (``now``): a heartbeat's age never mixes two machines' clocks.
 
     ``gone(owner)`` is True if ``owner``'s workflows may be claimed. Each owner is judged once
     (a thousand workflows of one dead owner cost one ``kill(0)``).
     """
 
-    def __init__(self, rows: dict[str, OwnerRow], lease_of: Callable[[OwnerRow], float]) -> None:
-        self.rows = rows
+    def __init__(self, owners: Owners, lease_of: Callable[[OwnerRow], float]) -> None:
+        self.rows = owners.rows
         self._lease_of = lease_of
-        self._now = time.time()
+        self._now = owners.now
         self._namespace = pid_namespace()
         self._cache: dict[str | None, bool] = {}
 

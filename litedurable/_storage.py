@@ -33,6 +33,7 @@ __all__ = [
     "Durability",
     "MessageRow",
     "OwnerRow",
+    "Owners",
     "ParentNotPending",
     "PromiseRow",
     "QueueEntry",
@@ -142,6 +143,18 @@ class OwnerRow:
     heartbeat: float
     lease: float | None = None
     pid_namespace: str | None = None
+
+
+class Owners(NamedTuple):
+    """Every owner row (by token), and ``now``: the journal's clock, read with them.
+
+    A heartbeat is judged against the clock that stamped it, never the judge's own: on
+    several machines, one whose clock ran ahead would presume every live owner dead (and run
+    their workflows a second time), one behind would never take over a dead one.
+    """
+
+    rows: dict[str, OwnerRow]
+    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,10 +426,17 @@ class Storage(Protocol):
     # -- ownership ------------------------------------------------------------------------
 
     def heartbeat(self, row: OwnerRow) -> None:
-        """Create ``row.owner``'s lease row, or refresh its heartbeat."""
+        """Create ``row.owner``'s lease row, or refresh its heartbeat, stamped with the
+        journal's clock (``row.heartbeat`` is not used): a server database's own clock (every
+        machine's heartbeats on one clock), a file journal's machine's wall clock."""
         ...
 
-    def owners(self) -> dict[str, OwnerRow]: ...
+    def owners(self) -> Owners:
+        """Every owner row, and the journal's clock (the one ``heartbeat`` stamps with) read
+        in the same statement or transaction, no later than the rows (so an owner's silence
+        is never overstated: a heartbeat that commits between the two looks fresher, not
+        staler)."""
+        ...
 
     def claim(self, claims: Iterable[tuple[str, str | None]], owner: str, *,
               forget: Sequence[str] = ()) -> dict[str, int]:

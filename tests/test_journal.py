@@ -197,7 +197,7 @@ def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_pat
         journal.heartbeat(OwnerRow("other", HOST, os.getpid(), 1.0, None, pid_namespace()))
         taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
                                ("a", "dead")], "me", forget=["dead"])
-        assert set(journal.owners()) == {"other"}  # the dead owner's row went with the claim
+        assert set(journal.owners().rows) == {"other"}  # the dead owner's row went with the claim
         assert list(taken) == ["e", "d", "a"]  # in the order asked for; b and c left out
         assert taken == {"e": 1, "d": 1, "a": 1}
         owners = {wid: journal.get_workflow(wid).owner for wid in "abcde"}  # type: ignore[union-attr]

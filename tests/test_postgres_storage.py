@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import litedurable as ld
+from litedurable._faults import Faults
 from litedurable._sqlite import SqliteStorage
 from litedurable._storage import (
     Deduplicated,
@@ -461,20 +462,89 @@ def test_events_streams_and_promises(store: Storage) -> None:
 
 def test_owners_claim_forget_and_release(store: Storage) -> None:
     store.heartbeat(OwnerRow("me", "host", 1, 1.0, 30.0, "ns"))
+    first = store.owners().rows["me"]
     store.heartbeat(OwnerRow("me", "host", 1, 5.0, 30.0, "ns"))
     store.heartbeat(OwnerRow("dead", "host", 2, 1.0, 30.0, None))
-    assert store.owners()["me"].heartbeat == 5.0
+    again = store.owners().rows["me"]
+    assert again.heartbeat >= first.heartbeat  # refreshed (by the journal's clock)
+    assert again == OwnerRow("me", "host", 1, again.heartbeat, 30.0, "ns")
     _start(store, "w", "dead")
     store.record_step(_step("w", 0), "dead")
     assert store.claim([("w", "dead"), ("ghost", None)], "me", forget=["dead"]) == {"w": 1}
-    assert set(store.owners()) == {"me"}
+    assert set(store.owners().rows) == {"me"}
     assert store.claim([("w", "me")], "me") == {"w": 2}  # no progress: attempts count up
     store.record_step(_step("w", 1), "me")
     assert store.claim([("w", "me")], "me") == {"w": 1}  # progress resets them
     store.release("me")
     row = store.get_workflow("w")
-    assert row is not None and row.owner is None and store.owners() == {}
+    assert row is not None and row.owner is None and store.owners().rows == {}
     assert store.claim([("w", None)], "next") == {"w": 2}
+
+
+def test_heartbeats_are_stamped_by_the_journals_clock_not_the_callers(journal: Opener) -> None:
+    """Issue 17 item 4: the heartbeat instant is the journal's clock (the database server's on
+    PostgreSQL), whatever the writer's clock says, and ``owners`` reads that clock with the
+    rows: a heartbeat's age never mixes two machines' clocks."""
+    writer, judge = journal(), journal()
+    assert judge.owners().rows == {}  # the clock is read with no owner rows too
+    before = judge.owners().now
+    writer.heartbeat(OwnerRow("ahead", "machine-a", 1, 1e12, 1.0, None))  # a clock far ahead
+    writer.heartbeat(OwnerRow("behind", "machine-b", 2, -1e12, 1.0, None))  # and far behind
+    after = judge.owners()
+    for owner in ("ahead", "behind"):  # stamped between the two reads of the journal's clock
+        assert before <= after.rows[owner].heartbeat <= after.now, owner
+    assert after.now >= before
+
+
+class _SkewedTime:
+    """``litedurable._lease.time`` on a machine whose wall clock is ``skew`` seconds off."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def _wait_for_the_journal_clock(store: Storage, owner: str, age: float) -> None:
+    """Until ``owner``'s heartbeat is more than ``age`` old by the journal's clock."""
+    for _ in range(10_000):
+        owners = store.owners()
+        if owners.now - owners.rows[owner].heartbeat > age:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the journal's clock never passed {owner!r}'s heartbeat + {age} s")
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_a_lease_verdict_uses_the_journals_clock_not_the_judges(
+    journal: Opener, monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """A judge whose wall clock is an hour ahead does not presume a live owner dead (it took
+    every live owner's workflows over, double execution); one an hour behind still takes a
+    dead owner over once its lease passed (it never did). The owner is on another machine,
+    so no pid check applies: only the lease decides."""
+    from litedurable import _lease
+
+    owner_store, judge_store = journal(), journal()
+    monkeypatch.setattr(_lease, "time", _SkewedTime(skew))
+    judge = _lease.Lease(judge_store, 30.0, Faults())
+    live, dead = "machine-a:1:live", "machine-b:2:dead"
+    owner_store.heartbeat(OwnerRow(dead, "machine-b", 2, 0.0, 0.2, None))
+    _wait_for_the_journal_clock(judge_store, dead, 0.2)
+    owner_store.heartbeat(OwnerRow(live, "machine-a", 1, 0.0, 30.0, None))
+    for wid, holder in (("w-live", live), ("w-dead", dead)):
+        _start(owner_store, wid, holder)
+    verdicts = judge.verdicts()
+    assert not verdicts.gone(live), "a live owner on another machine was presumed dead"
+    assert verdicts.gone(dead), "an owner silent past its lease was not presumed dead"
+    pending = owner_store.pending(None)
+    assert judge.claim(pending, lambda name: True, lambda wid: False) == {"w-dead": 1}
+    assert {w: o for w, _, o in judge_store.pending(None)} == {"w-live": live,
+                                                               "w-dead": judge.owner}
 
 
 def test_schedules(store: Storage) -> None:
@@ -715,7 +785,7 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
         armed[0] = True  # a write that cannot be re-read is reported, not assumed
         with pytest.raises(ld.JournalError, match="unknown"):
             storage.heartbeat(OwnerRow("me", "host", 1, 1.0, 30.0, None))
-        assert set(storage.owners()) == {"me"}  # (it was written: unknown, not lost)
+        assert set(storage.owners().rows) == {"me"}  # (it was written: unknown, not lost)
         armed[0] = True  # record_step is one autocommit statement: re-read by its checksum
         storage.record_step(_step("w", 0, b"zero"), "me")
         assert not armed[0] and [s.output for s in storage.load_steps("w")] == [b"zero"]

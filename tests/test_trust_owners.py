@@ -158,11 +158,12 @@ def test_a_shorter_lease_never_takes_over_a_live_owner_running_a_long_step(tmp_p
 
             def heartbeat_age() -> float:
                 with SqliteStorage(db_path, readonly=True) as journal:
-                    rows = [r for r in journal.owners().values() if r.pid == a.pid]
+                    owners = journal.owners()
+                rows = [r for r in owners.rows.values() if r.pid == a.pid]
                 # A claim deletes the owner rows it found dead: B's own heartbeat loop (it
                 # recovers every 0.5 s) may have got there first.
                 assert rows, "B presumed A dead and took its workflow over"
-                return time.time() - rows[0].heartbeat
+                return owners.now - rows[0].heartbeat
 
             # A beats every lease/3 (3.3 s): wait for a moment its heartbeat is older than
             # B's lease, then let B judge it (several times, so a beat in between cannot hide it).
@@ -238,7 +239,7 @@ def test_the_longest_lease_is_stored_and_honoured(db_path):
     with app:
         assert app.run(wf) == "ran"
         with SqliteStorage(db_path, readonly=True) as journal:
-            [row] = journal.owners().values()
+            [row] = journal.owners().rows.values()
         assert row.lease == 1e6
 
 

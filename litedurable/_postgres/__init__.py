@@ -19,11 +19,15 @@ STATUS (issue 17, in progress; not merged into main):
   ``both_backends`` (workflows, messages, queues, concurrency, schedules, lifecycle, api,
   cross-process, consumers SIGKILLed while draining a queue, two processes recovering one
   journal), on a throwaway server the tests start (``tests/conftest.py``).
+* Leases: heartbeats are stamped and judged by the server's clock (``Storage.owners``
+  returns the server's now with the rows), so machines sharing the database need not agree
+  on the time; a pid is judged only on its own host. Tested with judges whose clocks are an
+  hour off (``tests/test_postgres_storage.py``) and by ``tests/test_machines.py``: four
+  worker processes posing as machines with skewed clocks, SIGKILLed and SIGSTOPped.
 * Not done: group commit (each operation is its own transaction; ``record_step`` is one
-  autocommit statement, ~1.7x a raw INSERT+COMMIT round trip on a local server); leases and
-  heartbeats judged by the database clock (the protocol passes the App's ``now``, so
-  machines must keep their clocks close); several machines under a kill/stop nemesis;
-  ``.ci/run`` installing the extra and making these tests mandatory
+  autocommit statement, ~1.7x a raw INSERT+COMMIT round trip on a local server); the other
+  times the protocol passes (``now``: created/updated, deadlines, queue rate windows) are
+  still the App's clock; ``.ci/run`` installing the extra and making these tests mandatory
   (``LITEDURABLE_REQUIRE_POSTGRES=1`` fails instead of skipping); the README's "Beyond one
   machine" section; the App's own messages name its location as given (a password in the
   URL would show: use a passfile or PGPASSWORD); benchmarks against DBOS.

@@ -506,12 +506,20 @@ REQUEUE = (
 
 # -- owners ---------------------------------------------------------------------------------
 
+# Heartbeats are stamped and judged by the server's clock (the machines sharing the database
+# need not agree on the time). The judge's clock is the statement's start, read once and before
+# the statement's snapshot: a silence is never overstated. The LEFT JOIN gives it a row when
+# there are no owners (owner NULL).
 UPSERT_OWNER = (
     "INSERT INTO owners (owner, host, pid, heartbeat, lease, pid_namespace) "
-    "VALUES (%s, %s, %s, %s, %s, %s) "
+    "VALUES (%s, %s, %s, extract(epoch FROM clock_timestamp()), %s, %s) "
     "ON CONFLICT (owner) DO UPDATE SET heartbeat = excluded.heartbeat"
 )
-SELECT_OWNERS = "SELECT owner, host, pid, heartbeat, lease, pid_namespace FROM owners"
+SELECT_OWNERS = (
+    "SELECT clock.now, o.owner, o.host, o.pid, o.heartbeat, o.lease, o.pid_namespace "
+    "FROM (VALUES (extract(epoch FROM statement_timestamp())::float8)) AS clock(now) "
+    "LEFT JOIN owners o ON true"
+)
 DELETE_OWNERS = "DELETE FROM owners WHERE owner = ANY(%s)"
 DISOWN = "UPDATE workflows SET owner = NULL WHERE owner = %s"
 # Claim every (id, expected owner) pair at once: a compare-and-swap per row that holds under

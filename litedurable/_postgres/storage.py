@@ -47,6 +47,7 @@ from .._storage import (
     Durability,
     MessageRow,
     OwnerRow,
+    Owners,
     ParentNotPending,
     PromiseRow,
     QueueEntry,
@@ -604,12 +605,20 @@ class PostgresStorage:
     # -- ownership ------------------------------------------------------------------------
 
     def heartbeat(self, row: OwnerRow) -> None:
-        identity = (row.owner, row.host, row.pid, row.heartbeat, row.lease, row.pid_namespace)
+        """See ``Storage.heartbeat``: stamped with the server's clock, not ``row.heartbeat``
+        (the machines sharing a database need not agree on the time)."""
+        identity = (row.owner, row.host, row.pid, row.lease, row.pid_namespace)
         self.driver.write(_execute(sql.UPSERT_OWNER, identity), notify=False)
 
-    def owners(self) -> dict[str, OwnerRow]:
-        return self.driver.read(lambda conn: {
-            r[0]: OwnerRow(*r) for r in conn.execute(sql.SELECT_OWNERS)})
+    def owners(self) -> Owners:
+        """See ``Storage.owners``: the rows and the server's clock in one statement."""
+
+        def read(conn: Connection) -> Owners:
+            found = conn.execute(sql.SELECT_OWNERS).fetchall()
+            return Owners({r[1]: OwnerRow(*r[1:]) for r in found if r[1] is not None},
+                          float(found[0][0]))
+
+        return self.driver.read(read)
 
     def claim(self, claims: Iterable[tuple[str, str | None]], owner: str, *,
               forget: Sequence[str] = ()) -> dict[str, int]:

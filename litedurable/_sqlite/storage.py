@@ -9,6 +9,7 @@ common path costs no extra statement.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from .._storage import (
     Durability,
     MessageRow,
     OwnerRow,
+    Owners,
     ParentNotPending,
     PromiseRow,
     QueueEntry,
@@ -789,15 +791,21 @@ class SqliteStorage:
     # -- ownership ------------------------------------------------------------------------
 
     def heartbeat(self, row: OwnerRow) -> None:
-        """Create ``row.owner``'s lease row, or refresh its heartbeat (the rest never changes)."""
-        identity = (row.owner, row.host, row.pid, row.heartbeat, row.lease, row.pid_namespace)
+        """Create ``row.owner``'s lease row, or refresh its heartbeat (the rest never changes).
+
+        Stamped with this machine's wall clock, the journal's clock for a file on one machine
+        (``row.heartbeat`` is not used: see ``Storage.heartbeat``)."""
+        identity = (row.owner, row.host, row.pid, time.time(), row.lease, row.pid_namespace)
         self.commit.write(lambda conn: conn.execute(sql.UPSERT_OWNER, identity))
 
-    def owners(self) -> dict[str, OwnerRow]:
-        """Every live-or-dead owner row, by owner token."""
-        return self.driver.read(
-            lambda conn: {r[0]: OwnerRow(*r) for r in conn.execute(sql.SELECT_OWNERS)}
-        )
+    def owners(self) -> Owners:
+        """Every live-or-dead owner row, by owner token, and the wall clock read before them."""
+
+        def read(conn: apsw.Connection) -> Owners:
+            now = time.time()
+            return Owners({r[0]: OwnerRow(*r) for r in conn.execute(sql.SELECT_OWNERS)}, now)
+
+        return self.driver.read(read)
 
     def claim(
         self, claims: Iterable[tuple[str, str | None]], owner: str, *, forget: Sequence[str] = ()
