@@ -169,14 +169,15 @@ class Lease:
         that fails the same way every time ends ``exhausted`` instead of looping. Only names
         this App runs: without version gating, another program's workflows on the same file
         are pending too, and claiming them would strand them. The owner rows of the dead
-        owners are deleted in the same write.
+        owners are deleted in the same write, unless they beat again since they were read (an
+        owner back from a pause keeps its row, so others do not take its other workflows).
         """
         verdicts = self.verdicts()
         owner = self.owner
         claims = [(wid, holder) for wid, name, holder in pending
                   if runs(name) and ((holder == owner and not running_here(wid))
                                      or (holder != owner and verdicts.gone(holder)))]
-        dead = sorted({o for _, o in claims
+        dead = sorted({(o, verdicts.rows[o].heartbeat) for _, o in claims
                        if o is not None and o != owner and o in verdicts.rows})
         return self.storage.claim(claims, owner, forget=dead) if claims else {}
 

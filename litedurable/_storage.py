@@ -439,8 +439,10 @@ class Storage(Protocol):
         ...
 
     def claim(self, claims: Iterable[tuple[str, str | None]], owner: str, *,
-              forget: Sequence[str] = ()) -> dict[str, int]:
-        """Compare-and-swap each (workflow id, expected owner) to ``owner``; attempt counts."""
+              forget: Sequence[tuple[str, float]] = ()) -> dict[str, int]:
+        """Compare-and-swap each (workflow id, expected owner) to ``owner``; attempt counts.
+        Deletes each owner row of ``forget`` (owner, the heartbeat it was judged dead on)
+        unless it beat again since: an owner that came back keeps its row."""
         ...
 
     def release(self, owner: str) -> None: ...

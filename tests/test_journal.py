@@ -195,8 +195,9 @@ def test_claim_takes_only_workflows_whose_owner_is_still_the_expected_one(db_pat
                                 now=2.0)
         journal.heartbeat(OwnerRow("dead", HOST, os.getpid(), 1.0, None, pid_namespace()))
         journal.heartbeat(OwnerRow("other", HOST, os.getpid(), 1.0, None, pid_namespace()))
+        seen = journal.owners().rows["dead"].heartbeat
         taken = journal.claim([("e", None), ("d", "dead"), ("c", "dead"), ("b", "dead"),
-                               ("a", "dead")], "me", forget=["dead"])
+                               ("a", "dead")], "me", forget=[("dead", seen)])
         assert set(journal.owners().rows) == {"other"}  # the dead owner's row went with the claim
         assert list(taken) == ["e", "d", "a"]  # in the order asked for; b and c left out
         assert taken == {"e": 1, "d": 1, "a": 1}

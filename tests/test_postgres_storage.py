@@ -470,14 +470,21 @@ def test_owners_claim_forget_and_release(store: Storage) -> None:
     assert again == OwnerRow("me", "host", 1, again.heartbeat, 30.0, "ns")
     _start(store, "w", "dead")
     store.record_step(_step("w", 0), "dead")
-    assert store.claim([("w", "dead"), ("ghost", None)], "me", forget=["dead"]) == {"w": 1}
-    assert set(store.owners().rows) == {"me"}
+    seen = store.owners().rows["dead"].heartbeat
+    store.heartbeat(OwnerRow("back", "host", 3, 1.0, 30.0, None))
+    back = store.owners().rows["back"].heartbeat
+    store.heartbeat(OwnerRow("back", "host", 3, 1.0, 30.0, None))  # it beat again since
+    while store.owners().rows["back"].heartbeat <= back:  # (a clock tick apart)
+        store.heartbeat(OwnerRow("back", "host", 3, 1.0, 30.0, None))
+    assert store.claim([("w", "dead"), ("ghost", None)], "me",
+                       forget=[("dead", seen), ("back", back)]) == {"w": 1}
+    assert set(store.owners().rows) == {"me", "back"}  # the owner that came back kept its row
     assert store.claim([("w", "me")], "me") == {"w": 2}  # no progress: attempts count up
     store.record_step(_step("w", 1), "me")
     assert store.claim([("w", "me")], "me") == {"w": 1}  # progress resets them
     store.release("me")
     row = store.get_workflow("w")
-    assert row is not None and row.owner is None and store.owners().rows == {}
+    assert row is not None and row.owner is None and set(store.owners().rows) == {"back"}
     assert store.claim([("w", None)], "next") == {"w": 2}
 
 

@@ -521,6 +521,11 @@ SELECT_OWNERS = (
     "LEFT JOIN owners o ON true"
 )
 DELETE_OWNERS = "DELETE FROM owners WHERE owner = ANY(%s)"
+# Owners found dead, unless they beat again after the heartbeat each was judged on.
+FORGET_OWNERS = (
+    "DELETE FROM owners o USING unnest(%s::text[], %s::double precision[]) AS d(owner, beat) "
+    "WHERE o.owner = d.owner AND o.heartbeat <= d.beat"
+)
 DISOWN = "UPDATE workflows SET owner = NULL WHERE owner = %s"
 # Claim every (id, expected owner) pair at once: a compare-and-swap per row that holds under
 # concurrency (an UPDATE re-checks its WHERE on a row a concurrent claim changed, so of two

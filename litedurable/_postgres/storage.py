@@ -621,7 +621,7 @@ class PostgresStorage:
         return self.driver.read(read)
 
     def claim(self, claims: Iterable[tuple[str, str | None]], owner: str, *,
-              forget: Sequence[str] = ()) -> dict[str, int]:
+              forget: Sequence[tuple[str, float]] = ()) -> dict[str, int]:
         """See ``Storage.claim``: one compare-and-swap UPDATE for all (of two concurrent
         claimers expecting the same owner, only one takes a workflow)."""
         claims = list(claims)
@@ -634,7 +634,7 @@ class PostgresStorage:
             found = {wid: int(n) for wid, n in conn.execute(sql.CLAIM, {
                 "new": owner, "ids": ids, "olds": olds})} if claims else {}
             if forget:
-                conn.execute(sql.DELETE_OWNERS, (list(forget),))
+                conn.execute(sql.FORGET_OWNERS, ([o for o, _ in forget], [b for _, b in forget]))
             return {wid: found[wid] for wid in ids if wid in found}
 
         return self.driver.write(take)

@@ -533,6 +533,8 @@ UPSERT_OWNER = (
 )
 SELECT_OWNERS = "SELECT owner, host, pid, heartbeat, lease, pid_namespace FROM owners"
 DELETE_OWNER = "DELETE FROM owners WHERE owner = ?"
+# An owner found dead, unless it beat again after the heartbeat it was judged on.
+FORGET_OWNER = "DELETE FROM owners WHERE owner = ? AND heartbeat <= ?"
 DISOWN = "UPDATE workflows SET owner = NULL WHERE owner = ?"
 
 # -- schedules ----------------------------------------------------------------------------

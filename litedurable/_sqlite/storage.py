@@ -808,15 +808,16 @@ class SqliteStorage:
         return self.driver.read(read)
 
     def claim(
-        self, claims: Iterable[tuple[str, str | None]], owner: str, *, forget: Sequence[str] = ()
+        self, claims: Iterable[tuple[str, str | None]], owner: str, *,
+        forget: Sequence[tuple[str, float]] = (),
     ) -> dict[str, int]:
         """Take over workflows from presumed-dead owners (compare-and-swap on the owner).
 
         Each claim counts a recovery attempt, reset to 1 when the workflow recorded new steps
         since its last claim (progress is not a crash loop). Returns the claimed ids with
         their attempt counts, in the order of ``claims``; an id whose owner changed meanwhile
-        is left out. The owner rows named in ``forget`` (owners found dead) are deleted in
-        the same transaction.
+        is left out. The owner rows of ``forget`` (owners found dead, with the heartbeat they
+        were judged on) are deleted in the same transaction, unless they beat again since.
 
         One set-based UPDATE for all of them, and one commit: recovering a thousand
         workflows is one statement, not a thousand, so the first resumed step is not kept
@@ -834,8 +835,8 @@ class SqliteStorage:
                 wid: int(attempts)
                 for wid, attempts in conn.execute(sql.CLAIM, {"new": owner, "claims": wanted})
             }
-            for dead in forget:
-                conn.execute(sql.DELETE_OWNER, (dead,))
+            for dead, heartbeat in forget:
+                conn.execute(sql.FORGET_OWNER, (dead, heartbeat))
             return {wid: found[wid] for wid, _ in claims if wid in found}
 
         return self.commit.write(take)
