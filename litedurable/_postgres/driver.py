@@ -27,13 +27,14 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
 import psycopg_pool
 from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 
 from .._errors import (
     AppClosedError,
@@ -58,6 +59,17 @@ MAX_CONNECTIONS = 8
 """Most pooled connections one journal opens (the listener is one more)."""
 RETRIES = 20
 """Times a transaction is run again after a deadlock or serialization failure."""
+CONNECT_TIMEOUT = 5
+"""Seconds a new connection may take (libpq's ``connect_timeout``; the DSN's own wins): an
+App or command opened on a server that cannot be reached fails after this long at most."""
+PROBE_AFTER = 1.0
+"""Seconds a call waits for a pooled connection before it tries a new one of its own: a server
+that went away is reported then, within about ``PROBE_AFTER + CONNECT_TIMEOUT`` seconds (a
+pool that is only busy is waited for up to the driver's ``timeout``)."""
+RECONNECT_TIMEOUT = 10.0
+"""Seconds the pool keeps retrying a lost connection (backing off) before it gives up and
+connects afresh on the next request: bounds how long after a server comes back a pool whose
+connections were all lost still waits to reconnect."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
@@ -65,10 +77,31 @@ class Retry(Exception):
     """Raised inside ``write``'s function: run the whole transaction again (a race lost)."""
 
 
+class NoJournalError(JournalError):
+    """A read-only open of a schema that holds no journal (the CLI says "not found")."""
+
+
 def redact(dsn: str) -> str:
     """The DSN without its password, for messages."""
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***",
                                                               dsn))
+
+
+def describe(dsn: str, schema: str) -> str:
+    """The journal for messages: ``postgresql://user@host:port/db (schema name)``, from a URL
+    or a ``key=value`` DSN alike; never the password (nor any other connection option).
+    ``litedurable._backends.describe_location`` says a URL the same way without psycopg."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:  # not a DSN at all: opening it fails and says so
+        return f"{redact(dsn)} (schema {schema})"
+    user, host = params.get("user"), params.get("host") or params.get("hostaddr")
+    port, dbname = params.get("port"), params.get("dbname")
+    where = f"{user}@" if user else ""
+    if host and ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address, as a URL writes it
+    where += f"{host or ''}{f':{port}' if port else ''}/{dbname or ''}"
+    return f"postgresql://{where} (schema {schema})"
 
 
 class Driver:
@@ -81,7 +114,15 @@ class Driver:
             WAL is flushed on the server, so it survives a server crash or power loss) or
             ``"normal"`` (``off``: the server may lose the last commits, up to about three
             times ``wal_writer_delay``, if it crashes; never a half-written transaction).
-        timeout: seconds to wait for a pooled connection before ``JournalLockedError``.
+        timeout: seconds to wait for a pooled connection before ``JournalLockedError``
+            (while the pool is busy: a server that cannot be reached is reported sooner, see
+            ``PROBE_AFTER``).
+
+    Opening fails within ``CONNECT_TIMEOUT`` seconds (or the DSN's ``connect_timeout``) when
+    the server cannot be reached, with a ``JournalError`` that names the server and the fix.
+    A call made while the server is away raises ``JournalError`` within about
+    ``PROBE_AFTER + CONNECT_TIMEOUT`` seconds; once it is back the pool reconnects (within
+    about ``RECONNECT_TIMEOUT``) and calls work again.
     """
 
     def __init__(self, dsn: str, *, schema: str = "litedurable",
@@ -91,7 +132,7 @@ class Driver:
         if not _IDENTIFIER.match(schema):
             raise ValueError(f"schema must be a lowercase SQL identifier, not {schema!r}")
         self.dsn = dsn
-        self.path = redact(dsn)
+        self.path = describe(dsn, schema)
         self.schema = schema
         self.channel = f"litedurable_{schema}"
         self.token = uuid.uuid4().hex  # this journal's notifications carry it
@@ -102,6 +143,15 @@ class Driver:
         # them): a lost one is replaced, up to this many times, before an error is reported.
         self._redials = max_connections + 1
         self._level = "on" if durability == "full" else "off"
+        self.timeout = timeout
+        try:
+            given = conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise JournalError(f"{self.path} is not a PostgreSQL connection string or URL "
+                               f"({exc}); check the DSN") from None
+        self.connect_timeout = float(given.get("connect_timeout") or CONNECT_TIMEOUT)
+        self._connect_kwargs: dict[str, Any] = (
+            {} if "connect_timeout" in given else {"connect_timeout": CONNECT_TIMEOUT})
         try:
             if readonly:
                 self._check_version()
@@ -109,14 +159,16 @@ class Driver:
                 self._migrate()
             self.pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
                 dsn, min_size=1, max_size=max_connections, timeout=timeout,
-                kwargs={"autocommit": True}, configure=self._configure, open=False,
-                name=f"litedurable.{schema}",
+                kwargs={"autocommit": True, **self._connect_kwargs},
+                configure=self._configure, open=False, name=f"litedurable.{schema}",
+                reconnect_timeout=RECONNECT_TIMEOUT,
             )
-            self.pool.open(wait=True, timeout=timeout)
+            self.pool.open(wait=True, timeout=2 * self.connect_timeout)
+        except psycopg_pool.PoolTimeout as exc:  # the server went away after the first connect
+            self.pool.close()
+            raise self._unreachable(exc) from exc
         except psycopg.Error as exc:
-            raise translate(exc, self.path) from exc
-        except psycopg_pool.PoolTimeout as exc:
-            raise JournalError(f"cannot connect to {self.path}: {exc}") from exc
+            raise self._unreachable(exc) if _refused(exc) else translate(exc, self.path) from exc
         self._changed = threading.Event()
         self._listening = False
         self._listener_conn: Connection | None = None
@@ -124,7 +176,8 @@ class Driver:
                                           daemon=True)
         self._listen_ready = threading.Event()
         self._listener.start()
-        self._listen_ready.wait(timeout)
+        # Not listening yet only costs re-reads (``changed_elsewhere`` says True meanwhile).
+        self._listen_ready.wait(self.connect_timeout + 1.0)
 
     # -- setup --------------------------------------------------------------------------
 
@@ -132,6 +185,57 @@ class Driver:
         return pgsql.SQL(statement).format(
             schema=pgsql.Identifier(self.schema), channel=pgsql.Identifier(self.channel),
             level=pgsql.SQL(self._level))
+
+    def _connect(self) -> Connection:
+        """A new connection outside the pool (in autocommit), within ``connect_timeout``."""
+        return psycopg.connect(self.dsn, autocommit=True, **self._connect_kwargs)
+
+    def _unreachable(self, exc: Exception) -> JournalError:
+        """The error for a server that cannot be connected to: where, why, and the fix."""
+        why = " ".join(str(exc).split())
+        # libpq reports a refused login without an SQLSTATE: its (English) text tells.
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "3D000" or re.search(r'database ".*" does not exist', why):
+            fix = "create the database (createdb), or check the database name in the DSN"
+        elif state.startswith("28") or re.search(
+                r'password|role ".*" does not exist|pg_hba\.conf', why):
+            fix = ("check the user and password of the DSN (a passfile or PGPASSWORD keeps the "
+                   "password out of it)")
+        else:
+            fix = "is the server running, and reachable from here? check the DSN's host and port"
+        return JournalError(f"cannot connect to the PostgreSQL journal {self.path}: {why}; "
+                            f"{fix}")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection, as ``pool.connection()``, but a server that went away is
+        reported (``JournalError``) within about ``PROBE_AFTER + connect_timeout``: after
+        ``PROBE_AFTER`` seconds without one, a new connection is tried, and it failing says
+        so. A pool that is only busy is waited for, up to ``timeout`` in all
+        (``JournalLockedError`` then)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                conn = self.pool.getconn(timeout=max(min(PROBE_AFTER, left), 0.001))
+                break
+            except psycopg_pool.PoolClosed:
+                raise AppClosedError(f"the journal {self.path} is closed") from None
+            except psycopg_pool.PoolTimeout:
+                if left <= PROBE_AFTER:
+                    raise JournalLockedError(
+                        f"no connection to {self.path} came free in {self.timeout:g} s (all "
+                        f"{self.pool.max_size} are in use); try again, or use fewer threads"
+                    ) from None
+            try:
+                self._connect().close()
+            except psycopg.Error as exc:
+                raise self._unreachable(exc) from exc
+        try:
+            with conn:
+                yield conn
+        finally:
+            self.pool.putconn(conn)
 
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._format(sql.SET_SEARCH_PATH))
@@ -141,28 +245,30 @@ class Driver:
 
     def _check_version(self) -> None:
         """A read-only open: the schema must be there, at this litedurable's version."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with self._connect() as conn:
             exists = conn.execute(sql.VERSION_TABLE_EXISTS, (self.schema,)).fetchone()
             if not (exists and exists[0]):
-                raise JournalError(f"no litedurable journal in schema {self.schema!r} of "
-                                   f"{self.path} (a read-only open does not create one)")
+                raise NoJournalError(
+                    f"no litedurable journal in {self.path} (a read-only open does not create "
+                    "one): check the database and the schema (?schema=name), or open it "
+                    "read-write (an App) to create it")
             found = conn.execute(self._format(sql.SELECT_VERSION)).fetchone()
             version = int(found[0]) if found and found[0] is not None else 0
             if version > sql.SCHEMA_VERSION:
                 raise JournalVersionError(
-                    f"schema {self.schema!r} of {self.path} is at version {version}, newer "
+                    f"{self.path} is at version {version}, newer "
                     f"than this litedurable knows ({sql.SCHEMA_VERSION}): upgrade litedurable "
                     "to read it")
             if version != sql.SCHEMA_VERSION:
                 raise JournalVersionError(
-                    f"schema {self.schema!r} of {self.path} is at version {version}; this "
+                    f"{self.path} is at version {version}; this "
                     f"litedurable reads version {sql.SCHEMA_VERSION} (open it read-write with "
                     "the litedurable that wrote it, or a newer one, to migrate it)")
             self.schema_version = version
 
     def _migrate(self) -> None:
         """Create or migrate the schema in one transaction, under the migration lock."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with self._connect() as conn:
             # A quick look first: an up-to-date schema needs no lock and no DDL.
             exists = conn.execute(sql.VERSION_TABLE_EXISTS, (self.schema,)).fetchone()
             if exists and exists[0]:
@@ -178,7 +284,7 @@ class Driver:
                 version = int(found[0]) if found and found[0] is not None else 0
                 if version > sql.SCHEMA_VERSION:
                     raise JournalVersionError(
-                        f"schema {self.schema!r} of {self.path} is at version {version}, "
+                        f"{self.path} is at version {version}, "
                         f"newer than this litedurable knows ({sql.SCHEMA_VERSION}): upgrade "
                         "litedurable to use it.")
                 if version < sql.SCHEMA_VERSION:
@@ -195,7 +301,7 @@ class Driver:
         """Read notifications until closed; reconnect (and report "changed") when cut off."""
         while not self.closed:
             try:
-                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                with self._connect() as conn:
                     self._listener_conn = conn
                     conn.execute(self._format(sql.LISTEN))
                     self._listening = True
@@ -248,7 +354,7 @@ class Driver:
         self.usable()
         for attempt in range(self._redials + 1):
             try:
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     return fn(conn)
             except psycopg.Error as exc:
                 if attempt < self._redials and lost(exc):
@@ -270,7 +376,7 @@ class Driver:
             committing = False
             value: T | None = None
             try:
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     with conn.transaction():
                         value = fn(conn)
                         if notify:
@@ -310,7 +416,7 @@ class Driver:
         params = {**params, "channel": self.channel, "token": self.token}
         for attempt in range(RETRIES + 1):
             try:
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     row = conn.execute(statement, params).fetchone()
                     return None if row is None else row[0]
             except (psycopg.errors.DeadlockDetected,
@@ -365,6 +471,13 @@ def lost(exc: psycopg.Error) -> bool:
     state = exc.sqlstate
     return (isinstance(exc, psycopg.OperationalError) and state is None) or (
         state is not None and (state.startswith("08") or state in ("57P01", "57P02", "57P03")))
+
+
+def _refused(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is a connection that could not be made (no server answered, or it
+    refused the user or database): an ``OperationalError`` raised by ``connect``."""
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(("08", "28", "3D", "57P")))
 
 
 def translate(exc: psycopg.Error, where: str) -> DurableError:
