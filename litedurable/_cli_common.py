@@ -46,7 +46,8 @@ class _Usage(DurableError):
 
 
 class _NoJournal(DurableError, LookupError):
-    """No file at ``--db``: the command must not create one."""
+    """No file at ``--db`` (no journal in that schema of a PostgreSQL database): the command
+    must not create one."""
 
 
 class _NotFound(DurableError, LookupError):
@@ -83,8 +84,16 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
     # On PostgreSQL the read-only open also refuses a schema that holds no journal (a typo in
     # ?schema= must not create an empty one), unless the command creates the journal.
     probing = write and (not create if server else os.path.exists(args.db))
-    journal = open_storage(args.db, readonly=not write or probing,
-                           busy_timeout=args.busy_timeout)
+    try:
+        journal = open_storage(args.db, readonly=not write or probing,
+                               busy_timeout=args.busy_timeout)
+    except JournalError as exc:
+        if server:  # no journal in that schema: "not found" (exit 3), as a missing file is
+            from ._postgres.driver import NoJournalError  # psycopg is loaded by now
+
+            if isinstance(exc, NoJournalError):
+                raise _NoJournal(str(exc)) from None
+        raise
     try:
         problem = journal.quick_check()
     except BaseException:

@@ -95,12 +95,12 @@ def describe(dsn: str, schema: str) -> str:
         params = conninfo_to_dict(dsn)
     except psycopg.Error:  # not a DSN at all: opening it fails and says so
         return f"{redact(dsn)} (schema {schema})"
-    user, host = params.get("user"), params.get("host") or params.get("hostaddr")
-    port, dbname = params.get("port"), params.get("dbname")
+    user, port, dbname = (str(params.get(k) or "") for k in ("user", "port", "dbname"))
+    host = str(params.get("host") or params.get("hostaddr") or "")
     where = f"{user}@" if user else ""
     if host and ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address, as a URL writes it
-    where += f"{host or ''}{f':{port}' if port else ''}/{dbname or ''}"
+    where += f"{host}{f':{port}' if port else ''}/{dbname}"
     return f"postgresql://{where} (schema {schema})"
 
 
@@ -298,7 +298,9 @@ class Driver:
     # -- news from other connections ----------------------------------------------------
 
     def _listen(self) -> None:
-        """Read notifications until closed; reconnect (and report "changed") when cut off."""
+        """Read notifications until closed; reconnect (and report "changed") when cut off.
+        While the server is away: one warning, then retries every 2 s at most, quietly."""
+        failures = 0
         while not self.closed:
             try:
                 with self._connect() as conn:
@@ -307,6 +309,9 @@ class Driver:
                     self._listening = True
                     self._changed.set()  # anything may have happened while not listening
                     self._listen_ready.set()
+                    if failures:
+                        log.warning("litedurable: listening to %s again", self.path)
+                        failures = 0
                     while not self.closed:
                         for note in conn.notifies(timeout=0.5):
                             if self.closed:
@@ -317,9 +322,11 @@ class Driver:
                 self._listening = False
                 if self.closed:
                     return
-                log.warning("litedurable: the LISTEN connection to %s failed (%s); "
-                            "reconnecting", self.path, exc)
-                time.sleep(0.5)
+                failures += 1
+                (log.warning if failures == 1 else log.debug)(
+                    "litedurable: the LISTEN connection to %s failed (%s); reconnecting",
+                    self.path, " ".join(str(exc).split()))
+                time.sleep(min(0.5 * failures, 2.0))
             finally:
                 self._listening = False
                 self._listener_conn = None
