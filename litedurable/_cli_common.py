@@ -168,7 +168,8 @@ def _app_journal(args: argparse.Namespace, command: str) -> App:
     app = _load_app(args.app, command)
     if args.db_given and not _same_file(args.db, app.path):
         raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
-                     f"({shown_location(app.path)}); drop --db, or change the App's path")
+                     f"({shown_location(app.path)}); drop --db, or change the journal the App "
+                     "opens")
     args.db = app.path
     return app
 

@@ -320,7 +320,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.db_given and not _same_file(args.db, app.path):
         raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
                      f"({shown_location(app.path)}); a worker serves its App's own journal: drop "
-                     "--db, or change the App's path")
+                     "--db, or change the journal the App opens")
     # A signal before serve() has its own handlers is kept, not fatal: the worker then
     # closes as serve() would (serve() restores these handlers when it returns).
     caught: list[int] = []
