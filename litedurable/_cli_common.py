@@ -24,7 +24,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._registry import WorkflowDef
-from ._storage import Storage, WorkflowRow
+from ._storage import NoJournalError, Storage, WorkflowRow
 from ._types import check_workflow_id
 
 DEFAULT_DB = "litedurable.db"
@@ -87,13 +87,8 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
     try:
         journal = open_storage(args.db, readonly=not write or probing,
                                busy_timeout=args.busy_timeout)
-    except JournalError as exc:
-        if server:  # no journal in that schema: "not found" (exit 3), as a missing file is
-            from ._postgres.driver import NoJournalError  # psycopg is loaded by now
-
-            if isinstance(exc, NoJournalError):
-                raise _NoJournal(str(exc)) from None
-        raise
+    except NoJournalError as exc:  # none in that schema: "not found", as a missing file is
+        raise _NoJournal(str(exc)) from None
     try:
         problem = journal.quick_check()
     except BaseException:

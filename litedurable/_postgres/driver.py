@@ -47,7 +47,7 @@ from .._errors import (
     JournalVersionError,
 )
 from .._faults import Faults
-from .._storage import Durability
+from .._storage import Durability, NoJournalError
 from . import sql
 
 log = logging.getLogger("litedurable")
@@ -75,10 +75,6 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 class Retry(Exception):
     """Raised inside ``write``'s function: run the whole transaction again (a race lost)."""
-
-
-class NoJournalError(JournalError):
-    """A read-only open of a schema that holds no journal (the CLI says "not found")."""
 
 
 def redact(dsn: str) -> str:
@@ -203,7 +199,7 @@ class Driver:
                    "password out of it)")
         else:
             fix = "is the server running, and reachable from here? check the DSN's host and port"
-        return JournalError(f"cannot connect to the PostgreSQL journal {self.path}: {why}; "
+        return JournalError(f"the PostgreSQL journal {self.path} cannot be reached: {why}; "
                             f"{fix}")
 
     @contextlib.contextmanager
@@ -214,28 +210,26 @@ class Driver:
         so. A pool that is only busy is waited for, up to ``timeout`` in all
         (``JournalLockedError`` then)."""
         deadline = time.monotonic() + self.timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                conn = self.pool.getconn(timeout=max(min(PROBE_AFTER, left), 0.001))
-                break
-            except psycopg_pool.PoolClosed:
-                raise AppClosedError(f"the journal {self.path} is closed") from None
-            except psycopg_pool.PoolTimeout:
-                if left <= PROBE_AFTER:
-                    raise JournalLockedError(
-                        f"no connection to {self.path} came free in {self.timeout:g} s (all "
-                        f"{self.pool.max_size} are in use); try again, or use fewer threads"
-                    ) from None
-            try:
-                self._connect().close()
-            except psycopg.Error as exc:
-                raise self._unreachable(exc) from exc
-        try:
-            with conn:
-                yield conn
-        finally:
-            self.pool.putconn(conn)
+        with contextlib.ExitStack() as stack:  # returns the connection, as pool.connection()
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    conn: Connection = stack.enter_context(
+                        self.pool.connection(timeout=max(min(PROBE_AFTER, left), 0.001)))
+                    break
+                except psycopg_pool.PoolClosed:
+                    raise AppClosedError(f"the journal {self.path} is closed") from None
+                except psycopg_pool.PoolTimeout:
+                    if left <= PROBE_AFTER:
+                        raise JournalLockedError(
+                            f"no connection to {self.path} came free in {self.timeout:g} s "
+                            f"(all {self.pool.max_size} are in use); try again, or use fewer "
+                            "threads") from None
+                try:
+                    self._connect().close()
+                except psycopg.Error as exc:
+                    raise self._unreachable(exc) from exc
+            yield conn
 
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._format(sql.SET_SEARCH_PATH))
