@@ -31,16 +31,31 @@ def is_server_url(location: str) -> bool:
 
 
 def describe_location(location: str) -> str:
-    """``location`` for messages: a file's absolute path, or a URL without its password."""
+    """``location`` for messages: a file's absolute path, or for a server URL
+    ``postgresql://user@host:port/db (schema name)``: never the password (nor any other
+    connection option). The PostgreSQL driver says its journal the same way
+    (``litedurable._postgres.driver.describe``)."""
     if not is_server_url(location):
         return os.path.abspath(location)
-    parts = urllib.parse.urlsplit(location)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
-    # libpq also takes the password as a query parameter (?password=...)
-    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urllib.parse.urlunsplit(parts._replace(query=query))
+    url, schema = _split_schema(location)
+    parts = urllib.parse.urlsplit(url)
+    given = dict(urllib.parse.parse_qsl(parts.query))  # libpq's query parameters win
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = given.get("user") or (urllib.parse.unquote(parts.username) if parts.username
+                                 else None)
+    host = given.get("host") or given.get("hostaddr")
+    port = given.get("port")
+    if host is None:  # the URL's own host[:port]
+        where = urllib.parse.unquote(netloc)
+        if port:
+            where = f"{where.rsplit(':', 1)[0] if _PORT.search(where) else where}:{port}"
+    else:
+        where = f"{host}{f':{port}' if port else ''}"
+    dbname = given.get("dbname") or urllib.parse.unquote(parts.path.lstrip("/"))
+    return f"postgresql://{f'{user}@' if user else ''}{where}/{dbname} (schema {schema})"
+
+
+_PORT = re.compile(r":\d*$")
 
 
 def shown_location(location: str) -> str:
@@ -77,4 +92,6 @@ def _split_schema(url: str) -> tuple[str, str]:
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), "litedurable")
     rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
+    # Not urlunsplit: it drops the "//" of an empty host (postgresql:///db?host=/run/pg).
+    url = f"{parts.scheme}://{parts.netloc}{parts.path}{f'?{rest}' if rest else ''}"
+    return url + (f"#{parts.fragment}" if parts.fragment else ""), schema

@@ -28,7 +28,8 @@ Exit status (also in ``litedurable --help``)::
        found a difference; `result` of a workflow that failed or was cancelled
   2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
        imported (or names no App), a --db that is not the App's file, a bad export file
-  3    not found: no journal file at --db, no workflow or schedule with that name
+  3    not found: no journal file at --db (on PostgreSQL: none in that schema), no workflow
+       or schedule with that name
   4    the journal cannot be used: damaged (`check` found a problem), locked past
        --busy-timeout, read-only, or written by another program or a newer litedurable
   5    timeout: `result --timeout` passed before the workflow ended
@@ -98,7 +99,8 @@ EXIT_STATUS = """exit status:
        a difference); `result` of a workflow that failed or was cancelled
   2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
        imported (or names no App), a --db that is not the App's file, a bad export file
-  3    not found: no journal file at --db, no workflow or schedule with that name
+  3    not found: no journal file at --db (on PostgreSQL: none in that schema), no workflow
+       or schedule with that name
   4    the journal cannot be used: damaged (`check` found a problem), locked past
        --busy-timeout, read-only, or written by another program or a newer litedurable
   5    timeout: `result --timeout` passed before the workflow ended
@@ -106,7 +108,8 @@ EXIT_STATUS = """exit status:
   141  the output was closed early (litedurable list | head)
 
 the journal: --db PATH (before or after the command), else $LITEDURABLE_DB, else
-litedurable.db. Times are ISO 8601 with their zone.
+litedurable.db; a postgresql://user@host/db URL is a PostgreSQL journal (?schema=name, default
+litedurable). Times are ISO 8601 with their zone.
 """
 
 def _version() -> str:
@@ -121,8 +124,9 @@ def _journal_options(parser: argparse.ArgumentParser, default: Any) -> None:
     come before or after the command; a command's own wins)."""
     if "--db" not in parser._option_string_actions:
         parser.add_argument("--db", default=default, metavar="PATH",
-                            help=f"journal file (default: ${ENV_DB}, else {DEFAULT_DB}; worker, "
-                                 "start and schedules trigger use their App's file)")
+                            help=f"the journal: an SQLite file, or a postgresql:// URL (default: "
+                                 f"${ENV_DB}, else {DEFAULT_DB}; worker, start and schedules "
+                                 "trigger use their App's)")
     if "--busy-timeout" not in parser._option_string_actions:
         parser.add_argument("--busy-timeout", type=_seconds, default=default, metavar="SECONDS",
                             help="seconds to wait for another process's lock (default 5)")
@@ -152,7 +156,9 @@ def _workflow_filters(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="litedurable", description="Inspect and manage a litedurable journal file.",
+        prog="litedurable",
+        description="Inspect and manage a litedurable journal (an SQLite file, or a PostgreSQL "
+                    "schema).",
         epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"litedurable {_version()}")
@@ -262,13 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "nothing")
     p.set_defaults(fn=cmd_gc)
 
-    p = sub.add_parser("backup", help="write a consistent copy of the journal to a new file "
-                                      "(while workflows run)")
+    p = sub.add_parser("backup", help="write a consistent copy of an SQLite journal to a new "
+                                      "file, while workflows run (PostgreSQL: use pg_dump)")
     p.add_argument("out", metavar="OUT", help="the new file (refused if it exists)")
     p.set_defaults(fn=cmd_backup)
 
-    p = sub.add_parser("check", help="check the journal: SQLite's integrity check and every "
-                                     "row's checksum (exit 4 if damaged)")
+    p = sub.add_parser("check", help="check the journal: every row's checksum, and SQLite's "
+                                     "integrity check of a file (exit 4 if damaged)")
     _json_options(p)
     p.set_defaults(fn=cmd_check)
 

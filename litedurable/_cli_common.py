@@ -24,7 +24,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._registry import WorkflowDef
-from ._storage import Storage, WorkflowRow
+from ._storage import NoJournalError, Storage, WorkflowRow
 from ._types import check_workflow_id
 
 DEFAULT_DB = "litedurable.db"
@@ -46,7 +46,8 @@ class _Usage(DurableError):
 
 
 class _NoJournal(DurableError, LookupError):
-    """No file at ``--db``: the command must not create one."""
+    """No file at ``--db`` (no journal in that schema of a PostgreSQL database): the command
+    must not create one."""
 
 
 class _NotFound(DurableError, LookupError):
@@ -83,8 +84,11 @@ def _journal(args: argparse.Namespace, *, write: bool = False, create: bool = Fa
     # On PostgreSQL the read-only open also refuses a schema that holds no journal (a typo in
     # ?schema= must not create an empty one), unless the command creates the journal.
     probing = write and (not create if server else os.path.exists(args.db))
-    journal = open_storage(args.db, readonly=not write or probing,
-                           busy_timeout=args.busy_timeout)
+    try:
+        journal = open_storage(args.db, readonly=not write or probing,
+                               busy_timeout=args.busy_timeout)
+    except NoJournalError as exc:  # none in that schema: "not found", as a missing file is
+        raise _NoJournal(str(exc)) from None
     try:
         problem = journal.quick_check()
     except BaseException:
@@ -159,7 +163,8 @@ def _app_journal(args: argparse.Namespace, command: str) -> App:
     app = _load_app(args.app, command)
     if args.db_given and not _same_file(args.db, app.path):
         raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
-                     f"({shown_location(app.path)}); drop --db, or change the App's path")
+                     f"({shown_location(app.path)}); drop --db, or change the journal the App "
+                     "opens")
     args.db = app.path
     return app
 

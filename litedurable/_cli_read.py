@@ -209,7 +209,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
     if not infos:
         print(f"no queues in "
               f"{shown_location(args.db)} (a queue is listed once an App that declares it has "
-              "launched on this file)")
+              "launched on this journal)")
         return 0
     rows = [(q.name, _limit(q.concurrency), _limit(q.worker_concurrency),
              "-" if q.rate_limit is None else f"{q.rate_limit[0]}/{q.rate_limit[1]:g}s",

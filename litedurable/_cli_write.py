@@ -319,8 +319,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     app = _load_app(args.app, "worker")
     if args.db_given and not _same_file(args.db, app.path):
         raise _Usage(f"--db {shown_location(args.db)} is not the journal {args.app} opens "
-                     f"({shown_location(app.path)}); a worker serves its App's own file: drop "
-                     "--db, or change the App's path")
+                     f"({shown_location(app.path)}); a worker serves its App's own journal: drop "
+                     "--db, or change the journal the App opens")
     # A signal before serve() has its own handlers is kept, not fatal: the worker then
     # closes as serve() would (serve() restores these handlers when it returns).
     caught: list[int] = []

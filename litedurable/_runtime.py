@@ -72,8 +72,10 @@ Locks, what each guards, and nesting
   and the conditions waiting on it.
 * Events: ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
   (``serve`` returns when it is set), one per ``Handle.result`` waiter, and the PostgreSQL
-  driver's ``Driver._changed`` (news from other connections) and ``Driver._listen_ready``
-  (its listener's first ``LISTEN`` done).
+  driver's ``Driver._changed`` (news from other connections), ``Driver._listen_ready``
+  (its listener's first ``LISTEN`` done) and ``Driver._news`` (a commit of ours to announce).
+* ``_Journal._lock`` (``litedurable ui``'s server): the one PostgreSQL journal its request
+  threads share, opened at the first request under it; nothing nests inside it.
 
 No thread holds two of these at once except the pairs named above (``App._lock`` then the
 storage's or ``Runtime._lock``; ``App._recovering`` then any other; ``Runtime._lock`` then

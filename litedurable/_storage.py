@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
-from ._errors import DurableError
+from ._errors import DurableError, JournalError
 
 __all__ = [
     "RECENT_STARTS",
@@ -32,6 +32,7 @@ __all__ = [
     "Dequeued",
     "Durability",
     "MessageRow",
+    "NoJournalError",
     "OwnerRow",
     "Owners",
     "ParentNotPending",
@@ -58,6 +59,11 @@ RECENT_STARTS = 60.0
 
 # Rows are named tuples, not frozen dataclasses: one is built per step and per workflow read,
 # and a frozen dataclass's __init__ alone costs more than the rest of a row's Python.
+class NoJournalError(JournalError):
+    """A read-only open found no journal there (a server database's schema holds none): the
+    CLI says "not found", as for a missing file, and creates nothing."""
+
+
 class WorkflowRow(NamedTuple):
     workflow_id: str
     name: str

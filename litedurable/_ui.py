@@ -2,9 +2,10 @@
 
 A read-only view of a journal file, from the file alone (no user code is imported): the list of
 workflows, and one workflow's journal drawn as a timeline by ``ui/app.js``. The server is the
-standard library's, bound to 127.0.0.1; it answers GET (and HEAD) only, opens the journal
-read-only for each request (so every refresh sees what other processes committed since), and
-serves:
+standard library's, bound to 127.0.0.1; it answers GET (and HEAD) only, and every refresh
+sees what other processes committed since: an SQLite file is opened read-only for each request,
+a PostgreSQL journal once for the server's life (a pool of connections in autocommit, shared by
+the request threads; closed by ``server_close``). It serves:
 
 * ``/``, ``/app.js``, ``/style.css``: the page, files of the package (no CDN, no build step);
 * ``/api/workflows?status=&name=&queue=&limit=&offset=``: workflows, newest first;
@@ -18,6 +19,7 @@ page with its CSS, its script and one workflow's JSON inlined: one file to attac
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -195,8 +197,53 @@ def _list(journal: Storage, query: dict[str, list[str]]) -> dict[str, Any]:
             "limit": limit, "offset": offset, "more": len(rows) > limit}
 
 
-def handler(db: str, busy_timeout: float = 5.0) -> type[BaseHTTPRequestHandler]:
-    """A request handler class serving the journal at ``db`` (read-only) and the page."""
+class _Journal:
+    """The journal the requests read: an SQLite file opened for each request (cheap, and a
+    file replaced since is seen), a PostgreSQL journal opened at the first request and kept
+    (opening one is a connection pool: connections, a listener, a schema check)."""
+
+    def __init__(self, db: str, busy_timeout: float) -> None:
+        self.db, self.busy_timeout = db, busy_timeout
+        self._lock = threading.Lock()
+        self._shared: Storage | None = None
+        self._closed = False
+
+    def read(self, fn: Callable[[Storage], Any]) -> Any:
+        """``fn`` on the journal, opened read-only."""
+        if not is_server_url(self.db):
+            if not Path(self.db).exists():
+                raise _Problem(HTTPStatus.NOT_FOUND, f"no journal file at {self.db!r}")
+            with open_storage(self.db, readonly=True, busy_timeout=self.busy_timeout) as journal:
+                return fn(journal)
+        with self._lock:  # one open, however many requests come at once; a failed one is
+            if self._closed:  # tried again by the next request
+                raise _Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the page server is closing")
+            if self._shared is None:
+                self._shared = open_storage(self.db, readonly=True,
+                                            busy_timeout=self.busy_timeout)
+            journal = self._shared
+        return fn(journal)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            journal, self._shared = self._shared, None
+        if journal is not None:
+            journal.close()
+
+
+class _Server(ThreadingHTTPServer):
+    """The page's server: its request threads share ``journal``, closed with the server."""
+
+    journal: _Journal
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.journal.close()
+
+
+def handler(journal: _Journal) -> type[BaseHTTPRequestHandler]:
+    """A request handler class serving ``journal`` (read-only) and the page."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "litedurable-ui"
@@ -248,14 +295,14 @@ def handler(db: str, busy_timeout: float = 5.0) -> type[BaseHTTPRequestHandler]:
 
         def _api(self, path: str, query: dict[str, list[str]]) -> Any:
             if path.rstrip("/") == "/api/workflows":
-                return _with_journal(db, busy_timeout, lambda j: _list(j, query))
+                return journal.read(lambda j: _list(j, query))
             if path.startswith("/api/workflows/"):
                 workflow_id = unquote(path[len("/api/workflows/"):])
                 try:
                     check_workflow_id(workflow_id)
                 except InvalidIdError as exc:
                     raise _Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
-                found = _with_journal(db, busy_timeout, lambda j: detail(j, workflow_id))
+                found = journal.read(lambda j: detail(j, workflow_id))
                 if found is None:
                     raise _Problem(HTTPStatus.NOT_FOUND, f"no workflow with id {workflow_id!r}")
                 return found
@@ -280,17 +327,11 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, default=str).encode()
 
 
-def _with_journal(db: str, busy_timeout: float, read: Callable[[Storage], Any]) -> Any:
-    """``read`` on the journal opened read-only for this request alone."""
-    if not is_server_url(db) and not Path(db).exists():  # a server URL names no file
-        raise _Problem(HTTPStatus.NOT_FOUND, f"no journal file at {db!r}")
-    with open_storage(db, readonly=True, busy_timeout=busy_timeout) as journal:
-        return read(journal)
-
-
 def serve(db: str, port: int = 8765, *, busy_timeout: float = 5.0) -> ThreadingHTTPServer:
     """A server for the page of ``db`` on 127.0.0.1 (port 0: any free port), not yet serving:
-    call ``serve_forever()`` on it (and ``server_close()`` after)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler(db, busy_timeout))
+    call ``serve_forever()`` on it, and ``server_close()`` after (it closes the journal)."""
+    journal = _Journal(db, busy_timeout)
+    server = _Server(("127.0.0.1", port), handler(journal))
+    server.journal = journal
     server.daemon_threads = True
     return server

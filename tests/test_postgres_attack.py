@@ -107,7 +107,8 @@ def test_a_write_command_does_not_create_a_mistyped_schema(
     schema of that name (then said the workflow was not found)."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     assert main(["--db", f"{postgres_dsn}?schema={schema}", "cancel", "some-id"]) != 0
-    assert "no litedurable journal in schema" in capsys.readouterr().err
+    where = describe_location(f"{postgres_dsn}?schema={schema}")
+    assert f"no litedurable journal in {where}" in capsys.readouterr().err
     psycopg = pytest.importorskip("psycopg")
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         found = conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s",

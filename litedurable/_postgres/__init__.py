@@ -4,33 +4,34 @@
 ``litedurable``) opens it through ``_backends.open_storage``, which imports this package on
 first use (``pip install 'litedurable[postgres]'``).
 
-STATUS (issue 17, in progress; not merged into main):
+The modules, in layers: ``sql.py`` (the schema, its migrations, every statement),
+``driver.py`` (the pool, the LISTEN listener and the notifier threads, transactions, errors,
+timeouts), ``commit.py`` (the group commit of step rows), ``storage.py`` (``PostgresStorage``:
+every operation of ``litedurable._storage.Storage``), ``transfer.py`` (check, export,
+import). What differs from the SQLite journal, and why:
 
-* Done: every operation of ``litedurable._storage.Storage`` (``backup`` refuses, naming
-  ``pg_dump``), with the SQLite backend's semantics, checksums and export records; fencing,
-  claims, the parent rule and queue limits that hold under concurrency (``storage.py``);
-  LISTEN/NOTIFY for ``changed_elsewhere``; schema migrations in one transaction under an
-  advisory lock, a newer schema refused; read-only opens (the CLI's ``--db postgresql://``
-  is tested; the UI's is not); a lost COMMIT re-read, never assumed; a dropped connection
-  replaced.
-* Tested: ``tests/test_postgres_storage.py`` (the storage contract on both backends; racing
-  threads, checked to fail against an unlocked fence, an unserialized dequeue and a tree read
-  before it is locked), ``tests/test_postgres_app.py``, and the App-level suites marked
-  ``both_backends`` (workflows, messages, queues, concurrency, schedules, lifecycle, api,
-  cross-process, consumers SIGKILLed while draining a queue, two processes recovering one
-  journal), on a throwaway server the tests start (``tests/conftest.py``).
-* Leases: heartbeats are stamped and judged by the server's clock (``Storage.owners``
-  returns the server's now with the rows), so machines sharing the database need not agree
-  on the time; a pid is judged only on its own host. Tested with judges whose clocks are an
-  hour off (``tests/test_postgres_storage.py``) and by ``tests/test_machines.py``: four
-  worker processes posing as machines with skewed clocks, SIGKILLed and SIGSTOPped.
-* Not done: group commit (each operation is its own transaction; ``record_step`` is one
-  autocommit statement, ~1.7x a raw INSERT+COMMIT round trip on a local server); the other
-  times the protocol passes (``now``: created/updated, deadlines, queue rate windows) are
-  still the App's clock; ``.ci/run`` installing the extra and making these tests mandatory
-  (``LITEDURABLE_REQUIRE_POSTGRES=1`` fails instead of skipping); the README's "Beyond one
-  machine" section; the App's own messages name its location as given (a password in the
-  URL would show: use a passfile or PGPASSWORD); benchmarks against DBOS.
+* Fencing holds under READ COMMITTED by row locks, not by snapshot reads: a step row's write
+  share-locks its workflow row where its owner is the writer (one batch: each row once, in id
+  order); outcomes, claims and cancels are UPDATEs with owner and status in their WHERE. A
+  claim skips rows another transaction holds (``SKIP LOCKED``); a dequeue serializes on its
+  queue's advisory lock (the limits are a shared budget).
+* Leases are judged by the server's clock (``Storage.owners`` returns its now with the rows),
+  so machines need not agree on the time; a pid is judged only on its own host and pid
+  namespace. Other instants the protocol passes (created/updated, deadlines, timers, queue
+  rate windows) are the App's clock, as on SQLite: keep the machines' clocks close for those.
+* Other processes hear of a commit by ``NOTIFY``, sent after it by the notifier (one for many
+  commits), and re-read the tables; a notification lost costs a poll a second later.
+* ``backup`` refuses (use ``pg_dump``); the power-loss and I/O-error test VFS, and the
+  injected defects of ``litedurable._faults`` but ``wall_clock_leases``, are SQLite's only.
+* A call fails within about ``driver.PROBE_AFTER + driver.CONNECT_TIMEOUT`` seconds when the
+  server is gone; TCP keepalives find a vanished peer in about 30 s.
+
+Tested on a throwaway server the tests start (``tests/conftest.py``): the storage contract on
+both backends (``tests/test_postgres_storage.py``, racing threads shown to fail against an
+unlocked fence, an unserialized dequeue and a tree read before it is locked), the group commit
+(``tests/test_postgres_commit.py``), operations (``tests/test_postgres_ops.py``), several
+"machines" with skewed clocks under a SIGKILL/SIGSTOP nemesis (``tests/test_machines.py``),
+and every App-level suite marked ``both_backends``.
 """
 
 from .storage import PostgresStorage

@@ -30,18 +30,20 @@ the ``JournalError`` subclass that says what to do about it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
 import psycopg_pool
 from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 
 from .._errors import (
     AppClosedError,
@@ -54,7 +56,7 @@ from .._errors import (
     JournalVersionError,
 )
 from .._faults import Faults
-from .._storage import Durability
+from .._storage import Durability, NoJournalError
 from . import sql
 
 log = logging.getLogger("litedurable")
@@ -69,6 +71,22 @@ FALLBACK_POLL = 1.0
 lost notification delays a waiter."""
 RETRIES = 20
 """Times a transaction is run again after a deadlock or serialization failure."""
+CONNECT_TIMEOUT = 5
+"""Seconds a new connection may take (libpq's ``connect_timeout``; the DSN's own wins): an
+App or command opened on a server that cannot be reached fails after this long at most."""
+PROBE_AFTER = 1.0
+"""Seconds a call waits for a pooled connection before it tries a new one of its own: a server
+that went away is reported then, within about ``PROBE_AFTER + CONNECT_TIMEOUT`` seconds (a
+pool that is only busy is waited for up to the driver's ``timeout``)."""
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3, "tcp_user_timeout": 30_000}
+"""libpq's TCP settings (the DSN's own win): a connection whose server or network vanished
+without a word (a pulled cable, a frozen host) is found dead in about 30 s, instead of when
+the kernel gives up (hours); the call on it then re-reads, as on any lost connection."""
+RECONNECT_TIMEOUT = 10.0
+"""Seconds the pool keeps retrying a lost connection (backing off) before it gives up and
+connects afresh on the next request: bounds how long after a server comes back a pool whose
+connections were all lost still waits to reconnect."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
@@ -91,6 +109,23 @@ def redact(dsn: str) -> str:
                                                               dsn))
 
 
+def describe(dsn: str, schema: str) -> str:
+    """The journal for messages: ``postgresql://user@host:port/db (schema name)``, from a URL
+    or a ``key=value`` DSN alike; never the password (nor any other connection option).
+    ``litedurable._backends.describe_location`` says a URL the same way without psycopg."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:  # not a DSN at all: opening it fails and says so
+        return f"{redact(dsn)} (schema {schema})"
+    user, port, dbname = (str(params.get(k) or "") for k in ("user", "port", "dbname"))
+    host = str(params.get("host") or params.get("hostaddr") or "")
+    where = f"{user}@" if user else ""
+    if host and ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address, as a URL writes it
+    where += f"{host}{f':{port}' if port else ''}/{dbname}"
+    return f"postgresql://{where} (schema {schema})"
+
+
 class Driver:
     """The connections to one PostgreSQL journal (a schema of a database).
 
@@ -101,7 +136,15 @@ class Driver:
             WAL is flushed on the server, so it survives a server crash or power loss) or
             ``"normal"`` (``off``: the server may lose the last commits, up to about three
             times ``wal_writer_delay``, if it crashes; never a half-written transaction).
-        timeout: seconds to wait for a pooled connection before ``JournalLockedError``.
+        timeout: seconds to wait for a pooled connection before ``JournalLockedError``
+            (while the pool is busy: a server that cannot be reached is reported sooner, see
+            ``PROBE_AFTER``).
+
+    Opening fails within ``CONNECT_TIMEOUT`` seconds (or the DSN's ``connect_timeout``) when
+    the server cannot be reached, with a ``JournalError`` that names the server and the fix.
+    A call made while the server is away raises ``JournalError`` within about
+    ``PROBE_AFTER + CONNECT_TIMEOUT`` seconds; once it is back the pool reconnects (within
+    about ``RECONNECT_TIMEOUT``) and calls work again.
     """
 
     def __init__(self, dsn: str, *, schema: str = "litedurable",
@@ -111,7 +154,7 @@ class Driver:
         if not _IDENTIFIER.match(schema):
             raise ValueError(f"schema must be a lowercase SQL identifier, not {schema!r}")
         self.dsn = dsn
-        self.path = redact(dsn)
+        self.path = describe(dsn, schema)
         self.schema = schema
         self.channel = f"litedurable_{schema}"
         self.token = uuid.uuid4().hex  # this journal's notifications carry it
@@ -122,6 +165,16 @@ class Driver:
         # them): a lost one is replaced, up to this many times, before an error is reported.
         self._redials = max_connections + 1
         self._level = "on" if durability == "full" else "off"
+        self.timeout = timeout
+        try:
+            given = conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise JournalError(f"{self.path} is not a PostgreSQL connection string or URL "
+                               f"({exc}); check the DSN") from None
+        self.connect_timeout = float(given.get("connect_timeout") or CONNECT_TIMEOUT)
+        self._connect_kwargs: dict[str, Any] = {
+            key: value for key, value in {"connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES}.items()
+            if key not in given}
         try:
             if readonly:
                 self._check_version()
@@ -129,14 +182,16 @@ class Driver:
                 self._migrate()
             self.pool: psycopg_pool.ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
                 dsn, min_size=1, max_size=max_connections, timeout=timeout,
-                kwargs={"autocommit": True}, configure=self._configure, open=False,
-                name=f"litedurable.{schema}",
+                kwargs={"autocommit": True, **self._connect_kwargs},
+                configure=self._configure, open=False, name=f"litedurable.{schema}",
+                reconnect_timeout=RECONNECT_TIMEOUT,
             )
-            self.pool.open(wait=True, timeout=timeout)
+            self.pool.open(wait=True, timeout=2 * self.connect_timeout)
+        except psycopg_pool.PoolTimeout as exc:  # the server went away after the first connect
+            self.pool.close()
+            raise self._unreachable(exc) from exc
         except psycopg.Error as exc:
-            raise translate(exc, self.path) from exc
-        except psycopg_pool.PoolTimeout as exc:
-            raise JournalError(f"cannot connect to {self.path}: {exc}") from exc
+            raise self._unreachable(exc) if _refused(exc) else translate(exc, self.path) from exc
         self._changed = threading.Event()
         self._listening = False
         self._listener_conn: Connection | None = None
@@ -144,7 +199,8 @@ class Driver:
                                           daemon=True)
         self._listen_ready = threading.Event()
         self._listener.start()
-        self._listen_ready.wait(timeout)
+        # Not listening yet only costs re-reads (``changed_elsewhere`` says True meanwhile).
+        self._listen_ready.wait(self.connect_timeout + 1.0)
         self._last_change = time.monotonic()
         self._news = threading.Event()  # set: a commit of ours awaits its notification
         self._notifier = threading.Thread(target=self._notify_loop, name="litedurable-notify",
@@ -158,6 +214,55 @@ class Driver:
             schema=pgsql.Identifier(self.schema), channel=pgsql.Identifier(self.channel),
             level=pgsql.SQL(self._level))
 
+    def _connect(self) -> Connection:
+        """A new connection outside the pool (in autocommit), within ``connect_timeout``."""
+        return psycopg.connect(self.dsn, autocommit=True, **self._connect_kwargs)
+
+    def _unreachable(self, exc: Exception) -> JournalError:
+        """The error for a server that cannot be connected to: where, why, and the fix."""
+        why = " ".join(str(exc).split())
+        # libpq reports a refused login without an SQLSTATE: its (English) text tells.
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "3D000" or re.search(r'database ".*" does not exist', why):
+            fix = "create the database (createdb), or check the database name in the DSN"
+        elif state.startswith("28") or re.search(
+                r'password|role ".*" does not exist|pg_hba\.conf', why):
+            fix = ("check the user and password of the DSN (a passfile or PGPASSWORD keeps the "
+                   "password out of it)")
+        else:
+            fix = "is the server running, and reachable from here? check the DSN's host and port"
+        return JournalError(f"the PostgreSQL journal {self.path} cannot be reached: {why}; "
+                            f"{fix}")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection, as ``pool.connection()``, but a server that went away is
+        reported (``JournalError``) within about ``PROBE_AFTER + connect_timeout``: after
+        ``PROBE_AFTER`` seconds without one, a new connection is tried, and it failing says
+        so. A pool that is only busy is waited for, up to ``timeout`` in all
+        (``JournalLockedError`` then)."""
+        deadline = time.monotonic() + self.timeout
+        with contextlib.ExitStack() as stack:  # returns the connection, as pool.connection()
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    conn: Connection = stack.enter_context(
+                        self.pool.connection(timeout=max(min(PROBE_AFTER, left), 0.001)))
+                    break
+                except psycopg_pool.PoolClosed:
+                    raise AppClosedError(f"the journal {self.path} is closed") from None
+                except psycopg_pool.PoolTimeout:
+                    if left <= PROBE_AFTER:
+                        raise JournalLockedError(
+                            f"no connection to {self.path} came free in {self.timeout:g} s "
+                            f"(all {self.pool.max_size} are in use); try again, or use fewer "
+                            "threads") from None
+                try:
+                    self._connect().close()
+                except psycopg.Error as exc:
+                    raise self._unreachable(exc) from exc
+            yield conn
+
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._format(sql.SET_SEARCH_PATH))
         conn.execute(self._format(sql.SYNCHRONOUS_COMMIT))
@@ -167,28 +272,30 @@ class Driver:
 
     def _check_version(self) -> None:
         """A read-only open: the schema must be there, at this litedurable's version."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with self._connect() as conn:
             exists = conn.execute(sql.VERSION_TABLE_EXISTS, (self.schema,)).fetchone()
             if not (exists and exists[0]):
-                raise JournalError(f"no litedurable journal in schema {self.schema!r} of "
-                                   f"{self.path} (a read-only open does not create one)")
+                raise NoJournalError(
+                    f"no litedurable journal in {self.path} (a read-only open does not create "
+                    "one): check the database and the schema (?schema=name), or open it "
+                    "read-write (an App) to create it")
             found = conn.execute(self._format(sql.SELECT_VERSION)).fetchone()
             version = int(found[0]) if found and found[0] is not None else 0
             if version > sql.SCHEMA_VERSION:
                 raise JournalVersionError(
-                    f"schema {self.schema!r} of {self.path} is at version {version}, newer "
+                    f"{self.path} is at version {version}, newer "
                     f"than this litedurable knows ({sql.SCHEMA_VERSION}): upgrade litedurable "
                     "to read it")
             if version != sql.SCHEMA_VERSION:
                 raise JournalVersionError(
-                    f"schema {self.schema!r} of {self.path} is at version {version}; this "
+                    f"{self.path} is at version {version}; this "
                     f"litedurable reads version {sql.SCHEMA_VERSION} (open it read-write with "
                     "the litedurable that wrote it, or a newer one, to migrate it)")
             self.schema_version = version
 
     def _migrate(self) -> None:
         """Create or migrate the schema in one transaction, under the migration lock."""
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with self._connect() as conn:
             # A quick look first: an up-to-date schema needs no lock and no DDL.
             exists = conn.execute(sql.VERSION_TABLE_EXISTS, (self.schema,)).fetchone()
             if exists and exists[0]:
@@ -204,7 +311,7 @@ class Driver:
                 version = int(found[0]) if found and found[0] is not None else 0
                 if version > sql.SCHEMA_VERSION:
                     raise JournalVersionError(
-                        f"schema {self.schema!r} of {self.path} is at version {version}, "
+                        f"{self.path} is at version {version}, "
                         f"newer than this litedurable knows ({sql.SCHEMA_VERSION}): upgrade "
                         "litedurable to use it.")
                 if version < sql.SCHEMA_VERSION:
@@ -218,15 +325,20 @@ class Driver:
     # -- news from other connections ----------------------------------------------------
 
     def _listen(self) -> None:
-        """Read notifications until closed; reconnect (and report "changed") when cut off."""
+        """Read notifications until closed; reconnect (and report "changed") when cut off.
+        While the server is away: one warning, then retries every 2 s at most, quietly."""
+        failures = 0
         while not self.closed:
             try:
-                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                with self._connect() as conn:
                     self._listener_conn = conn
                     conn.execute(self._format(sql.LISTEN))
                     self._listening = True
                     self._changed.set()  # anything may have happened while not listening
                     self._listen_ready.set()
+                    if failures:
+                        log.warning("litedurable: listening to %s again", self.path)
+                        failures = 0
                     while not self.closed:
                         for note in conn.notifies(timeout=0.5):
                             if self.closed:
@@ -237,9 +349,11 @@ class Driver:
                 self._listening = False
                 if self.closed:
                     return
-                log.warning("litedurable: the LISTEN connection to %s failed (%s); "
-                            "reconnecting", self.path, exc)
-                time.sleep(0.5)
+                failures += 1
+                (log.warning if failures == 1 else log.debug)(
+                    "litedurable: the LISTEN connection to %s failed (%s); reconnecting",
+                    self.path, " ".join(str(exc).split()))
+                time.sleep(min(0.5 * failures, 2.0))
             finally:
                 self._listening = False
                 self._listener_conn = None
@@ -269,7 +383,7 @@ class Driver:
             self._news.wait()
             self._news.clear()
             try:
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     conn.execute(sql.NOTIFY, (self.channel, self.token))
             except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
                 if not self.closed:  # the listeners fall back to their slow poll
@@ -296,7 +410,7 @@ class Driver:
         self.usable()
         for attempt in range(self._redials + 1):
             try:
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     return fn(conn)
             except psycopg.Error as exc:
                 if attempt < self._redials and lost(exc):
@@ -318,7 +432,7 @@ class Driver:
             committing = False
             value: T | None = None
             try:
-                with self.pool.connection() as conn, conn.transaction():
+                with self._connection() as conn, conn.transaction():
                     value = fn(conn)
                     committing = True
                 if notify:
@@ -356,7 +470,7 @@ class Driver:
         self.faults.check_alive()
         for attempt in range(RETRIES + 1):
             try:
-                with self.pool.connection() as conn:
+                with self._connection() as conn:
                     return conn.execute(statement, params).fetchall()
             except (psycopg.errors.DeadlockDetected,
                     psycopg.errors.SerializationFailure) as exc:
@@ -410,6 +524,13 @@ def lost(exc: psycopg.Error) -> bool:
     state = exc.sqlstate
     return (isinstance(exc, psycopg.OperationalError) and state is None) or (
         state is not None and (state.startswith("08") or state in ("57P01", "57P02", "57P03")))
+
+
+def _refused(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is a connection that could not be made (no server answered, or it
+    refused the user or database): an ``OperationalError`` raised by ``connect``."""
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(("08", "28", "3D", "57P")))
 
 
 def translate(exc: psycopg.Error, where: str) -> DurableError:
