@@ -27,12 +27,18 @@ BACKENDS = ("sqlite", "postgres")
 def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "both_backends: run the test's ``db_path`` on SQLite and on PostgreSQL")
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): in a ``both_backends`` module, run this test's "
+        "``db_path`` on SQLite alone (say why: SQLite-specific, or slow and covered elsewhere)")
 
 
 def pytest_generate_tests(metafunc) -> None:
-    """Tests marked ``both_backends`` (a module's ``pytestmark``) run once per backend."""
+    """Tests marked ``both_backends`` (a module's ``pytestmark``) run once per backend, but
+    those also marked ``sqlite_only``."""
+    definition = metafunc.definition
     if ("db_path" in metafunc.fixturenames
-            and metafunc.definition.get_closest_marker("both_backends") is not None):
+            and definition.get_closest_marker("both_backends") is not None
+            and definition.get_closest_marker("sqlite_only") is None):
         metafunc.parametrize("db_backend", BACKENDS, indirect=True)
 
 
