@@ -12,12 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 from ._app import App
-from ._backends import open_storage
+from ._backends import describe_location, is_server_url, open_storage
 from ._concurrency import now
 
 __all__ = ["main"]
@@ -66,9 +67,13 @@ def _wait_for_steps(app_path: str, workflow_id: str, count: int, child: subproce
 def main(path: str = "litedurable.db") -> int:
     """Run the demo on ``path`` (default: the embedded ``litedurable.db`` in this directory)."""
     workflow_id = f"order-{int(time.time())}"
-    ledger = f"{path}.demo-ledger"
-    open(ledger, "w").close()
-    print(f"litedurable demo: workflow {workflow_id!r} in {os.path.abspath(path)}")
+    if is_server_url(path):  # no directory to put the ledger beside: a temporary file
+        fd, ledger = tempfile.mkstemp(prefix="litedurable-demo-", suffix=".ledger")
+        os.close(fd)
+    else:
+        ledger = f"{path}.demo-ledger"
+        open(ledger, "w").close()
+    print(f"litedurable demo: workflow {workflow_id!r} in {describe_location(path)}")
     open_storage(path).close()  # create the file first, so this process can watch it read-only
     print(f"1. starting it in a child process; it will be killed after {KILL_AFTER} steps")
     child = subprocess.Popen(
