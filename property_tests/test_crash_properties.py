@@ -15,6 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from journals import Journals, fewer_examples, sqlite_journals
@@ -157,4 +158,24 @@ def test_negative_control_lost_step_commits_are_caught() -> None:
     """An engine that acknowledges step rows without writing them must fail the check."""
     problems = check([("step", 1), ("step", 2), ("step", 3)], ("after_commit", 2),
                      defects=("lost_step_rows",))
+    assert any(p.startswith("D2") for p in problems), problems
+
+
+def test_negative_control_lost_step_commits_are_caught_on_postgres(
+    pg_journals: Journals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same control on PostgreSQL: its storage has no injected defects, so the broken
+    variant is made here, a ``record_step`` that acknowledges step rows without writing them
+    (as ``lost_step_rows`` does on SQLite)."""
+    from litedurable._postgres import PostgresStorage
+    from litedurable._storage import StepRow
+
+    def lossy(self: PostgresStorage, row: StepRow, owner: str) -> None:
+        if row.kind != "step":
+            real(self, row, owner)
+
+    real = PostgresStorage.record_step
+    monkeypatch.setattr(PostgresStorage, "record_step", lossy)
+    problems = check([("step", 1), ("step", 2), ("step", 3)], ("after_commit", 2),
+                     journals=pg_journals)
     assert any(p.startswith("D2") for p in problems), problems
