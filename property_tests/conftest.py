@@ -1,4 +1,5 @@
-"""Hypothesis profiles: a quick derandomized one for CI, a long one on request.
+"""Hypothesis profiles: a quick derandomized one for CI, a long one on request; and
+``pg_journals``, fresh PostgreSQL journals for the ``..._on_postgres`` variants.
 
     LITEDURABLE_PROFILE=long python -m pytest property_tests
 """
