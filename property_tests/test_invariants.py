@@ -8,18 +8,20 @@
 * D9: a workflow that crashes its process at every attempt ends ``exhausted`` after a bounded
   number of recoveries; a non-serializable output fails the workflow once without re-running
   the body.
+
+D5, D6, D8 and D9's bound also run on PostgreSQL (``..._on_postgres``, fewer examples).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from journals import Journals, fewer_examples, sqlite_journals
 from support import crash_then_close, engine_threads, leaked_engine_threads, stored_status
 
 import litedurable as ld
@@ -28,13 +30,28 @@ from litedurable.testing import FakeClock, crash_at
 # -- D5 ---------------------------------------------------------------------------------------
 
 
-@given(st.lists(st.integers(0, 2), min_size=1, max_size=12), st.integers(1, 4))
+RACING_STARTS = (st.lists(st.integers(0, 2), min_size=1, max_size=12), st.integers(1, 4))
+
+
+@given(*RACING_STARTS)
 def test_racing_starts_make_one_workflow_per_id(picks: list[int], threads: int) -> None:
     """D5: racing ``start(id)`` calls make one workflow per id, and each body runs once."""
+    racing_starts(picks, threads, sqlite_journals)
+
+
+@fewer_examples
+@given(*RACING_STARTS)
+def test_racing_starts_make_one_workflow_per_id_on_postgres(
+    pg_journals: Journals, picks: list[int], threads: int
+) -> None:
+    racing_starts(picks, threads, pg_journals)
+
+
+def racing_starts(picks: list[int], threads: int, journals: Journals) -> None:
     runs: Counter[str] = Counter()
     lock = threading.Lock()
-    with tempfile.TemporaryDirectory() as d:
-        app = ld.App(os.path.join(d, "j.db"), clock=FakeClock())
+    with journals() as make:
+        app = ld.App(make("j"), clock=FakeClock())
 
         @app.step(name="body")
         def body(tag: str) -> str:
@@ -73,15 +90,31 @@ def test_racing_starts_make_one_workflow_per_id(picks: list[int], threads: int) 
 # -- D6 ---------------------------------------------------------------------------------------
 
 
-@given(st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 4]),
-       st.lists(st.integers(1, 5), min_size=1, max_size=4))
+POOLS = (st.sampled_from([1, 2, 4]), st.sampled_from([1, 2, 4]),
+         st.lists(st.integers(1, 5), min_size=1, max_size=4))
+
+
+@given(*POOLS)
 def test_every_pool_size_completes_without_leaking_threads(
     workers: int, workflow_threads: int, fan_outs: list[int]
 ) -> None:
     """D6: with pool sizes 1, 2 and 4 a fan-out program completes, and no thread leaks."""
+    pool_sizes(workers, workflow_threads, fan_outs, sqlite_journals)
+
+
+@fewer_examples
+@given(*POOLS)
+def test_every_pool_size_completes_without_leaking_threads_on_postgres(
+    pg_journals: Journals, workers: int, workflow_threads: int, fan_outs: list[int]
+) -> None:
+    pool_sizes(workers, workflow_threads, fan_outs, pg_journals)
+
+
+def pool_sizes(workers: int, workflow_threads: int, fan_outs: list[int],
+               journals: Journals) -> None:
     before = engine_threads()
-    with tempfile.TemporaryDirectory() as d:
-        app = ld.App(os.path.join(d, "j.db"), clock=FakeClock(), workers=workers,
+    with journals() as make:
+        app = ld.App(make("j"), clock=FakeClock(), workers=workers,
                      workflow_threads=workflow_threads, suspend_after=0.05)
 
         @app.step(name="square")
@@ -125,6 +158,18 @@ def program_app(path: str, names: list[str]) -> tuple[ld.App, Any]:
 def test_a_program_changed_before_its_crash_point_is_caught(length: int, data: Any) -> None:
     """D8: a step renamed, removed, inserted or swapped before the crash point ends the
     resumed workflow ``nondeterministic``, never silently."""
+    changed_program(length, data, sqlite_journals)
+
+
+@fewer_examples
+@given(st.integers(3, 6), st.data())
+def test_a_program_changed_before_its_crash_point_is_caught_on_postgres(
+    pg_journals: Journals, length: int, data: Any
+) -> None:
+    changed_program(length, data, pg_journals)
+
+
+def changed_program(length: int, data: Any, journals: Journals) -> None:
     names = [f"s{i}" for i in range(length)]
     crash_after = data.draw(st.integers(2, length - 1), label="crash after step commit #")
     where = data.draw(st.integers(0, crash_after - 1), label="mutated step")
@@ -138,8 +183,8 @@ def test_a_program_changed_before_its_crash_point_is_caught(length: int, data: A
         changed.insert(where, "inserted")
     else:  # swap with the next step (which exists: where < crash_after <= length - 1)
         changed[where], changed[where + 1] = changed[where + 1], changed[where]
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "j.db")
+    with journals() as make:
+        path = make("j")
         app, program = program_app(path, names)
         switch = crash_at(app, "after_commit", nth=crash_after)
         crash_then_close(app, switch, lambda a: a.start(program, workflow_id="p"))
@@ -159,8 +204,19 @@ def test_a_program_changed_before_its_crash_point_is_caught(length: int, data: A
 @given(st.integers(1, 3))
 def test_a_workflow_crashing_every_attempt_ends_exhausted(limit: int) -> None:
     """D9: recovery is bounded; after ``limit`` recoveries the workflow is parked ``exhausted``."""
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "j.db")
+    crashing_every_attempt(limit, sqlite_journals)
+
+
+@given(st.integers(1, 3))  # three examples: as many as on SQLite
+def test_a_workflow_crashing_every_attempt_ends_exhausted_on_postgres(
+    pg_journals: Journals, limit: int
+) -> None:
+    crashing_every_attempt(limit, pg_journals)
+
+
+def crashing_every_attempt(limit: int, journals: Journals) -> None:
+    with journals() as make:
+        path = make("j")
         launches = 0
         while True:
             launches += 1
@@ -187,11 +243,16 @@ def test_a_workflow_crashing_every_attempt_ends_exhausted(limit: int) -> None:
     assert launches == limit + 2  # the first run, `limit` recoveries, then the parking launch
 
 
-def test_a_non_serializable_output_fails_once_without_rerunning_the_body() -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_non_serializable_output_fails_once_without_rerunning_the_body(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
     """D9: an output that cannot be stored fails the workflow once; the body is not re-run."""
     runs: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "j.db")
+    journals: Journals = (sqlite_journals if backend == "sqlite"
+                          else request.getfixturevalue("pg_journals"))
+    with journals() as make:
+        path = make("j")
 
         def build() -> tuple[ld.App, Any]:
             app = ld.App(path, clock=FakeClock(), app_version="v")

@@ -15,6 +15,7 @@ only ever timed out. Then:
 
 A negative control re-decides replayed timeouts (the ``redecide_timeout`` defect) and must be
 caught. A last test runs the sender and the receiver in two processes SIGKILLed at random.
+The first property also runs on PostgreSQL (fewer examples).
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from journals import Journals, fewer_examples
 from message_programs import build, counts_of
 from scratch import scratch_dir
-from support import child_env
+from support import child_env, inspect_journal
 
 import litedurable as ld
-from litedurable._sqlite import SqliteStorage
+from litedurable._backends import open_storage
 from litedurable._storage import MessageRow, StepRow
 from litedurable.testing import CRASH_POINTS, Crash, FakeClock, crash_at
 
@@ -95,7 +97,7 @@ def run(path: str, messages: list[list[str]], ops: list[list[Any]],
     fired = switch.fired.is_set()
     before = journal(path)
     if fired:  # while the App is down: the late message, on a topic only ever timed out on
-        storage = SqliteStorage(path)
+        storage = open_storage(path)
         try:
             storage.send_message(destination="receiver", topic="c", payload=b'"late"',
                                  now=0.0, key="late")
@@ -135,7 +137,7 @@ def run(path: str, messages: list[list[str]], ops: list[list[Any]],
 
 def journal(path: str) -> tuple[list[MessageRow], dict[int, StepRow]]:
     """The receiver's mailbox and journal rows, read from the file."""
-    storage = SqliteStorage(path, readonly=True)
+    storage = inspect_journal(path)
     try:
         return storage.mailbox("receiver"), {r.step: r for r in storage.load_steps("receiver")}
     finally:
@@ -162,6 +164,28 @@ def test_messages_are_exactly_once_and_decisions_survive_a_crash(
 ) -> None:
     with scratch_dir() as d:
         assert run(os.path.join(d, "j.db"), messages, ops, crash) == []
+
+
+@fewer_examples
+@given(messages=messages_st, ops=ops_st, crash=crash_st)
+def test_messages_are_exactly_once_and_decisions_survive_a_crash_on_postgres(
+    pg_journals: Journals, messages: list[list[str]], ops: list[list[Any]],
+    crash: tuple[str, int]
+) -> None:
+    with pg_journals() as make:
+        assert run(make("j"), messages, ops, crash) == []
+
+
+def test_negative_control_a_redecided_timeout_is_caught_on_postgres(
+    pg_journals: Journals
+) -> None:
+    """The same check on PostgreSQL must catch the same defect (it is the engine's)."""
+    program = ([["a", "a0"]], [["timeout", "c"], ["recv", "a"]])
+    with pg_journals() as make:
+        assert run(make("ok"), *program, ("after_decision", 1)) == []
+        problems = run(make("broken"), *program, ("after_decision", 1),
+                       defects=("redecide_timeout",))
+    assert any(p.startswith("timeouts") for p in problems), problems
 
 
 def test_negative_control_a_redecided_timeout_is_caught() -> None:
@@ -231,7 +255,7 @@ def test_sigkilled_sender_and_receiver_processes_deliver_exactly_once() -> None:
         with app:  # recovers whatever the killed processes left pending
             got = app.handle("receiver").result(60)
             assert app.handle("sender").result(60) == len(messages)
-        storage = SqliteStorage(path, readonly=True)
+        storage = inspect_journal(path)
         try:
             mailbox = storage.mailbox("receiver")
         finally:

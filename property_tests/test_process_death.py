@@ -22,6 +22,9 @@ reads the journal and the ledger and checks:
 Negative controls (engines broken in the child): a step row committed before its body runs, a
 select decision committed after the branch ran, and a journal without owner fencing must each
 be caught.
+
+The kills, the select decision and the stale owners also run on PostgreSQL (``..._on_postgres``:
+fewer examples); the negative controls' defects are SQLite's storage, so they run there only.
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ from typing import Any
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from journals import Journals, Maker
 from ledger_child import EXIT_CODE, Ledger, build, job_values, ledger_hook
 from scratch import scratch_dir
-from support import child_env, eventually
+from support import child_env, eventually, inspect_journal
 
-from litedurable._sqlite import SqliteStorage
 from litedurable.testing import CRASH_POINTS
 
 LONG = os.environ.get("LITEDURABLE_PROFILE") == "long"
@@ -152,7 +155,7 @@ class Snapshot:
 
 def snapshot(db: str, ledger: Ledger, workflow_ids: list[str]) -> Snapshot:
     shot = Snapshot({}, len(ledger.lines()))
-    with SqliteStorage(db, readonly=True) as journal:
+    with inspect_journal(db) as journal:
         for wid in workflow_ids:
             for row in journal.load_steps(wid):
                 if row.kind in ("step", "go") and row.output is not None:
@@ -236,10 +239,10 @@ def finish_in_parent(db: str, ledger: Ledger, jobs: list[tuple[str, int]]
 
 def journal_problems(db: str, workflow_ids: list[str]) -> list[str]:
     problems = []
-    with SqliteStorage(db, readonly=True) as journal:
-        integrity = journal.integrity_check()
+    with inspect_journal(db) as journal:
+        integrity = "; ".join(journal.check()) or "ok"  # the database's check, then checksums
         if integrity != "ok":
-            problems.append(f"G1: integrity_check says {integrity}")
+            problems.append(f"G1: the journal's check says {integrity}")
         for wid in workflow_ids:
             numbers = [row.step for row in journal.load_steps(wid)]  # checksums verified
             if numbers != list(range(len(numbers))):
@@ -263,8 +266,14 @@ deaths = st.lists(
 )
 
 
+def journal_in(root: str, make: Maker | None) -> str:
+    """The journal of one example: a file in ``root``, or ``make``'s (PostgreSQL)."""
+    return os.path.join(root, "journal.db") if make is None else make("journal")
+
+
 def kill_and_recover(workload: list[int], schedule: list[Death], *,
-                     broken: str | None = None) -> tuple[list[str], int]:
+                     broken: str | None = None, make: Maker | None = None
+                     ) -> tuple[list[str], int]:
     """Children run ``job`` workflows and die per ``schedule``; the parent finishes them.
 
     Returns the problems found and how many children died before finishing.
@@ -273,13 +282,13 @@ def kill_and_recover(workload: list[int], schedule: list[Death], *,
     ids = [wid for wid, _ in jobs]
     with scratch_dir() as root, children(root) as pool:
         ledger = Ledger(os.path.join(root, "ledger"))
-        db = os.path.join(root, "journal.db")
+        db = journal_in(root, make)
         shots: list[Snapshot] = []
         died = 0
         for how, when, nth in schedule:
             proc = pool.spawn(config(
                 root, [["job", wid, steps] for wid, steps in jobs], step_delay=0.01,
-                exit_at=[when, nth] if how == "exit" else None, broken=broken))
+                exit_at=[when, nth] if how == "exit" else None, broken=broken, db=db))
             if wait_for_output(proc, "launched") and how == "kill":
                 time.sleep(float(when))
                 proc.kill()
@@ -308,6 +317,17 @@ def test_killed_processes_never_rerun_committed_steps(workload: list[int],
     event(f"children that died before finishing: {died}")
 
 
+@settings(max_examples=10 if LONG else 3)
+@given(workload=st.lists(st.integers(1, 4), min_size=1, max_size=3), schedule=deaths)
+def test_killed_processes_never_rerun_committed_steps_on_postgres(
+    pg_journals: Journals, workload: list[int], schedule: list[Death]
+) -> None:
+    with pg_journals() as make:
+        problems, died = kill_and_recover(workload, schedule, make=make)
+    assert problems == []
+    event(f"children that died before finishing: {died}")
+
+
 def test_negative_control_a_row_committed_before_its_body_is_caught() -> None:
     problems, died = kill_and_recover([2], [("exit", "after_commit", 1)],
                                       broken="record_before_body")
@@ -318,17 +338,17 @@ def test_negative_control_a_row_committed_before_its_body_is_caught() -> None:
 # -- select decisions --------------------------------------------------------------------
 
 
-def race_problems(broken: str | None) -> list[str]:
+def race_problems(broken: str | None, make: Maker | None = None) -> list[str]:
     """A child races ``slow`` (step 0) and ``fast`` (step 1); fast wins, ``ship`` runs for it,
     and the child dies right after ship's body, before its row. The parent resumes: on replay
     both contenders are settled, so a select not yet recorded would pick slow (lowest step).
     """
     with scratch_dir() as root, children(root) as pool:
         ledger = Ledger(os.path.join(root, "ledger"))
-        db = os.path.join(root, "journal.db")
+        db = journal_in(root, make)
         # after_body fires for fast, then slow, then ship: die at the third.
         proc = pool.spawn(config(root, [["race", "race", None]], exit_at=["after_body", 3],
-                                 broken=broken))
+                                 broken=broken, db=db))
         assert proc.wait(timeout=60) == EXIT_CODE, pool.stderr()
         app, _ = build(db, ledger)
         app.faults.callback = ledger_hook(ledger, None)
@@ -351,6 +371,13 @@ def test_a_select_decision_is_durable_before_its_branch_runs() -> None:
     assert race_problems(None) == []
 
 
+def test_a_select_decision_is_durable_before_its_branch_runs_on_postgres(
+    pg_journals: Journals
+) -> None:
+    with pg_journals() as make:
+        assert race_problems(None, make) == []
+
+
 def test_negative_control_a_decision_committed_after_the_branch_is_caught() -> None:
     problems = race_problems("decision_after_branch")
     assert any(p.startswith("D3: code after the select ran") for p in problems), problems
@@ -363,7 +390,7 @@ LEASE = 0.3  # seconds without a heartbeat before an owner is presumed dead
 
 def outcomes(db: str, workflow_ids: list[str]) -> dict[str, Any]:
     """The recorded results of the workflows that have succeeded so far."""
-    with SqliteStorage(db, readonly=True) as journal:
+    with inspect_journal(db) as journal:
         rows = {wid: journal.get_workflow(wid) for wid in workflow_ids}
     return {wid: json.loads(row.output) for wid, row in rows.items()
             if row is not None and row.status == "succeeded" and row.output is not None}
@@ -395,8 +422,8 @@ def d7_problems(db: str, ledger: Ledger, jobs: list[tuple[str, int]]) -> list[st
     return problems + journal_problems(db, ids)
 
 
-def stale_owner_problems(*, broken: str | None = None, reclaim: bool = False
-                         ) -> tuple[list[str], bool]:
+def stale_owner_problems(*, broken: str | None = None, reclaim: bool = False,
+                         make: Maker | None = None) -> tuple[list[str], bool]:
     """A's lease lapses while it is stopped inside step 0; B takes the workflow over and
     commits step 0; then (``reclaim``) B is killed; then A continues. A's late write of step 0
     must be refused, and the workflow must end with the journal's values.
@@ -405,15 +432,16 @@ def stale_owner_problems(*, broken: str | None = None, reclaim: bool = False
     """
     with scratch_dir() as root, children(root) as pool:
         ledger = Ledger(os.path.join(root, "ledger"))
-        db = os.path.join(root, "journal.db")
+        db = journal_in(root, make)
         # With reclaim, A's body of step 0 ends only once A has claimed the workflow back.
         a = pool.spawn(config(root, [["job", "w", 3]], lease=LEASE, step_delay=0.01,
-                              first_delay=1.0, hold_first=reclaim, stay=True, broken=broken))
+                              first_delay=1.0, hold_first=reclaim, stay=True, broken=broken,
+                              db=db))
         assert wait_for_output(a, "launched"), pool.stderr()
         ledger.wait_for("begin", "w", 0)
         a.send_signal(signal.SIGSTOP)
         b = pool.spawn(config(root, [], lease=LEASE, step_delay=0.3 if reclaim else 0.01,
-                              stay=True, broken=broken))
+                              stay=True, broken=broken, db=db))
         ledger.wait_for("commit", "w", 0)  # A is stopped: this is B
         if reclaim:
             kill(b)
@@ -432,6 +460,15 @@ def test_a_stopped_owner_past_its_lease_is_taken_over_and_fenced() -> None:
     assert late_write_tried
 
 
+def test_a_stopped_owner_past_its_lease_is_taken_over_and_fenced_on_postgres(
+    pg_journals: Journals
+) -> None:
+    with pg_journals() as make:
+        problems, late_write_tried = stale_owner_problems(make=make)
+    assert problems == []
+    assert late_write_tried
+
+
 def test_negative_control_a_journal_without_fencing_is_caught() -> None:
     problems, _ = stale_owner_problems(broken="no_fence")
     assert any(p.startswith("D7: step 0 of w committed by") for p in problems), problems
@@ -439,6 +476,14 @@ def test_negative_control_a_journal_without_fencing_is_caught() -> None:
 
 def test_a_reclaimed_workflow_fences_the_stale_run_of_its_own_owner() -> None:
     problems, _ = stale_owner_problems(reclaim=True)
+    assert problems == []
+
+
+def test_a_reclaimed_workflow_fences_the_stale_run_of_its_own_owner_on_postgres(
+    pg_journals: Journals
+) -> None:
+    with pg_journals() as make:
+        problems, _ = stale_owner_problems(reclaim=True, make=make)
     assert problems == []
 
 
@@ -486,13 +531,26 @@ class Nemesis:
 @given(seed=st.integers(0, 2**32 - 1), processes=st.integers(2, 4))
 def test_processes_under_a_kill_and_stop_nemesis_never_both_commit(seed: int,
                                                                    processes: int) -> None:
+    nemesis_run(seed, processes, None)
+
+
+@settings(max_examples=5 if LONG else 1)
+@given(seed=st.integers(0, 2**32 - 1), processes=st.integers(2, 4))
+def test_processes_under_a_kill_and_stop_nemesis_never_both_commit_on_postgres(
+    pg_journals: Journals, seed: int, processes: int
+) -> None:
+    with pg_journals() as make:
+        nemesis_run(seed, processes, make)
+
+
+def nemesis_run(seed: int, processes: int, make: Maker | None) -> None:
     with scratch_dir() as root, children(root) as pool:
         ledger = Ledger(os.path.join(root, "ledger"))
-        db = os.path.join(root, "journal.db")
+        db = journal_in(root, make)
         jobs = [(f"p{slot}-{j}", 6) for slot in range(processes) for j in range(2)]
         configs = [
             config(root, [["job", wid, n] for wid, n in jobs if wid.startswith(f"p{slot}-")],
-                   lease=LEASE, step_delay=0.04, stay=True)
+                   lease=LEASE, step_delay=0.04, stay=True, db=db)
             for slot in range(processes)
         ]
         live = [pool.spawn(c) for c in configs]

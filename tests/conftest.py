@@ -7,7 +7,7 @@ import importlib.util
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,18 @@ BACKENDS = ("sqlite", "postgres")
 def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "both_backends: run the test's ``db_path`` on SQLite and on PostgreSQL")
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): in a ``both_backends`` module, run this test's "
+        "``db_path`` on SQLite alone (say why: SQLite-specific, or slow and covered elsewhere)")
 
 
 def pytest_generate_tests(metafunc) -> None:
-    """Tests marked ``both_backends`` (a module's ``pytestmark``) run once per backend."""
-    if ("db_path" in metafunc.fixturenames
-            and metafunc.definition.get_closest_marker("both_backends") is not None):
+    """Tests marked ``both_backends`` (a module's ``pytestmark``) that take ``db_path`` or
+    ``new_db`` run once per backend, but those also marked ``sqlite_only``."""
+    definition = metafunc.definition
+    if ("new_db" in metafunc.fixturenames  # db_path uses it
+            and definition.get_closest_marker("both_backends") is not None
+            and definition.get_closest_marker("sqlite_only") is None):
         metafunc.parametrize("db_backend", BACKENDS, indirect=True)
 
 
@@ -45,14 +51,29 @@ def db_backend(request) -> str:
 
 
 @pytest.fixture
-def db_path(request, tmp_path, db_backend) -> str:
-    """A fresh journal: a path inside the test's temporary directory, or on PostgreSQL a
-    ``postgresql://`` URL naming a fresh schema."""
+def new_db(request, tmp_path, db_backend) -> Callable[[str], str]:
+    """A maker of fresh journals on the test's backend, for a test that needs more than one
+    (export from one, import into another): ``new_db("b")`` is a path ``b.db`` inside the
+    test's temporary directory, or on PostgreSQL a ``postgresql://`` URL naming a fresh
+    schema; the same name is the same journal."""
     if db_backend == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
         sep = "&" if "?" in dsn else "?"
-        return f"{dsn}{sep}schema=t_{uuid.uuid4().hex[:12]}"
-    return str(tmp_path / "journal.db")
+        schemas: dict[str, str] = {}
+
+        def url(name: str) -> str:
+            schema = schemas.setdefault(name, f"t_{uuid.uuid4().hex[:12]}")
+            return f"{dsn}{sep}schema={schema}"
+
+        return url
+    return lambda name: str(tmp_path / f"{name}.db")
+
+
+@pytest.fixture
+def db_path(new_db) -> str:
+    """A fresh journal: a path inside the test's temporary directory, or on PostgreSQL a
+    ``postgresql://`` URL naming a fresh schema."""
+    return new_db("journal")
 
 
 @pytest.fixture(autouse=True)

@@ -269,8 +269,8 @@ def test_duplicate_step_name(db_path):
             pass
 
 
-def test_same_names_on_two_apps_are_independent(tmp_path):
-    first, second = ld.App(str(tmp_path / "a.db")), ld.App(str(tmp_path / "b.db"))
+def test_same_names_on_two_apps_are_independent(new_db):
+    first, second = ld.App(new_db("a")), ld.App(new_db("b"))
     for app in (first, second):
 
         @app.workflow(name="wf")

@@ -40,8 +40,9 @@ def _workflows(app: ld.App) -> object:
     return sites
 
 
-def test_each_call_records_its_site_owner_and_failed_attempts(tmp_path: Path) -> None:
-    app = ld.App(tmp_path / "j.db")
+@pytest.mark.both_backends
+def test_each_call_records_its_site_owner_and_failed_attempts(db_path: str) -> None:
+    app = ld.App(db_path)
     sites = _workflows(app)
     with app:
         assert app.start(sites, workflow_id="s").result(timeout=10) == "third time"
@@ -60,8 +61,9 @@ def test_each_call_records_its_site_owner_and_failed_attempts(tmp_path: Path) ->
     assert steps[1].attempts == [] and steps[2].attempts == []
 
 
-def test_a_nondeterminism_error_names_where_each_call_was_made(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+@pytest.mark.both_backends
+def test_a_nondeterminism_error_names_where_each_call_was_made(db_path: str) -> None:
+    path = db_path
     first = ld.App(path)
 
     @first.workflow(name="w")
@@ -90,7 +92,8 @@ def test_a_nondeterminism_error_names_where_each_call_was_made(tmp_path: Path) -
 
 
 def test_a_journal_from_before_schema_7_reads_with_no_sites(tmp_path: Path) -> None:
-    """A read-only open (the CLI's) cannot migrate: an older file's steps read as they are."""
+    """A read-only open (the CLI's) cannot migrate: an older file's steps read as they are.
+    SQLite-only by nature: it makes the schema-6 file itself."""
     path = str(tmp_path / "old.db")
     with SqliteStorage(path) as journal:
         journal.insert_workflow(workflow_id="a", name="n", inputs=b"[]", now=1.0,
@@ -107,15 +110,16 @@ def test_a_journal_from_before_schema_7_reads_with_no_sites(tmp_path: Path) -> N
     assert (step.output, step.site, step.owner, step.attempts) == (b"1", None, None, None)
 
 
+@pytest.mark.both_backends
 def test_a_retried_failure_that_cannot_be_printed_is_recorded_as_unprintable(
-        tmp_path: Path) -> None:
+        db_path: str) -> None:
     """An exception whose ``str()`` raises must not break the retry loop that records it."""
 
     class Unprintable(Exception):
         def __str__(self) -> str:
             raise RuntimeError("no text")
 
-    app = ld.App(tmp_path / "j.db")
+    app = ld.App(db_path)
     calls = [0]
 
     @app.step(retries=ld.Retry(max_attempts=2, initial=0.0))

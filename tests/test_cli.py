@@ -1,4 +1,7 @@
-"""The `litedurable` command: every subcommand has help, reads the file, and reports errors."""
+"""The `litedurable` command: every subcommand has help, reads the file, and reports errors.
+
+The tests that take ``db_path`` run on SQLite and on PostgreSQL (``--db`` a URL), but the one
+that rewrites a file to an older schema."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from support import child_env
 
 import litedurable as ld
 from litedurable._cli import build_parser, main
+
+pytestmark = pytest.mark.both_backends  # each test that takes db_path runs on both backends
 
 COMMANDS = [
     "list", "count", "show", "steps", "tree", "result", "watch", "schedules", "queues", "start",
@@ -34,8 +39,7 @@ def pipeline(x: int) -> int:
 '''
 
 
-def _make_journal(tmp_path: Path, step: str = "inc") -> tuple[Path, str]:
-    db = tmp_path / "cli.db"
+def _make_journal(tmp_path: Path, db: str, step: str = "inc") -> tuple[str, str]:
     module = tmp_path / "cli_jobs.py"
     module.write_text(WORKFLOW_MODULE.format(path=str(db), step=step))
     namespace: dict[str, object] = {}
@@ -55,8 +59,8 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert "usage: litedurable" in capsys.readouterr().out
 
 
-def test_schedules_lists_paused_and_active(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    db = tmp_path / "cron.db"
+def test_schedules_lists_paused_and_active(db_path: str, capsys: pytest.CaptureFixture[str]):
+    db = db_path
     app = ld.App(db)
 
     @app.workflow(name="job")
@@ -83,8 +87,9 @@ def test_parser_knows_exactly_the_contract_commands() -> None:
     assert sorted(sub.choices) == sorted(COMMANDS)  # type: ignore[arg-type]
 
 
-def test_list_show_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db, wid = _make_journal(tmp_path)
+def test_list_show_steps(tmp_path: Path, db_path: str,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    db, wid = _make_journal(tmp_path, db_path)
     assert main(["--db", str(db), "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(w["workflow_id"], w["status"]) for w in listed] == [(wid, "succeeded")]
@@ -107,7 +112,7 @@ def test_read_commands_read_a_journal_of_the_previous_schema(
     read-only copy, for good) until an App had opened it read-write."""
     import apsw
 
-    db, wid = _make_journal(tmp_path)
+    db, wid = _make_journal(tmp_path, str(tmp_path / "cli.db"))  # SQLite's by nature
     conn = apsw.Connection(str(db))  # the file as schema 3 left it
     try:
         conn.execute("ALTER TABLE workflows ADD COLUMN cancel_requested INTEGER NOT NULL "
@@ -129,9 +134,9 @@ def test_read_commands_read_a_journal_of_the_previous_schema(
 
 
 def test_unknown_id_and_missing_file_are_clear_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db, _ = _make_journal(tmp_path)
+    db, _ = _make_journal(tmp_path, db_path)
     assert main(["--db", str(db), "show", "nope"]) == 3  # not found (issue 12 item 23)
     assert "no workflow with id 'nope'" in capsys.readouterr().err
     assert main(["--db", str(tmp_path / "missing.db"), "list"]) == 3
@@ -139,8 +144,8 @@ def test_unknown_id_and_missing_file_are_clear_errors(
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_fork_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db, wid = _make_journal(tmp_path)
+def test_fork_and_gc(tmp_path: Path, db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db, wid = _make_journal(tmp_path, db_path)
     assert main(["--db", str(db), "fork", wid, "1", "--new-id", "wf-2"]) == 0
     assert main(["--db", str(db), "steps", "wf-2", "--json"]) == 0
     out = capsys.readouterr().out
@@ -154,9 +159,10 @@ def test_fork_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_replay_passes_on_same_code_and_catches_a_changed_workflow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_path: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db, wid = _make_journal(tmp_path)
+    db, wid = _make_journal(tmp_path, db_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     assert main(["--db", str(db), "replay", "cli_jobs:app"]) == 0
@@ -168,12 +174,15 @@ def test_replay_passes_on_same_code_and_catches_a_changed_workflow(
     assert "not deterministic" in out and "step 0" in out
 
 
-def test_demo_kills_and_resumes(tmp_path: Path) -> None:
+def test_demo_kills_and_resumes(tmp_path: Path, db_path: str) -> None:
+    """On PostgreSQL too: the demo put its side-effect ledger beside the journal's path, so
+    ``--db postgresql://... demo`` failed with a FileNotFoundError traceback."""
     proc = subprocess.run(
-        [sys.executable, "-m", "litedurable", "--db", str(tmp_path / "demo.db"), "demo"],
+        [sys.executable, "-m", "litedurable", "--db", db_path, "demo"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
     assert "killed with SIGKILL" in proc.stdout
     assert "never run again" in proc.stdout
     assert proc.stdout.count("body ran") == 5

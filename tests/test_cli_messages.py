@@ -1,10 +1,10 @@
-"""The CLI shows a workflow's mailbox, events, streams and promises, and ``gc`` removes them."""
+"""The CLI shows a workflow's mailbox, events, streams and promises, and ``gc`` removes them;
+on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +12,10 @@ import litedurable as ld
 from litedurable._backends import open_storage
 from litedurable._cli import main
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
 
-def _make_app(db: Path) -> tuple[ld.App, Callable[[], str], Callable[[str], None]]:
+
+def _make_app(db: str) -> tuple[ld.App, Callable[[], str], Callable[[str], None]]:
     app = ld.App(db)
 
     @app.workflow(name="inbox")
@@ -36,7 +38,7 @@ def _make_app(db: Path) -> tuple[ld.App, Callable[[], str], Callable[[str], None
     return app, inbox, sender
 
 
-def _waiting_inbox(db: Path) -> tuple[str, str]:
+def _waiting_inbox(db: str) -> tuple[str, str]:
     """``inbox-1`` pending on its first promise, with one message read and one unread."""
     app, inbox, sender = _make_app(db)
     with app:
@@ -54,9 +56,9 @@ def _json(capsys: pytest.CaptureFixture[str]) -> object:
 
 
 def test_show_lists_mailbox_events_streams_and_promises(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "m.db"
+    db = db_path
     paid, refused = _waiting_inbox(db)
     assert main(["--db", str(db), "steps", "inbox-1", "--json"]) == 0
     steps = _json(capsys)
@@ -97,9 +99,9 @@ def test_show_lists_mailbox_events_streams_and_promises(
 
 
 def test_list_shows_the_topics_with_unread_messages(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "m.db"
+    db = db_path
     _waiting_inbox(db)
     assert main(["--db", str(db), "list", "--json"]) == 0
     listed = _json(capsys)
@@ -115,9 +117,9 @@ def test_list_shows_the_topics_with_unread_messages(
 
 
 def test_gc_removes_a_finished_workflows_messages_events_streams_and_promises(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "m.db"
+    db = db_path
     paid, refused = _waiting_inbox(db)
     assert main(["--db", str(db), "gc", "--older-than", "0"]) == 0
     assert "deleted 1 finished workflow(s)" in capsys.readouterr().out  # sender-1 only

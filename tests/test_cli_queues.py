@@ -1,5 +1,6 @@
 """The CLI and queues: ``queues``, ``list --queue``/``--status enqueued``, cancel and resume of
-an enqueued workflow, and ``worker MODULE:APP`` as a real process stopped by SIGTERM."""
+an enqueued workflow, and ``worker MODULE:APP`` as a real process stopped by SIGTERM; on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ import litedurable as ld
 from litedurable._cli import main
 from litedurable._format import duration
 
+pytestmark = pytest.mark.both_backends  # each test that takes db_path runs on both backends
+
 
 @pytest.fixture
-def busy_queue(tmp_path: Path) -> Iterator[tuple[Path, ld.App, threading.Event]]:
+def busy_queue(db_path: str) -> Iterator[tuple[str, ld.App, threading.Event]]:
     """A running App with queue ``crawl`` (concurrency 1): ``job-0`` runs, held in its step
     until the event is set; ``job-1`` to ``job-3`` wait enqueued behind it. Queue
     ``accounts`` (partitioned) is declared and empty."""
-    db = tmp_path / "queues.db"
+    db = db_path
     app = ld.App(db)
     release = threading.Event()
 
@@ -51,7 +54,7 @@ def busy_queue(tmp_path: Path) -> Iterator[tuple[Path, ld.App, threading.Event]]
 
 
 def test_queues_shows_limits_and_counts(
-    busy_queue: tuple[Path, ld.App, threading.Event], capsys: pytest.CaptureFixture[str]
+    busy_queue: tuple[str, ld.App, threading.Event], capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, _, _ = busy_queue
     assert main(["--db", str(db), "queues", "--json"]) == 0
@@ -74,9 +77,9 @@ def test_queues_shows_limits_and_counts(
 
 
 def test_queues_on_a_journal_without_queues(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "plain.db"
+    db = db_path
     app = ld.App(db)
 
     @app.workflow(name="noop")
@@ -97,7 +100,7 @@ def test_duration_reads_like_a_person_would_say_it() -> None:
 
 
 def test_list_filters_by_queue_and_enqueued_status(
-    busy_queue: tuple[Path, ld.App, threading.Event], capsys: pytest.CaptureFixture[str]
+    busy_queue: tuple[str, ld.App, threading.Event], capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, app, _ = busy_queue
 
@@ -119,7 +122,7 @@ def test_list_filters_by_queue_and_enqueued_status(
 
 
 def test_cancel_an_enqueued_workflow_and_resume_it_into_its_queue(
-    busy_queue: tuple[Path, ld.App, threading.Event], capsys: pytest.CaptureFixture[str]
+    busy_queue: tuple[str, ld.App, threading.Event], capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, app, release = busy_queue
     assert main(["--db", str(db), "cancel", "job-2"]) == 0
@@ -172,7 +175,7 @@ from pathlib import Path
 import litedurable as ld
 
 HERE = Path(__file__).resolve().parent
-app = ld.App(HERE / "worker.db", grace=0.2)
+app = ld.App(JOURNAL, grace=0.2)
 jobs = app.queue("jobs", concurrency=2)
 
 
@@ -225,12 +228,14 @@ def _stop(worker: subprocess.Popen[str]) -> tuple[str, str]:
     return out, err
 
 
-def test_worker_consumes_stops_on_sigterm_and_a_second_start_finishes(tmp_path: Path) -> None:
-    (tmp_path / "queued_jobs.py").write_text(WORKER_MODULE.replace("GATED", str(GATED)))
+def test_worker_consumes_stops_on_sigterm_and_a_second_start_finishes(tmp_path: Path,
+                                                                     db_path: str) -> None:
+    (tmp_path / "queued_jobs.py").write_text(
+        WORKER_MODULE.replace("GATED", str(GATED)).replace("JOURNAL", repr(db_path)))
     ledger = tmp_path / "ledger.txt"
     # The test enqueues through a producer-only declaration (consume=False): the workers do
     # all the work.
-    producer = ld.App(tmp_path / "worker.db")
+    producer = ld.App(db_path)
 
     @producer.workflow(name="job")
     def job(n: int) -> int:
@@ -259,6 +264,6 @@ def test_worker_consumes_stops_on_sigterm_and_a_second_start_finishes(tmp_path: 
     done = _ledger(ledger)
     assert sorted(n for n, _ in done) == list(range(JOBS))  # every job once: none lost or redone
     assert {pid for n, pid in done if n >= GATED} == {second.pid}
-    with ld.App(tmp_path / "worker.db") as reader:
+    with ld.App(db_path) as reader:
         statuses = {reader.handle(f"job-{n}").status() for n in range(JOBS)}
         assert statuses == {ld.Status.SUCCEEDED}

@@ -1,13 +1,15 @@
 """Regressions found by driving the operations CLI as an operator would: an import is every
 record or none, gc keeps a child its unfinished parent may still wait for, ages too large
 for a date and unusable backup targets are usage errors, and journal text cannot steer the
-terminal."""
+terminal. Each test that takes ``db_path`` or ``new_db`` runs on SQLite and on PostgreSQL;
+those of backups (pg_dump's job on a server) and of a damaged file are SQLite's."""
 
 from __future__ import annotations
 
 import json
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,10 @@ from support import cli_exit, eventually, journal_ids
 import litedurable as ld
 from litedurable._cli import main
 
+pytestmark = pytest.mark.both_backends  # each test that takes db_path runs on both backends
 
-def _family(db: Path, tag: str) -> None:
+
+def _family(db: Path | str, tag: str) -> None:
     """``order-1`` (named ``tag``) with its child ``order-1/0``, both finished."""
     app = ld.App(str(db))
 
@@ -35,9 +39,9 @@ def _family(db: Path, tag: str) -> None:
 
 
 def test_an_import_that_clashes_writes_nothing_not_even_the_children(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, new_db: Callable[[str], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source, target = tmp_path / "a.db", tmp_path / "b.db"
+    source, target = new_db("a"), new_db("b")
     _family(source, "mine")
     target_app = ld.App(str(target))
 
@@ -59,9 +63,9 @@ def test_an_import_that_clashes_writes_nothing_not_even_the_children(
 
 
 def test_an_import_refuses_a_record_with_an_unknown_status_and_a_binary_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, new_db: Callable[[str], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source, target = tmp_path / "a.db", tmp_path / "b.db"
+    source, target = new_db("a"), new_db("b")
     _family(source, "mine")
     assert main(["--db", str(source), "export", "order-1", "--children"]) == 0
     records: list[dict[str, Any]] = [json.loads(line)
@@ -84,9 +88,9 @@ def test_an_import_refuses_a_record_with_an_unknown_status_and_a_binary_file(
 
 
 def test_gc_keeps_a_finished_child_its_pending_parent_still_waits_for(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "gc.db"
+    db = db_path
     app = ld.App(str(db))
 
     @app.workflow(name="kid")
@@ -121,9 +125,9 @@ def test_gc_keeps_a_finished_child_its_pending_parent_still_waits_for(
 
 
 def test_an_age_too_large_for_a_date_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "j.db"
+    db = db_path
     _family(db, "mine")
     for command in (["gc", "--older-than", "99999999999d", "--dry-run"],
                     ["gc", "--older-than", "99999999999999999999"],
@@ -150,9 +154,9 @@ def test_backup_to_an_empty_name_or_a_missing_directory_is_refused_naming_it(
 
 
 def test_journal_text_cannot_steer_the_terminal(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "j.db"
+    db = db_path
     app = ld.App(str(db))
     name = "w\x1b]0;owned\x07\x9b2J"
 
@@ -179,9 +183,9 @@ def test_journal_text_cannot_steer_the_terminal(
 
 
 def test_ui_on_a_taken_port_or_an_export_to_a_missing_directory_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "j.db"
+    db = db_path
     _family(db, "mine")
     taken = socket.socket()
     try:
@@ -200,9 +204,9 @@ def test_ui_on_a_taken_port_or_an_export_to_a_missing_directory_is_a_usage_error
 
 
 def test_a_cut_long_id_keeps_its_end_so_siblings_differ(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "j.db"
+    db = db_path
     app = ld.App(str(db))
     long_id = "batch-" + "x" * 80
 

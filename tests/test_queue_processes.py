@@ -64,6 +64,7 @@ from queue_worker import build
 from support import child_env, eventually
 
 import litedurable as ld
+from litedurable._backends import _split_schema, is_server_url
 from litedurable.testing import crash_at
 
 WORKER = str(Path(__file__).resolve().parent / "queue_worker.py")
@@ -232,13 +233,23 @@ def all_ended(app: ld.App, count: int) -> bool:
 
 
 def dequeue_instants(db_path: str) -> list[float]:
-    """Every ``dequeued_at`` of queue ``jobs``, read with plain sqlite3, sorted."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT dequeued_at FROM workflows WHERE queue = 'jobs' "
-                            "AND dequeued_at IS NOT NULL").fetchall()
-    finally:
-        conn.close()
+    """Every ``dequeued_at`` of queue ``jobs``, read with plain sqlite3 (or psycopg, from
+    the schema a PostgreSQL URL names), sorted: no storage method returns it."""
+    query = "SELECT dequeued_at FROM workflows WHERE queue = 'jobs' AND dequeued_at IS NOT NULL"
+    if is_server_url(db_path):
+        import psycopg
+
+        dsn, schema = _split_schema(db_path)
+        with psycopg.connect(dsn) as pg:
+            pg.execute(psycopg.sql.SQL("SET search_path TO {}").format(
+                psycopg.sql.Identifier(schema)))
+            rows = pg.execute(query).fetchall()
+    else:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(query).fetchall()
+        finally:
+            conn.close()
     return sorted(float(at) for at, in rows)
 
 
@@ -315,6 +326,7 @@ def test_queued_workflows_run_once_within_limits_while_consumers_are_killed(
     assert len({p for k, _, p, _ in lines if k == "start"} - {os.getpid()}) >= 3
 
 
+@pytest.mark.both_backends  # also on PostgreSQL
 def test_rate_limit_holds_across_processes(tmp_path: Path, db_path: str) -> None:
     ledger = tmp_path / "ledger"
     most, per = 5, 1.0

@@ -12,13 +12,13 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-import apsw
 import pytest
 from hypothesis import given, settings
 from support import child_env, crash_then_close, engine_thread_names, eventually, stored_status
 
 import litedurable as ld
 from litedurable._app import replay_check
+from litedurable._backends import open_storage
 from litedurable.testing import (
     CRASH_POINTS,
     CrashTestError,
@@ -27,6 +27,8 @@ from litedurable.testing import (
     crash_schedules,
     crash_test,
 )
+
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
 
 # -- crash points ---------------------------------------------------------------------------
 
@@ -65,7 +67,6 @@ def _build_abc(path: str, counts: Counter[str]) -> tuple[ld.App, object]:
         ("before_outcome", 1, {"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}),
     ],
 )
-@pytest.mark.both_backends  # also on PostgreSQL
 def test_crash_point_then_recover(db_path, point, nth, after_crash, after_recovery):
     counts: Counter[str] = Counter()
     app, abc = _build_abc(db_path, counts)
@@ -94,7 +95,6 @@ def test_crash_after_outcome_keeps_the_outcome(db_path):
     assert counts == {"a": 1, "b": 1, "c": 1}
 
 
-@pytest.mark.both_backends  # also on PostgreSQL
 def test_repeated_crashes_never_rerun_a_committed_step(db_path):
     """Crash after each step's commit in turn: every body runs exactly once overall."""
     counts: Counter[str] = Counter()
@@ -523,18 +523,9 @@ def test_sigkill_mid_workflow_then_recover_in_a_new_process(tmp_path, db_path):
         else:
             assert starts[i] == 1, (i, starts)
 
-    conn = apsw.Connection(db_path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        steps = [
-            r[0]
-            for r in conn.execute(
-                "SELECT step FROM steps WHERE workflow_id = 'victim' ORDER BY step"
-            )
-        ]
-        assert steps == list(range(8))
-    finally:
-        conn.close()
+    with open_storage(db_path, readonly=True) as journal:
+        assert journal.check() == []
+        assert [row.step for row in journal.load_steps("victim")] == list(range(8))
 
 
 RECOVER_SCRIPT = textwrap.dedent(
@@ -580,7 +571,6 @@ RECOVER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.both_backends  # also on PostgreSQL
 def test_two_processes_recover_one_file_without_double_execution(tmp_path, db_path):
     script = tmp_path / "recover.py"
     script.write_text(RECOVER_SCRIPT)

@@ -18,6 +18,8 @@ from support import child_env, eventually
 import litedurable as ld
 from litedurable import _telemetry
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 trace = pytest.importorskip("opentelemetry.trace")
 sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
 in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")

@@ -1,20 +1,24 @@
-"""Moving and checking whole journals (``_sqlite/transfer.py``): backup while workflows run,
-``check`` naming each damaged row, and export/import of workflows between journals."""
+"""Moving and checking whole journals (``_sqlite/transfer.py``, ``_postgres/transfer.py``):
+backup while workflows run, ``check`` naming each damaged row, and export/import of workflows
+between journals. Export and import run on both backends; the backup and the bytes changed
+under SQLite are SQLite's by nature."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
 import pytest
 
 import litedurable as ld
+from litedurable._backends import open_storage
 from litedurable._sqlite import SqliteStorage
 
 
-def _make(path: Path) -> None:
+def _make(path: Path | str) -> None:
     app = ld.App(path)
 
     @app.workflow(name="w")
@@ -30,13 +34,14 @@ def _make(path: Path) -> None:
         app.send("w1", "kept", topic="t")
 
 
-def test_export_then_import_keeps_ids_rows_and_checksums(tmp_path: Path) -> None:
-    _make(tmp_path / "a.db")
-    with SqliteStorage(str(tmp_path / "a.db")) as source:
+@pytest.mark.both_backends
+def test_export_then_import_keeps_ids_rows_and_checksums(new_db: Callable[[str], str]) -> None:
+    _make(new_db("a"))
+    with open_storage(new_db("a")) as source:
         record = json.loads(json.dumps(source.export_workflow("w1")))  # through JSON text
         steps, promises = source.load_steps("w1"), source.promises("w1")
         assert source.export_workflow("missing") is None
-    with SqliteStorage(str(tmp_path / "b.db")) as target:
+    with open_storage(new_db("b")) as target:
         assert target.import_workflows([record]) == ["w1"]
         row = target.get_workflow("w1")
         assert row is not None and (row.status, row.owner) == ("succeeded", None)
@@ -47,9 +52,10 @@ def test_export_then_import_keeps_ids_rows_and_checksums(tmp_path: Path) -> None
         assert target.check() == []
 
 
-def test_an_import_onto_a_taken_id_writes_nothing(tmp_path: Path) -> None:
-    _make(tmp_path / "a.db")
-    with SqliteStorage(str(tmp_path / "a.db")) as journal:
+@pytest.mark.both_backends
+def test_an_import_onto_a_taken_id_writes_nothing(db_path: str) -> None:
+    _make(db_path)
+    with open_storage(db_path) as journal:
         record = journal.export_workflow("w1")
         assert record is not None
         before = journal.load_steps("w1")
@@ -63,23 +69,27 @@ def test_an_import_onto_a_taken_id_writes_nothing(tmp_path: Path) -> None:
     lambda r: r["steps"][0].update(workflow_id="other"),
     lambda r: r["steps"][0].update(colour="red"),
 ])
-def test_a_record_that_is_not_an_export_is_refused_whole(tmp_path: Path, spoil) -> None:
-    _make(tmp_path / "a.db")
-    with SqliteStorage(str(tmp_path / "a.db")) as source:
+@pytest.mark.both_backends
+def test_a_record_that_is_not_an_export_is_refused_whole(new_db: Callable[[str], str],
+                                                         spoil) -> None:
+    _make(new_db("a"))
+    with open_storage(new_db("a")) as source:
         record = source.export_workflow("w1")
     assert record is not None
     spoil(record)
-    with SqliteStorage(str(tmp_path / "b.db")) as target:
+    with open_storage(new_db("b")) as target:
         with pytest.raises(ld.JournalError):
             target.import_workflows([record])
         assert target.get_workflow("w1") is None  # not even the workflow row
 
 
-def test_an_imported_pending_workflow_is_recovered_where_it_lands(tmp_path: Path) -> None:
-    source_path, target_path = tmp_path / "a.db", tmp_path / "b.db"
+@pytest.mark.both_backends
+def test_an_imported_pending_workflow_is_recovered_where_it_lands(
+        new_db: Callable[[str], str]) -> None:
+    source_path, target_path = new_db("a"), new_db("b")
     gate = threading.Event()
 
-    def build(path: Path) -> tuple[ld.App, object]:
+    def build(path: str) -> tuple[ld.App, object]:
         app = ld.App(path)
 
         @app.workflow(name="slow")
@@ -93,12 +103,12 @@ def test_an_imported_pending_workflow_is_recovered_where_it_lands(tmp_path: Path
     app, slow = build(source_path)
     with app:
         app.start(slow, workflow_id="p")
-        with SqliteStorage(str(source_path)) as peek:
+        with open_storage(source_path) as peek:
             while not peek.load_steps("p"):
                 threading.Event().wait(0.01)
             record = peek.export_workflow("p")
         gate.set()
-    with SqliteStorage(str(target_path)) as target:
+    with open_storage(target_path) as target:
         assert record is not None
         target.import_workflows([record])
     app, slow = build(target_path)

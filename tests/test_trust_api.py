@@ -15,6 +15,8 @@ import litedurable as ld
 import litedurable.testing
 from litedurable._runtime import SlotState
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 # -- item 19: a workflow parameter that app.start would consume -----------------------------
 
 

@@ -1,5 +1,6 @@
 """Issue 12, helper "files": the journal file under concurrent opens, deletion and damage, and
-the ``litedurable`` command's edges (items 13, 14, 15, 16, 23)."""
+the ``litedurable`` command's edges (items 13, 14, 15, 16, 23). The file's own troubles are
+SQLite's by nature; the command's edges (tests marked ``both_backends``) run on PostgreSQL too."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from support import child_env, eventually
 
 import litedurable as ld
+from litedurable._backends import open_storage
 from litedurable._sqlite import SqliteStorage
 
 # Several processes open one brand-new path at the same moment, many rounds over. Forked from a
@@ -64,7 +66,7 @@ def test_processes_opening_a_new_journal_at_once_all_succeed(tmp_path: Path) -> 
     assert count == "0", messages
 
 
-def _doubling_app(path: Path) -> tuple[ld.App, Any]:
+def _doubling_app(path: Path | str) -> tuple[ld.App, Any]:
     app = ld.App(path)
 
     @app.step(name="double")
@@ -78,8 +80,8 @@ def _doubling_app(path: Path) -> tuple[ld.App, Any]:
     return app, twice
 
 
-def _ids(path: Path) -> set[str]:
-    with SqliteStorage(str(path), readonly=True) as journal:
+def _ids(path: Path | str) -> set[str]:
+    with open_storage(str(path), readonly=True) as journal:
         return {row.workflow_id for row in journal.list_workflows(limit=1000)}
 
 
@@ -181,10 +183,11 @@ def _cli(*args: str) -> int:
         return exit_info.code
 
 
-def test_fork_onto_an_existing_id_is_a_conflict(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_fork_onto_an_existing_id_is_a_conflict(db_path: str) -> None:
     """Issue 12 item 16: ``App.fork(new_id=<taken>)`` raises ``WorkflowConflictError`` naming
     the id, not SQLite's ``ConstraintError``; the workflow holding the id is untouched."""
-    db = tmp_path / "fork.db"
+    db = db_path
     app, twice = _doubling_app(db)
     with app:
         app.run(twice, 1, workflow_id="source")
@@ -195,12 +198,13 @@ def test_fork_onto_an_existing_id_is_a_conflict(tmp_path: Path) -> None:
         assert [s.step for s in app.steps("taken")] == [0, 1]
 
 
+@pytest.mark.both_backends
 def test_cli_fork_refuses_a_taken_id_and_a_bad_from_step(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 12 item 16: the CLI's ``fork`` says the id is taken (exit 1), and validates
     ``from_step`` and ``--new-id`` like the API (exit 2), changing nothing."""
-    db = tmp_path / "fork.db"
+    db = db_path
     app, twice = _doubling_app(db)
     with app:
         app.run(twice, 1, workflow_id="source")
@@ -267,12 +271,13 @@ def test_cli_read_commands_say_the_file_is_damaged(
     assert "damaged" in capsys.readouterr().err
 
 
+@pytest.mark.both_backends
 def test_cli_exit_codes_tell_outcomes_apart(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_path: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 12 item 23: not found is 3 (not the usage code 2); cancel and resume of a
     finished workflow change nothing and exit 1."""
-    db = tmp_path / "codes.db"
+    db = db_path
     app, twice = _doubling_app(db)
     with app:
         app.run(twice, 1, workflow_id="done")
@@ -283,7 +288,7 @@ def test_cli_exit_codes_tell_outcomes_apart(
     assert "succeeded" in capsys.readouterr().err
     assert _cli("--db", str(db), "resume", "done") == 1
     assert "succeeded" in capsys.readouterr().err
-    with SqliteStorage(str(db), readonly=True) as journal:
+    with open_storage(db, readonly=True) as journal:
         row = journal.get_workflow("done")
         assert row is not None and row.status == "succeeded"
 
@@ -309,10 +314,11 @@ def test_cli_help_documents_every_command_and_the_exit_codes(
     assert all(f"  {code} " in (_cli.__doc__ or "") for code in ("0", "1", "2", "3", "4", "141"))
 
 
-def test_cli_output_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_cli_output_into_a_closed_pipe_exits_quietly(db_path: str) -> None:
     """Issue 12 item 23: ``litedurable list | head`` does not print a ``BrokenPipeError``
     traceback; it stops with the status of a process killed by SIGPIPE (141)."""
-    db = tmp_path / "pipe.db"
+    db = db_path
     app, twice = _doubling_app(db)
     with app:
         for i in range(5):
@@ -343,13 +349,15 @@ def twice(x: int) -> int:
 '''
 
 
+@pytest.mark.both_backends
 def test_cli_replay_reports_bad_modules_and_skips_unregistered_workflows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db_path: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 12 item 23: a module that cannot be imported is a usage error (exit 2, no
     traceback); with no ids, workflows the App does not register are skipped, not failed; a
     difference is reported without claiming the workflow was parked (replay writes nothing)."""
-    db = tmp_path / "replay.db"
+    db = db_path
     app, twice = _doubling_app(db)
     other = ld.App(db)
 
@@ -383,23 +391,24 @@ def test_cli_replay_reports_bad_modules_and_skips_unregistered_workflows(
     assert "step 0" in out and "parked" not in out
     assert _cli("--db", str(db), "replay", "same_jobs:app", "u-1") == 1  # asked by id: a problem
     assert "not registered" in capsys.readouterr().out
-    with SqliteStorage(str(db), readonly=True) as journal:
+    with open_storage(db, readonly=True) as journal:
         assert {r.workflow_id: r.status for r in journal.list_workflows()} == {
             "t-1": "succeeded", "u-1": "succeeded"}
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("argv", [
     ["gc", "--older-than", "nan"], ["gc", "--older-than", "-5"],
     ["--busy-timeout", "nan", "list"], ["--busy-timeout", "-1", "list"],
     ["list", "--limit", "-1"], ["show", "bad\udc80id"],
 ])
 def test_cli_numbers_and_ids_out_of_range_are_usage_errors(
-    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+    db_path: str, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 12 items 16 and 23: NaN, negative and non-numeric arguments, and ids that cannot
     be stored, are usage errors (exit 2) with a message, never a raw ValueError/OverflowError
     and never a deletion (``gc --older-than -5`` used to delete every finished workflow)."""
-    db = tmp_path / "args.db"
+    db = db_path
     app, twice = _doubling_app(db)
     with app:
         app.run(twice, 1, workflow_id="done")
@@ -408,10 +417,11 @@ def test_cli_numbers_and_ids_out_of_range_are_usage_errors(
     assert _ids(db) == {"done"}
 
 
-def test_fork_from_a_step_past_sqlites_integers_copies_every_step(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_fork_from_a_step_past_sqlites_integers_copies_every_step(db_path: str) -> None:
     """Issue 12 item 16: a ``from_step`` too big for SQLite means "every step" (API and CLI
     alike), not an ``OverflowError``."""
-    db = tmp_path / "huge.db"
+    db = db_path
     app, twice = _doubling_app(db)
     with app:
         app.run(twice, 1, workflow_id="done")

@@ -20,6 +20,8 @@ import litedurable as ld
 from litedurable._clock import SystemClock
 from litedurable.testing import FakeClock
 
+pytestmark = pytest.mark.both_backends  # each test runs on SQLite and on PostgreSQL
+
 HANG = 30.0  # seconds: a guard against hangs, never a performance expectation
 
 
@@ -419,7 +421,7 @@ def test_offline_replay_reproduces_a_recorded_base_exception(db_path):
     ``Exception``, so a workflow that failed with ``SystemExit``/``KeyboardInterrupt`` (now a
     recorded outcome) made the CLI exit with that code, or print a raw traceback."""
     from litedurable._app import replay_check
-    from litedurable._sqlite import SqliteStorage
+    from litedurable._backends import open_storage
 
     app = ld.App(db_path)
 
@@ -439,7 +441,7 @@ def test_offline_replay_reproduces_a_recorded_base_exception(db_path):
         for wf in (interrupted, step_quits):
             with pytest.raises(BaseException):  # noqa: B017 - SystemExit / KeyboardInterrupt
                 app.start(wf, workflow_id=wf.__name__).result(timeout=HANG)
-    with SqliteStorage(db_path, readonly=True) as journal:
+    with open_storage(db_path, readonly=True) as journal:
         for wid in ("interrupted", "step_quits"):
             row = journal.get_workflow(wid)
             assert row is not None and row.status == "failed"

@@ -15,7 +15,6 @@ import time
 import types
 import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -477,9 +476,9 @@ def test_result_reraises_with_the_recorded_traceback_attached(db_path: str) -> N
     assert "_deep_failure" in notes and "missing-thing" in notes
 
 
-def test_show_prints_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_prints_the_traceback(db_path: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 12 item 21: ``litedurable show`` prints the recorded traceback text."""
-    db = tmp_path / "show.db"
+    db = db_path
     app = ld.App(db)
 
     @app.workflow()

@@ -7,6 +7,10 @@ workflow, and a pending one whose sleep is not due yet.
 The browser test needs ``chromium`` on PATH (Debian's package; ``.ci/run`` installs it). It
 skips without it, unless ``LITEDURABLE_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a
 failure. ``LITEDURABLE_UPDATE_SCREENSHOT=1`` also writes the screenshot to docs/timeline.png.
+
+The module's journal is an SQLite file (a test checks the server leaves its bytes alone);
+``test_postgres_attack`` serves a PostgreSQL one. The tests marked ``both_backends`` (a live
+journal another App writes, a crafted row) run on both.
 """
 
 from __future__ import annotations
@@ -204,9 +208,10 @@ def test_binds_loopback_and_answers_only_reads(journal: Path, port: int) -> None
         assert storage.get_workflow("order-1") is not None  # still a sound journal
 
 
-def test_follows_a_journal_another_app_is_writing(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_follows_a_journal_another_app_is_writing(db_path: str) -> None:
     """Each request reads what is committed now: a waiting workflow, then its outcome."""
-    db = tmp_path / "live.db"
+    db = db_path
     app = ld.App(db)
 
     @app.workflow(name="waiter")
@@ -396,16 +401,15 @@ def test_served_pages_render_in_chromium(port: int, tmp_path: Path) -> None:
     assert elements(nap, "now-line")  # pending: the page marks the present
 
 
-def test_a_crafted_select_row_reaches_the_page_as_numbers_only(tmp_path: Path) -> None:
+@pytest.mark.both_backends
+def test_a_crafted_select_row_reaches_the_page_as_numbers_only(db_path: str) -> None:
     """The journal is data, not code: a select row whose candidates are markup (checksum and
     all valid) must not put that markup into the page (found by the code review)."""
-    from litedurable._sqlite import SqliteStorage
     from litedurable._storage import StepRow
     from litedurable._ui import detail
 
-    path = str(tmp_path / "crafted.db")
     evil = '"><img src=x onerror="document.title=1">'
-    with SqliteStorage(path) as journal:
+    with open_storage(db_path) as journal:
         journal.insert_workflow(workflow_id="w", name="n", inputs=b'{"args":[],"kwargs":{}}',
                                 now=1.0, app_version="v", parent_id=None, owner="me")
         extra = json.dumps({"candidates": [evil, 1], "winner": evil}).encode()
