@@ -235,7 +235,9 @@ class _Journal:
 class _Server(ThreadingHTTPServer):
     """The page's server: its request threads share ``journal``, closed with the server."""
 
-    journal: _Journal
+    def __init__(self, address: tuple[str, int], journal: _Journal) -> None:
+        self.journal = journal  # before binding: a refused bind calls server_close()
+        super().__init__(address, handler(journal))
 
     def server_close(self) -> None:
         super().server_close()
@@ -331,7 +333,6 @@ def serve(db: str, port: int = 8765, *, busy_timeout: float = 5.0) -> ThreadingH
     """A server for the page of ``db`` on 127.0.0.1 (port 0: any free port), not yet serving:
     call ``serve_forever()`` on it, and ``server_close()`` after (it closes the journal)."""
     journal = _Journal(db, busy_timeout)
-    server = _Server(("127.0.0.1", port), handler(journal))
-    server.journal = journal
+    server = _Server(("127.0.0.1", port), journal)
     server.daemon_threads = True
     return server

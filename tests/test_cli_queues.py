@@ -17,6 +17,7 @@ import pytest
 from support import child_env, eventually
 
 import litedurable as ld
+from litedurable._backends import shown_location
 from litedurable._cli import main
 from litedurable._format import duration
 
@@ -88,7 +89,7 @@ def test_queues_on_a_journal_without_queues(
     with app:
         app.run(noop)
     assert main(["--db", str(db), "queues"]) == 0
-    assert capsys.readouterr().out.startswith(f"no queues in {db}")
+    assert capsys.readouterr().out.startswith(f"no queues in {shown_location(db)}")
     assert main(["--db", str(db), "queues", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
 

@@ -34,6 +34,7 @@ from support import child_env, eventually
 import litedurable as ld
 from litedurable._backends import open_storage
 from litedurable._lease import HOST
+from litedurable._sqlite import SqliteStorage
 from litedurable._sqlite.sql import APPLICATION_ID, MIGRATIONS
 from litedurable._storage import OwnerRow
 
@@ -67,6 +68,14 @@ def _foreign_owner(path: str, owner: str, *, pid: int, heartbeat: float,
             app_version="v1", parent_id=None, owner=owner,
         )
         journal.heartbeat(OwnerRow(owner, HOST, pid, heartbeat, **columns))  # type: ignore[arg-type]
+        # heartbeat() stamps the journal's clock, as for a live owner: set the instant given.
+        backdate = ("UPDATE owners SET heartbeat = {p} WHERE owner = {p}", (heartbeat, owner))
+        if isinstance(journal, SqliteStorage):
+            journal.commit.write(lambda conn: conn.execute(backdate[0].format(p="?"),
+                                                           backdate[1]))
+        else:
+            journal.driver.write(lambda conn: conn.execute(backdate[0].format(p="%s"),
+                                                           backdate[1]))
 
 
 def _owner_of(path: str, workflow_id: str) -> str | None:
