@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from hypothesis import settings
 from scratch import scratch_dir
+from support import schema_urls
 
 Maker = Callable[[str], str]
 Journals = Callable[[], AbstractContextManager[Maker]]
@@ -37,13 +37,6 @@ def postgres_journals(dsn: str) -> Journals:
 
     @contextlib.contextmanager
     def journals() -> Iterator[Maker]:
-        sep = "&" if "?" in dsn else "?"
-        schemas: dict[str, str] = {}
-
-        def make(name: str) -> str:
-            schema = schemas.setdefault(name, f"p_{uuid.uuid4().hex[:12]}")
-            return f"{dsn}{sep}schema={schema}"
-
-        yield make
+        yield schema_urls(dsn, "p_")
 
     return journals

@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import os
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import engine_threads, leaked_engine_threads
+from support import engine_threads, leaked_engine_threads, schema_urls
 
 from litedurable.testing import NoPostgresError, postgres_server
 
@@ -57,15 +56,7 @@ def new_db(request, tmp_path, db_backend) -> Callable[[str], str]:
     test's temporary directory, or on PostgreSQL a ``postgresql://`` URL naming a fresh
     schema; the same name is the same journal."""
     if db_backend == "postgres":
-        dsn = request.getfixturevalue("postgres_dsn")
-        sep = "&" if "?" in dsn else "?"
-        schemas: dict[str, str] = {}
-
-        def url(name: str) -> str:
-            schema = schemas.setdefault(name, f"t_{uuid.uuid4().hex[:12]}")
-            return f"{dsn}{sep}schema={schema}"
-
-        return url
+        return schema_urls(request.getfixturevalue("postgres_dsn"), "t_")
     return lambda name: str(tmp_path / f"{name}.db")
 
 

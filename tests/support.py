@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,3 +147,16 @@ def journal_ids(db: Path | str) -> set[str]:
     """The ids of every workflow in the journal at ``db``, read without writing."""
     with open_storage(str(db), readonly=True) as store:
         return {r.workflow_id for r in store.list_workflows()}
+
+
+def schema_urls(dsn: str, prefix: str) -> Callable[[str], str]:
+    """A maker of ``postgresql://`` URLs of fresh schemas of the server at ``dsn``: one schema
+    per name (the same name is the same journal), ``prefix`` then random hex."""
+    sep = "&" if "?" in dsn else "?"
+    schemas: dict[str, str] = {}
+
+    def url(name: str) -> str:
+        schema = schemas.setdefault(name, f"{prefix}{uuid.uuid4().hex[:12]}")
+        return f"{dsn}{sep}schema={schema}"
+
+    return url
