@@ -329,7 +329,8 @@ RECORD_STEP = (
     "SELECT count(*) FROM written"
 )
 # ``INSERT_STEP`` for many rows in one statement: one array per column (a short statement,
-# prepared once, whatever the batch's size), each row fenced on its own owner; returns the
+# prepared once, whatever the batch's size; sent in binary, which psycopg dumps in a third of
+# the time text takes), each row fenced on its own owner; returns the
 # ``(workflow_id, step)`` of the rows written (a row not returned was fenced, or a finished row
 # holds its step). The fence is ``INSERT_STEP``'s for every row at once: the workflow rows
 # still owned by each row's owner, share-locked (in id order, so two batches take them in the
@@ -339,9 +340,9 @@ RECORD_STEP = (
 # answer decides what is written, never a read of the statement's snapshot.
 RECORD_STEPS = (
     "WITH batch (workflow_id, owner, step, kind, name, output, error, extra, checksum, "
-    "started_at, finished_at, site, attempts) AS (SELECT * FROM unnest(%s::text[], "
-    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::bytea[], "
-    "%s::bigint[], %s::double precision[], %s::double precision[], %s::text[], %s::text[])), "
+    "started_at, finished_at, site, attempts) AS (SELECT * FROM unnest(%b::text[], "
+    "%b::text[], %b::bigint[], %b::text[], %b::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
+    "%b::bigint[], %b::double precision[], %b::double precision[], %b::text[], %b::text[])), "
     "fence AS MATERIALIZED (SELECT workflow_id, owner FROM workflows WHERE (workflow_id, owner) "
     "IN (SELECT workflow_id, owner FROM batch) ORDER BY workflow_id FOR SHARE), "
     f"written AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT b.workflow_id, b.step, b.kind, "
