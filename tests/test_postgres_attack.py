@@ -166,3 +166,17 @@ def test_every_pooled_connection_dropped_at_once_is_not_an_error(postgres_dsn: s
         assert ended is not None and ended[0] >= 3
         assert len(app.list_workflows()) == 1
         assert app.start(wf, 2).result(timeout=30) == 2
+
+
+@pytest.mark.parametrize("schema", ["Bad-Name", "a%20b", "", "x" * 49])
+def test_a_bad_schema_name_is_an_error_message_not_a_traceback(
+        postgres_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``litedurable --db 'postgresql://...?schema=Bad-Name' list`` printed a ValueError
+    traceback: the name was refused with a plain ValueError the CLI does not report."""
+    url = f"{postgres_dsn}?schema={schema}"
+    code = main(["--db", url, "list"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("litedurable: error: the schema name") and "?schema=name" in err
+    with pytest.raises(ValueError, match="not a lowercase SQL identifier"):
+        ld.App(url).launch()
