@@ -393,7 +393,9 @@ class Driver:
             try:
                 with self._connection() as conn:
                     conn.execute(sql.NOTIFY, (self.channel, self.token))
-            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            except Exception as exc:  # psycopg's, or ``_connection``'s JournalError: the
+                # thread must outlive a server that is away, or this process never notifies
+                # again (the others would see its commits only by their slow poll)
                 if not self.closed:  # the listeners fall back to their slow poll
                     log.warning("litedurable: could not notify the other processes on %s of "
                                 "a commit (%s)", self.path, exc)
