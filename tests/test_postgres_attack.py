@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 import litedurable as ld
 from litedurable._backends import describe_location
@@ -166,3 +170,50 @@ def test_every_pooled_connection_dropped_at_once_is_not_an_error(postgres_dsn: s
         assert ended is not None and ended[0] >= 3
         assert len(app.list_workflows()) == 1
         assert app.start(wf, 2).result(timeout=30) == 2
+
+
+@pytest.mark.parametrize("schema", ["Bad-Name", "a%20b", "", "x" * 49])
+def test_a_bad_schema_name_is_an_error_message_not_a_traceback(
+        postgres_dsn: str, schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``litedurable --db 'postgresql://...?schema=Bad-Name' list`` printed a ValueError
+    traceback: the name was refused with a plain ValueError the CLI does not report."""
+    url = f"{postgres_dsn}?schema={schema}"
+    code = main(["--db", url, "list"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.startswith("litedurable: error: the schema name") and "?schema=name" in err
+    with pytest.raises(ValueError, match="not a lowercase SQL identifier"):
+        ld.App(url).launch()
+
+
+def test_the_notifier_outlives_a_server_that_is_away(postgres_dsn: str) -> None:
+    """The notifier thread died of the ``JournalError`` its connection raises while the server
+    is away (it caught psycopg's errors only): from then on the process never notified again,
+    and every other process saw its commits only by its one-second fallback poll. Repro
+    without the seam: stop the server, commit twice (the second finds the pool empty), start
+    it again: ``Exception in thread litedurable-notify``."""
+    url = f"{postgres_dsn}?schema=t_{uuid.uuid4().hex[:12]}"
+    app = ld.App(url)
+    with app, psycopg.connect(postgres_dsn, autocommit=True) as listener:
+        driver = app._parts()[0].driver
+        listener.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(driver.channel)))
+        real = driver._connection
+        failed = threading.Event()
+
+        @contextlib.contextmanager
+        def away() -> Iterator[Any]:
+            failed.set()
+            raise driver._unreachable(psycopg.OperationalError("connection refused"))
+            yield  # pragma: no cover
+
+        driver._connection = away  # type: ignore[method-assign]
+        try:
+            driver.announce()
+            assert failed.wait(30)
+        finally:
+            driver._connection = real  # type: ignore[method-assign]
+        list(listener.notifies(timeout=0.5))  # whatever was sent before the failure
+        driver.announce()  # a later commit's notification still reaches the listeners
+        heard = [n.payload for n in listener.notifies(timeout=30, stop_after=1)]
+        assert heard == [driver.token]
+        assert driver._notifier.is_alive()

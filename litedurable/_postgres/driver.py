@@ -90,6 +90,11 @@ connections were all lost still waits to reconnect."""
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
+class SchemaNameError(JournalError, ValueError):
+    """The schema name cannot be used. A ``JournalError``, so the CLI reports it as one (not a
+    traceback); a ``ValueError`` as before."""
+
+
 class Retry(Exception):
     """Raised inside ``write``'s function: run the whole transaction again (a race lost)."""
 
@@ -151,10 +156,13 @@ class Driver:
                  durability: Durability = "full", timeout: float = 30.0,
                  max_connections: int = MAX_CONNECTIONS, faults: Faults | None = None,
                  readonly: bool = False) -> None:
-        if not _IDENTIFIER.match(schema):
-            raise ValueError(f"schema must be a lowercase SQL identifier, not {schema!r}")
-        self.dsn = dsn
         self.path = describe(dsn, schema)
+        if not _IDENTIFIER.match(schema):
+            raise SchemaNameError(
+                f"the schema name {schema!r} of {self.path} is not a lowercase SQL identifier "
+                "(a letter or _, then letters, digits or _, 48 at most): pick another with "
+                "?schema=name")
+        self.dsn = dsn
         self.schema = schema
         self.channel = f"litedurable_{schema}"
         self.token = uuid.uuid4().hex  # this journal's notifications carry it
@@ -385,7 +393,9 @@ class Driver:
             try:
                 with self._connection() as conn:
                     conn.execute(sql.NOTIFY, (self.channel, self.token))
-            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            except Exception as exc:  # psycopg's, or ``_connection``'s JournalError: the
+                # thread must outlive a server that is away, or this process never notifies
+                # again (the others would see its commits only by their slow poll)
                 if not self.closed:  # the listeners fall back to their slow poll
                     log.warning("litedurable: could not notify the other processes on %s of "
                                 "a commit (%s)", self.path, exc)
