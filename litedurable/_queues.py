@@ -244,7 +244,7 @@ class Dequeuer:
             free = min(BATCH, self._capacity - self._runtime.busy)
             if free <= 0 or self._stopping:
                 return  # a run ending here pokes again
-            took = self._storage.dequeue(spec, self._runtime.owner, now=self._clock.now(),
+            took = self._storage.dequeue(spec, self._runtime.owner, clock=self._clock.now,
                                          limit=free, names=names,
                                          app_version=self._app_version)
             for wid in took.workflow_ids:

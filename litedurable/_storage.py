@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -394,14 +394,16 @@ class Storage(Protocol):
 
     # -- queues ---------------------------------------------------------------------------
 
-    def dequeue(self, spec: QueueSpec, owner: str, *, now: float, limit: int,
+    def dequeue(self, spec: QueueSpec, owner: str, *, clock: Callable[[], float], limit: int,
                 names: Sequence[str], app_version: str | None) -> Dequeued:
         """Take up to ``limit`` of the queue's enqueued workflows for ``owner``, in order
         (lower priority first, then enqueue order), as far as ``spec``'s limits allow.
 
         One atomic operation with the claim: each taken workflow becomes pending, owned by
-        ``owner``, its dequeue time ``now`` and its deadline (if its entry has a timeout) set
-        from it; two callers never take the same workflow, and no limit is ever exceeded by
+        ``owner``, its dequeue time ``clock()`` read once the queue is serialized (not before:
+        a dequeue that waited there would date its workflows from before the wait, and judge
+        the limits at an instant already past) and its deadline (if its entry has a timeout)
+        set from it; two callers never take the same workflow, and no limit is ever exceeded by
         callers racing. Counting and claiming must be serialized per queue (SQLite has one
         writer; a server database takes a per-queue lock, e.g. an advisory transaction lock,
         since its snapshots would let two dequeues count the same free slot). "Enqueue

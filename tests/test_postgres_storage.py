@@ -326,8 +326,8 @@ def test_dequeue_limits_hold_across_racing_consumers(journal: Opener) -> None:
 
         def take(i: int, barrier: threading.Barrier, got: dict[int, list[str]]) -> None:
             barrier.wait()
-            got[i] = consumers[i].dequeue(spec, f"c{i}", now=100.0, limit=10, names=["wf"],
-                                          app_version=None).workflow_ids
+            got[i] = consumers[i].dequeue(spec, f"c{i}", clock=lambda: 100.0, limit=10,
+                                          names=["wf"], app_version=None).workflow_ids
 
         threads = [threading.Thread(target=take, args=(i, barrier, got))
                    for i in range(len(consumers))]
@@ -358,7 +358,7 @@ def test_rate_limit_holds_across_racing_consumers(journal: Opener) -> None:
 
     def take(i: int) -> None:
         barrier.wait()
-        got[i] = consumers[i].dequeue(spec, f"c{i}", now=50.0, limit=10, names=["wf"],
+        got[i] = consumers[i].dequeue(spec, f"c{i}", clock=lambda: 50.0, limit=10, names=["wf"],
                                       app_version=None)
 
     threads = [threading.Thread(target=take, args=(i,)) for i in range(len(consumers))]
@@ -368,7 +368,7 @@ def test_rate_limit_holds_across_racing_consumers(journal: Opener) -> None:
         t.join()
     ids = [wid for d in got.values() for wid in d.workflow_ids]
     assert sorted(ids) == [f"r{i:02}" for i in range(5)]  # the oldest five, once each
-    assert consumers[0].dequeue(spec, "late", now=60.0, limit=10, names=["wf"],
+    assert consumers[0].dequeue(spec, "late", clock=lambda: 60.0, limit=10, names=["wf"],
                                 app_version=None).reopens_at == 1050.0
     (stats,) = consumers[0].queue_stats(60.0)
     assert (stats.enqueued, stats.running, stats.started_recently) == (15, 5, 5)
@@ -378,7 +378,7 @@ def test_dequeue_order_partitions_timeout_and_requeue(store: Storage) -> None:
     _start(store, "low", queue=QueueEntry("q", priority=5), now=1.0)
     _start(store, "high", queue=QueueEntry("q", priority=1, timeout=10.0), now=2.0)
     _start(store, "other", queue=QueueEntry("q"), now=3.0, name="unknown")
-    got = store.dequeue(QueueSpec("q"), "me", now=20.0, limit=10, names=["wf"],
+    got = store.dequeue(QueueSpec("q"), "me", clock=lambda: 20.0, limit=10, names=["wf"],
                         app_version=None)
     assert got.workflow_ids == ["high", "low"]
     high = store.get_workflow("high")
@@ -389,7 +389,7 @@ def test_dequeue_order_partitions_timeout_and_requeue(store: Storage) -> None:
     for i, key in enumerate(["a", "a", "b"]):
         _start(store, f"p{i}", queue=QueueEntry("pq", partition_key=key), now=10.0 + i)
     spec = QueueSpec("pq", concurrency=1, partitioned=True)
-    assert store.dequeue(spec, "me", now=30.0, limit=10, names=["wf"],
+    assert store.dequeue(spec, "me", clock=lambda: 30.0, limit=10, names=["wf"],
                          app_version=None).workflow_ids == ["p0", "p2"]
 
 
@@ -400,7 +400,7 @@ def test_dedup_keys(store: Storage) -> None:
         _start(store, "second", queue=entry)
     assert held.value.existing_id == "first"
     assert store.get_workflow("second") is None
-    store.dequeue(QueueSpec("q"), "me", now=2.0, limit=1, names=["wf"], app_version=None)
+    store.dequeue(QueueSpec("q"), "me", clock=lambda: 2.0, limit=1, names=["wf"], app_version=None)
     with pytest.raises(Deduplicated):
         _start(store, "third", queue=entry)
     store.finish_workflow("first", "me", status="succeeded", output=b"", error=None, now=3.0)
@@ -609,6 +609,34 @@ def test_a_claim_skips_a_row_a_stopped_owners_open_transaction_holds(postgres_ds
         assert timeout == [("15s",)]  # and the server ends such a session after a while
     finally:
         stopped.close()
+        storage.close()
+
+
+def test_a_dequeue_reads_its_clock_once_the_queue_is_locked(postgres_dsn: str) -> None:
+    """A dequeue that waited for a peer's queue lock judges the limits, and dates what it
+    takes, at the instant it got the lock, not the one it was called at (a queued workflow
+    with a timeout was dequeued with a deadline already past)."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    storage = PostgresStorage(postgres_dsn, schema=schema)
+    peer = psycopg.connect(postgres_dsn)
+    try:
+        _start(storage, "w", None, queue=QueueEntry("q", 0, None, None, 5.0))
+        peer.execute(pg_sql.QUEUE_LOCK, (schema, "q"))  # a peer dequeuing from "q" right now
+        now = [10.0]
+        got: list[list[str]] = []
+        taker = threading.Thread(target=lambda: got.append(storage.dequeue(
+            QueueSpec("q"), "me", clock=lambda: now[0], limit=1, names=["wf"],
+            app_version=None).workflow_ids))
+        taker.start()
+        time.sleep(0.2)  # (the taker waits on the lock: an order, not a timing assertion)
+        now[0] = 100.0
+        peer.rollback()
+        taker.join(60)
+        assert got == [["w"]]
+        row = storage.get_workflow("w")
+        assert row is not None and row.deadline == 105.0
+    finally:
+        peer.close()
         storage.close()
 
 

@@ -543,7 +543,7 @@ class PostgresStorage:
 
     # -- queues ---------------------------------------------------------------------------
 
-    def dequeue(self, spec: QueueSpec, owner: str, *, now: float, limit: int,
+    def dequeue(self, spec: QueueSpec, owner: str, *, clock: Callable[[], float], limit: int,
                 names: Sequence[str], app_version: str | None) -> Dequeued:
         """See ``Storage.dequeue``: under the queue's advisory lock, so peers dequeuing from
         one queue count, check and claim one after another (limits exact across them). A
@@ -556,6 +556,7 @@ class PostgresStorage:
 
         def take(conn: Connection) -> Dequeued:
             conn.execute(sql.QUEUE_LOCK, (self.driver.schema, spec.name))
+            now = clock()  # once the lock is ours: the instant the limits are judged
             picked = _pick(conn, spec, owner, now, limit, params)
             if not picked.workflow_ids:
                 return picked

@@ -690,7 +690,7 @@ class SqliteStorage:
 
     # -- queues ---------------------------------------------------------------------------
 
-    def dequeue(self, spec: QueueSpec, owner: str, *, now: float, limit: int,
+    def dequeue(self, spec: QueueSpec, owner: str, *, clock: Callable[[], float], limit: int,
                 names: Sequence[str], app_version: str | None) -> Dequeued:
         """See ``Storage.dequeue``.
 
@@ -705,7 +705,7 @@ class SqliteStorage:
                 lambda conn: conn.execute(sql.ANY_ENQUEUED, params).fetchall()):
             return Dequeued([], None)
 
-        def pick(conn: apsw.Connection) -> Dequeued:
+        def pick(conn: apsw.Connection, now: float) -> Dequeued:
             """The workflows the limits let go now (read only), in queue order."""
             budget, reopens_at = limit, None
             counts: list[Any] = conn.execute(sql.QUEUE_RUNNING, (spec.name, owner)).fetchall()
@@ -734,7 +734,8 @@ class SqliteStorage:
             taken = [wid for _, _, wid in sorted(heads)[:budget]]
             return Dequeued(taken, None)
 
-        def claim(conn: apsw.Connection, picked: Dequeued, statement: str) -> Dequeued:
+        def claim(conn: apsw.Connection, picked: Dequeued, statement: str,
+                  now: float) -> Dequeued:
             if not picked.workflow_ids:
                 return picked
             for wid in picked.workflow_ids:
@@ -748,10 +749,15 @@ class SqliteStorage:
             _, reopens_at = _rate_window(conn, spec.name, spec.rate_limit, now)
             return Dequeued(picked.workflow_ids, reopens_at)
 
+        def locked(conn: apsw.Connection) -> Dequeued:
+            now = clock()  # once the write lock is ours: the instant the limits are judged
+            return claim(conn, pick(conn, now), sql.DEQUEUE, now)
+
         if self.faults.broken("racy_dequeue"):  # the negative control: read, then claim
-            picked = self.driver.read(pick)
-            return self.commit.write(lambda conn: claim(conn, picked, sql.RACY_DEQUEUE))
-        return self.commit.write(lambda conn: claim(conn, pick(conn), sql.DEQUEUE))
+            now = clock()
+            picked = self.driver.read(lambda conn: pick(conn, now))
+            return self.commit.write(lambda conn: claim(conn, picked, sql.RACY_DEQUEUE, now))
+        return self.commit.write(locked)
 
     def requeue(self, workflow_ids: Sequence[str], owner: str, now: float) -> list[str]:
         """See ``Storage.requeue``."""
