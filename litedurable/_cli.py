@@ -20,22 +20,7 @@ Commands that write (``cancel``, ``resume``, ``fork``, ``gc``, ``import``, ``sta
 damaged file; the read commands check it too and say so on stderr (exit 4) after showing what
 they could read.
 
-Exit status (also in ``litedurable --help``)::
-
-  0    done
-  1    refused or found a problem: cancel/resume of a workflow in a state that does not
-       allow it, fork or import onto a taken id, backup onto an existing file, replay
-       found a difference; `result` of a workflow that failed or was cancelled
-  2    usage: bad arguments, a bad fork STEP or --new-id, a MODULE:APP that cannot be
-       imported (or names no App), a --db that is not the App's file, a bad export file
-  3    not found: no journal file at --db (on PostgreSQL: none in that schema), no workflow
-       or schedule with that name
-  4    the journal cannot be used: damaged (`check` found a problem), locked past
-       --busy-timeout, read-only, or written by another program or a newer litedurable
-  5    timeout: `result --timeout` passed before the workflow ended
-  130  interrupted (Ctrl-C), e.g. to stop `watch`
-  141  the output was closed early (``litedurable list | head``); stops quietly, as a
-       process killed by SIGPIPE would
+Exit statuses: ``EXIT_STATUS`` below, printed at the end of ``litedurable --help``.
 """
 
 
