@@ -68,9 +68,11 @@ class Statements:
         self.lose: str | None = None  # "after": the next batch commits, its answer is lost
         storage.driver.autocommit = self  # type: ignore[method-assign]
 
-    def __call__(self, statement: str, params: Any) -> list[tuple[Any, ...]]:
+    def __call__(self, statement: str, params: Any, *, own: bool = False
+                 ) -> list[tuple[Any, ...]]:
         if statement not in (pg_sql.RECORD_STEP, pg_sql.RECORD_STEPS):
-            return self._real(statement, params)  # a start or a finish
+            return self._real(statement, params, own=own)  # a start or a finish
+        assert own  # the step writer's own connection: one statement in flight at a time
         self.entered.set()
         self.gate.wait()
         batch = statement != pg_sql.RECORD_STEP
@@ -78,7 +80,7 @@ class Statements:
         if batch and self.lose == "before":
             self.lose = None
             raise OutcomeUnknown(psycopg.OperationalError("connection lost (simulated)"))
-        rows = self._real(statement, params)
+        rows = self._real(statement, params, own=own)
         if batch and self.lose == "after":
             self.lose = None
             raise OutcomeUnknown(psycopg.OperationalError("connection lost (simulated)"))

@@ -803,7 +803,8 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
             cursor = self._conn.execute(*args, **kwargs)
             if args[0] == pg_sql.NOTIFY:  # the notifier thread's, after a commit: not a write
                 return cursor
-            if armed[0] and self._conn.autocommit and not self._conn.info.transaction_status:
+            conn = getattr(self._conn, "connection", self._conn)  # a cursor's, or itself
+            if armed[0] and conn.autocommit and not conn.info.transaction_status:
                 armed[0] = False  # an autocommit statement ran (record_step): lose its answer
                 raise psycopg.OperationalError("server closed the connection (simulated)")
             return cursor
@@ -813,7 +814,13 @@ def test_a_commit_acknowledgement_lost_after_it_committed_is_found_by_the_reread
         with real(*args, **kwargs) as conn:
             yield LosesTheAck(conn)
 
+    real_own = storage.driver._own_cursor
+
+    def own_cursor() -> Any:  # the step writer's own connection (``autocommit(own=True)``)
+        return LosesTheAck(real_own())
+
     monkeypatch.setattr(storage.driver.pool, "connection", connection)
+    monkeypatch.setattr(storage.driver, "_own_cursor", own_cursor)
     try:
         created, row = _start(storage, "w")  # committed; the re-read finds it
         assert created and storage.get_workflow("w") == row
@@ -879,6 +886,53 @@ def test_connections_the_server_dropped_are_replaced(postgres_dsn: str) -> None:
             time.sleep(0.01)
         else:
             pytest.fail("the listener never came back")
+    finally:
+        storage.close()
+
+
+def test_the_first_writes_after_the_server_dropped_idle_connections_succeed(
+        postgres_dsn: str) -> None:
+    """A server restart (or ``pg_terminate_backend``, or a proxy's idle timeout) leaves the
+    pooled connections and the step writer's own connection dead but idle. The first
+    one-statement write on each (a top-level start, a step row, a finish) was sent on it, its
+    answer lost, the re-read found nothing: ``JournalError: ... nothing was written``, once per
+    dead connection. A dead idle connection is now found before use (its socket has the
+    server's last words to read) and replaced."""
+    storage = PostgresStorage(postgres_dsn, schema=f"t_{uuid.uuid4().hex[:12]}")
+    try:
+        _start(storage, "before")
+        storage.record_step(_step("before", 0), "me")  # the step writer's connection is open
+        barrier = threading.Barrier(4)
+
+        def busy() -> None:  # reads at once: the pool holds several connections
+            barrier.wait(timeout=30)
+            for _ in range(10):
+                storage.get_workflow("before")
+
+        threads = [threading.Thread(target=busy) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            pids = [pid for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchall()]
+            assert len(pids) >= 3  # pooled, the step writer's, the listener
+            conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                         (pids,))
+            for _ in range(3000):  # a bound, not a timing: until they are gone
+                if not conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                    (pids,)).fetchall():
+                    break
+                time.sleep(0.01)
+        for n in range(1, 4):  # one write per dead connection, and more
+            storage.record_step(_step("before", n), "me")
+        for wid in ("a", "b", "c", "d"):
+            assert _start(storage, wid)[0]
+            assert storage.finish_workflow(wid, "me", status="succeeded", output=b"r",
+                                           error=None, now=3.0, known=storage.get_workflow(wid))
+        assert [s.step for s in storage.load_steps("before")] == [0, 1, 2, 3]
     finally:
         storage.close()
 

@@ -25,7 +25,7 @@ from .._storage import StepRow
 from . import sql
 from .driver import Connection, Driver, OutcomeUnknown
 
-__all__ = ["StepCommit", "step_params"]
+__all__ = ["StepCommit", "step_values"]
 
 class _Step:
     """One queued step write and, once ``done``, what became of it."""
@@ -46,11 +46,7 @@ class _Step:
         return self.row.workflow_id, self.row.step
 
     def values(self) -> tuple[Any, ...]:
-        """The row's values in the order of ``sql.RECORD_STEPS``'s arrays."""
-        r = self.row
-        return (r.workflow_id, self.owner, r.step, r.kind, r.name, r.output, r.error, r.extra,
-                self.total, r.started_at, r.finished_at, r.site, r.attempts)
-
+        return step_values(self.row, self.owner, self.total)
 
     def found(self, conn: Connection) -> bool:
         """Whether this very row is in the table (its checksum is), after an unknown outcome."""
@@ -125,8 +121,7 @@ class StepCommit:
 
     def _alone(self, op: _Step) -> None:
         try:
-            rows = self.driver.autocommit(sql.RECORD_STEP,
-                                          step_params(op.row, op.owner, op.total))
+            rows = self.driver.autocommit(sql.RECORD_STEP, op.values(), own=True)
             op.written = int(rows[0][0]) == 1
         except OutcomeUnknown as unknown:
             op.written = self.driver.reread(unknown.error, op.found, True)
@@ -136,7 +131,7 @@ class StepCommit:
         columns = [list(column) for column in zip(*(op.values() for op in ops), strict=True)]
         try:
             written = {(str(wid), int(step)) for wid, step in
-                       self.driver.autocommit(sql.RECORD_STEPS, columns)}
+                       self.driver.autocommit(sql.RECORD_STEPS, columns, own=True)}
         except OutcomeUnknown as unknown:  # each row re-read: written, or the error
             for op in ops:
                 try:
@@ -162,12 +157,11 @@ def _first_of_each(ops: list[_Step]) -> tuple[list[_Step], list[_Step]]:
     return first, repeats
 
 
-def step_params(row: StepRow, owner: str, total: int) -> dict[str, Any]:
-    """A step row's parameters for ``sql.RECORD_STEP`` and ``sql.INSERT_STEP``."""
-    return {"id": row.workflow_id, "owner": owner, "step": row.step, "kind": row.kind,
-            "name": row.name, "output": row.output, "error": row.error, "extra": row.extra,
-            "checksum": total, "started": row.started_at, "finished": row.finished_at,
-            "site": row.site, "attempts": row.attempts}
+def step_values(row: StepRow, owner: str, total: int) -> tuple[Any, ...]:
+    """A step row's values in the order of ``sql.INSERT_STEP``'s and ``sql.RECORD_STEP``'s
+    parameters and of ``sql.RECORD_STEPS``' arrays."""
+    return (row.workflow_id, owner, row.step, row.kind, row.name, row.output, row.error,
+            row.extra, total, row.started_at, row.finished_at, row.site, row.attempts)
 
 
 def _outcome(op: _Step) -> bool:

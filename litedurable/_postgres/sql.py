@@ -308,24 +308,28 @@ _STEP_CONFLICT = (
 )
 """A step row completes an open one (a select's deadline, then its decision), never a
 finished one."""
+_STEP_VALUES = (
+    "WITH v (workflow_id, owner, step, kind, name, output, error, extra, checksum, started_at, "
+    "finished_at, site, attempts) AS (VALUES (%s::text, %s::text, %s::bigint, %s::text, "
+    "%s::text, %s::bytea, %s::bytea, %s::bytea, %s::bigint, %s::double precision, "
+    "%s::double precision, %s::text, %s::text)), fence AS (SELECT 1 FROM workflows w JOIN v "
+    "USING (workflow_id, owner) FOR SHARE OF w)"
+)
+"""One step row's values, each given once and in ``commit.step_values``' order (positional:
+psycopg passes a tuple on without mapping names, a few microseconds a step), and its fence."""
 INSERT_STEP = (
-    "WITH fence AS (SELECT 1 FROM workflows WHERE workflow_id = %(id)s AND owner = %(owner)s "
-    "FOR SHARE) "
-    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %(id)s, %(step)s, %(kind)s, %(name)s, "
-    "%(output)s, %(error)s, %(extra)s, %(checksum)s, %(started)s, %(finished)s, %(site)s, "
-    f"%(attempts)s, %(owner)s FROM fence {_STEP_CONFLICT}"
+    f"{_STEP_VALUES} INSERT INTO steps ({STEP_COLUMNS}) SELECT v.workflow_id, v.step, v.kind, "
+    "v.name, v.output, v.error, v.extra, v.checksum, v.started_at, v.finished_at, v.site, "
+    f"v.attempts, v.owner FROM v, fence {_STEP_CONFLICT}"
 )
 # ``INSERT_STEP`` as one statement of its own (autocommit: one round trip): how many rows it
 # wrote (0: fenced, or a finished row holds the step). Step rows notify no one: no waiter in
 # another process waits for a step row alone (outcomes, cancels, messages, events, streams,
 # promises and queue slots are written by other operations, which do).
 RECORD_STEP = (
-    "WITH fence AS (SELECT 1 FROM workflows WHERE workflow_id = %(id)s AND owner = %(owner)s "
-    "FOR SHARE), written AS ("
-    f"INSERT INTO steps ({STEP_COLUMNS}) SELECT %(id)s, %(step)s, %(kind)s, %(name)s, "
-    "%(output)s, %(error)s, %(extra)s, %(checksum)s, %(started)s, %(finished)s, %(site)s, "
-    "%(attempts)s, %(owner)s FROM fence "
-    f"{_STEP_CONFLICT} RETURNING 1) "
+    f"{_STEP_VALUES}, written AS (INSERT INTO steps ({STEP_COLUMNS}) SELECT v.workflow_id, "
+    "v.step, v.kind, v.name, v.output, v.error, v.extra, v.checksum, v.started_at, "
+    f"v.finished_at, v.site, v.attempts, v.owner FROM v, fence {_STEP_CONFLICT} RETURNING 1) "
     "SELECT count(*) FROM written"
 )
 # ``INSERT_STEP`` for many rows in one statement: one array per column (a short statement,

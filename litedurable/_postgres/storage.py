@@ -64,7 +64,7 @@ from .._storage import (
     workflow_checksum,
 )
 from . import sql, transfer
-from .commit import StepCommit, step_params
+from .commit import StepCommit, step_values
 from .driver import RETRIES, Connection, Driver, OutcomeUnknown, Retry
 
 __all__ = ["PostgresStorage"]
@@ -761,7 +761,7 @@ def _step_checksum(conn: Connection, row: StepRow) -> int | None:
 
 def _write_step(conn: Connection, row: StepRow, owner: str, total: int) -> None:
     """Write ``row`` in the caller's transaction, fenced on ``owner`` (see ``INSERT_STEP``)."""
-    cur = conn.execute(sql.INSERT_STEP, step_params(row, owner, total))
+    cur = conn.execute(sql.INSERT_STEP, step_values(row, owner, total))
     if cur.rowcount == 0:
         _refused_step(conn, row, owner, total)
 
