@@ -24,7 +24,10 @@ import). What differs from the SQLite journal, and why:
 * ``backup`` refuses (use ``pg_dump``); the power-loss and I/O-error test VFS, and the
   injected defects of ``litedurable._faults`` but ``wall_clock_leases``, are SQLite's only.
 * A call fails within about ``driver.PROBE_AFTER + driver.CONNECT_TIMEOUT`` seconds when the
-  server is gone; TCP keepalives find a vanished peer in about 30 s.
+  server is gone; TCP keepalives find a vanished peer in about 30 s. A connection the server
+  closed while it was idle (a restart, ``pg_terminate_backend``) is replaced before use.
+* Step rows go out on a connection of their own (one write in flight at a time): a step is
+  one round trip, with no pool checkout in it.
 
 Tested on a throwaway server the tests start (``tests/conftest.py``): the storage contract on
 both backends (``tests/test_postgres_storage.py``, racing threads shown to fail against an
