@@ -137,10 +137,16 @@ class Lease:
         _LIVE_OWNERS.discard(self.owner)
 
     def _loop(self, every_lease: Callable[[], None]) -> None:
+        """Beat until stopped. A journal that fails (a server away) is reported once, and
+        again when the beat works: not every ``beat`` seconds for as long as it is away."""
         last = time.monotonic()
+        failing = False
         while not self._stop.wait(self.beat):
             try:
                 self.heartbeat()
+                if failing:
+                    failing = False
+                    log.warning("litedurable: the heartbeat of %s works again", self.owner)
                 if time.monotonic() - last >= self.lease:
                     last = time.monotonic()
                     every_lease()
@@ -149,7 +155,16 @@ class Lease:
             except BaseException as exc:
                 if self.faults.dead:
                     return
-                log.warning("litedurable: heartbeat failed: %s", exc)
+                if not failing:
+                    log.warning(
+                        "litedurable: the heartbeat of %s failed (%s); retrying every %.3g s. "
+                        "Once it has failed for %g s (the lease), other Apps on this journal "
+                        "may take over this App's workflows", self.owner, exc, self.beat,
+                        self.lease)
+                else:
+                    log.debug("litedurable: the heartbeat of %s failed again: %s",
+                              self.owner, exc)
+                failing = True
 
     def verdicts(self) -> Verdicts:
         """A judge of owners, from the owner rows as they are now."""

@@ -754,3 +754,34 @@ def test_a_resume_during_a_suspending_run_drives_the_resumed_run_at_once(db_path
             gate.set()
         assert resumed.result(timeout=60) == ["a", "b"]
         assert runs == {"a": 2, "b": 1}  # b's first body returned its value: kept
+
+
+def test_a_failing_heartbeat_is_reported_once_and_its_recovery_too(caplog):
+    """A journal away for a while (a PostgreSQL server restarting, a file on a network share
+    gone) logged "heartbeat failed" every beat (lease/3 s) for as long as it was away. It is
+    now one warning that says what is at stake (the lease), then one when it works again."""
+    from litedurable._errors import JournalError
+    from litedurable._faults import Faults
+    from litedurable._lease import Lease
+
+    class Away:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def heartbeat(self, row: OwnerRow) -> None:
+            self.calls += 1
+            if self.calls <= 6:
+                raise JournalError("the database cannot be reached (simulated)")
+
+    storage = Away()
+    lease = Lease(storage, 0.15, Faults())  # type: ignore[arg-type]
+    caplog.set_level("WARNING", logger="litedurable")
+    lease.start(lambda: None)
+    try:
+        eventually(lambda: storage.calls >= 8, what="eight heartbeats")
+    finally:
+        lease.stop()
+    said = [r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "failed" in said[0] and "0.15 s (the lease)" in said[0] and "take over" in said[0]
+    assert "works again" in said[1]
