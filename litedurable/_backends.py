@@ -79,6 +79,11 @@ def open_storage(
         if vfs is not None:
             raise ValueError("vfs= is an SQLite option; a PostgreSQL journal has none")
         dsn, schema = _split_schema(location)
+        named = [v for k, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query,
+                                                      keep_blank_values=True) if k == "schema"]
+        if len(named) > 1:
+            raise JournalError(f"{describe_location(location)} names {len(named)} schemas "
+                               f"({', '.join(map(repr, named))}): give ?schema= once")
         return cast(Storage, backend.PostgresStorage(
             dsn, schema=schema, durability=durability, timeout=max(busy_timeout, 30.0),
             faults=faults, readonly=readonly))

@@ -186,6 +186,17 @@ def test_a_bad_schema_name_is_an_error_message_not_a_traceback(
         ld.App(url).launch()
 
 
+def test_a_url_naming_two_schemas_is_refused(
+        postgres_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``?schema=a&schema=b`` opened schema ``a`` and ignored ``b`` without a word: which
+    journal the user meant is a guess, so it is an error that says to give it once."""
+    url = f"{postgres_dsn}?schema=t_{uuid.uuid4().hex[:8]}&schema=t_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ld.JournalError, match=r"names 2 schemas.*give \?schema= once"):
+        ld.App(url).launch()
+    assert main(["--db", url, "list"]) != 0
+    assert "give ?schema= once" in capsys.readouterr().err
+
+
 def test_the_notifier_outlives_a_server_that_is_away(postgres_dsn: str) -> None:
     """The notifier thread died of the ``JournalError`` its connection raises while the server
     is away (it caught psycopg's errors only): from then on the process never notified again,
