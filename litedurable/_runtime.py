@@ -34,7 +34,9 @@ Threads
   commit before it; it takes a pooled connection and no lock. The PostgreSQL journal's step
   rows have a group commit of their own (``_postgres/commit.py``): no thread, leader/follower
   under ``StepCommit._mutex`` (the queue; nothing nests inside it), each follower waiting on
-  its own ``StepCommit.wake`` (one per queued write).
+  its own ``StepCommit.wake`` (one per queued write). The leader writes on the driver's own
+  connection (``Driver.autocommit(own=True)``), whose psycopg lock ``Driver.close`` takes
+  to close it after the statement in flight, holding nothing else.
 
 Locks, what each guards, and nesting
 ------------------------------------

@@ -263,3 +263,40 @@ def test_the_race_check_catches_a_batch_fence_that_forgets_the_owner(
     monkeypatch.setattr(pg_sql, "RECORD_STEPS", broken)
     late, _ = _race_claim_against_batches(journal)
     assert late != []
+
+
+def test_closing_waits_for_the_step_write_in_flight(postgres_dsn: str,
+                                                    journal: Callable[[], Any]) -> None:
+    """The step writer has a connection of its own. ``close`` closed it under a statement in
+    flight on it (psycopg's ``close`` frees the connection, taking no lock: another thread's
+    libpq call on it is undefined behaviour). It now closes it after that statement: the
+    write completes, and is there."""
+    storage = journal()
+    _start(storage, "w", "A")
+    storage.record_step(_step("w", 0), "A")  # the writer's connection is open
+    schema = storage.driver.schema
+    with psycopg.connect(postgres_dsn) as blocker:  # holds the workflow row: the fence waits
+        blocker.execute(f"SELECT 1 FROM {schema}.workflows WHERE workflow_id = 'w' FOR UPDATE")
+        written: list[bool] = []
+        writer = threading.Thread(
+            target=lambda: written.append(storage.record_step(_step("w", 1), "A")))
+        writer.start()
+        with psycopg.connect(postgres_dsn, autocommit=True) as watch:
+            for _ in range(3000):  # a bound, not a timing: until the write waits on the row
+                if watch.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
+                                 "'Lock' AND query LIKE '%%INSERT INTO steps%%'").fetchall():
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the step write never reached the row lock")
+        closer = threading.Thread(target=storage.close)
+        closer.start()
+        closer.join(0.5)  # (close waits for the statement, which waits for the row)
+        blocker.rollback()
+        writer.join(30)
+        closer.join(30)
+    assert not writer.is_alive() and not closer.is_alive()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        steps = conn.execute(f"SELECT step FROM {schema}.steps WHERE workflow_id = 'w' "
+                             "ORDER BY step").fetchall()
+    assert steps == [(0,), (1,)] and written == [None]

@@ -558,8 +558,10 @@ class Driver:
         self._news.set()
         self._notifier.join(5.0)
         self.pool.close()
-        if self._own is not None:
-            self._own.connection.close()
+        own = self._own
+        if own is not None:
+            with own.connection.lock:  # after the statement in flight on it, if any: psycopg
+                own.connection.close()  # may not close a connection another thread uses
         self._listener.join(5.0)
 
 
