@@ -289,6 +289,7 @@ class App:
                     workflow_threads=self.workflow_threads, suspend_after=self.suspend_after,
                     faults=self.faults,
                     tracer=Tracer(self.tracing, lease.owner) if self.tracing else None,
+                    journal_failed=lease.hurry,
                 )
             except BaseException:
                 storage.close()

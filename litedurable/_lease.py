@@ -47,6 +47,12 @@ HOST = socket.gethostname()
 # lease an owner states in its row is the one it can keep: at least three beats.
 MIN_BEAT = 0.05
 MAX_BEAT = 3600.0
+# After a run of this App stopped on a journal error (``Lease.hurry``), the heartbeat thread
+# recovers as soon as the journal answers: HURRY_RETRY seconds after the last recovery, then
+# twice as long after each hurried one (up to the lease), so a run that fails the same way
+# every time still takes a while to use up its recovery attempts. A recovery a lease after the
+# last, with no hurry, starts the gap again at HURRY_RETRY.
+HURRY_RETRY = 0.25
 
 # Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
 # of this pid that is not here belongs to an App that closed or crashed, and is free to take.
@@ -102,7 +108,9 @@ class Lease:
         self.faults = faults
         self.beat = min(max(MIN_BEAT, lease / 3), MAX_BEAT)
         self.owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._stop = threading.Event()
+        self._wake = threading.Event()  # set to stop, or to hurry
+        self._stopping = False
+        self._hurried = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -120,14 +128,16 @@ class Lease:
         """Register the token as live here, then beat on the heartbeat thread, which also
         calls ``every_lease`` (recovery) once per ``lease`` seconds."""
         _LIVE_OWNERS.add(self.owner)
-        self._stop.clear()
+        self._stopping = False
+        self._wake.clear()
         self._thread = threading.Thread(target=self._loop, args=(every_lease,),
                                         name="litedurable-heartbeat", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop the heartbeat thread (the row stays until ``release`` or a claimer deletes it)."""
-        self._stop.set()
+        self._stopping = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -136,25 +146,48 @@ class Lease:
         """This App closed or died: its token no longer counts as live in this process."""
         _LIVE_OWNERS.discard(self.owner)
 
+    def hurry(self) -> None:
+        """A run of this App stopped on a journal error (a server restarting, a connection
+        lost): recover as soon as the journal answers again instead of at the next lease. The
+        stopped run is this App's and no longer running here, so the recovery claims it
+        (counting an attempt) and runs it again."""
+        self._hurried = True
+        self._wake.set()
+
     def _loop(self, every_lease: Callable[[], None]) -> None:
-        """Beat until stopped. A journal that fails (a server away) is reported once, and
-        again when the beat works: not every ``beat`` seconds for as long as it is away."""
-        last = time.monotonic()
+        """Beat until stopped; recover once per lease, or sooner when hurried. A journal that
+        fails (a server away) is reported once, and again when the beat works: not every
+        ``beat`` seconds for as long as it is away."""
+        last = time.monotonic()  # the last recovery
+        gap = HURRY_RETRY  # the least time from the last recovery to a hurried one
         failing = False
-        while not self._stop.wait(self.beat):
+        while True:
+            wait = self.beat
+            if self._hurried:  # the hurried recovery's time, or a retry while the beat fails
+                due = last + gap - time.monotonic()
+                wait = min(wait, max(due, HURRY_RETRY if failing else 0.0))
+            self._wake.wait(wait)
+            self._wake.clear()  # before reading the flags: a later hurry sets it again
+            if self._stopping:
+                return
+            now = time.monotonic()
+            hurried = False
             try:
                 self.heartbeat()
                 if failing:
                     failing = False
                     log.warning("litedurable: the heartbeat of %s works again", self.owner)
-                if time.monotonic() - last >= self.lease:
-                    last = time.monotonic()
+                if (self._hurried and now - last >= gap) or now - last >= self.lease:
+                    hurried, self._hurried = self._hurried, False
+                    gap = min(2 * gap, self.lease) if hurried else HURRY_RETRY
+                    last = now
                     every_lease()
             except AppClosedError:
                 return
             except BaseException as exc:
                 if self.faults.dead:
                     return
+                self._hurried = self._hurried or hurried  # it did not recover: again soon
                 if not failing:
                     log.warning(
                         "litedurable: the heartbeat of %s failed (%s); retrying every %.3g s. "

@@ -19,7 +19,8 @@ Threads
 * ``litedurable-watch`` (the commit watcher): polls ``Storage.changed_elsewhere`` and delivers
   other processes' cancellations and outcomes; asks the probes of workflows waiting for
   messages, events and promises (storage reads, no lock held) and wakes those that say yes.
-* ``litedurable-heartbeat`` (``Lease``): refreshes the owner row; recovers once per lease.
+* ``litedurable-heartbeat`` (``Lease``): refreshes the owner row; recovers once per lease, and
+  soon after a run stopped on a journal error (``journal_failed``, ``Lease.hurry``).
 * ``litedurable-scheduler`` (``Scheduler``): starts the firings of cron schedules.
 * ``litedurable-queue`` (``Dequeuer``): takes queued workflows for this App (``_queues``),
   when poked: by an enqueue here, a run here ending or suspending (``wake_consumer``), the
@@ -72,7 +73,7 @@ Locks, what each guards, and nesting
 * ``Timers._cond``: the timer heap; actions run outside it. ``Scheduler._cond``: its poke and
   stop flags. ``WorkerPool._cond``: a pool's queue and threads. ``FakeClock._lock``: its time
   and the conditions waiting on it.
-* Events: ``Lease._stop``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
+* Events: ``Lease._wake``, ``Runtime._watcher_wake``, ``Dequeuer._wake``, ``App._serving``
   (``serve`` returns when it is set), one per ``Handle.result`` waiter, and the PostgreSQL
   driver's ``Driver._changed`` (news from other connections), ``Driver._listen_ready``
   (its listener's first ``LISTEN`` done) and ``Driver._news`` (a commit of ours to announce).
@@ -100,9 +101,10 @@ Deliberate unlocked reads
   a commit it could miss was made before that read, which sees it.
 * ``Runtime.wake_consumer``: set once (by the first queue's declaration) and read by the
   watcher and the threads that end runs; a read before it is set pokes no one, and the
-  consumer takes what waits when it starts. ``Dequeuer._stopping``: a flag, set before the
-  event that wakes it. ``Steps.sites``: one key per live call, put and dropped by its run
-  thread; other threads only read a key of a call in progress (dict operations are atomic).
+  consumer takes what waits when it starts. ``Dequeuer._stopping``, ``Lease._stopping`` and
+  ``Lease._hurried``: flags, each set before the event that wakes its thread.
+  ``Steps.sites``: one key per live call, put and dropped by its run thread; other threads
+  only read a key of a call in progress (dict operations are atomic).
   ``Tracer._latest`` (``_telemetry``): each key written by its workflow's run thread.
 * ``WorkflowRun.listening``: replaced (never mutated) by the run thread; the watcher copies
   the list it finds under ``Runtime._lock``, and a probe is a read that may be asked late.
@@ -135,6 +137,7 @@ from ._errors import (
     AppClosedError,
     JournalError,
     NonDeterminismError,
+    OwnershipLostError,
     SerializationError,
     WorkflowCancelledError,
     WorkflowTimedOutError,
@@ -214,6 +217,8 @@ class Runtime:
         workflow_threads: run pool size (threads running workflow functions).
         suspend_after: seconds a run may block in a wait before it unwinds.
         tracer: the App's spans (``_telemetry``), or None when tracing is off.
+        journal_failed: called after a run stopped on a journal error (``Lease.hurry``: its
+            workflow is recovered, here, as soon as the journal answers again).
     """
 
     def __init__(
@@ -230,6 +235,7 @@ class Runtime:
         suspend_after: float,
         faults: Faults,
         tracer: Tracer | None = None,
+        journal_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self.storage = storage
         self.codec = codec
@@ -239,6 +245,7 @@ class Runtime:
         self.owner = owner
         self.app_version = app_version
         self.faults = faults
+        self.journal_failed = journal_failed
         self.tracer = tracer
         self.suspend_after = suspend_after
         self.closing = False
@@ -366,6 +373,7 @@ class Runtime:
                 slot.listening = []
                 self._listeners -= 1
         run: WorkflowRun | None = None
+        failed = False
         try:
             # A freshly started workflow has its row and no steps; any other is read back,
             # row and steps in one read.
@@ -395,10 +403,14 @@ class Runtime:
                 return
             if isinstance(exc, JournalError | AppClosedError):
                 log.warning("litedurable: workflow %r stopped: %s", workflow_id, exc)
+                # Still ours and pending, no longer running: recovered once the journal works.
+                failed = not isinstance(exc, OwnershipLostError | AppClosedError)
             else:
                 log.exception("litedurable: workflow %r stopped unexpectedly", workflow_id)
         finally:
             self._after_drive(workflow_id, slot, run)
+        if failed and not self.closing:
+            self.journal_failed()
 
     def _after_drive(self, workflow_id: str, slot: _Slot, run: WorkflowRun | None) -> None:
         suspended = (

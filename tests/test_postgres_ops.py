@@ -178,6 +178,54 @@ def test_a_running_app_reports_a_server_gone_away_and_works_once_it_is_back(
     assert 2 not in ran and ran.count(1) == 1 and 3 in ran
 
 
+def test_a_run_stopped_by_a_server_restart_resumes_once_the_server_is_back(
+        bouncing: Bouncing) -> None:
+    """A step whose record failed because the server went away stopped its run, and the App
+    took its own workflow back only at its next recovery, a lease later (10 s by default,
+    here 600 s: past the hang guard). A run stopped on a journal error now hurries the
+    recovery: the workflow runs again as soon as the server answers."""
+    app = ld.App(_url(bouncing.dsn, _schema()), lease=600)
+    ran: list[str] = []
+    inside, gate = threading.Event(), threading.Event()
+
+    @app.step()
+    def first() -> str:
+        ran.append("first")
+        return "a"
+
+    @app.step()
+    def second() -> str:
+        ran.append("second")
+        inside.set()
+        assert gate.wait(HOLD)
+        return "b"
+
+    @app.workflow()
+    def two() -> str:
+        return first() + second()
+
+    with app:
+        handle = app.start(two)
+        assert inside.wait(HOLD)
+        bouncing.stop()
+        try:
+            gate.set()  # the step returns; its record finds the server away: the run stops
+            eventually(lambda: not app._parts()[1].is_active(handle.workflow_id),
+                       "the run to stop", timeout=HOLD)
+        finally:
+            bouncing.start()
+        assert eventually(lambda: _result_or_none(handle), "the workflow to finish",
+                          timeout=HOLD) == "ab"
+    assert ran == ["first", "second", "second"]  # the unrecorded step ran again, once
+
+
+def _result_or_none(handle: ld.Handle[str]) -> str | None:
+    try:
+        return handle.result(timeout=0.5)
+    except (ld.JournalError, ld.WaitTimeoutError):  # a pooled connection lost while away
+        return None
+
+
 # -- messages name the journal with its schema ------------------------------------------------
 
 

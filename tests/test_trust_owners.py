@@ -785,3 +785,35 @@ def test_a_failing_heartbeat_is_reported_once_and_its_recovery_too(caplog):
     assert len(said) == 2, said
     assert "failed" in said[0] and "0.15 s (the lease)" in said[0] and "take over" in said[0]
     assert "works again" in said[1]
+
+
+def test_a_hurried_recovery_waits_for_the_journal_then_runs_at_once():
+    """``Lease.hurry`` (a run stopped on a journal error) recovers as soon as the journal
+    answers, not at the next lease (600 s here: past the hang guard), retrying while the
+    heartbeat fails; a hurry during a recovery is not lost."""
+    from litedurable._errors import JournalError
+    from litedurable._faults import Faults
+    from litedurable._lease import Lease
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.away = 0  # heartbeats still to fail
+
+        def heartbeat(self, row: OwnerRow) -> None:
+            if self.away:
+                self.away -= 1
+                raise JournalError("the database cannot be reached (simulated)")
+
+    storage = Flaky()
+    recoveries = []
+    lease = Lease(storage, 600.0, Faults())  # type: ignore[arg-type]
+    lease.start(lambda: recoveries.append(storage.away))
+    try:
+        storage.away = 3
+        lease.hurry()
+        eventually(lambda: recoveries, "a hurried recovery")
+        assert recoveries == [0]  # only once the heartbeat worked again
+        lease.hurry()
+        eventually(lambda: len(recoveries) == 2, "a second hurried recovery")
+    finally:
+        lease.stop()
