@@ -7,6 +7,7 @@ journaled (a wait step, a cancel step), and a child's handle is a future as well
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -14,17 +15,30 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ._children import WorkflowFuture, await_workflow, cancel_workflow
 from ._concurrency import Future
 from ._context import current
-from ._errors import JournalReadOnlyError, UsageError, WaitTimeoutError
+from ._errors import (
+    JournalError,
+    JournalLockedError,
+    JournalReadOnlyError,
+    UsageError,
+    WaitTimeoutError,
+)
 from ._run import WorkflowRun
 from ._steps import StepScope
 from ._types import Status, to_seconds
 
 if TYPE_CHECKING:
     from ._app import App
+    from ._storage import WorkflowRow
 
 __all__ = ["ChildHandle", "Handle"]
 
+log = logging.getLogger("litedurable")
+
 R = TypeVar("R")
+
+# Journal errors a wait rides through once it has read the workflow: a server away or
+# restarting, a lock held too long. Any other (corrupt, read-only, a newer schema) ends it.
+_AWAY = (JournalError, JournalLockedError)
 
 
 class Handle(Generic[R]):
@@ -60,8 +74,13 @@ class Handle(Generic[R]):
         Inside a workflow the wait is durable: a recorded ``wait`` step that copies the outcome
         into this workflow's journal (parked workflows are waited for until resumed).
 
+        Once the workflow was read, a journal that stops answering (a database server
+        restarting) is waited through: the wait goes on, and at ``timeout`` raises what the
+        journal said.
+
         Raises:
             WaitTimeoutError: ``timeout`` seconds passed first (the workflow keeps running).
+            JournalError: the journal could not be read at first, or at ``timeout``.
         """
         scope = current()
         if isinstance(scope, WorkflowRun):
@@ -76,18 +95,23 @@ class Handle(Generic[R]):
         limit = None if timeout is None else time.monotonic() + to_seconds(timeout, "timeout")
         _, runtime = app._parts()
         outcome = runtime.expect_outcome(self.workflow_id)
+        away: JournalError | None = None  # why the journal failed the last read, if it did
         try:
+            # A journal that fails this first read is an error at once.
+            row: WorkflowRow | None = app._row(self.workflow_id)
             while True:
-                outcome.clear()  # before the read: an outcome committed after it sets it again
-                row = app._row(self.workflow_id)
-                if Status(row.status).is_terminal:
-                    value: R = app._outcome(row)
-                    return value
-                storage, _ = app._parts()
-                if storage.gone is not None:  # no outcome can be recorded any more: say why
-                    raise JournalReadOnlyError(storage.gone)
+                if row is not None:
+                    if Status(row.status).is_terminal:
+                        value: R = app._outcome(row)
+                        return value
+                    storage, _ = app._parts()
+                    if storage.gone is not None:  # no outcome can be recorded any more: say why
+                        raise JournalReadOnlyError(storage.gone)
                 remaining = None if limit is None else limit - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    if away is not None:
+                        raise away
+                    assert row is not None
                     goes_on = ("it stays in its queue until a consumer of that queue takes it"
                                if row.status == "enqueued" else "it keeps running")
                     raise WaitTimeoutError(
@@ -96,6 +120,16 @@ class Handle(Generic[R]):
                     )
                 # Set by its outcome here or by the commit watcher; the cap is a safety net.
                 outcome.wait(1.0 if remaining is None else min(remaining, 1.0))
+                outcome.clear()  # before the read: an outcome committed after it sets it again
+                try:
+                    row, away = app._row(self.workflow_id), None
+                except JournalError as exc:  # a server restarting: the wait goes on
+                    if type(exc) not in _AWAY:
+                        raise
+                    if away is None:
+                        log.warning("litedurable: waiting for workflow %r, still: %s",
+                                    self.workflow_id, exc)
+                    row, away = None, exc
         finally:
             runtime.forget_outcome(self.workflow_id, outcome)
 

@@ -219,6 +219,43 @@ def test_a_run_stopped_by_a_server_restart_resumes_once_the_server_is_back(
     assert ran == ["first", "second", "second"]  # the unrecorded step ran again, once
 
 
+def test_a_result_waited_for_rides_through_a_server_restart(
+        bouncing: Bouncing, caplog: pytest.LogCaptureFixture) -> None:
+    """``handle.result()`` raised "cannot be reached" when the server restarted during the
+    wait, though the workflow went on and finished: the wait now goes on through it (and
+    says so once), as a DBOS ``get_result`` does."""
+    app = ld.App(_url(bouncing.dsn, _schema()))
+    gate = threading.Event()
+
+    @app.workflow()
+    def waits() -> str:
+        assert gate.wait(HOLD)
+        return "done"
+
+    caplog.set_level("WARNING", logger="litedurable")
+    got: list[object] = []
+    with app:
+        handle = app.start(waits)
+        waiter = threading.Thread(target=lambda: got.append(_outcome(handle)))
+        waiter.start()
+        bouncing.stop()
+        try:
+            eventually(lambda: any("still:" in r.getMessage() for r in caplog.records),
+                       "the wait to find the server away", timeout=HOLD)
+        finally:
+            bouncing.start()
+        gate.set()
+        waiter.join(HOLD)
+    assert got == ["done"]
+
+
+def _outcome(handle: ld.Handle[str]) -> object:
+    try:
+        return handle.result(timeout=HOLD)
+    except Exception as exc:  # what the test reports
+        return exc
+
+
 def _result_or_none(handle: ld.Handle[str]) -> str | None:
     try:
         return handle.result(timeout=0.5)
