@@ -520,8 +520,12 @@ class Driver:
         self.usable()
         try:
             conn = self._connect()
-            self._configure(conn)
         except psycopg.Error as exc:  # nothing was sent: no outcome to re-read
+            raise self._unreachable(exc) from exc
+        try:
+            self._configure(conn)
+        except psycopg.Error as exc:
+            conn.close()
             raise self._unreachable(exc) from exc
         cursor = self._own = conn.cursor()
         if self.closed:  # ``close`` ran meanwhile, and may not have seen this connection
