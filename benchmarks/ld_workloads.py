@@ -315,6 +315,19 @@ def fan_out(path: str, durability: Durability, n: int, step_seconds: float,
         return time.perf_counter() - start
 
 
+def plain_threads(n: int, step_seconds: float) -> float:
+    """(c)'s floor on this machine: wall seconds to start ``n`` plain threads that each sleep
+    ``step_seconds``, and join them. No engine can fan out to ``n`` new threads faster; a
+    cold fan-out pays this, a warm one (threads already started) does not."""
+    start = time.perf_counter()
+    threads = [threading.Thread(target=time.sleep, args=(step_seconds,)) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
 # -- (d) crash and recovery -----------------------------------------------------------------
 
 RECOVERY_VERSION = "bench-recovery"

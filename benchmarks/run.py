@@ -338,6 +338,12 @@ class Runner:
                 engine.module.fan_out(p, durability, s.c_steps, s.c_step_s, warm=True)),
                 engine.repeat)
             extra["warm_ratio"] = sig(warm_runs.figure() / s.c_step_s, 3)
+            # The floor of a cold fan-out here: starting as many plain threads (each sleeping
+            # a step's time). On a small VM that alone can exceed twice the ideal.
+            threads = self.measure("c-plain-threads", lambda _: (
+                ld_workloads.plain_threads(s.c_steps, s.c_step_s)), engine.repeat)
+            extra["plain_threads_ms"] = sig(threads.figure() * 1e3, 3)
+            extra["over_plain_threads"] = sig(runs.figure() / threads.figure(), 3)
         self.line(engine, "c_fan_out", durability,
                   {"steps": s.c_steps, "step_ms": s.c_step_s * 1e3}, ("wall_ms", wall_ms),
                   ("ideal_ms", s.c_step_s * 1e3), wall_ms / (s.c_step_s * 1e3), engine.repeat,
