@@ -219,3 +219,10 @@ class JournalReadOnlyError(JournalError):
 
 class OwnershipLostError(JournalError):
     """Another process took this workflow over (this one was presumed dead); write refused."""
+
+
+def passes(exc: BaseException) -> bool:
+    """Whether ``exc`` is a journal error that may pass by itself (a database server away or
+    restarting, a lock held too long, a full disk), so waiting and trying again makes sense;
+    not a damaged, read-only or newer journal, nor a workflow another process took over."""
+    return type(exc) in (JournalError, JournalLockedError, JournalFullError)

@@ -17,10 +17,10 @@ from ._concurrency import Future
 from ._context import current
 from ._errors import (
     JournalError,
-    JournalLockedError,
     JournalReadOnlyError,
     UsageError,
     WaitTimeoutError,
+    passes,
 )
 from ._run import WorkflowRun
 from ._steps import StepScope
@@ -35,10 +35,6 @@ __all__ = ["ChildHandle", "Handle"]
 log = logging.getLogger("litedurable")
 
 R = TypeVar("R")
-
-# Journal errors a wait rides through once it has read the workflow: a server away or
-# restarting, a lock held too long. Any other (corrupt, read-only, a newer schema) ends it.
-_AWAY = (JournalError, JournalLockedError)
 
 
 class Handle(Generic[R]):
@@ -124,7 +120,7 @@ class Handle(Generic[R]):
                 try:
                     row, away = app._row(self.workflow_id), None
                 except JournalError as exc:  # a server restarting: the wait goes on
-                    if type(exc) not in _AWAY:
+                    if not passes(exc):  # damaged, read-only, newer: no use waiting
                         raise
                     if away is None:
                         log.warning("litedurable: waiting for workflow %r, still: %s",

@@ -137,10 +137,10 @@ from ._errors import (
     AppClosedError,
     JournalError,
     NonDeterminismError,
-    OwnershipLostError,
     SerializationError,
     WorkflowCancelledError,
     WorkflowTimedOutError,
+    passes,
 )
 from ._faults import Faults
 from ._pool import WorkerPool
@@ -403,8 +403,9 @@ class Runtime:
                 return
             if isinstance(exc, JournalError | AppClosedError):
                 log.warning("litedurable: workflow %r stopped: %s", workflow_id, exc)
-                # Still ours and pending, no longer running: recovered once the journal works.
-                failed = not isinstance(exc, OwnershipLostError | AppClosedError)
+                # Still ours and pending, no longer running: if what stopped it may pass (a
+                # server restarting), recovered as soon as the journal answers again.
+                failed = passes(exc)
             else:
                 log.exception("litedurable: workflow %r stopped unexpectedly", workflow_id)
         finally:
