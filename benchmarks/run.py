@@ -294,7 +294,10 @@ class Runner:
         runs = self.measure(f"a-{engine.name}-{durability}", partial(
             engine.module.sequential_steps_interleaved, durability=durability, n=n),
             engine.repeat)
-        target = Target("ratio", "<=", 1.3 if durability == "full" else 2.0)
+        # Issue 6 (SQLite) set the target against the floor; issue 17 (PostgreSQL) against a
+        # raw single-row INSERT then COMMIT through psycopg, which is ``raw_ratio`` there.
+        target = Target("raw_ratio" if self.pg_admin else "ratio", "<=",
+                        1.3 if durability == "full" else 2.0)
         self.line(engine, "a_sequential_steps", durability, {"steps": n},
                   ("us_per_step", runs.figure(lambda r: r["per_step_s"]) * 1e6),
                   ("floor_commit_us", runs.figure(lambda r: r["floor_s"]) * 1e6),
