@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import apsw
@@ -505,18 +505,9 @@ def _columns(conn: apsw.Connection, table: str) -> list[str]:
     return [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
 
 
-def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
-    """Grow the journal at ``path`` by ``rows`` step rows of finished workflows, fast.
-
-    Runs one real ``steps_per_workflow``-step workflow through the App as a template, then
-    clones its workflow row and step rows under fresh uuid4 ids (spread over the whole key
-    space, as real ids are) in one apsw transaction, recomputing each row's checksum the way
-    ``litedurable/_journal.py`` does. A clone is read back through ``app.steps`` (which
-    verifies checksums), so a change of the journal's layout fails here, loudly. Returns the
-    step rows now in the file.
-    """
-    from litedurable._storage import checksum  # the engine's own checksum; layout checked below
-
+def filler(path: str, steps_per_workflow: int) -> tuple[ld.App, str]:
+    """(e)'s filler App on ``path`` (closed) and the id of one real workflow of it, run to
+    the end: the template a journal filler clones."""
     app = ld.App(path, durability="normal", app_version="bench-filler")
 
     @app.step(name="bench_filler_step")
@@ -524,15 +515,44 @@ def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
         return i + 1
 
     @app.workflow(name="bench_filler_workflow")
-    def filler(count: int) -> int:
+    def fill(count: int) -> int:
         value = 0
         for _ in range(count):
             value = filler_step(value)
         return value
 
     with app:
-        template = app.start(filler, steps_per_workflow)
+        template = app.start(fill, steps_per_workflow)
         template.result()
+    return app, template.workflow_id
+
+
+def clone_ids(rows: int, steps_per_workflow: int) -> list[str]:
+    """Fresh uuid4 ids for ``rows`` step rows' workflows, spread over the whole key space (as
+    real ids are), sorted (as a bulk load goes fastest)."""
+    return sorted(str(uuid.uuid4()) for _ in range(-(-rows // steps_per_workflow)))
+
+
+def check_clones(app: ld.App, ids: list[str], steps_per_workflow: int) -> None:
+    """A clone reads back through the engine, its checksums verified: a change of the
+    journal's layout fails the filler, loudly."""
+    with app:
+        clone = app.steps(ids[len(ids) // 2])
+        assert [s.output for s in clone] == list(range(1, steps_per_workflow + 1)), clone
+        assert app.handle(ids[-1]).result() == steps_per_workflow
+
+
+def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
+    """Grow the journal at ``path`` by ``rows`` step rows of finished workflows, fast.
+
+    Runs one real ``steps_per_workflow``-step workflow through the App as a template, then
+    clones its workflow row and step rows under fresh ids in one apsw transaction, recomputing
+    each row's checksum with the engine's own ``checksum``. Returns the step rows now in the
+    file. (``pg.fill_journal`` is the same on PostgreSQL.)
+    """
+    from litedurable._storage import checksum  # the engine's own checksum; layout checked below
+
+    app, template = filler(path, steps_per_workflow)
     conn = apsw.Connection(path)
     conn.setbusytimeout(30_000)
     wf_cols, step_cols = _columns(conn, "workflows"), _columns(conn, "steps")
@@ -542,43 +562,46 @@ def fill_journal(path: str, rows: int, steps_per_workflow: int = 10) -> int:
         raise RuntimeError(f"the journal layout changed ({wf_cols}; {step_cols}): update "
                            "benchmarks/ld_workloads.py:fill_journal")
     wf_row: dict[str, Any] = dict(zip(wf_cols, conn.execute(
-        "SELECT * FROM workflows WHERE workflow_id = ?", (template.workflow_id,)
+        "SELECT * FROM workflows WHERE workflow_id = ?", (template,)
     ).fetchall()[0], strict=True))
     step_rows: list[dict[str, Any]] = [dict(zip(step_cols, r, strict=True)) for r in conn.execute(
-        "SELECT * FROM steps WHERE workflow_id = ? ORDER BY step", (template.workflow_id,))]
-    ids = sorted(str(uuid.uuid4()) for _ in range(-(-rows // steps_per_workflow)))
+        "SELECT * FROM steps WHERE workflow_id = ? ORDER BY step", (template,))]
+    ids = clone_ids(rows, steps_per_workflow)
     wf_sql = (f"INSERT INTO workflows ({', '.join(wf_cols)}) "
               f"VALUES ({', '.join('?' * len(wf_cols))})")
     step_sql = (f"INSERT INTO steps ({', '.join(step_cols)}) "
                 f"VALUES ({', '.join('?' * len(step_cols))})")
-
-    def workflow_values() -> Any:
-        for wid in ids:
-            row = {**wf_row, "workflow_id": wid}
-            row["checksum"] = checksum(wid, row["name"], row["inputs"], row["output"],
-                                       row["error"])
-            yield tuple(row[c] for c in wf_cols)
-
-    def step_values() -> Any:
-        for wid in ids:
-            for template_row in step_rows:
-                row = {**template_row, "workflow_id": wid}
-                row["checksum"] = checksum(wid, str(row["step"]), row["kind"], row["name"],
-                                           row["output"], row["error"], row["extra"])
-                yield tuple(row[c] for c in step_cols)
-
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(wf_sql, workflow_values())
-    conn.executemany(step_sql, step_values())
+    conn.executemany(wf_sql, (tuple(r[c] for c in wf_cols)
+                              for r in clone_workflow_rows(wf_row, ids, checksum)))
+    conn.executemany(step_sql, (tuple(r[c] for c in step_cols)
+                                for r in clone_step_rows(step_rows, ids, checksum)))
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     total = _count_steps(conn)
     conn.close()
-    with app:  # a clone must read back through the engine, checksums verified
-        clone = app.steps(ids[len(ids) // 2])
-        assert [s.output for s in clone] == list(range(1, steps_per_workflow + 1)), clone
-        assert app.handle(ids[-1]).result() == steps_per_workflow
+    check_clones(app, ids, steps_per_workflow)
     return total
+
+
+def clone_workflow_rows(template: dict[str, Any], ids: list[str],
+                        checksum: Callable[..., int]) -> Iterator[dict[str, Any]]:
+    """``template`` (a workflow row by column) under each id, its checksum recomputed."""
+    for wid in ids:
+        row = {**template, "workflow_id": wid}
+        row["checksum"] = checksum(wid, row["name"], row["inputs"], row["output"], row["error"])
+        yield row
+
+
+def clone_step_rows(template: list[dict[str, Any]], ids: list[str],
+                    checksum: Callable[..., int]) -> Iterator[dict[str, Any]]:
+    """``template`` (one workflow's step rows by column) under each id, checksums recomputed."""
+    for wid in ids:
+        for step in template:
+            row = {**step, "workflow_id": wid}
+            row["checksum"] = checksum(wid, str(row["step"]), row["kind"], row["name"],
+                                       row["output"], row["error"], row["extra"])
+            yield row
 
 
 def big_vs_empty(big: str, empty: str, durability: Durability, n: int,

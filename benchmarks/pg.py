@@ -203,6 +203,47 @@ class ApswShim:
             self.conn.close()
 
 
+def fill_journal(dsn: str, rows: int, steps_per_workflow: int = 10) -> int:
+    """(e) on PostgreSQL: ``ld_workloads.fill_journal`` with ``COPY`` into the journal's
+    schema (default ``litedurable``), then ``VACUUM ANALYZE`` as a journal that grew over
+    time would have been (autovacuum would otherwise start during the measurement)."""
+    import ld_workloads
+
+    from litedurable._storage import checksum
+
+    app, template = ld_workloads.filler(dsn, steps_per_workflow)
+    ids = ld_workloads.clone_ids(rows, steps_per_workflow)
+    with psycopg.connect(dsn, autocommit=True,
+                         options="-c search_path=litedurable -c synchronous_commit=off") as conn:
+        def columns(table: str) -> list[str]:
+            return [str(r[0]) for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "'litedurable' AND table_name = %s ORDER BY ordinal_position", (table,))]
+
+        def load(table: str, cols: list[str], values: Iterator[dict[str, Any]]) -> None:
+            with conn.transaction(), conn.cursor() as cur, cur.copy(
+                    f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                for row in values:
+                    copy.write_row([row[c] for c in cols])
+
+        def rows_of(table: str) -> list[dict[str, Any]]:
+            cols = columns(table)
+            found = conn.execute(f"SELECT {', '.join(cols)} FROM {table} "  # type: ignore[arg-type]
+                                 "WHERE workflow_id = %s ORDER BY 1", (template,)).fetchall()
+            return [dict(zip(cols, r, strict=True)) for r in found]
+
+        wf_row, step_rows = rows_of("workflows")[0], rows_of("steps")
+        step_rows.sort(key=lambda r: int(r["step"]))
+        load("workflows", columns("workflows"),
+             ld_workloads.clone_workflow_rows(wf_row, ids, checksum))
+        load("steps", columns("steps"), ld_workloads.clone_step_rows(step_rows, ids, checksum))
+        conn.execute("VACUUM ANALYZE workflows")
+        conn.execute("VACUUM ANALYZE steps")
+        total = conn.execute("SELECT count(*) FROM steps").fetchone()
+    ld_workloads.check_clones(app, ids, steps_per_workflow)
+    return int(total[0]) if total else 0
+
+
 def install() -> None:
     """Swap the SQLite baselines and watchers of the workload modules for these."""
     import dbos_peer
@@ -214,3 +255,4 @@ def install() -> None:
         module.apsw = ApswShim  # type: ignore[attr-defined,misc]
     ld_workloads.raw_commit_seconds = raw_commit_seconds  # type: ignore[assignment]
     ld_workloads.raw_commit_threads_per_s = raw_commit_threads_per_s  # type: ignore[assignment]
+    ld_workloads.fill_journal = fill_journal  # type: ignore[assignment]

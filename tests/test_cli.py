@@ -211,17 +211,19 @@ def test_benchmark_runner_postgres_smoke(tmp_path: Path, postgres_dsn: str) -> N
     env = {**child_env(), "LITEDURABLE_BENCH_POSTGRES": postgres_dsn}
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "run.py"), "--quick", "--backend",
-         "postgres", "--durability", "full", "--only", "a,b,d"],
+         "postgres", "--durability", "full", "--only", "a,b,d,e"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     by_name = {r["workload"]: r for r in records}
     assert set(by_name) == {"server", "raw_commit", "raw_commit_8_threads",
-                            "a_sequential_steps", "b_three_step_workflows", "d_crash_recovery"}
+                            "a_sequential_steps", "b_three_step_workflows", "d_crash_recovery",
+                            "e_big_journal"}
     assert by_name["raw_commit"]["engine"] == "psycopg"
     assert by_name["d_crash_recovery"]["reran_recorded_steps"] == 0
     assert by_name["d_crash_recovery"]["step_rows_at_kill"] >= 20 * 5
+    assert by_name["e_big_journal"]["rows_in_file"] >= 2_000  # the clones read back (checked)
     import psycopg
 
     with psycopg.connect(postgres_dsn) as conn:  # every benchmark database was dropped
