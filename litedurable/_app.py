@@ -383,12 +383,15 @@ class App:
         if lease is not None:
             lease.end()
 
-    def _every_lease(self) -> None:
-        """Once per lease, on the heartbeat thread: take over dead owners' workflows, and let
-        the scheduler see schedules other processes changed."""
-        self.recover()
+    def _every_lease(self) -> int:
+        """Once per lease (or hurried), on the heartbeat thread: take over dead owners' and
+        stopped workflows, and let the scheduler see schedules other processes changed.
+        Returns the highest recovery attempt count claimed (0: none), which paces hurries."""
+        with self._recovering:
+            taken = self._recover()
         if self._scheduler is not None:
             self._scheduler.poke()
+        return max(taken.values(), default=0)
 
     # -- recovery -------------------------------------------------------------------------
 
@@ -400,9 +403,9 @@ class App:
         dead process's workflows are taken over. Returns the ids claimed.
         """
         with self._recovering:
-            return self._recover()
+            return sorted(self._recover())
 
-    def _recover(self) -> list[str]:
+    def _recover(self) -> dict[str, int]:
         storage, runtime = self._parts()
         lease = self._lease
         assert lease is not None
@@ -438,7 +441,7 @@ class App:
                 runtime.enqueue(wid)
         if requeued:
             self._poke_consumer()
-        return sorted(taken)
+        return taken
 
     # -- starting -------------------------------------------------------------------------
 

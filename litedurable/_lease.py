@@ -48,10 +48,10 @@ HOST = socket.gethostname()
 MIN_BEAT = 0.05
 MAX_BEAT = 3600.0
 # After a run of this App stopped on a journal error (``Lease.hurry``), the heartbeat thread
-# recovers as soon as the journal answers: HURRY_RETRY seconds after the last recovery, then
-# twice as long after each hurried one (up to the lease), so a run that fails the same way
-# every time still takes a while to use up its recovery attempts. A recovery a lease after the
-# last, with no hurry, starts the gap again at HURRY_RETRY.
+# recovers as soon as the journal answers: HURRY_RETRY seconds after the last recovery, or
+# twice as long per recovery attempt the workflows it last claimed had made without recording
+# a step (up to the lease), so a run that fails the same way every time still takes a while
+# to use up its recovery attempts, and one that made progress is taken back at once.
 HURRY_RETRY = 0.25
 
 # Owner tokens of the Apps launched and not closed in this process: a workflow owned by a token
@@ -124,9 +124,10 @@ class Lease:
         self.storage.heartbeat(OwnerRow(self.owner, HOST, os.getpid(), time.time(), self.stated,
                                         pid_namespace()))
 
-    def start(self, every_lease: Callable[[], None]) -> None:
+    def start(self, every_lease: Callable[[], int]) -> None:
         """Register the token as live here, then beat on the heartbeat thread, which also
-        calls ``every_lease`` (recovery) once per ``lease`` seconds."""
+        calls ``every_lease`` (recovery, returning the highest attempt count it claimed) once
+        per ``lease`` seconds, or sooner when hurried."""
         _LIVE_OWNERS.add(self.owner)
         self._stopping = False
         self._wake.clear()
@@ -154,7 +155,7 @@ class Lease:
         self._hurried = True
         self._wake.set()
 
-    def _loop(self, every_lease: Callable[[], None]) -> None:
+    def _loop(self, every_lease: Callable[[], int]) -> None:
         """Beat until stopped; recover once per lease, or sooner when hurried. A journal that
         fails (a server away) is reported once, and again when the beat works: not every
         ``beat`` seconds for as long as it is away."""
@@ -179,9 +180,9 @@ class Lease:
                     log.warning("litedurable: the heartbeat of %s works again", self.owner)
                 if (self._hurried and now - last >= gap) or now - last >= self.lease:
                     hurried, self._hurried = self._hurried, False
-                    gap = min(2 * gap, self.lease) if hurried else HURRY_RETRY
                     last = now
-                    every_lease()
+                    attempts = every_lease()
+                    gap = min(HURRY_RETRY * 2 ** min(max(attempts - 1, 0), 16), self.lease)
             except AppClosedError:
                 return
             except BaseException as exc:
