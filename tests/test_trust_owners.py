@@ -822,6 +822,6 @@ def test_a_hurried_recovery_waits_for_the_journal_then_runs_at_once():
         assert recoveries == [0]  # only once the heartbeat worked again
         for n in range(2, 14):
             lease.hurry()
-            eventually(lambda: len(recoveries) == n, f"hurried recovery {n}")
+            eventually(lambda n=n: len(recoveries) == n, f"hurried recovery {n}")
     finally:
         lease.stop()
