@@ -25,9 +25,42 @@ __all__ = ["describe_location", "is_server_url", "open_storage", "shown_location
 _SCHEMES = ("postgresql://", "postgres://")
 
 
+# A URL of another scheme (postgresql+psycopg://, POSTGRESQL://, " postgresql://"), and a libpq
+# key=value string: taken for file names, they opened (or created) an SQLite file so named.
+_OTHER_URL = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+_KEYWORDS = re.compile(
+    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|options|"
+    r"connect_timeout|application_name)\s*=", re.IGNORECASE)
+
+
 def is_server_url(location: str) -> bool:
-    """Whether ``location`` names a database server rather than a file."""
-    return location.startswith(_SCHEMES)
+    """Whether ``location`` names a database server rather than a file.
+
+    Raises:
+        JournalError: ``location`` is neither: a URL of another scheme, a libpq ``key=value``
+            connection string, or a ``postgresql://`` URL that cannot be parsed. The message
+            never repeats the location (it may hold a password).
+    """
+    if location.startswith(_SCHEMES):
+        try:
+            urllib.parse.urlsplit(location).port  # noqa: B018  (parses host and port)
+        except ValueError as exc:
+            raise JournalError(f"the {location.split('://')[0]}:// URL cannot be parsed "
+                               f"({exc}): check its host (an IPv6 address in [brackets]) "
+                               "and its port") from None
+        return True
+    other = _OTHER_URL.match(location)
+    if other is not None:
+        what = ("a URL with spaces before it" if location[0].isspace()
+                else f"a {other.group(1)}:// URL")
+        raise JournalError(
+            f"{what} is not a journal location: give a file path (an SQLite journal) or a "
+            "PostgreSQL URL spelled postgresql://user@host:port/db")
+    if _KEYWORDS.match(location):
+        raise JournalError(
+            "a key=value connection string is not a journal location: write it as a URL, "
+            "postgresql://user@host:port/dbname (put the password in PGPASSWORD or a passfile)")
+    return False
 
 
 def describe_location(location: str) -> str:

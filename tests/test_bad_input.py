@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import stat
 import sys
@@ -460,3 +461,29 @@ def test_opening_a_journal_never_imports_modules_named_in_it(tmp_path, db_path, 
         assert listed.error == f"{name}.VendorError: vendor down"
     assert name not in sys.modules
     assert marker.read_text() == "imported\n"  # imported once, by the test, never by the engine
+
+
+@pytest.mark.parametrize("location, said", [
+    ("host=127.0.0.1 port=5432 user=app password=hunter2 dbname=orders", "key=value"),
+    ("postgresql+psycopg://app:hunter2@127.0.0.1/orders", "postgresql+psycopg://"),
+    ("POSTGRESQL://app:hunter2@127.0.0.1/orders", "POSTGRESQL://"),
+    (" postgresql://app:hunter2@127.0.0.1/orders", "spaces before it"),
+    ("postgresql://app:hunter2@[::1/orders", "cannot be parsed"),
+    ("postgresql://app:hunter2@h:99999999/orders", "cannot be parsed"),
+])
+def test_a_location_that_is_neither_a_file_nor_a_postgresql_url_is_refused(
+        tmp_path, monkeypatch, capsys, location, said):
+    """A libpq key=value string or a URL of another spelling (SQLAlchemy's
+    postgresql+psycopg://, upper case, a leading space) was taken for a file name: the App
+    opened a new SQLite journal so named, password and all, and the user believed they were
+    on PostgreSQL. A URL urllib cannot parse escaped as a bare ValueError."""
+    from litedurable._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ld.JournalError, match=re.escape(said)) as refused:
+        ld.App(location).launch()
+    assert "hunter2" not in str(refused.value)
+    assert main(["--db", location, "list"]) == 4
+    err = capsys.readouterr().err
+    assert said in err and "hunter2" not in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []  # no file was created under any part of it
