@@ -27,11 +27,9 @@ from ._cli_common import (
     _Timeout,
     _Usage,
 )
-from ._errors import (
-    WorkflowNotFoundError,
-)
+from ._errors import JournalError, WorkflowNotFoundError, passes
 from ._records import queue_info, schedule_info, step_info, workflow_info
-from ._storage import Storage
+from ._storage import Storage, WorkflowRow
 from ._types import QueueInfo, Status
 from ._ui import export_html, serve
 
@@ -128,7 +126,7 @@ def cmd_result(args: argparse.Namespace) -> int:
                 raise _Timeout(f"workflow {args.workflow_id!r} is still {row.status} after "
                                f"{args.timeout:g} s")
             time.sleep(POLL if left is None else min(POLL, left))
-            row = _find(journal, args.workflow_id)
+            row = _reread(journal, args.workflow_id, deadline)
     if row.status == Status.SUCCEEDED:
         _print_json(None if row.output is None else CODEC.display(row.output))
         return 0
@@ -138,6 +136,23 @@ def cmd_result(args: argparse.Namespace) -> int:
     if "Traceback (most recent call last)" in tb:  # not a bare "Type: message" said twice
         print(tb.rstrip(), file=sys.stderr)
     return 1
+
+
+def _reread(journal: Storage, workflow_id: str, deadline: float | None) -> WorkflowRow:
+    """The workflow read again, as ``Handle.result`` waits: a journal that stops answering
+    (a server restarting) is waited through, said once, until ``deadline``."""
+    said = False
+    while True:
+        try:
+            return _find(journal, workflow_id)
+        except JournalError as exc:
+            if not passes(exc) or (deadline is not None and time.monotonic() >= deadline):
+                raise
+            if not said:
+                print(f"litedurable: waiting for workflow {workflow_id!r}, still: {exc}",
+                      file=sys.stderr)
+                said = True
+            time.sleep(POLL)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

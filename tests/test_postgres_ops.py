@@ -249,6 +249,49 @@ def test_a_result_waited_for_rides_through_a_server_restart(
     assert got == ["done"]
 
 
+def test_the_cli_result_rides_through_a_server_restart(
+        bouncing: Bouncing, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``litedurable result ID --timeout 60`` exited 4 at its first poll that found the
+    server restarting; it now waits on, as ``Handle.result()`` does, and says so once."""
+    from litedurable import _cli_read
+
+    url = _url(bouncing.dsn, _schema())
+    app = ld.App(url)
+    gate, read = threading.Event(), threading.Event()
+    real_find = _cli_read._find
+
+    def find(journal: Any, workflow_id: str) -> Any:
+        row = real_find(journal, workflow_id)
+        read.set()  # the command has read the workflow once: its wait began
+        return row
+
+    monkeypatch.setattr(_cli_read, "_find", find)
+
+    @app.workflow()
+    def waits() -> str:
+        assert gate.wait(HOLD)
+        return "done"
+
+    codes: list[int] = []
+    with app:
+        handle = app.start(waits)
+        command = threading.Thread(target=lambda: codes.append(
+            main(["--db", url, "result", handle.workflow_id, "--timeout", str(HOLD)])))
+        command.start()
+        assert read.wait(HOLD)
+        bouncing.stop()
+        try:
+            eventually(lambda: "still:" in capsys.readouterr().err or None,
+                       "the command to find the server away", timeout=HOLD)
+        finally:
+            bouncing.start()
+        gate.set()
+        command.join(HOLD)
+    assert codes == [0]
+    assert '"done"' in capsys.readouterr().out
+
+
 def _outcome(handle: ld.Handle[str]) -> object:
     try:
         return handle.result(timeout=HOLD)
